@@ -1,0 +1,3 @@
+pub mod dataset;
+pub mod quickstart;
+pub mod sim;

@@ -1,0 +1,38 @@
+//! `lapa`: the workstation CLI.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// lapa — latent action pretraining from video, from simulator to hobby arm.
+///
+/// Stages available now: simulate and record LeRobot v3.0 datasets of an SO-101-like arm and of a
+/// human-style hand, and inspect any LeRobot dataset. Needs ffmpeg on PATH for video.
+#[derive(Debug, Parser)]
+#[command(name = "lapa", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Tabletop simulator: record expert demonstrations, render previews.
+    #[command(subcommand)]
+    Sim(cmd::sim::SimCommand),
+    /// Inspect LeRobot datasets (v3.0 and v2.1).
+    #[command(subcommand)]
+    Dataset(cmd::dataset::DatasetCommand),
+    /// Run the main job end to end on the built-in defaults (sim data, tiny config).
+    Quickstart(cmd::quickstart::QuickstartArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Sim(c) => cmd::sim::run(c),
+        Command::Dataset(c) => cmd::dataset::run(c),
+        Command::Quickstart(a) => cmd::quickstart::run(a),
+    }
+}
