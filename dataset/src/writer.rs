@@ -103,6 +103,9 @@ impl DatasetWriter {
         if spec.fps == 0 {
             return Err(DatasetError::Usage("fps must be positive".into()));
         }
+        for cam in &spec.cameras {
+            spec.codec.check_size(cam.width, cam.height)?;
+        }
         if !spec.cameras.is_empty() {
             check_ffmpeg()?;
         }

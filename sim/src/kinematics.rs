@@ -128,7 +128,8 @@ pub fn inverse_with_pitch(tip: [f32; 3], pitch_deg: f32, roll: f32, gripper: f32
     let q2 = c2.acos(); // >= 0: elbow up, forearm bending down.
     let q1 = wr.atan2(wz) - (FOREARM * q2.sin()).atan2(UPPER_ARM + FOREARM * q2.cos());
     let q3 = a3 - q1 - q2;
-    let q = [pan.to_degrees(), q1.to_degrees(), q2.to_degrees() - ELBOW_ZERO_BEND_DEG, q3.to_degrees(), roll, gripper];
+    let wrap = |deg: f32| (deg + 180.0).rem_euclid(360.0) - 180.0;
+    let q = [pan.to_degrees(), wrap(q1.to_degrees()), q2.to_degrees() - ELBOW_ZERO_BEND_DEG, wrap(q3.to_degrees()), roll, gripper];
     if within_limits(&q) { Ok(q) } else { Err(IkError::JointLimits { x, y, z }) }
 }
 
@@ -156,6 +157,59 @@ pub fn rest_pose() -> Joints {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Rng;
+
+    #[test]
+    fn fk_ik_round_trip_in_joint_space() {
+        // Random joint configurations on the IK's branch (elbow bending down) → FK → IK with the
+        // same hand pitch → the same joints.
+        let mut rng = Rng::new(11);
+        let mut checked = 0;
+        for _ in 0..5000 {
+            let mut q = [0.0f32; 6];
+            for i in 0..6 {
+                q[i] = rng.range(JOINT_MIN[i], JOINT_MAX[i]);
+            }
+            if q[2] + ELBOW_ZERO_BEND_DEG <= 1.0 || q[2] + ELBOW_ZERO_BEND_DEG >= 179.0 {
+                continue;
+            }
+            let p = forward(&q);
+            // Signed reach along the arm's azimuth: behind or on the pan axis the same tip is
+            // (also) reached with the pan turned 180°, which is a different, valid solution.
+            let (sp, cp) = q[0].to_radians().sin_cos();
+            if p.tip[0] * sp + p.tip[1] * cp < 0.02 {
+                continue;
+            }
+            let back = inverse_with_pitch(p.tip, p.pitch_deg, q[4], q[5]).unwrap_or_else(|e| panic!("{q:?} {p:?}: {e}"));
+            for i in 0..6 {
+                assert!((back[i] - q[i]).abs() < 0.05, "joint {i}: {q:?} -> {back:?}");
+            }
+            checked += 1;
+        }
+        assert!(checked > 1000, "only {checked} configurations checked");
+    }
+
+    #[test]
+    fn ik_fk_round_trip_in_task_space() {
+        // Every point of the task workspace (block heights to hover heights) is solved, and FK of
+        // the solution lands on the target.
+        let mut rng = Rng::new(12);
+        for _ in 0..5000 {
+            let t = [rng.range(-0.13, 0.13), rng.range(0.10, 0.30), rng.range(0.01, 0.12)];
+            let q = inverse(t, 0.0, 50.0).unwrap_or_else(|e| panic!("{e}"));
+            assert!(within_limits(&q));
+            let p = forward(&q);
+            for k in 0..3 {
+                assert!((p.tip[k] - t[k]).abs() < 1e-4, "{t:?} -> {:?}", p.tip);
+            }
+        }
+    }
+
+    #[test]
+    fn unreachable_targets_are_errors() {
+        assert!(matches!(inverse([0.0, 0.6, 0.0], 0.0, 0.0), Err(IkError::Unreachable { .. })));
+        assert!(inverse([0.0, 0.2, 0.5], 0.0, 0.0).is_err());
+    }
 
     #[test]
     fn rest_pose_is_solved_and_points_down() {

@@ -1,1 +1,37 @@
-//! Cross-crate integration tests live in `tests/tests/`.
+//! Cross-crate integration tests live in `tests/tests/`; this library holds their shared fixtures.
+
+use lapa_dataset::{CameraSpec, DatasetSpec, DatasetWriter, EpisodeInput, VideoCodec, WrittenDataset};
+use lapa_sim::kinematics::JOINT_NAMES;
+use lapa_sim::{Demo, Embodiment, Env, EnvConfig, Split, TaskFamily, run_expert};
+use std::path::Path;
+
+/// Records `n` expert episodes of `emb` into a new dataset at `root`; returns the demos written.
+pub fn record(root: &Path, emb: Embodiment, n: usize, codec: VideoCodec) -> (WrittenDataset, Vec<Demo>) {
+    let names: Vec<String> = JOINT_NAMES.iter().map(|j| format!("{j}.pos")).collect();
+    let spec = DatasetSpec {
+        fps: 10,
+        robot_type: "so101_follower".into(),
+        cameras: vec![CameraSpec { key: "observation.images.front".into(), width: 64, height: 64 }],
+        state_names: (emb == Embodiment::Arm).then(|| names.clone()),
+        action_names: (emb == Embodiment::Arm).then(|| names.clone()),
+        codec,
+    };
+    let mut w = DatasetWriter::create(root, spec).expect("create dataset");
+    let mut env = Env::new(EnvConfig::default());
+    let mut demos = Vec::new();
+    let mut seed = 0;
+    while demos.len() < n {
+        let d = run_expert(&mut env, seed, emb, Some(TaskFamily::ALL[demos.len() % 6]), Split::Seen, true);
+        seed += 1;
+        if !d.success {
+            continue;
+        }
+        let images: Vec<u8> = d.frames.iter().flat_map(|f| f.data.iter().copied()).collect();
+        let state: Option<Vec<f32>> = d.actions.as_ref().map(|_| d.states.iter().flatten().copied().collect());
+        let action: Option<Vec<f32>> = d.actions.as_ref().map(|a| a.iter().flatten().copied().collect());
+        w.add_episode(&EpisodeInput { task: &d.instruction, images: &[&images], state: state.as_deref(), action: action.as_deref() })
+            .expect("add episode");
+        demos.push(d);
+    }
+    (w.finish().expect("finish dataset"), demos)
+}
