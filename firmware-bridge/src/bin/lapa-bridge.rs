@@ -1,0 +1,121 @@
+//! `lapa-bridge`: simulated hardware and link tools for lapa's arm end.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use lapa_bridge::arm::{Arm, BridgeArm, FeetechArm};
+use lapa_bridge::bridge::TimeoutAction;
+use lapa_bridge::feetech::FeetechBus;
+use lapa_bridge::link::Link;
+use lapa_bridge::serial::SerialIo;
+use lapa_bridge::simboard::{self, Mode, SimOptions};
+use lapa_bridge::wire::StdClock;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Simulated SO-101 hardware and serial-link tools.
+#[derive(Debug, Parser)]
+#[command(name = "lapa-bridge", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    /// A USB-TTL adapter wired to six STS3215 servos (ids 1–6).
+    Feetech,
+    /// A lapa bridge MCU (protocol v1) driving those servos.
+    Bridge,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OnTimeout {
+    Hold,
+    TorqueOff,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Serve simulated hardware on a pseudo-terminal until killed; prints the device path.
+    Sim {
+        /// Serve on a pty (the only transport for now; kept explicit for scripts).
+        #[arg(long)]
+        pty: bool,
+        #[arg(long, value_enum, default_value = "feetech")]
+        mode: ModeArg,
+        /// Also create a symlink at this path pointing to the pty (stable name across restarts).
+        #[arg(long)]
+        link: Option<PathBuf>,
+        /// Bridge mode: host silence (ms) before the watchdog holds the arm.
+        #[arg(long, default_value_t = 100)]
+        timeout_ms: u32,
+        /// Bridge mode: what the watchdog does.
+        #[arg(long, value_enum, default_value = "hold")]
+        on_timeout: OnTimeout,
+    },
+    /// Connect to an arm (feetech bus or bridge), print its identity and state.
+    Probe {
+        /// Serial port path.
+        #[arg(long)]
+        port: String,
+        #[arg(long, value_enum, default_value = "feetech")]
+        mode: ModeArg,
+    },
+    /// Measure request/response round trips through a bridge (host → MCU → servos → host).
+    Latency {
+        #[arg(long)]
+        port: String,
+        #[arg(long, default_value_t = 1000)]
+        n: u32,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Sim { pty, mode, link, timeout_ms, on_timeout } => {
+            if !pty {
+                bail!("only --pty is supported: pass --pty");
+            }
+            let mut opts = SimOptions { mode: match mode { ModeArg::Feetech => Mode::Feetech, ModeArg::Bridge => Mode::Bridge }, link, ..SimOptions::default() };
+            opts.bridge.timeout_ms = timeout_ms;
+            opts.bridge.on_timeout = match on_timeout { OnTimeout::Hold => TimeoutAction::Hold, OnTimeout::TorqueOff => TimeoutAction::TorqueOff };
+            let board = simboard::start(opts).context("starting the simulated board")?;
+            println!("{}", board.path.display());
+            use std::io::Write;
+            std::io::stdout().flush()?;
+            loop {
+                std::thread::park();
+            }
+        }
+        Cmd::Probe { port, mode } => {
+            let mut arm: Box<dyn Arm> = match mode {
+                ModeArg::Feetech => Box::new(FeetechArm::new(FeetechBus::new(SerialIo::open(&port)?, StdClock::default()))),
+                ModeArg::Bridge => Box::new(BridgeArm::new(Link::open(&port)?)),
+            };
+            let info = arm.connect()?;
+            println!("{}: {}", info.kind, info.description);
+            let s = arm.read_state()?;
+            println!("positions {:?}\nloads {:?}\ntemperatures {:?} °C\nvoltage {:.1} V\nfaults {:#06x} torque {}", s.positions, s.loads, s.temperatures, f32::from(s.voltage_dv) / 10.0, s.faults, s.torque);
+            Ok(())
+        }
+        Cmd::Latency { port, n } => {
+            let mut link = Link::open(&port)?;
+            link.handshake()?;
+            let start = Instant::now();
+            for _ in 0..n {
+                link.request(lapa_bridge::protocol::HostMsg::ReadState, "read state")?;
+            }
+            let s = link.stats;
+            println!(
+                "{n} round trips in {:.3} s: mean {:.0} µs, min {} µs, max {} µs; retries {}, crc errors {}",
+                start.elapsed().as_secs_f64(),
+                s.rtt_mean_us(),
+                s.rtt_min_us,
+                s.rtt_max_us,
+                s.retries,
+                s.crc_errors
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The MCU application: host frames in, bridge state machine, Feetech bus out. The RP2040
+//! firmware and the simulated board both run exactly this.
+
+use crate::bridge::Bridge;
+use crate::feetech::{BusError, Clock, FeetechBus, reg, status_bits};
+use crate::protocol::{ArmState, FrameReceiver, HostMsg, JOINTS, McuMsg, encode_frame, fault};
+use embedded_io::{Read, ReadReady, Write};
+
+/// Sequence number used for replies to frames too damaged to read a sequence number from.
+pub const SEQ_UNKNOWN: u16 = 0xFFFF;
+
+/// Bridge + servo bus + frame receiver.
+#[derive(Debug)]
+pub struct McuApp<IO, C> {
+    pub bridge: Bridge,
+    pub bus: FeetechBus<IO, C>,
+    pub ids: [u8; JOINTS],
+    rx: FrameReceiver,
+    pushed_calibration: bool,
+}
+
+impl<IO: Read + Write + ReadReady, C: Clock> McuApp<IO, C> {
+    pub fn new(bridge: Bridge, bus: FeetechBus<IO, C>) -> Self {
+        Self { bridge, bus, ids: [1, 2, 3, 4, 5, 6], rx: FrameReceiver::new(), pushed_calibration: false }
+    }
+
+    /// Feeds one byte from the host. When it completes a frame, the reply frame is encoded into
+    /// `out` and returned.
+    pub fn on_host_byte<'a>(&mut self, byte: u8, now_ms: u64, out: &'a mut [u8]) -> Option<&'a [u8]> {
+        let (seq, reply) = match self.rx.push::<HostMsg>(byte)? {
+            Ok(frame) => (frame.seq, self.bridge.on_frame(&frame, now_ms)),
+            Err(e) => (SEQ_UNKNOWN, self.bridge.on_bad_frame(e)),
+        };
+        encode_frame::<McuMsg>(seq, &reply, out).ok()
+    }
+
+    /// One servo-loop tick: read the servos, run the watchdog and interpolation, write goals.
+    pub fn servo_tick(&mut self, now_ms: u64) -> Result<(), BusError<IO::Error>> {
+        // Present position (56..57), velocity (58..59), load (60..61), voltage (62), temperature (63).
+        let mut data = [[0u8; 8]; JOINTS];
+        let ids = self.ids;
+        match self.bus.sync_read::<8>(reg::PRESENT_POSITION.addr, &ids, &mut data) {
+            Ok(errors) => {
+                let mut st = ArmState::default();
+                for j in 0..JOINTS {
+                    let d = data[j];
+                    st.positions[j] = crate::feetech::decode_sign_magnitude(u16::from_le_bytes([d[0], d[1]]), 15) as i16;
+                    st.loads[j] = crate::feetech::decode_sign_magnitude(u16::from_le_bytes([d[4], d[5]]), 10) as i16;
+                    st.temperatures[j] = d[7];
+                    st.voltage_dv = st.voltage_dv.max(d[6]);
+                }
+                let mut flags = 0;
+                for &e in &errors {
+                    if e & status_bits::VOLTAGE != 0 {
+                        flags |= fault::VOLTAGE;
+                    }
+                    if e & status_bits::OVERHEAT != 0 {
+                        flags |= fault::OVERHEAT;
+                    }
+                    if e & (status_bits::OVERCURRENT | status_bits::OVERLOAD) != 0 {
+                        flags |= fault::OVERLOAD;
+                    }
+                }
+                if flags != 0 {
+                    self.bridge.raise(flags);
+                }
+                self.bridge.update_state(st);
+            }
+            Err(e) => {
+                self.bridge.raise(fault::BUS);
+                return Err(e);
+            }
+        }
+        if self.bridge.calibration_dirty && !self.pushed_calibration {
+            self.push_calibration()?;
+        }
+        let cmd = self.bridge.tick(now_ms);
+        if cmd.torque_changed {
+            let on = [u8::from(cmd.torque)];
+            let items: [(u8, &[u8]); JOINTS] = core::array::from_fn(|j| (ids[j], &on[..]));
+            self.bus.sync_write(reg::TORQUE_ENABLE.addr, 1, &items)?;
+        }
+        if cmd.torque {
+            let bytes: [[u8; 2]; JOINTS] = core::array::from_fn(|j| {
+                crate::feetech::encode_sign_magnitude(i32::from(cmd.goal[j]), 15).unwrap_or(0).to_le_bytes()
+            });
+            let items: [(u8, &[u8]); JOINTS] = core::array::from_fn(|j| (ids[j], &bytes[j][..]));
+            self.bus.sync_write(reg::GOAL_POSITION.addr, 2, &items)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a calibration received from the host into the servos' EEPROM.
+    fn push_calibration(&mut self) -> Result<(), BusError<IO::Error>> {
+        let c = self.bridge.calibration();
+        for j in 0..JOINTS {
+            let id = self.ids[j];
+            self.bus.write(id, reg::LOCK.addr, &[0])?;
+            let off = crate::feetech::encode_sign_magnitude(i32::from(c.homing_offset[j]), 11).unwrap_or(0);
+            self.bus.write(id, reg::HOMING_OFFSET.addr, &off.to_le_bytes())?;
+            self.bus.write(id, reg::MIN_POSITION_LIMIT.addr, &c.range_min[j].to_le_bytes())?;
+            self.bus.write(id, reg::MAX_POSITION_LIMIT.addr, &c.range_max[j].to_le_bytes())?;
+            self.bus.write(id, reg::LOCK.addr, &[1])?;
+        }
+        self.bridge.calibration_dirty = false;
+        Ok(())
+    }
+}
