@@ -1,17 +1,38 @@
 #!/usr/bin/env bash
-# Runs lapa's test suite on a fresh Debian/Ubuntu machine: installs what the tests need (ffmpeg
-# for video; Rust itself must already be there via rustup), then `cargo test --workspace`.
+# lapa's test suite on a fresh Debian/Ubuntu machine with Rust installed through rustup. It installs
+# what the tests need itself:
+#   - apt: ffmpeg (video), libudev-dev + pkg-config (serial port enumeration);
+#   - rustup: the thumbv6m-none-eabi target (RP2040);
+#   - pip (in a venv under ~/.cache): feetech-servo-sdk + pyserial (vendor-SDK interop check).
+# Then: cargo test --workspace; the no_std bridge core and the RP2040 firmware for thumbv6m; the
+# official Feetech SDK against the simulated servo bus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
-command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  echo "installing: ${need_apt[*]}"
+if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+missing=()
+command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
+pkg-config --exists libudev 2>/dev/null || missing+=(libudev-dev pkg-config)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test.sh: installing ${missing[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+rustup target list --installed | grep -q thumbv6m-none-eabi || rustup target add thumbv6m-none-eabi
 
 cargo test --workspace --locked "$@"
+
+echo "test.sh: no_std bridge core for thumbv6m-none-eabi"
+cargo build --locked -p lapa-bridge --no-default-features --target thumbv6m-none-eabi --lib
+if [ -f firmware-bridge/mcu/Cargo.toml ]; then
+  echo "test.sh: RP2040 firmware"
+  (cd firmware-bridge/mcu && cargo build --locked --release)
+fi
+
+echo "test.sh: official Feetech SDK against the simulated bus"
+venv="${LAPA_VENV:-$HOME/.cache/lapa-venv}"
+if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
+"$venv/bin/python" -c "import scservo_sdk, serial" 2>/dev/null || "$venv/bin/pip" install -q feetech-servo-sdk==1.0.0 pyserial
+target_dir="${CARGO_TARGET_DIR:-target}"
+cargo build --locked -q -p lapa-bridge --bin lapa-bridge
+"$venv/bin/python" scripts/feetech_sdk_check.py "$target_dir/debug/lapa-bridge"

@@ -467,6 +467,12 @@ impl<IO: Read + Write + ReadReady, C: Clock> FeetechBus<IO, C> {
                         last = BusError::BadReply { id };
                         continue 'attempts;
                     }
+                    // The next servo answered first: this one is missing.
+                    Err(BusError::UnexpectedId { expected, .. }) => {
+                        self.stats.timeouts += 1;
+                        last = BusError::Timeout { id: expected };
+                        continue 'attempts;
+                    }
                     Err(e) => {
                         last = e;
                         continue 'attempts;

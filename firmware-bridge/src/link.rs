@@ -75,6 +75,9 @@ pub struct Link {
     /// How long to keep trying to reopen the port after it disappears.
     pub reconnect_for: Duration,
     pub stats: LinkStats,
+    /// Set after a reconnect: the MCU may have restarted, so the next request re-handshakes.
+    needs_hello: bool,
+    hello: Option<HelloInfo>,
 }
 
 impl std::fmt::Debug for Link {
@@ -105,6 +108,8 @@ impl Link {
             attempts: 5,
             reconnect_for: Duration::from_secs(3),
             stats: LinkStats::default(),
+            needs_hello: false,
+            hello: None,
         })
     }
 
@@ -136,6 +141,7 @@ impl Link {
                     self.port = Some(p);
                     self.rx = FrameReceiver::new();
                     self.stats.reconnects += 1;
+                    self.needs_hello = self.hello.is_some();
                     return Ok(());
                 }
                 Err(e) if start.elapsed() >= self.reconnect_for => return Err(e),
@@ -150,6 +156,21 @@ impl Link {
 
     /// Sends `msg` and waits for the reply with the same sequence number.
     pub fn request(&mut self, msg: HostMsg, what: &'static str) -> Result<McuMsg, LinkError> {
+        let reply = self.request_once(msg, what)?;
+        if self.needs_hello && !matches!(msg, HostMsg::Hello { .. }) {
+            // Reconnected during this request: handshake again, then repeat the request once.
+            self.needs_hello = false;
+            self.handshake()?;
+            return self.request_once(msg, what);
+        }
+        Ok(reply)
+    }
+
+    fn request_once(&mut self, msg: HostMsg, what: &'static str) -> Result<McuMsg, LinkError> {
+        if self.needs_hello && !matches!(msg, HostMsg::Hello { .. }) {
+            self.needs_hello = false;
+            self.handshake()?;
+        }
         self.seq = self.seq.wrapping_add(1) % crate::mcu_app::SEQ_UNKNOWN;
         let seq = self.seq;
         let mut buf = [0u8; MAX_FRAME];
@@ -223,8 +244,13 @@ impl Link {
 
     /// Protocol handshake.
     pub fn handshake(&mut self) -> Result<HelloInfo, LinkError> {
-        match self.request(HostMsg::Hello { protocol: PROTOCOL_VERSION }, "hello")? {
-            McuMsg::HelloAck { protocol, firmware, arm_id } => Ok(HelloInfo { protocol, firmware, arm_id }),
+        match self.request_once(HostMsg::Hello { protocol: PROTOCOL_VERSION }, "hello")? {
+            McuMsg::HelloAck { protocol, firmware, arm_id } => {
+                let h = HelloInfo { protocol, firmware, arm_id };
+                self.hello = Some(h);
+                self.needs_hello = false;
+                Ok(h)
+            }
             McuMsg::Error(crate::protocol::WireError::ProtocolMismatch { host, mcu }) => {
                 Err(LinkError::ProtocolMismatch { path: self.path.clone(), host, mcu })
             }
