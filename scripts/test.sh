@@ -24,10 +24,9 @@ cargo test --workspace --locked "$@"
 
 echo "test.sh: no_std bridge core for thumbv6m-none-eabi"
 cargo build --locked -p lapa-bridge --no-default-features --target thumbv6m-none-eabi --lib
-if [ -f firmware-bridge/mcu/Cargo.toml ]; then
-  echo "test.sh: RP2040 firmware"
-  (cd firmware-bridge/mcu && cargo build --locked --release)
-fi
+echo "test.sh: RP2040 firmware (thumbv6m-none-eabi) and its UF2 image"
+root_target="${CARGO_TARGET_DIR:-$PWD/target}"
+(cd firmware-bridge/mcu && CARGO_TARGET_DIR="$root_target/mcu" cargo build --locked --release)
 
 echo "test.sh: official Feetech SDK against the simulated bus"
 venv="${LAPA_VENV:-$HOME/.cache/lapa-venv}"
@@ -35,4 +34,5 @@ if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
 "$venv/bin/python" -c "import scservo_sdk, serial" 2>/dev/null || "$venv/bin/pip" install -q feetech-servo-sdk==1.0.0 pyserial
 target_dir="${CARGO_TARGET_DIR:-target}"
 cargo build --locked -q -p lapa-bridge --bin lapa-bridge
+"$target_dir/debug/lapa-bridge" uf2 "$root_target/mcu/thumbv6m-none-eabi/release/lapa-bridge-mcu" "$root_target/mcu/lapa-bridge.uf2"
 "$venv/bin/python" scripts/feetech_sdk_check.py "$target_dir/debug/lapa-bridge"

@@ -245,7 +245,9 @@ impl Dataset {
             let dc = t.i64s("data/chunk_index")?;
             let df = t.i64s("data/file_index")?;
             let tasks = if t.has("tasks") { t.string_lists("tasks")? } else { vec![Vec::new(); idx.len()] };
-            let mut vids: Vec<(String, Vec<i64>, Vec<i64>, Vec<f64>)> = Vec::new();
+            // Per video key: chunk index, file index and start time of each episode.
+            type VideoColumns = (String, Vec<i64>, Vec<i64>, Vec<f64>);
+            let mut vids: Vec<VideoColumns> = Vec::new();
             for k in &keys {
                 vids.push((
                     k.clone(),

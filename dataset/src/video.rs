@@ -33,16 +33,15 @@ impl VideoCodec {
 
     /// Checks the frame size is encodable.
     pub fn check_size(self, width: usize, height: usize) -> Result<()> {
-        if width % 2 != 0 || height % 2 != 0 {
+        if !width.is_multiple_of(2) || !height.is_multiple_of(2) {
             return Err(DatasetError::Usage(format!("video frames must have even width and height for yuv420p, got {width}×{height}")));
         }
-        if let VideoCodec::Av1 { .. } = self {
-            if width < 64 || height < 64 {
+        if let VideoCodec::Av1 { .. } = self
+            && (width < 64 || height < 64) {
                 return Err(DatasetError::Usage(format!(
                     "SVT-AV1 needs frames of at least 64×64, got {width}×{height}; use the h264 codec for smaller frames"
                 )));
             }
-        }
         Ok(())
     }
 
@@ -115,7 +114,7 @@ impl VideoEncoder {
     /// Appends frames (contiguous `n × height × width × 3` RGB bytes).
     pub fn write(&mut self, rgb: &[u8]) -> Result<()> {
         let frame = self.width * self.height * 3;
-        if rgb.len() % frame != 0 {
+        if !rgb.len().is_multiple_of(frame) {
             return Err(DatasetError::Usage(format!(
                 "{}: frame buffer of {} bytes is not a whole number of {}×{} RGB frames",
                 self.path.display(),

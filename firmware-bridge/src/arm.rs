@@ -2,9 +2,9 @@
 //! directly from the board (USB-TTL adapter, what LeRobot does), a lapa bridge MCU, and a
 //! simulated arm (simulated servos behind the real bus driver).
 
-use crate::feetech::{BusError, Clock, FeetechBus, decode_sign_magnitude, encode_sign_magnitude, reg, status_bits};
+use crate::feetech::{BusError, Clock, FeetechBus, decode_sign_magnitude, encode_sign_magnitude, reg};
 use crate::link::{HelloInfo, Link, LinkError};
-use crate::protocol::{ArmState, Calibration, HostMsg, JOINTS, McuMsg, Positions, fault};
+use crate::protocol::{ArmState, Calibration, HostMsg, JOINTS, McuMsg, Positions};
 use crate::simservo::SimBus;
 use crate::wire::{SharedBus, SimWire, StdClock};
 use embedded_io::{Read, ReadReady, Write};
@@ -80,26 +80,9 @@ where
         let mut data = [[0u8; 8]; JOINTS];
         let ids = self.ids;
         let errors = self.bus.sync_read::<8>(reg::PRESENT_POSITION.addr, &ids, &mut data)?;
-        let mut st = ArmState::default();
-        for j in 0..JOINTS {
-            let d = data[j];
-            st.positions[j] = decode_sign_magnitude(u16::from_le_bytes([d[0], d[1]]), 15) as i16;
-            st.loads[j] = decode_sign_magnitude(u16::from_le_bytes([d[4], d[5]]), 10) as i16;
-            st.voltage_dv = st.voltage_dv.max(d[6]);
-            st.temperatures[j] = d[7];
-        }
-        for e in errors {
-            if e & status_bits::VOLTAGE != 0 {
-                st.faults |= fault::VOLTAGE;
-            }
-            if e & status_bits::OVERHEAT != 0 {
-                st.faults |= fault::OVERHEAT;
-            }
-        }
-        let mut torque = [0u8; 1];
+        let mut st = crate::mcu_app::state_from_readings(&data, &errors);
         let (t, _) = self.bus.read(ids[0], reg::TORQUE_ENABLE.addr, 1)?;
-        torque[0] = t[0];
-        st.torque = torque[0] != 0;
+        st.torque = t[0] != 0;
         Ok(st)
     }
 

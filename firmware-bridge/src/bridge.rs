@@ -151,12 +151,11 @@ impl Bridge {
         self.stats.frames_ok += 1;
         self.last_rx_ms = now_ms;
         // A retransmitted command (same sequence number) is answered again but not re-executed.
-        if self.last_seq == Some(frame.seq) && !matches!(frame.msg, HostMsg::Hello { .. }) {
-            if let Some(r) = self.last_reply {
+        if self.last_seq == Some(frame.seq) && !matches!(frame.msg, HostMsg::Hello { .. })
+            && let Some(r) = self.last_reply {
                 self.stats.duplicates += 1;
                 return r;
             }
-        }
         let reply = self.execute(&frame.msg);
         self.last_seq = Some(frame.seq);
         self.last_reply = Some(reply);

@@ -16,36 +16,27 @@ pub const fn max_encoded_len(n: usize) -> usize {
 
 /// Encodes `src` into `dst`, returning the encoded length (no trailing delimiter).
 pub fn encode(src: &[u8], dst: &mut [u8]) -> Result<usize, CobsError> {
-    let mut code_idx = 0;
-    let mut out = 1;
-    let mut code: u8 = 1;
     if dst.is_empty() {
         return Err(CobsError::Overflow);
     }
+    // `code_idx` is where the current block's code byte goes; `out` the next data byte.
+    let mut code_idx = 0;
+    let mut out = 1;
+    let mut code: u8 = 1;
     for &b in src {
-        if b == 0 {
+        if b != 0 {
+            *dst.get_mut(out).ok_or(CobsError::Overflow)? = b;
+            out += 1;
+            code += 1;
+        }
+        // A zero, or a full block of 254 data bytes, closes the block.
+        if b == 0 || code == 0xFF {
             dst[code_idx] = code;
             code_idx = out;
             out += 1;
             code = 1;
             if code_idx >= dst.len() {
                 return Err(CobsError::Overflow);
-            }
-        } else {
-            if out >= dst.len() {
-                return Err(CobsError::Overflow);
-            }
-            dst[out] = b;
-            out += 1;
-            code += 1;
-            if code == 0xFF {
-                dst[code_idx] = code;
-                code_idx = out;
-                out += 1;
-                code = 1;
-                if code_idx >= dst.len() {
-                    return Err(CobsError::Overflow);
-                }
             }
         }
     }

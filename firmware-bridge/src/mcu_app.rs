@@ -9,6 +9,30 @@ use embedded_io::{Read, ReadReady, Write};
 /// Sequence number used for replies to frames too damaged to read a sequence number from.
 pub const SEQ_UNKNOWN: u16 = 0xFFFF;
 
+/// Decodes one sync read of registers 56..63 (position, velocity, load, voltage, temperature) from
+/// every servo, with the servos' status error bits mapped to [`fault`] flags.
+pub fn state_from_readings(data: &[[u8; 8]; JOINTS], errors: &[u8]) -> ArmState {
+    let mut st = ArmState::default();
+    for (j, d) in data.iter().enumerate() {
+        st.positions[j] = crate::feetech::decode_sign_magnitude(u16::from_le_bytes([d[0], d[1]]), 15) as i16;
+        st.loads[j] = crate::feetech::decode_sign_magnitude(u16::from_le_bytes([d[4], d[5]]), 10) as i16;
+        st.voltage_dv = st.voltage_dv.max(d[6]);
+        st.temperatures[j] = d[7];
+    }
+    for &e in errors {
+        if e & status_bits::VOLTAGE != 0 {
+            st.faults |= fault::VOLTAGE;
+        }
+        if e & status_bits::OVERHEAT != 0 {
+            st.faults |= fault::OVERHEAT;
+        }
+        if e & (status_bits::OVERCURRENT | status_bits::OVERLOAD) != 0 {
+            st.faults |= fault::OVERLOAD;
+        }
+    }
+    st
+}
+
 /// Bridge + servo bus + frame receiver.
 #[derive(Debug)]
 pub struct McuApp<IO, C> {
@@ -41,28 +65,9 @@ impl<IO: Read + Write + ReadReady, C: Clock> McuApp<IO, C> {
         let ids = self.ids;
         match self.bus.sync_read::<8>(reg::PRESENT_POSITION.addr, &ids, &mut data) {
             Ok(errors) => {
-                let mut st = ArmState::default();
-                for j in 0..JOINTS {
-                    let d = data[j];
-                    st.positions[j] = crate::feetech::decode_sign_magnitude(u16::from_le_bytes([d[0], d[1]]), 15) as i16;
-                    st.loads[j] = crate::feetech::decode_sign_magnitude(u16::from_le_bytes([d[4], d[5]]), 10) as i16;
-                    st.temperatures[j] = d[7];
-                    st.voltage_dv = st.voltage_dv.max(d[6]);
-                }
-                let mut flags = 0;
-                for &e in &errors {
-                    if e & status_bits::VOLTAGE != 0 {
-                        flags |= fault::VOLTAGE;
-                    }
-                    if e & status_bits::OVERHEAT != 0 {
-                        flags |= fault::OVERHEAT;
-                    }
-                    if e & (status_bits::OVERCURRENT | status_bits::OVERLOAD) != 0 {
-                        flags |= fault::OVERLOAD;
-                    }
-                }
-                if flags != 0 {
-                    self.bridge.raise(flags);
+                let st = state_from_readings(&data, &errors);
+                if st.faults != 0 {
+                    self.bridge.raise(st.faults);
                 }
                 self.bridge.update_state(st);
             }

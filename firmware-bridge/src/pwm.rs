@@ -35,3 +35,39 @@ impl<P: SetDutyCycle> PwmServo<P> {
         self.pwm
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::convert::Infallible;
+
+    /// A PWM channel that records the duty cycle set (stands in for a timer peripheral).
+    struct Recorder {
+        duty: u16,
+    }
+
+    impl embedded_hal::pwm::ErrorType for Recorder {
+        type Error = Infallible;
+    }
+
+    impl SetDutyCycle for Recorder {
+        fn max_duty_cycle(&self) -> u16 {
+            20_000
+        }
+        fn set_duty_cycle(&mut self, duty: u16) -> Result<(), Infallible> {
+            self.duty = duty;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn angles_map_to_standard_pulse_widths() {
+        let mut s = PwmServo::new(Recorder { duty: 0 });
+        for (deg, us) in [(0.0, 500), (90.0, 1500), (180.0, 2500), (-30.0, 500), (200.0, 2500), (45.0, 1000)] {
+            assert_eq!(s.pulse_us(deg), us);
+            let _ = s.set_angle(deg);
+            // With a 20 000-step period, one duty step is one microsecond.
+            assert_eq!(u32::from(s.pwm.duty), us);
+        }
+    }
+}

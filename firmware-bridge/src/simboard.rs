@@ -47,6 +47,10 @@ impl Default for SimOptions {
 pub struct SimBoard {
     pub path: PathBuf,
     pub bus: SharedBus,
+    /// Bridge mode: every target set the simulated MCU executed, and the watchdog trips, for
+    /// fault-injection accounting.
+    pub executed: Arc<std::sync::Mutex<Vec<crate::protocol::Positions>>>,
+    pub watchdog_trips: Arc<std::sync::atomic::AtomicU32>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -71,7 +75,8 @@ impl Drop for SimBoard {
     }
 }
 
-fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd, PathBuf)> {
+/// Opens a raw-mode pseudo-terminal: (master, slave, slave path).
+pub fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd, PathBuf)> {
     use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
     let pty = nix::pty::openpty(None, None).map_err(std::io::Error::from)?;
     let mut t = tcgetattr(&pty.slave).map_err(std::io::Error::from)?;
@@ -107,6 +112,9 @@ pub fn start(opts: SimOptions) -> std::io::Result<SimBoard> {
             }
         }
     });
+    let executed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let watchdog_trips = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (executed2, trips2) = (executed.clone(), watchdog_trips.clone());
     let bus2 = bus.clone();
     let stop2 = stop.clone();
     let link = opts.link.clone();
@@ -115,13 +123,13 @@ pub fn start(opts: SimOptions) -> std::io::Result<SimBoard> {
         let _slave = slave;
         match opts.mode {
             Mode::Feetech => serve_feetech(&bus2, &rx, &mut writer, &stop2, opts.baud),
-            Mode::Bridge => serve_bridge(&bus2, &rx, &mut writer, &stop2, &opts),
+            Mode::Bridge => serve_bridge(&bus2, &rx, &mut writer, &stop2, &opts, &executed2, &trips2),
         }
         if let Some(l) = link {
             let _ = std::fs::remove_file(l);
         }
     });
-    Ok(SimBoard { path, bus, stop, thread: Some(thread) })
+    Ok(SimBoard { path, bus, executed, watchdog_trips, stop, thread: Some(thread) })
 }
 
 fn wire_time(bytes: usize, baud: u32) -> Duration {
@@ -152,7 +160,15 @@ fn serve_feetech(bus: &SharedBus, rx: &mpsc::Receiver<Vec<u8>>, out: &mut std::f
     }
 }
 
-fn serve_bridge(bus: &SharedBus, rx: &mpsc::Receiver<Vec<u8>>, out: &mut std::fs::File, stop: &AtomicBool, opts: &SimOptions) {
+fn serve_bridge(
+    bus: &SharedBus,
+    rx: &mpsc::Receiver<Vec<u8>>,
+    out: &mut std::fs::File,
+    stop: &AtomicBool,
+    opts: &SimOptions,
+    executed: &std::sync::Mutex<Vec<crate::protocol::Positions>>,
+    trips: &std::sync::atomic::AtomicU32,
+) {
     let clock = StdClock::default();
     let start = Instant::now();
     let now_ms = || start.elapsed().as_millis() as u64;
@@ -165,7 +181,13 @@ fn serve_bridge(bus: &SharedBus, rx: &mpsc::Receiver<Vec<u8>>, out: &mut std::fs
         let wait = next_tick.saturating_duration_since(Instant::now()).min(Duration::from_millis(1));
         if let Ok(data) = rx.recv_timeout(wait) {
             for b in data {
-                if let Some(reply) = app.on_host_byte(b, now_ms(), &mut frame) {
+                let before = app.bridge.stats.targets_executed;
+                let reply = app.on_host_byte(b, now_ms(), &mut frame);
+                if app.bridge.stats.targets_executed != before
+                    && let Ok(mut log) = executed.lock() {
+                        log.push(app.bridge.target());
+                    }
+                if let Some(reply) = reply {
                     let _ = out.write_all(reply);
                     let _ = out.flush();
                 }
@@ -176,6 +198,7 @@ fn serve_bridge(bus: &SharedBus, rx: &mpsc::Receiver<Vec<u8>>, out: &mut std::fs
             bus.lock().advance((now - last).as_secs_f32());
             last = now;
             let _ = app.servo_tick(now_ms());
+            trips.store(app.bridge.stats.watchdog_trips, Ordering::SeqCst);
             next_tick += tick;
             if next_tick < Instant::now() {
                 next_tick = Instant::now() + tick;

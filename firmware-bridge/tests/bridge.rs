@@ -143,7 +143,7 @@ proptest! {
         let mut now = 1u64;
         for (seq, targets, kind) in cmds {
             let msg = match kind {
-                0 | 1 | 2 => HostMsg::SetTargets { targets },
+                0..=2 => HostMsg::SetTargets { targets },
                 3 => HostMsg::Hold,
                 4 => HostMsg::ClearFaults,
                 _ => HostMsg::Torque { on: seq % 2 == 0 },

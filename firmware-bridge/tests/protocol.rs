@@ -31,7 +31,7 @@ fn golden_frames() {
 
 #[test]
 fn buffers_are_sized_from_max_size() {
-    assert!(MAX_FRAME < 128, "frames fit a small MCU buffer: {MAX_FRAME}");
+    const { assert!(MAX_FRAME < 128, "frames fit a small MCU buffer") };
     let worst = HostMsg::WriteCalibration(Calibration { homing_offset: [-2047; 6], range_min: [u16::MAX; 6], range_max: [u16::MAX; 6], drive_mode: [255; 6] });
     assert!(enc(u16::MAX, &worst).len() <= MAX_FRAME);
 }

@@ -87,10 +87,9 @@ fn main() {
         print!("{line}");
         table.push_str(&line);
     }
-    if let Some(path) = out {
-        if let Err(e) = std::fs::write(&path, &table) {
+    if let Some(path) = out
+        && let Err(e) = std::fs::write(&path, &table) {
             eprintln!("cannot write {path}: {e}");
             std::process::exit(1);
         }
-    }
 }

@@ -17,5 +17,7 @@ fn main() {
             out.extend_from_slice(&f.data[y * w * 3..(y + 1) * w * 3]);
         }
     }
-    std::fs::write("/tmp/strip.ppm", out).unwrap();
+    if let Err(e) = std::fs::write("/tmp/strip.ppm", out) {
+        eprintln!("cannot write /tmp/strip.ppm: {e}");
+    }
 }

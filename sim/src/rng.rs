@@ -55,7 +55,7 @@ impl Rng {
     /// Uniform integer in [0, n). `n` must be > 0.
     pub fn below(&mut self, n: usize) -> usize {
         debug_assert!(n > 0);
-        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 
     /// True with probability `p`.

@@ -61,6 +61,13 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "feetech")]
         mode: ModeArg,
     },
+    /// Convert the firmware ELF into a UF2 file for drag-and-drop flashing; print flash/RAM use.
+    Uf2 {
+        /// Firmware ELF (firmware-bridge/mcu/target/thumbv6m-none-eabi/release/lapa-bridge-mcu).
+        elf: PathBuf,
+        /// Output .uf2 file.
+        out: PathBuf,
+    },
     /// Measure request/response round trips through a bridge (host → MCU → servos → host).
     Latency {
         #[arg(long)]
@@ -96,6 +103,16 @@ fn main() -> Result<()> {
             println!("{}: {}", info.kind, info.description);
             let s = arm.read_state()?;
             println!("positions {:?}\nloads {:?}\ntemperatures {:?} °C\nvoltage {:.1} V\nfaults {:#06x} torque {}", s.positions, s.loads, s.temperatures, f32::from(s.voltage_dv) / 10.0, s.faults, s.torque);
+            Ok(())
+        }
+        Cmd::Uf2 { elf, out } => {
+            let bytes = std::fs::read(&elf).with_context(|| format!("reading {}", elf.display()))?;
+            let uf2 = lapa_bridge::uf2::elf_to_uf2(&bytes).with_context(|| format!("converting {}", elf.display()))?;
+            let u = lapa_bridge::uf2::usage(&bytes)?;
+            let tmp = out.with_extension("uf2.tmp");
+            std::fs::write(&tmp, &uf2).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &out).with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {} ({} blocks); flash {} bytes ({:.1} KiB of 2048 KiB), static RAM {} bytes ({:.1} KiB of 264 KiB)", out.display(), uf2.len() / 512, u.flash, f64::from(u.flash) / 1024.0, u.ram, f64::from(u.ram) / 1024.0);
             Ok(())
         }
         Cmd::Latency { port, n } => {

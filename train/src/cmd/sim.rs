@@ -156,7 +156,7 @@ pub fn record(a: &RecordArgs, progress: bool) -> Result<String> {
     if a.fps == 0 || a.fps > 120 {
         bail!("--fps must be in 1..=120, got {}", a.fps);
     }
-    if a.size < 16 || a.size > 1024 || a.size % 2 != 0 {
+    if a.size < 16 || a.size > 1024 || !a.size.is_multiple_of(2) {
         bail!("--size must be an even number in 16..=1024, got {}", a.size);
     }
     let codec = match a.codec {
