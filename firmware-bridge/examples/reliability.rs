@@ -291,6 +291,34 @@ fn latency(n: u32) -> Result<String, Box<dyn std::error::Error>> {
     }
     rtts.sort_unstable();
     let p = |q: f64| rtts[((rtts.len() - 1) as f64 * q) as usize];
+    // End to end through the servos: SetTargets → MCU tick → bus sync write → servo moves → bus
+    // sync read → ReadState reply showing the motion.
+    link.command(HostMsg::Torque { on: true }, "torque")?;
+    let mut e2e = Vec::new();
+    for k in 0..n / 10 {
+        let p0 = match link.request(HostMsg::ReadState, "state")? {
+            McuMsg::State(s) => s.positions,
+            other => return Err(format!("unexpected {other:?}").into()),
+        };
+        let mut t = p0;
+        t[0] = if k % 2 == 0 { p0[0] + 40 } else { p0[0] - 40 };
+        let start = Instant::now();
+        link.command(HostMsg::SetTargets { targets: t }, "targets")?;
+        loop {
+            if let McuMsg::State(s) = link.request(HostMsg::ReadState, "state")? {
+                if s.positions[0] != p0[0] {
+                    break;
+                }
+            }
+            if start.elapsed() > Duration::from_secs(1) {
+                return Err("no motion observed within 1 s".into());
+            }
+        }
+        e2e.push(start.elapsed().as_micros() as u64);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    e2e.sort_unstable();
+    let e = |q: f64| e2e[((e2e.len() - 1) as f64 * q) as usize];
     // Direct bus: the real Feetech driver's sync read of six servos through the simulated adapter
     // (which delays replies by the modelled 1 Mbaud wire time).
     let fboard = simboard::start(SimOptions { mode: Mode::Feetech, ..SimOptions::default() })?;
@@ -313,10 +341,13 @@ fn latency(n: u32) -> Result<String, Box<dyn std::error::Error>> {
     let replies = 6 * (6 + 2);
     let bytes = sw + sr + replies;
     Ok(format!(
-        "- Host → simulated MCU → host over the pty, `ReadState`, {n} round trips: median {} µs, p99 {} µs, max {} µs. The MCU answers from the servo state its 500 Hz loop last read, so the bus is not in this path; add up to one 2 ms tick for state age. (A pty on this machine, not USB: a real USB CDC link adds its own ~1 ms frame scheduling.)\n- Host → servos → host on the direct bus (real driver, simulated adapter delaying replies by the modelled wire time): sync read of 6 positions, {} round trips: median {} µs, p99 {} µs.\n- Feetech bus time for one control cycle at 1 Mbaud (10 bits per byte), from our packet sizes: sync write of 6 goal positions {sw} B = {} µs; sync read request {sr} B + 6 status packets of 8 B = {} µs; **total {bytes} B = {:.2} ms** (physical limit of a 6-servo read-and-write cycle, before the servos' return delay).\n",
+        "- Host → simulated MCU → host over the pty, `ReadState`, {n} round trips: median {} µs, p99 {} µs, max {} µs. The MCU answers from the servo state its 500 Hz loop last read, so the bus is not in this path. (A pty on this machine, not USB: a real USB CDC link adds its own ~1 ms frame scheduling.)\n- Host → simulated MCU → servos → host, end to end: `SetTargets` sent until a `ReadState` reply shows the servo moving (MCU tick, bus sync write, servo motion, bus sync read, reply), {} trials: median {} µs, p99 {} µs: about two 2 ms servo-loop ticks (the goal is written on one tick, the motion read back on a later one).\n- Host → servos → host on the direct bus (real driver, simulated adapter delaying replies by the modelled wire time): sync read of 6 positions, {} round trips: median {} µs, p99 {} µs.\n- Feetech bus time for one control cycle at 1 Mbaud (10 bits per byte), from our packet sizes: sync write of 6 goal positions {sw} B = {} µs; sync read request {sr} B + 6 status packets of 8 B = {} µs; **total {bytes} B = {:.2} ms** (physical limit of a 6-servo read-and-write cycle, before the servos' return delay).\n",
         p(0.5),
         p(0.99),
         rtts[rtts.len() - 1],
+        e2e.len(),
+        e(0.5),
+        e(0.99),
         direct.len(),
         d(0.5),
         d(0.99),
