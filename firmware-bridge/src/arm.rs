@@ -2,7 +2,7 @@
 //! directly from the board (USB-TTL adapter, what LeRobot does), a lapa bridge MCU, and a
 //! simulated arm (simulated servos behind the real bus driver).
 
-use crate::feetech::{BusError, Clock, FeetechBus, decode_sign_magnitude, encode_sign_magnitude, reg};
+use crate::feetech::{BusError, Clock, FeetechBus, HOMING_OFFSET_SIGN_BIT, decode_sign_magnitude, encode_sign_magnitude, reg};
 use crate::link::{HelloInfo, Link, LinkError};
 use crate::protocol::{ArmState, Calibration, HostMsg, JOINTS, McuMsg, Positions};
 use crate::simservo::SimBus;
@@ -87,22 +87,19 @@ where
     }
 
     fn send_targets(&mut self, targets: &Positions) -> Result<(), ArmError> {
-        let bytes: [[u8; 2]; JOINTS] = core::array::from_fn(|j| encode_sign_magnitude(i32::from(targets[j]), 15).unwrap_or(0).to_le_bytes());
-        let items: [(u8, &[u8]); JOINTS] = core::array::from_fn(|j| (self.ids[j], &bytes[j][..]));
-        self.bus.sync_write(reg::GOAL_POSITION.addr, 2, &items)?;
+        self.bus.sync_write_goals(&self.ids, targets)?;
         Ok(())
     }
 
     fn set_torque(&mut self, on: bool) -> Result<(), ArmError> {
-        let v = [u8::from(on)];
-        let items: [(u8, &[u8]); JOINTS] = core::array::from_fn(|j| (self.ids[j], &v[..]));
-        self.bus.sync_write(reg::TORQUE_ENABLE.addr, 1, &items)?;
+        self.bus.sync_write_torque(&self.ids, on)?;
         Ok(())
     }
 
     fn read_calibration(&mut self) -> Result<Calibration, ArmError> {
         let mut c = Calibration::default();
-        for (j, &id) in self.ids.clone().iter().enumerate() {
+        let ids = self.ids;
+        for (j, &id) in ids.iter().enumerate() {
             c.homing_offset[j] = decode_sign_magnitude(self.bus.read_u16(id, reg::HOMING_OFFSET)?, 11) as i16;
             c.range_min[j] = self.bus.read_u16(id, reg::MIN_POSITION_LIMIT)?;
             c.range_max[j] = self.bus.read_u16(id, reg::MAX_POSITION_LIMIT)?;
@@ -111,14 +108,13 @@ where
     }
 
     fn write_calibration(&mut self, c: &Calibration) -> Result<(), ArmError> {
-        for (j, &id) in self.ids.clone().iter().enumerate() {
-            let off = encode_sign_magnitude(i32::from(c.homing_offset[j]), 11)
-                .ok_or(ArmError::OffsetOverflow { joint: j, offset: c.homing_offset[j] })?;
-            self.bus.write(id, reg::LOCK.addr, &[0])?;
-            self.bus.write_u16(id, reg::HOMING_OFFSET, off)?;
-            self.bus.write_u16(id, reg::MIN_POSITION_LIMIT, c.range_min[j])?;
-            self.bus.write_u16(id, reg::MAX_POSITION_LIMIT, c.range_max[j])?;
-            self.bus.write(id, reg::LOCK.addr, &[1])?;
+        // Check every joint first so a bad file leaves the arm's EEPROM untouched.
+        if let Some(joint) = (0..JOINTS).find(|&j| encode_sign_magnitude(i32::from(c.homing_offset[j]), HOMING_OFFSET_SIGN_BIT).is_none()) {
+            return Err(ArmError::OffsetOverflow { joint, offset: c.homing_offset[joint] });
+        }
+        let ids = self.ids;
+        for (j, &id) in ids.iter().enumerate() {
+            self.bus.write_joint_calibration(id, c.homing_offset[j], c.range_min[j], c.range_max[j])?;
         }
         Ok(())
     }

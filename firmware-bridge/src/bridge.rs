@@ -215,6 +215,10 @@ impl Bridge {
             HostMsg::Heartbeat => McuMsg::Ack { clamped: 0 },
             HostMsg::ReadCalibration => McuMsg::Calibration(self.calibration),
             HostMsg::WriteCalibration(c) => {
+                // Refuse what the servos cannot store, before anything is written to EEPROM.
+                if let Some(j) = (0..JOINTS).find(|&j| crate::feetech::encode_sign_magnitude(i32::from(c.homing_offset[j]), 11).is_none()) {
+                    return McuMsg::Error(WireError::InvalidCalibration { joint: j as u8 });
+                }
                 self.calibration = c;
                 self.calibration_dirty = true;
                 for j in 0..JOINTS {

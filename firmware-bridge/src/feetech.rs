@@ -295,6 +295,8 @@ pub enum BusError<E> {
     BadReply { id: u8 },
     /// A packet could not be built.
     Packet(PacketError),
+    /// A value does not fit its register (e.g. a homing offset beyond ±2047); nothing was written.
+    OutOfRange { id: u8, register: &'static str },
 }
 
 /// Transaction statistics.
@@ -482,6 +484,38 @@ impl<IO: Read + Write + ReadReady, C: Clock> FeetechBus<IO, C> {
             return Ok(errors);
         }
         Err(last)
+    }
+
+    /// SYNC WRITE of Goal_Position to every servo (sign-magnitude; −32768 saturates to −32767).
+    pub fn sync_write_goals<const N: usize>(&mut self, ids: &[u8; N], goals: &[i16; N]) -> Result<(), BusError<IO::Error>> {
+        let bytes: [[u8; 2]; N] = core::array::from_fn(|j| {
+            encode_sign_magnitude(i32::from(goals[j]).max(-32767), POSITION_SIGN_BIT).unwrap_or(0).to_le_bytes()
+        });
+        let items: [(u8, &[u8]); N] = core::array::from_fn(|j| (ids[j], &bytes[j][..]));
+        self.sync_write(reg::GOAL_POSITION.addr, 2, &items)
+    }
+
+    /// SYNC WRITE of Torque_Enable to every servo.
+    pub fn sync_write_torque(&mut self, ids: &[u8], on: bool) -> Result<(), BusError<IO::Error>> {
+        let v = [u8::from(on)];
+        let mut items: heapless::Vec<(u8, &[u8]), 32> = heapless::Vec::new();
+        for &id in ids {
+            items.push((id, &v[..])).map_err(|_| BusError::Packet(PacketError::TooLong))?;
+        }
+        self.sync_write(reg::TORQUE_ENABLE.addr, 1, &items)
+    }
+
+    /// Writes one servo's calibration to EEPROM (unlock, homing offset, limits, lock). An offset
+    /// that does not fit the 11-bit sign-magnitude register is refused before anything is written.
+    pub fn write_joint_calibration(&mut self, id: u8, homing_offset: i16, range_min: u16, range_max: u16) -> Result<(), BusError<IO::Error>> {
+        let off = encode_sign_magnitude(i32::from(homing_offset), HOMING_OFFSET_SIGN_BIT)
+            .ok_or(BusError::OutOfRange { id, register: reg::HOMING_OFFSET.name })?;
+        self.write(id, reg::LOCK.addr, &[0])?;
+        self.write_u16(id, reg::HOMING_OFFSET, off)?;
+        self.write_u16(id, reg::MIN_POSITION_LIMIT, range_min)?;
+        self.write_u16(id, reg::MAX_POSITION_LIMIT, range_max)?;
+        self.write(id, reg::LOCK.addr, &[1])?;
+        Ok(())
     }
 
     /// Reads a 2-byte register as u16 (little-endian).

@@ -81,16 +81,10 @@ impl<IO: Read + Write + ReadReady, C: Clock> McuApp<IO, C> {
         }
         let cmd = self.bridge.tick(now_ms);
         if cmd.torque_changed {
-            let on = [u8::from(cmd.torque)];
-            let items: [(u8, &[u8]); JOINTS] = core::array::from_fn(|j| (ids[j], &on[..]));
-            self.bus.sync_write(reg::TORQUE_ENABLE.addr, 1, &items)?;
+            self.bus.sync_write_torque(&ids, cmd.torque)?;
         }
         if cmd.torque {
-            let bytes: [[u8; 2]; JOINTS] = core::array::from_fn(|j| {
-                crate::feetech::encode_sign_magnitude(i32::from(cmd.goal[j]), 15).unwrap_or(0).to_le_bytes()
-            });
-            let items: [(u8, &[u8]); JOINTS] = core::array::from_fn(|j| (ids[j], &bytes[j][..]));
-            self.bus.sync_write(reg::GOAL_POSITION.addr, 2, &items)?;
+            self.bus.sync_write_goals(&ids, &cmd.goal)?;
         }
         Ok(())
     }
@@ -99,13 +93,7 @@ impl<IO: Read + Write + ReadReady, C: Clock> McuApp<IO, C> {
     fn push_calibration(&mut self) -> Result<(), BusError<IO::Error>> {
         let c = self.bridge.calibration();
         for j in 0..JOINTS {
-            let id = self.ids[j];
-            self.bus.write(id, reg::LOCK.addr, &[0])?;
-            let off = crate::feetech::encode_sign_magnitude(i32::from(c.homing_offset[j]), 11).unwrap_or(0);
-            self.bus.write(id, reg::HOMING_OFFSET.addr, &off.to_le_bytes())?;
-            self.bus.write(id, reg::MIN_POSITION_LIMIT.addr, &c.range_min[j].to_le_bytes())?;
-            self.bus.write(id, reg::MAX_POSITION_LIMIT.addr, &c.range_max[j].to_le_bytes())?;
-            self.bus.write(id, reg::LOCK.addr, &[1])?;
+            self.bus.write_joint_calibration(self.ids[j], c.homing_offset[j], c.range_min[j], c.range_max[j])?;
         }
         self.bridge.calibration_dirty = false;
         Ok(())

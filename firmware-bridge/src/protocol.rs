@@ -98,6 +98,8 @@ pub enum WireError {
     Faulted { flags: u16 },
     /// A servo did not answer.
     BusTimeout { id: u8 },
+    /// A calibration value does not fit the servo registers (homing offset beyond ±2047).
+    InvalidCalibration { joint: u8 },
 }
 
 /// MCU → host.

@@ -118,6 +118,18 @@ fn retransmitted_commands_execute_once() {
 }
 
 #[test]
+fn calibration_with_an_overflowing_offset_is_refused() {
+    let mut b = Bridge::new(cfg(), 0);
+    hello(&mut b, 0);
+    let bad = Calibration { homing_offset: [0, 0, 2048, 0, 0, 0], range_min: [0; 6], range_max: [4095; 6], drive_mode: [0; 6] };
+    assert_eq!(b.on_frame(&Frame { seq: 2, msg: HostMsg::WriteCalibration(bad) }, 0), McuMsg::Error(WireError::InvalidCalibration { joint: 2 }));
+    assert!(!b.calibration_dirty, "nothing is queued for the servos");
+    let good = Calibration { homing_offset: [-2047, 0, 2047, 0, 0, 0], ..bad };
+    assert_eq!(b.on_frame(&Frame { seq: 3, msg: HostMsg::WriteCalibration(good) }, 0), McuMsg::Ack { clamped: 0 });
+    assert!(b.calibration_dirty);
+}
+
+#[test]
 fn engaging_torque_starts_at_the_present_position() {
     let mut b = Bridge::new(cfg(), 0);
     hello(&mut b, 0);

@@ -65,6 +65,7 @@ fn mcu_msg() -> impl Strategy<Value = McuMsg> {
         Just(WireError::NoHandshake),
         any::<u16>().prop_map(|flags| WireError::Faulted { flags }),
         any::<u8>().prop_map(|id| WireError::BusTimeout { id }),
+        any::<u8>().prop_map(|joint| WireError::InvalidCalibration { joint }),
     ];
     prop_oneof![
         (any::<u16>(), any::<[u8; 3]>(), any::<[u8; 16]>()).prop_map(|(protocol, f, arm_id)| McuMsg::HelloAck {
