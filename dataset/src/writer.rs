@@ -375,41 +375,40 @@ impl DatasetWriter {
         for enc in std::mem::take(&mut self.encoders) {
             enc.finish()?;
         }
-        let this = &mut self;
-        this.write_data()?;
-        this.write_tasks()?;
-        this.write_episodes()?;
-        let total_frames = this.rows.index.len();
+        self.write_data()?;
+        self.write_tasks()?;
+        self.write_episodes()?;
+        let total_frames = self.rows.index.len();
         let info = json!({
             "codebase_version": CODEBASE_VERSION,
-            "robot_type": this.spec.robot_type,
-            "total_episodes": this.episodes.len(),
+            "robot_type": self.spec.robot_type,
+            "total_episodes": self.episodes.len(),
             "total_frames": total_frames,
-            "total_tasks": this.tasks.len(),
+            "total_tasks": self.tasks.len(),
             "chunks_size": 1000,
             "data_files_size_in_mb": 100,
             "video_files_size_in_mb": 500,
-            "fps": this.spec.fps,
-            "splits": {"train": format!("0:{}", this.episodes.len())},
+            "fps": self.spec.fps,
+            "splits": {"train": format!("0:{}", self.episodes.len())},
             "data_path": DATA_PATH,
-            "video_path": if this.spec.cameras.is_empty() { Value::Null } else { Value::String(VIDEO_PATH.into()) },
-            "features": Value::Object(this.features()),
+            "video_path": if self.spec.cameras.is_empty() { Value::Null } else { Value::String(VIDEO_PATH.into()) },
+            "features": Value::Object(self.features()),
         });
         let pretty = |v: &Value| serde_json::to_vec_pretty(v).unwrap_or_default();
-        atomic_write(&this.staging.join("meta/info.json"), &pretty(&info))?;
-        atomic_write(&this.staging.join("meta/stats.json"), &pretty(&this.stats()))?;
-        for (name, v) in &this.extra_meta {
-            atomic_write(&this.staging.join("meta").join(name), &pretty(v))?;
+        atomic_write(&self.staging.join("meta/info.json"), &pretty(&info))?;
+        atomic_write(&self.staging.join("meta/stats.json"), &pretty(&self.stats()))?;
+        for (name, v) in &self.extra_meta {
+            atomic_write(&self.staging.join("meta").join(name), &pretty(v))?;
         }
-        if this.root.exists() {
+        if self.root.exists() {
             return Err(DatasetError::Usage(format!(
                 "{}: appeared while recording; not overwriting it",
-                this.root.display()
+                self.root.display()
             )));
         }
-        std::fs::rename(&this.staging, &this.root).map_err(io_err(&this.root))?;
-        this.finished = true;
-        Ok(WrittenDataset { root: this.root.clone(), episodes: this.episodes.len(), frames: total_frames, tasks: this.tasks.len() })
+        std::fs::rename(&self.staging, &self.root).map_err(io_err(&self.root))?;
+        self.finished = true;
+        Ok(WrittenDataset { root: self.root.clone(), episodes: self.episodes.len(), frames: total_frames, tasks: self.tasks.len() })
     }
 }
 

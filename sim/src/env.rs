@@ -202,6 +202,20 @@ pub struct Demo {
     pub steps: usize,
 }
 
+impl Demo {
+    /// All frames as one contiguous `frames × height × width × 3` RGB buffer.
+    pub fn image_bytes(&self) -> Vec<u8> {
+        self.frames.iter().flat_map(|f| f.data.iter().copied()).collect()
+    }
+
+    /// `(state, action)` as row-major `steps × 6` buffers; `None` for the hand, which records
+    /// neither.
+    pub fn state_action_rows(&self) -> Option<(Vec<f32>, Vec<f32>)> {
+        let actions = self.actions.as_ref()?;
+        Some((self.states.iter().flatten().copied().collect(), actions.iter().flatten().copied().collect()))
+    }
+}
+
 /// Default episode length limits (control steps) per embodiment at 10 fps; scaled with fps.
 pub fn max_steps(embodiment: Embodiment, fps: u32) -> usize {
     let seconds = match embodiment {

@@ -26,11 +26,10 @@ pub fn record(root: &Path, emb: Embodiment, n: usize, codec: VideoCodec) -> (Wri
         if !d.success {
             continue;
         }
-        let images: Vec<u8> = d.frames.iter().flat_map(|f| f.data.iter().copied()).collect();
-        let state: Option<Vec<f32>> = d.actions.as_ref().map(|_| d.states.iter().flatten().copied().collect());
-        let action: Option<Vec<f32>> = d.actions.as_ref().map(|a| a.iter().flatten().copied().collect());
-        w.add_episode(&EpisodeInput { task: &d.instruction, images: &[&images], state: state.as_deref(), action: action.as_deref() })
-            .expect("add episode");
+        let images = d.image_bytes();
+        let rows = d.state_action_rows();
+        let (state, action) = (rows.as_ref().map(|(s, _)| s.as_slice()), rows.as_ref().map(|(_, a)| a.as_slice()));
+        w.add_episode(&EpisodeInput { task: &d.instruction, images: &[&images], state, action }).expect("add episode");
         demos.push(d);
     }
     (w.finish().expect("finish dataset"), demos)

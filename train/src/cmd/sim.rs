@@ -233,15 +233,14 @@ pub fn record(a: &RecordArgs, progress: bool) -> Result<String> {
 }
 
 fn add_demo(writer: &mut DatasetWriter, demo: &Demo) -> Result<()> {
-    let images: Vec<u8> = demo.frames.iter().flat_map(|f| f.data.iter().copied()).collect();
-    let (state, action) = match &demo.actions {
-        Some(actions) => (
-            Some(demo.states.iter().flatten().copied().collect::<Vec<f32>>()),
-            Some(actions.iter().flatten().copied().collect::<Vec<f32>>()),
-        ),
-        None => (None, None),
-    };
-    writer.add_episode(&EpisodeInput { task: &demo.instruction, images: &[&images], state: state.as_deref(), action: action.as_deref() })?;
+    let images = demo.image_bytes();
+    let rows = demo.state_action_rows();
+    writer.add_episode(&EpisodeInput {
+        task: &demo.instruction,
+        images: &[&images],
+        state: rows.as_ref().map(|(s, _)| s.as_slice()),
+        action: rows.as_ref().map(|(_, a)| a.as_slice()),
+    })?;
     Ok(())
 }
 
