@@ -1,0 +1,61 @@
+//! Model artifact folders: `config.json` (the module's config) + `model.bpk` (burnpack weights),
+//! both written atomically (temporary file in the same folder, fsync, rename).
+
+use std::io::Write;
+use std::path::Path;
+
+use burn::module::Module;
+use burn::store::ModuleRecord;
+use burn::tensor::Device;
+
+use crate::{Laq, LaqConfig, ModelError};
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.bpk";
+
+/// Writes `bytes` to `path` so that a reader sees the old file or the new one, never a torn one.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    let io = |source| ModelError::Io { path: path.to_path_buf(), source };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Saves the LAQ's config and weights into `dir`.
+pub fn save_laq(dir: &Path, config: &LaqConfig, model: &Laq) -> Result<(), ModelError> {
+    let json = serde_json::to_vec_pretty(config).map_err(|e| ModelError::Artifact { path: dir.join(CONFIG_FILE), message: e.to_string() })?;
+    atomic_write(&dir.join(CONFIG_FILE), &json)?;
+    let path = dir.join(WEIGHTS_FILE);
+    let bytes = model.clone().into_record().into_bytes().map_err(|e| ModelError::Artifact { path: path.clone(), message: format!("{e:?}") })?;
+    atomic_write(&path, &bytes)
+}
+
+/// Reads `dir/config.json`.
+pub fn load_laq_config(dir: &Path) -> Result<LaqConfig, ModelError> {
+    let path = dir.join(CONFIG_FILE);
+    let bytes = std::fs::read(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
+    let config: LaqConfig = serde_json::from_slice(&bytes).map_err(|e| ModelError::Artifact { path: path.clone(), message: format!("not a LAQ config: {e}") })?;
+    config.validate().map_err(|e| ModelError::Artifact { path, message: e.to_string() })?;
+    Ok(config)
+}
+
+/// Loads a module's weights from a burnpack file into an initialised module of the same shape.
+pub fn load_weights<M: Module>(path: &Path, module: M) -> Result<M, ModelError> {
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+    let record = ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+        .map_err(|e| ModelError::Artifact { path: path.to_path_buf(), message: format!("unreadable weights (truncated or not a burnpack file): {e:?}") })?;
+    module.try_load_record(record).map_err(|e| ModelError::Artifact { path: path.to_path_buf(), message: format!("weights do not match the config: {e:?}") })
+}
+
+/// Loads a LAQ artifact folder onto `device`.
+pub fn load_laq(dir: &Path, device: &Device) -> Result<(LaqConfig, Laq), ModelError> {
+    let config = load_laq_config(dir)?;
+    let model = load_weights(&dir.join(WEIGHTS_FILE), config.init(device)?)?;
+    Ok((config, model))
+}

@@ -1,0 +1,82 @@
+//! lapa's burn Modules, shared by `train`, `compress` and `edge-runtime`.
+//!
+//! The saved artifact folder (`config.json` + `model.bpk`) is the contract between stages:
+//! everything downstream reads sizes from the config, nothing hard-codes a dimension.
+
+pub mod artifact;
+pub mod blocks;
+pub mod laq;
+pub mod nsvq;
+
+pub use artifact::{load_laq, save_laq};
+pub use burn;
+pub use laq::{Laq, LaqConfig, LaqStep, patchify, unpatchify};
+
+use burn::tensor::Device;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("invalid model config: {0}")]
+    Config(String),
+    #[error("{path}: {message}")]
+    Artifact { path: std::path::PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("device {name:?}: {message}")]
+    Device { name: String, message: String },
+}
+
+/// The compute devices this build can run on, for `--help` texts.
+pub fn available_devices() -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if cfg!(feature = "flex") {
+        v.push("cpu");
+    }
+    if cfg!(feature = "ndarray") {
+        v.push("ndarray");
+    }
+    if cfg!(feature = "wgpu") {
+        v.push("wgpu");
+    }
+    if cfg!(feature = "cuda") {
+        v.push("cuda");
+    }
+    v
+}
+
+/// Resolves `cpu` (burn's flex backend), `ndarray`, `wgpu` or `cuda` to a burn device. The same
+/// model code runs on each; GPU backends exist only in builds with the matching cargo feature.
+pub fn device(name: &str) -> Result<Device, ModelError> {
+    let missing = |feature: &str| ModelError::Device {
+        name: name.to_string(),
+        message: format!("this build has no {feature} backend (rebuild with `--features {feature}`); available: {}", available_devices().join(", ")),
+    };
+    match name {
+        "cpu" | "flex" => {
+            #[cfg(feature = "flex")]
+            return Ok(Device::flex());
+            #[allow(unreachable_code)]
+            Err(missing("flex"))
+        }
+        "ndarray" => {
+            #[cfg(feature = "ndarray")]
+            #[allow(deprecated)]
+            return Ok(Device::ndarray());
+            #[allow(unreachable_code)]
+            Err(missing("ndarray"))
+        }
+        "wgpu" => {
+            #[cfg(feature = "wgpu")]
+            return Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice));
+            #[allow(unreachable_code)]
+            Err(missing("wgpu"))
+        }
+        "cuda" => {
+            #[cfg(feature = "cuda")]
+            return Ok(Device::cuda(0));
+            #[allow(unreachable_code)]
+            Err(missing("cuda"))
+        }
+        other => Err(ModelError::Device { name: other.to_string(), message: format!("unknown device; available: {}", available_devices().join(", ")) }),
+    }
+}

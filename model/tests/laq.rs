@@ -1,0 +1,167 @@
+//! LAQ unit tests: NSVQ gradient path, dead-code revival, tiny overfit, artifact round trip.
+
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use lapa_model::nsvq::{Nsvq, code_counts, perplexity};
+use lapa_model::{LaqConfig, load_laq, patchify, save_laq, unpatchify};
+
+fn device() -> Device {
+    lapa_model::device("cpu").expect("cpu device").autodiff()
+}
+
+/// A 32×32 frame with a 6×6 square at (x, y) on a grey background.
+fn square(x: usize, y: usize, colour: [u8; 3]) -> Vec<u8> {
+    let mut img = vec![90u8; 32 * 32 * 3];
+    for r in y..(y + 6).min(32) {
+        for c in x..(x + 6).min(32) {
+            img[(r * 32 + c) * 3..(r * 32 + c) * 3 + 3].copy_from_slice(&colour);
+        }
+    }
+    img
+}
+
+#[test]
+fn patchify_round_trips() {
+    let img: Vec<u8> = (0..32 * 32 * 3).map(|i| (i * 7 % 251) as u8).collect();
+    let mut p = Vec::new();
+    patchify(&img, 32, 8, &mut p);
+    assert_eq!(p.len(), 16 * 8 * 8 * 3);
+    // The first patch's second row starts at image row 1.
+    assert_eq!(p[8 * 3], f32::from(img[32 * 3]) / 255.0);
+    assert_eq!(unpatchify(&p, 32, 8), img);
+}
+
+#[test]
+fn nsvq_passes_gradients_to_the_encoder_and_codebook() {
+    let dev = device();
+    dev.seed(1);
+    let q = Nsvq::new(8, 4, &dev);
+    let z = Tensor::<2>::random([6, 4], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+    let noise = Tensor::<2>::random([6, 4], Distribution::Normal(0.0, 1.0), &dev);
+    let (out, idx) = q.forward_train(z.clone(), noise);
+    // The output is not the code itself (noise substitution) but lies at the code's distance from z.
+    let codes = q.lookup(idx);
+    let d_out = (out.clone() - z.clone()).powi_scalar(2).sum_dim(1).sqrt();
+    let d_code = (codes - z.clone()).powi_scalar(2).sum_dim(1).sqrt();
+    let gap: f32 = (d_out - d_code).abs().max().into_scalar();
+    assert!(gap < 1e-4, "‖out − z‖ must equal ‖q − z‖, gap {gap}");
+
+    let grads = out.sum().backward();
+    let gz = z.grad(&grads).expect("the encoder output gets a gradient through the noise substitution");
+    let gz_norm: f32 = gz.abs().sum().into_scalar();
+    assert!(gz_norm > 1e-3, "encoder gradient is zero");
+    let gc = q.codebook.val().grad(&grads).expect("the codebook gets a gradient through ‖z − q‖");
+    let gc_norm: f32 = gc.abs().sum().into_scalar();
+    assert!(gc_norm > 1e-6, "codebook gradient is zero");
+}
+
+#[test]
+fn dead_code_replacement_revives_a_forced_dead_code() {
+    let dev = device();
+    dev.seed(2);
+    let q = Nsvq::new(4, 2, &dev);
+    // Put code 3 far away so nothing near the data picks it.
+    let cb = TensorData::new(vec![0.0f32, 0.0, 1.0, 0.0, 0.0, 1.0, 100.0, 100.0], [4, 2]);
+    let q = Nsvq { codebook: burn::module::Param::initialized(q.codebook.id, Tensor::from_data(cb, &dev).require_grad()), ..q };
+    let data = Tensor::<2>::from_data(TensorData::new(vec![0.1f32, 0.0, 0.9, 0.1, 0.0, 1.1, 1.0, 0.0, 0.1, 0.9, 0.0, 0.1], [6, 2]), &dev);
+    let idx: Vec<i64> = q.nearest(data.clone()).into_data().convert::<i64>().try_into_vec().expect("ints");
+    let counts = code_counts(&idx, 4);
+    assert_eq!(counts[3], 0, "code 3 starts dead");
+    let before = perplexity(&counts);
+    let mut n = 0.0f32;
+    let (q, replaced) = q.replace_dead_codes(&counts, 0.5, 0.01, |k| 1 % k, || {
+        n += 0.5;
+        n.sin()
+    });
+    assert_eq!(replaced, vec![3]);
+    let cb: Vec<f32> = q.codebook.val().into_data().convert::<f32>().try_into_vec().expect("floats");
+    assert!(cb[6] < 1.5 && cb[7] < 1.5, "code 3 was re-seeded near a used code: {cb:?}");
+    assert!(q.codebook.val().is_require_grad(), "replaced codebook stays trainable");
+    // Points near the re-seeded code now share usage with it.
+    let data2 = Tensor::<2>::from_data(TensorData::new(vec![cb[6], cb[7]], [1, 2]), &dev);
+    let idx2: Vec<i64> = q.nearest(data2).into_data().convert::<i64>().try_into_vec().expect("ints");
+    assert_eq!(idx2, vec![3], "the revived code is the nearest to its own position");
+    assert!(before > 1.0);
+}
+
+#[test]
+fn tiny_laq_overfits_sixteen_pairs() {
+    let dev = device();
+    dev.seed(3);
+    let config = LaqConfig::tiny();
+    let mut model = config.init(&dev).expect("tiny config is valid");
+    // 16 pairs: a square moving by one of four directions from four start points.
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    let dirs: [(i32, i32); 4] = [(6, 0), (-6, 0), (0, 6), (0, -6)];
+    for (k, &(dx, dy)) in dirs.iter().enumerate() {
+        for s in 0..4 {
+            let (x, y) = (8 + 4 * s as i32, 10 + 2 * k as i32);
+            patchify(&square(x as usize, y as usize, [220, 40, 40]), 32, 8, &mut first);
+            patchify(&square((x + dx) as usize, (y + dy) as usize, [220, 40, 40]), 32, 8, &mut second);
+        }
+    }
+    let shape = [16, config.n_patches(), config.patch_dim()];
+    let x0 = Tensor::<3>::from_data(TensorData::new(first, shape), &dev);
+    let x1 = Tensor::<3>::from_data(TensorData::new(second, shape), &dev);
+    let mut opt = AdamConfig::new().with_beta_2(0.99).init();
+    let mut losses = Vec::new();
+    for _ in 0..250 {
+        let noise = Tensor::<2>::random([16 * config.n_tokens, config.code_dim], Distribution::Normal(0.0, 1.0), &dev);
+        let step = model.forward_train(x0.clone(), x1.clone(), noise);
+        let l: f32 = step.loss.clone().into_scalar();
+        losses.push(l);
+        let grads = GradientsParams::from_grads(step.loss.backward(), &model);
+        model = opt.step(2e-3, model, grads);
+    }
+    let start = losses[..5].iter().sum::<f32>() / 5.0;
+    let end = losses[losses.len() - 5..].iter().sum::<f32>() / 5.0;
+    assert!(start / end >= 10.0, "loss fell only {start:.5} -> {end:.5} ({:.1}×)", start / end);
+}
+
+#[test]
+fn artifact_round_trips_and_rejects_bad_files() {
+    let dev = device();
+    dev.seed(4);
+    let config = LaqConfig::tiny();
+    let model = config.init(&dev).expect("valid");
+    let dir = tempfile::tempdir().expect("tempdir");
+    save_laq(dir.path(), &config, &model).expect("save");
+    let (config2, model2) = load_laq(dir.path(), &dev).expect("load");
+    assert_eq!(config, config2);
+    let mut p = Vec::new();
+    patchify(&square(3, 4, [10, 200, 30]), 32, 8, &mut p);
+    patchify(&square(9, 4, [10, 200, 30]), 32, 8, &mut p);
+    let x = Tensor::<3>::from_data(TensorData::new(p, [2, 16, 192]), &dev);
+    let a = x.clone().slice([0..1, 0..16, 0..192]);
+    let b = x.slice([1..2, 0..16, 0..192]);
+    let (r1, i1) = model.reconstruct(a.clone(), b.clone());
+    let (r2, i2) = model2.reconstruct(a, b);
+    assert_eq!(i1.into_data(), i2.into_data());
+    let diff: f32 = (r1 - r2).abs().max().into_scalar();
+    assert!(diff < 1e-6);
+
+    // A truncated weights file names the file.
+    let w = dir.path().join("model.bpk");
+    let bytes = std::fs::read(&w).expect("read");
+    std::fs::write(&w, &bytes[..bytes.len() / 2]).expect("truncate");
+    let err = load_laq(dir.path(), &dev).expect_err("truncated weights must fail").to_string();
+    assert!(err.contains("model.bpk"), "{err}");
+    // A config of another size does not load these weights.
+    save_laq(dir.path(), &config, &model).expect("save");
+    let other = LaqConfig { dim: 32, ..LaqConfig::tiny() };
+    std::fs::write(dir.path().join("config.json"), serde_json::to_vec(&other).expect("json")).expect("write");
+    let err = load_laq(dir.path(), &dev).expect_err("mismatched weights must fail").to_string();
+    assert!(err.contains("model.bpk"), "{err}");
+    let _ = model.num_params();
+}
+
+#[test]
+fn configs_validate() {
+    for name in ["tiny", "small", "base", "paper"] {
+        LaqConfig::preset(name).expect("preset").validate().expect("valid preset");
+    }
+    assert!(LaqConfig { n_tokens: 3, ..LaqConfig::tiny() }.validate().is_err());
+    assert!(LaqConfig { image_size: 30, ..LaqConfig::tiny() }.validate().is_err());
+    assert!(LaqConfig::preset("huge").is_err());
+}
