@@ -61,9 +61,10 @@ impl LaqConfig {
         Self::new(64, 8, 128, 4, 32, 2, 2, 2)
     }
 
-    /// Between `small` and `paper`: 128×128 frames, for GPU runs on sim data.
+    /// Between `small` and `paper` for GPU runs on the simulator's 64×64 frames: dim 512, 4+4
+    /// encoder and 4 decoder layers, 8 heads (about 30× the compute of `small`).
     pub fn base() -> Self {
-        Self::new(128, 16, 512, 8, 64, 4, 4, 4)
+        Self::new(64, 8, 512, 8, 64, 4, 4, 4)
     }
 
     /// LAPA's published sizes: 256², patch 32, dim 1024, 8+8 encoder and 8 decoder layers, 16 heads
@@ -189,6 +190,8 @@ pub struct LaqStep {
     pub recon: Tensor<3>,
     /// Nearest-code index per latent token: [batch, n_tokens].
     pub indices: Tensor<2, Int>,
+    /// Pre-quantisation latents, detached: [batch · n_tokens, code_dim] (for dead-code re-seeding).
+    pub latents: Tensor<2>,
 }
 
 impl Laq {
@@ -242,10 +245,11 @@ impl Laq {
     pub fn forward_train(&self, first: Tensor<3>, second: Tensor<3>, noise: Tensor<2>) -> LaqStep {
         let b = first.dims()[0];
         let z = self.encode_latents(first.clone(), second.clone());
+        let latents = z.clone().detach();
         let (zq, idx) = self.quantizer.forward_train(z, noise);
         let recon = self.decode(first, self.tokens_from_codes(zq, b));
         let loss = (recon.clone() - second).powi_scalar(2).mean();
-        LaqStep { loss, recon, indices: idx.reshape([b, self.n_tokens]) }
+        LaqStep { loss, recon, indices: idx.reshape([b, self.n_tokens]), latents }
     }
 
     /// Latent action of each pair (nearest codes): [b, n_tokens] indices.

@@ -57,7 +57,8 @@ impl Nsvq {
     }
 
     /// Dead-code replacement: every code whose `counts` entry is below `min_count` is overwritten
-    /// by a used code (picked by `pick(i)` among the used ones, as an index into them) plus
+    /// by a used code (LAPA; `candidates = None`) or by one of `candidates` (rows of `code_dim`
+    /// values, e.g. the batch's encoder outputs), picked by `pick(n)` as an index below `n`, plus
     /// `noise_scale · N(0, 1)` (`normal()` draws). Keeps the parameter id, so optimiser state
     /// stays attached. Returns the module and the replaced code indices.
     pub fn replace_dead_codes(
@@ -65,6 +66,7 @@ impl Nsvq {
         counts: &[usize],
         min_count: f32,
         noise_scale: f32,
+        candidates: Option<&[f32]>,
         mut pick: impl FnMut(usize) -> usize,
         mut normal: impl FnMut() -> f32,
     ) -> (Self, Vec<usize>) {
@@ -79,9 +81,18 @@ impl Nsvq {
         let mut data: Vec<f32> = value.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
         let d = self.code_dim;
         for &k in &dead {
-            let src = used[pick(used.len()) % used.len()];
+            let src: Vec<f32> = match candidates {
+                Some(c) if c.len() >= d => {
+                    let r = pick(c.len() / d) % (c.len() / d);
+                    c[r * d..(r + 1) * d].to_vec()
+                }
+                _ => {
+                    let u = used[pick(used.len()) % used.len()];
+                    data[u * d..(u + 1) * d].to_vec()
+                }
+            };
             for j in 0..d {
-                data[k * d + j] = data[src * d + j] + noise_scale * normal();
+                data[k * d + j] = src[j] + noise_scale * normal();
             }
         }
         let id = self.codebook.id;

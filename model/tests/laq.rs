@@ -70,7 +70,7 @@ fn dead_code_replacement_revives_a_forced_dead_code() {
     assert_eq!(counts[3], 0, "code 3 starts dead");
     let before = perplexity(&counts);
     let mut n = 0.0f32;
-    let (q, replaced) = q.replace_dead_codes(&counts, 0.5, 0.01, |k| 1 % k, || {
+    let (q, replaced) = q.replace_dead_codes(&counts, 0.5, 0.01, None, |k| 1 % k, || {
         n += 0.5;
         n.sin()
     });
