@@ -155,6 +155,8 @@ pub struct VideoProbe {
     /// Frames as stored in the container header (may be absent: 0).
     pub frames: usize,
     pub duration_s: f64,
+    /// Frame rate from the stream's average (or nominal) rate; 0 when the container has none.
+    pub fps: f64,
 }
 
 fn run_capture(cmd: &mut Command, path: &Path) -> Result<(Vec<u8>, String, bool)> {
@@ -188,7 +190,7 @@ pub fn probe(path: &Path) -> Result<VideoProbe> {
     }
     let (out, stderr, ok) = run_capture(
         Command::new("ffprobe")
-            .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height,nb_frames:format=duration", "-of", "json"])
+            .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height,nb_frames,avg_frame_rate,r_frame_rate:format=duration", "-of", "json"])
             .arg(path),
         path,
     )?;
@@ -205,7 +207,17 @@ pub fn probe(path: &Path) -> Result<VideoProbe> {
         return Err(bad("video stream has no size".into()));
     }
     let duration_s = v["format"]["duration"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0.0);
-    Ok(VideoProbe { width, height, frames: num(&stream["nb_frames"]), duration_s })
+    let rate = |x: &serde_json::Value| -> f64 {
+        let s = x.as_str().unwrap_or("0/0");
+        let (n, d) = s.split_once('/').unwrap_or((s, "1"));
+        let (n, d) = (n.parse::<f64>().unwrap_or(0.0), d.parse::<f64>().unwrap_or(0.0));
+        if n > 0.0 && d > 0.0 { n / d } else { 0.0 }
+    };
+    let fps = match rate(&stream["avg_frame_rate"]) {
+        f if f > 0.0 => f,
+        _ => rate(&stream["r_frame_rate"]),
+    };
+    Ok(VideoProbe { width, height, frames: num(&stream["nb_frames"]), duration_s, fps })
 }
 
 fn last_lines(s: &str) -> String {
