@@ -8,7 +8,9 @@ mod cmd;
 /// lapa — latent action pretraining from video, from simulator to hobby arm.
 ///
 /// Stages available now: simulate and record LeRobot v3.0 datasets of an SO-101-like arm and of a
-/// human-style hand, and inspect any LeRobot dataset. Needs ffmpeg on PATH for video.
+/// human-style hand, inspect any LeRobot dataset, train the latent action quantizer (LAQ) on any
+/// mix of datasets and video folders, label datasets with latent actions and report their
+/// quality. Needs ffmpeg on PATH for video.
 #[derive(Debug, Parser)]
 #[command(name = "lapa", version, about, long_about)]
 struct Cli {
@@ -24,6 +26,12 @@ enum Command {
     /// Inspect LeRobot datasets (v3.0 and v2.1).
     #[command(subcommand)]
     Dataset(cmd::dataset::DatasetCommand),
+    /// Train a pipeline stage (stage 1: `laq`).
+    #[command(subcommand)]
+    Train(cmd::laq::TrainCommand),
+    /// Use a trained latent action quantizer: label datasets, write the latent-quality report.
+    #[command(subcommand)]
+    Laq(cmd::laq::LaqCommand),
     /// Run the main job end to end on the built-in defaults (sim data, tiny config).
     Quickstart(cmd::quickstart::QuickstartArgs),
 }
@@ -33,6 +41,8 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Sim(c) => cmd::sim::run(c),
         Command::Dataset(c) => cmd::dataset::run(c),
+        Command::Train(cmd::laq::TrainCommand::Laq(a)) => cmd::laq::train_laq(&a).map(|_| ()),
+        Command::Laq(c) => cmd::laq::run_laq(c),
         Command::Quickstart(a) => cmd::quickstart::run(a),
     }
 }

@@ -1,3 +1,4 @@
 pub mod dataset;
+pub mod laq;
 pub mod quickstart;
 pub mod sim;

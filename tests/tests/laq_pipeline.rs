@@ -1,0 +1,207 @@
+//! Stage 1 across crates: frame cache, readers, resume, labelling, report, and bad input.
+
+use std::path::{Path, PathBuf};
+
+use lapa_dataset::VideoCodec;
+use lapa_model::burn::tensor::{Device, Tensor, TensorData};
+use lapa_model::{LaqConfig, patchify};
+use lapa_sim::Embodiment;
+use lapa_train::laq::cache::{FrameCache, Source, resize_square};
+use lapa_train::laq::{self, Augment, LaqTrainConfig};
+
+fn device() -> Device {
+    lapa_model::device("cpu").expect("cpu")
+}
+
+fn arm_dataset(dir: &Path, episodes: usize) -> PathBuf {
+    let root = dir.join(format!("arm{episodes}"));
+    lapa_tests::record(&root, Embodiment::Arm, episodes, VideoCodec::H264 { crf: 18 });
+    root
+}
+
+fn tiny_cfg(data: PathBuf, steps: u64) -> LaqTrainConfig {
+    let mut c = LaqTrainConfig::lapa(vec![data], 0.6);
+    c.batch_size = 8;
+    c.steps = steps;
+    c.lr = 1e-3;
+    c.log_every = 2;
+    c.checkpoint_every = 100;
+    c.seed = 5;
+    c.augment = Augment { crop: 0.1, brightness: 0.05, contrast: 0.05 };
+    c
+}
+
+#[test]
+fn frame_cache_round_trips_and_is_keyed_by_content() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = arm_dataset(tmp.path(), 2);
+    let cache_dir = tmp.path().join("cache");
+    let src = Source::detect(&data, None).expect("detect");
+    let c64 = FrameCache::open_or_build(&src, 64, &cache_dir, true).expect("build");
+    let ds = lapa_dataset::Dataset::open(&data).expect("open");
+    let ep = ds.episode(1, true).expect("episode");
+    let frames = ep.videos.values().next().expect("video");
+    let clip = &c64.meta.clips[1];
+    assert_eq!(clip.len, frames.count);
+    for t in [0, clip.len / 2, clip.len - 1] {
+        assert_eq!(c64.frame(clip.start + t), frames.frame(t), "frame {t} differs from the decoded episode");
+    }
+    // A second open maps the same file instead of decoding again.
+    let data_file = cache_dir.join(format!("{}.frames", c64.meta.key));
+    let before = std::fs::metadata(&data_file).and_then(|m| m.modified()).expect("mtime");
+    let again = FrameCache::open_or_build(&src, 64, &cache_dir, true).expect("reopen");
+    assert_eq!(again.meta, c64.meta);
+    assert_eq!(std::fs::metadata(&data_file).and_then(|m| m.modified()).expect("mtime"), before);
+    // Another resolution is another cache, box-filtered from the same frames.
+    let c32 = FrameCache::open_or_build(&src, 32, &cache_dir, true).expect("32");
+    assert_ne!(c32.meta.key, c64.meta.key);
+    assert_eq!(c32.frame(clip.start + 3), resize_square(frames.frame(3), 64, 64, 32).as_slice());
+    // Changed content, changed key.
+    let tasks = data.join("meta/tasks.parquet");
+    let mut bytes = std::fs::read(&tasks).expect("read");
+    bytes.push(0);
+    std::fs::write(&tasks, bytes).expect("write");
+    let src2 = Source::detect(&data, None).expect("detect");
+    let err_or_new = FrameCache::open_or_build(&src2, 64, &cache_dir, true);
+    if let Ok(c) = err_or_new {
+        assert_ne!(c.meta.key, c64.meta.key);
+    }
+}
+
+#[test]
+fn video_folder_and_dataset_readers_give_identical_pairs() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = arm_dataset(tmp.path(), 1);
+    let ds = lapa_dataset::Dataset::open(&data).expect("open");
+    let (video, start) = ds.episodes[0].videos.values().next().expect("video").clone();
+    assert_eq!(start, 0.0);
+    let folder = tmp.path().join("clips");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    std::fs::copy(&video, folder.join("clip.mp4")).expect("copy");
+    let cache_dir = tmp.path().join("cache");
+    let a = FrameCache::open_or_build(&Source::detect(&data, None).expect("ds"), 64, &cache_dir, true).expect("ds cache");
+    let b = FrameCache::open_or_build(&Source::detect(&folder, None).expect("folder"), 64, &cache_dir, true).expect("folder cache");
+    assert_eq!(b.meta.kind, laq::SourceKind::VideoFolder);
+    let (pa, pb) = (a.pairs(0.6).expect("pairs"), b.pairs(0.6).expect("pairs"));
+    assert!(!pa.is_empty());
+    assert_eq!(pa, pb);
+    for p in &pa {
+        assert_eq!(a.frame(p.a), b.frame(p.a));
+        assert_eq!(a.frame(p.b), b.frame(p.b));
+    }
+}
+
+fn weights_probe(run: &Path) -> Vec<f32> {
+    let dev = device();
+    let (cfg, model) = lapa_model::load_laq(&run.join("model"), &dev).expect("load");
+    let img: Vec<u8> = (0..cfg.image_size * cfg.image_size * 3).map(|i| (i * 37 % 255) as u8).collect();
+    let img2: Vec<u8> = img.iter().map(|v| v.wrapping_add(40)).collect();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    patchify(&img, cfg.image_size, cfg.patch_size, &mut a);
+    patchify(&img2, cfg.image_size, cfg.patch_size, &mut b);
+    let shape = [1, cfg.n_patches(), cfg.patch_dim()];
+    let z = model.encode_latents(Tensor::from_data(TensorData::new(a.clone(), shape), &dev), Tensor::from_data(TensorData::new(b, shape), &dev));
+    let r = model.decode(Tensor::from_data(TensorData::new(a, shape), &dev), Tensor::zeros([1, cfg.n_tokens, cfg.dim], &dev));
+    let mut v: Vec<f32> = z.into_data().convert::<f32>().try_into_vec().expect("f32");
+    v.extend(r.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32"));
+    v
+}
+
+#[test]
+fn resume_is_equivalent_to_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = arm_dataset(tmp.path(), 2);
+    let cache = tmp.path().join("cache");
+    let dev = device();
+    let straight = tmp.path().join("straight");
+    let s = laq::train(&tiny_cfg(data.clone(), 12), &LaqConfig::tiny(), &straight, &dev, &cache, false, true).expect("train");
+    assert!(s.last_loss.is_finite());
+    let split = tmp.path().join("split");
+    laq::train(&tiny_cfg(data.clone(), 5), &LaqConfig::tiny(), &split, &dev, &cache, false, true).expect("first half");
+    laq::train(&tiny_cfg(data, 12), &LaqConfig::tiny(), &split, &dev, &cache, true, true).expect("resume");
+    let (a, b) = (weights_probe(&straight), weights_probe(&split));
+    let max = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(max < 1e-4, "resumed run differs from the straight one by {max}");
+    // The untouched run differs from an initial model (the comparison is not vacuous).
+    let csv = std::fs::read_to_string(split.join("metrics.csv")).expect("csv");
+    let steps: Vec<&str> = csv.lines().skip(1).filter_map(|l| l.split(',').next()).collect();
+    assert_eq!(steps, ["2", "4", "5", "6", "8", "10", "12"], "metrics rows after resume: {csv}");
+    assert!(split.join("curves.png").is_file());
+}
+
+#[test]
+fn tiny_run_labels_and_reports() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = arm_dataset(tmp.path(), 6);
+    let cache = tmp.path().join("cache");
+    let dev = device();
+    let run = tmp.path().join("run");
+    laq::train(&tiny_cfg(data.clone(), 20), &LaqConfig::tiny(), &run, &dev, &cache, false, true).expect("train");
+    let out = tmp.path().join("labels");
+    let meta = laq::label::run(&run, &data, None, 0.6, &out, &cache, &dev, 32, true).expect("label");
+    let csv = std::fs::read_to_string(out.join("latent_actions.csv")).expect("csv");
+    assert_eq!(csv.lines().count(), meta.frames + 1);
+    let ds = lapa_dataset::Dataset::open(&data).expect("open");
+    assert_eq!(meta.frames, ds.episodes.iter().map(|e| e.length).sum::<usize>());
+    assert!(meta.valid < meta.frames && meta.valid > 0);
+    let opts = laq::report::ReportOptions {
+        run: run.clone(),
+        data: data.clone(),
+        camera: None,
+        spacing_s: 0.6,
+        cache_dir: cache,
+        out: run.join("report"),
+        max_pairs: 10_000,
+        probe_steps: 30,
+        quiet: true,
+    };
+    let r = laq::report::run(&opts, &dev).expect("report");
+    assert!(r.probe_latent.is_some() && r.probe_frame_diff.is_some(), "arm data has state: probes run");
+    assert!(r.psnr_copy.is_finite() && r.psnr_recon.is_finite());
+    assert_eq!(r.usage.len(), 4);
+    for f in ["report.md", "report.json", "counterfactual.png", "reconstructions.png"] {
+        assert!(run.join("report").join(f).is_file(), "{f} missing");
+    }
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cache = tmp.path().join("cache");
+    // Unreadable video in a folder: the error names the file.
+    let folder = tmp.path().join("bad");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    std::fs::write(folder.join("broken.mp4"), b"definitely not a video").expect("write");
+    let err = FrameCache::open_or_build(&Source::detect(&folder, None).expect("folder of videos"), 32, &cache, true).expect_err("garbage video");
+    assert!(format!("{err:#}").contains("broken.mp4"), "{err:#}");
+    // A container with no frames.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let ok = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "color=c=black:s=32x32:r=10", "-frames:v", "0", "-c:v", "libx264"])
+        .arg(empty.join("zero.mp4"))
+        .status()
+        .expect("ffmpeg");
+    assert!(ok.success());
+    let err = FrameCache::open_or_build(&Source::detect(&empty, None).expect("folder"), 32, &cache, true).expect_err("zero-length");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("zero.mp4") && msg.contains("zero-length"), "{msg}");
+    // Not a dataset, no videos.
+    let nothing = tmp.path().join("nothing");
+    std::fs::create_dir_all(&nothing).expect("mkdir");
+    let err = Source::detect(&nothing, None).expect_err("empty folder");
+    assert!(err.to_string().contains("nothing"), "{err}");
+    // Spacing longer than every episode.
+    let data = arm_dataset(tmp.path(), 1);
+    let c = FrameCache::open_or_build(&Source::detect(&data, None).expect("ds"), 32, &cache, true).expect("cache");
+    let err = c.pairs(60.0).expect_err("spacing too long");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("spacing 60") && msg.contains(&data.display().to_string()), "{msg}");
+    // A camera the dataset does not have.
+    let err = FrameCache::open_or_build(&Source::detect(&data, Some("observation.images.wrist")).expect("ds"), 32, &cache, true).expect_err("camera");
+    assert!(format!("{err:#}").contains("observation.images.wrist"));
+    // Bad durations.
+    assert!(laq::parse_seconds("0.6s").is_ok_and(|v| (v - 0.6).abs() < 1e-12));
+    assert!(laq::parse_seconds("600ms").is_ok_and(|v| (v - 0.6).abs() < 1e-12));
+    assert!(laq::parse_seconds("-1").is_err() && laq::parse_seconds("fast").is_err());
+}

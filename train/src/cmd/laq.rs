@@ -1,0 +1,244 @@
+//! `lapa train laq`, `lapa laq label`, `lapa laq report`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use lapa_model::LaqConfig;
+use lapa_train::laq::{self, Augment, DeadCode, LaqTrainConfig, parse_seconds};
+
+#[derive(Debug, Subcommand)]
+pub enum TrainCommand {
+    /// Stage 1: train the latent action quantizer on action-free video.
+    ///
+    /// Frames are decoded once into a memory-mapped cache at the model's resolution (keyed by the
+    /// sources' content), pairs (x_t, x_{t+H}) are sampled by background threads, and the run
+    /// folder gets train.json, model/ (config.json + model.bpk), checkpoint/, metrics.csv and
+    /// curves.png. Interrupt at any time and continue with --resume.
+    Laq(TrainLaqArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TrainLaqArgs {
+    /// A LeRobot dataset (v3.0/v2.1, e.g. from `lapa sim record`) or a folder of videos
+    /// (mp4/webm/mkv/mov/avi, one clip per file). Repeat to mix sources.
+    #[arg(long = "data", required_unless_present = "resume")]
+    pub data: Vec<PathBuf>,
+    /// Frame spacing H in seconds, converted per source fps (LAPA: 0.6s robot, 2.4s human video).
+    #[arg(long, default_value = "0.6s")]
+    pub spacing: String,
+    /// Model size: tiny (tests), small (CPU, 64² sim frames), base (GPU, 128²), paper (LAPA, 256²).
+    #[arg(long, default_value = "small")]
+    pub config: String,
+    /// Run folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run in --out from its last checkpoint (settings come from its train.json;
+    /// --steps may extend it).
+    #[arg(long)]
+    pub resume: bool,
+    /// Training steps.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Adam learning rate (LAPA: 1e-4, constant).
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// Gradient-norm clip per parameter tensor (LAPA: 0.5); 0 disables.
+    #[arg(long, default_value_t = 0.5)]
+    pub grad_clip: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Disable LAPA's dead-code replacement schedule.
+    #[arg(long)]
+    pub no_dead_code: bool,
+    /// Re-seed dead codes from the batch's encoder outputs (k-means-style restart) instead of
+    /// from used codes plus noise (LAPA).
+    #[arg(long)]
+    pub reseed_from_batch: bool,
+    /// Last step of dead-code replacement (LAPA: 5000; the schedule's last slot is 4500).
+    #[arg(long, default_value_t = 5000)]
+    pub dead_code_until: u64,
+    /// Random-crop augmentation: fraction of the side that may be cut (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub aug_crop: f32,
+    /// Colour jitter: brightness offset and contrast factor range (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub aug_color: f32,
+    /// Dataset camera (video key); the first one by default.
+    #[arg(long)]
+    pub camera: Option<String>,
+    /// Compute device: cpu (burn flex), ndarray, wgpu, cuda (GPU ones need a build with that feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Frame-cache folder (default: $LAPA_CACHE or ~/.cache/lapa/frames).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    #[arg(long, default_value_t = 25)]
+    pub log_every: u64,
+    #[arg(long, default_value_t = 500)]
+    pub checkpoint_every: u64,
+    /// Batch-building threads.
+    #[arg(long, default_value_t = 1)]
+    pub loader_threads: usize,
+    /// No progress output.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LaqCommand {
+    /// Write the latent action tokens of every frame of a dataset (for latent pretraining).
+    Label(LabelArgs),
+    /// Latent-quality report: codebook usage, action probes vs a frame-difference baseline,
+    /// counterfactual decodes, reconstruction PSNR vs copying x_t. Writes report.md + PNGs.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LabelArgs {
+    /// Trained LAQ run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output folder for latent_actions.csv and latent_actions.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Frame spacing (default: the run's).
+    #[arg(long)]
+    pub spacing: Option<String>,
+    #[arg(long)]
+    pub camera: Option<String>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Data to score; the action probes need a dataset with observation.state (sim arm data).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output folder (default: RUN/report-<data folder name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long)]
+    pub spacing: Option<String>,
+    #[arg(long)]
+    pub camera: Option<String>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Score at most this many pairs (evenly subsampled).
+    #[arg(long, default_value_t = 20000)]
+    pub max_pairs: usize,
+    /// Probe training steps.
+    #[arg(long, default_value_t = 600)]
+    pub probe_steps: usize,
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn train_laq(a: &TrainLaqArgs) -> Result<laq::TrainSummary> {
+    let device = lapa_model::device(&a.device)?;
+    let cache = a.cache.clone().unwrap_or_else(laq::default_cache_dir);
+    let (cfg, model_cfg) = if a.resume {
+        let cfg: LaqTrainConfig = serde_json::from_slice(&std::fs::read(a.out.join(laq::train::TRAIN_FILE)).with_context(|| format!("{}: no train.json to resume", a.out.display()))?)
+            .with_context(|| format!("{}: bad train.json", a.out.display()))?;
+        let model_cfg = lapa_model::artifact::load_laq_config(&a.out.join(laq::train::MODEL_DIR))?;
+        let steps = a.steps.unwrap_or(cfg.steps);
+        (LaqTrainConfig { steps, ..cfg }, model_cfg)
+    } else {
+        let mut cfg = LaqTrainConfig::lapa(a.data.clone(), parse_seconds(&a.spacing)?);
+        cfg.camera = a.camera.clone();
+        cfg.batch_size = a.batch;
+        cfg.steps = a.steps.unwrap_or(cfg.steps);
+        cfg.lr = a.lr;
+        cfg.grad_clip = (a.grad_clip > 0.0).then_some(a.grad_clip);
+        cfg.seed = a.seed;
+        cfg.dead_code = DeadCode { enabled: !a.no_dead_code, last_step: a.dead_code_until, from_batch: a.reseed_from_batch, ..DeadCode::LAPA };
+        cfg.augment = Augment { crop: a.aug_crop, brightness: a.aug_color, contrast: a.aug_color };
+        cfg.log_every = a.log_every;
+        cfg.checkpoint_every = a.checkpoint_every;
+        cfg.loader_threads = a.loader_threads;
+        if cfg.batch_size == 0 {
+            bail!("--batch must be positive");
+        }
+        (cfg, LaqConfig::preset(&a.config)?)
+    };
+    let s = laq::train(&cfg, &model_cfg, &a.out, &device, &cache, a.resume, a.quiet)?;
+    if !a.quiet {
+        println!(
+            "trained {} steps: loss {:.5} -> {:.5}, perplexity {:.2}, {} / {} codes used, {:.0} samples/s; model in {}",
+            s.steps,
+            s.first_loss,
+            s.last_loss,
+            s.perplexity,
+            s.codes_used,
+            model_cfg.codebook_size,
+            s.samples_per_s,
+            s.model_dir.display()
+        );
+    }
+    Ok(s)
+}
+
+fn run_spacing(run: &std::path::Path, given: &Option<String>) -> Result<f64> {
+    match given {
+        Some(s) => parse_seconds(s),
+        None => {
+            let cfg: LaqTrainConfig = serde_json::from_slice(&std::fs::read(run.join(laq::train::TRAIN_FILE)).with_context(|| format!("{}: not a LAQ run (no train.json); pass --spacing", run.display()))?)?;
+            Ok(cfg.spacing_s)
+        }
+    }
+}
+
+pub fn report(a: &ReportArgs) -> Result<laq::report::Report> {
+    let device = lapa_model::device(&a.device)?;
+    let out = a.out.clone().unwrap_or_else(|| laq::report::default_out(&a.run, &a.data));
+    let opts = laq::report::ReportOptions {
+        run: a.run.clone(),
+        data: a.data.clone(),
+        camera: a.camera.clone(),
+        spacing_s: run_spacing(&a.run, &a.spacing)?,
+        cache_dir: a.cache.clone().unwrap_or_else(laq::default_cache_dir),
+        out: out.clone(),
+        max_pairs: a.max_pairs,
+        probe_steps: a.probe_steps,
+        quiet: a.quiet,
+    };
+    let r = laq::report::run(&opts, &device)?;
+    if !a.quiet {
+        let used: Vec<String> = r.usage.iter().map(|u| format!("{}", u.used)).collect();
+        println!("LAQ report: {}", out.join("report.md").display());
+        println!("  perplexity {:.2} (codes used per token position: {} of {})", r.perplexity, used.join("/"), r.codebook_size);
+        if let (Some(l), Some(d)) = (&r.probe_latent, &r.probe_frame_diff) {
+            println!("  probe accuracy (action direction, held-out episodes): latents {:.1}%, frame-diff baseline {:.1}%, majority {:.1}%", 100.0 * l.accuracy, 100.0 * d.accuracy, 100.0 * l.majority);
+            println!("  probe R² (joint deltas): latents {:.3}, frame-diff {:.3}", l.r2, d.r2);
+        }
+        println!("  PSNR of x_{{t+H}}: LAQ {:.2} dB vs copy-x_t {:.2} dB", r.psnr_recon, r.psnr_copy);
+    }
+    Ok(r)
+}
+
+pub fn run_laq(c: LaqCommand) -> Result<()> {
+    match c {
+        LaqCommand::Label(a) => {
+            let device = lapa_model::device(&a.device)?;
+            let m = laq::label::run(&a.run, &a.data, a.camera.as_deref(), run_spacing(&a.run, &a.spacing)?, &a.out, &a.cache.clone().unwrap_or_else(laq::default_cache_dir), &device, a.batch, a.quiet)?;
+            println!("labelled {} frames ({} with a full H-step future) -> {}", m.frames, m.valid, a.out.join(laq::label::LABELS_CSV).display());
+            Ok(())
+        }
+        LaqCommand::Report(a) => report(&a).map(|_| ()),
+    }
+}

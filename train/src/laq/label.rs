@@ -1,0 +1,78 @@
+//! `lapa laq label`: latent action tokens for every frame of a dataset, for latent pretraining.
+//! Frame t gets the tokens of the pair (t, t+H); the last H frames of an episode, which have no
+//! future frame, are paired with the episode's last frame and marked `valid = 0`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+use lapa_model::burn::tensor::Device;
+use serde::Serialize;
+
+use super::cache::{FrameCache, Pair, Source, spacing_frames};
+use super::report::encode_pairs;
+
+pub const LABELS_CSV: &str = "latent_actions.csv";
+pub const LABELS_META: &str = "latent_actions.json";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LabelMeta {
+    pub run: PathBuf,
+    pub data: PathBuf,
+    pub spacing_s: f64,
+    pub n_tokens: usize,
+    pub codebook_size: usize,
+    pub frames: usize,
+    pub valid: usize,
+    pub columns: Vec<String>,
+}
+
+pub fn run(run: &Path, data: &Path, camera: Option<&str>, spacing_s: f64, out: &Path, cache_dir: &Path, device: &Device, batch: usize, quiet: bool) -> Result<LabelMeta> {
+    let (cfg, model) = lapa_model::load_laq(&run.join(super::train::MODEL_DIR), device)?;
+    let source = Source::detect(data, camera)?;
+    let cache = FrameCache::open_or_build(&source, cfg.image_size, cache_dir, quiet)?;
+    let mut pairs = Vec::with_capacity(cache.meta.frames);
+    let mut rows = Vec::with_capacity(cache.meta.frames);
+    for (ci, c) in cache.meta.clips.iter().enumerate() {
+        let h = spacing_frames(spacing_s, c.fps)?;
+        for t in 0..c.len {
+            let b = (t + h).min(c.len - 1);
+            pairs.push(Pair { clip: ci, a: c.start + t, b: c.start + b });
+            rows.push((c.episode.map(|e| e.to_string()).unwrap_or_else(|| c.name.clone()), t, t + h < c.len));
+        }
+    }
+    let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(pairs.len() as u64) };
+    pb.set_style(ProgressStyle::with_template("labelling [{bar:30}] {pos}/{len} frames {per_sec} ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let mut idx = Vec::with_capacity(pairs.len() * cfg.n_tokens);
+    for chunk in pairs.chunks(1024) {
+        idx.extend(encode_pairs(&model, &cfg, &cache, chunk, device, batch, false)?.0);
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    let t = cfg.n_tokens;
+    let mut columns = vec!["episode".to_string(), "frame_index".into(), "valid".into()];
+    columns.extend((0..t).map(|i| format!("latent_{i}")));
+    let mut csv = columns.join(",") + "\n";
+    for (i, (ep, f, valid)) in rows.iter().enumerate() {
+        let _ = write!(csv, "{ep},{f},{}", u8::from(*valid));
+        for v in &idx[i * t..(i + 1) * t] {
+            let _ = write!(csv, ",{v}");
+        }
+        csv.push('\n');
+    }
+    std::fs::create_dir_all(out)?;
+    lapa_model::artifact::atomic_write(&out.join(LABELS_CSV), csv.as_bytes())?;
+    let meta = LabelMeta {
+        run: run.to_path_buf(),
+        data: data.to_path_buf(),
+        spacing_s,
+        n_tokens: t,
+        codebook_size: cfg.codebook_size,
+        frames: rows.len(),
+        valid: rows.iter().filter(|r| r.2).count(),
+        columns,
+    };
+    lapa_model::artifact::atomic_write(&out.join(LABELS_META), &serde_json::to_vec_pretty(&meta)?)?;
+    Ok(meta)
+}

@@ -1,0 +1,134 @@
+//! Linear-readout-style probes: a small MLP from features (latent tokens or a baseline) to the
+//! true action, trained on some episodes and tested on held-out ones.
+
+use anyhow::Result;
+use lapa_model::burn;
+use lapa_model::burn::module::Module;
+use lapa_model::burn::nn::loss::CrossEntropyLossConfig;
+use lapa_model::burn::nn::{Linear, LinearConfig};
+use lapa_model::burn::optim::{AdamConfig, GradientsParams};
+use lapa_model::burn::tensor::activation::relu;
+use lapa_model::burn::tensor::{Device, Int, Tensor, TensorData};
+use lapa_sim::rng::Rng;
+
+/// Labelled examples: `x` is [n, features] row-major, `reg` is [n, reg_dim].
+#[derive(Debug, Clone, Default)]
+pub struct ProbeSet {
+    pub features: usize,
+    pub x: Vec<f32>,
+    pub class: Vec<usize>,
+    pub reg_dim: usize,
+    pub reg: Vec<f32>,
+}
+
+impl ProbeSet {
+    pub fn len(&self) -> usize {
+        self.class.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.class.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeResult {
+    /// Test accuracy of the direction class.
+    pub accuracy: f64,
+    /// Test accuracy of always answering the most common training class.
+    pub majority: f64,
+    /// Mean over dimensions of the test R² of the continuous target.
+    pub r2: f64,
+}
+
+#[derive(Module, Debug)]
+struct Mlp {
+    l1: Linear,
+    l2: Linear,
+    cls: Linear,
+    reg: Linear,
+}
+
+impl Mlp {
+    fn forward(&self, x: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+        let h = relu(self.l2.forward(relu(self.l1.forward(x))));
+        (self.cls.forward(h.clone()), self.reg.forward(h))
+    }
+}
+
+fn standardise(train: &[f32], test: &[f32], dim: usize) -> (Vec<f32>, Vec<f32>) {
+    let n = (train.len() / dim.max(1)).max(1) as f32;
+    let mut mean = vec![0f32; dim];
+    let mut var = vec![0f32; dim];
+    for row in train.chunks(dim) {
+        for (m, v) in mean.iter_mut().zip(row) {
+            *m += v / n;
+        }
+    }
+    for row in train.chunks(dim) {
+        for j in 0..dim {
+            var[j] += (row[j] - mean[j]).powi(2) / n;
+        }
+    }
+    let f = |d: &[f32]| d.chunks(dim).flat_map(|r| r.iter().enumerate().map(|(j, v)| (v - mean[j]) / var[j].sqrt().max(1e-6)).collect::<Vec<_>>()).collect();
+    (f(train), f(test))
+}
+
+/// Trains the probe on `train` and scores it on `test`.
+pub fn fit(train: &ProbeSet, test: &ProbeSet, classes: usize, device: &Device, seed: u64, steps: usize) -> Result<ProbeResult> {
+    let ad = device.clone().autodiff();
+    ad.seed(seed);
+    let f = train.features;
+    let (xtr, xte) = standardise(&train.x, &test.x, f);
+    let (rtr, rte) = standardise(&train.reg, &test.reg, train.reg_dim);
+    let hidden = 128;
+    let mut mlp = Mlp {
+        l1: LinearConfig::new(f, hidden).init(&ad),
+        l2: LinearConfig::new(hidden, hidden).init(&ad),
+        cls: LinearConfig::new(hidden, classes).init(&ad),
+        reg: LinearConfig::new(hidden, train.reg_dim).init(&ad),
+    };
+    let mut opt = AdamConfig::new().with_weight_decay(Some(lapa_model::burn::optim::decay::WeightDecayConfig::new(1e-4))).init();
+    let ce = CrossEntropyLossConfig::new().init(&ad);
+    let n = train.len();
+    let bs = 256.min(n);
+    let mut rng = Rng::new(seed);
+    for _ in 0..steps {
+        let idx: Vec<usize> = (0..bs).map(|_| rng.below(n)).collect();
+        let xb: Vec<f32> = idx.iter().flat_map(|&i| xtr[i * f..(i + 1) * f].iter().copied()).collect();
+        let rb: Vec<f32> = idx.iter().flat_map(|&i| rtr[i * train.reg_dim..(i + 1) * train.reg_dim].iter().copied()).collect();
+        let cb: Vec<i64> = idx.iter().map(|&i| train.class[i] as i64).collect();
+        let x = Tensor::<2>::from_data(TensorData::new(xb, [bs, f]), &ad);
+        let r = Tensor::<2>::from_data(TensorData::new(rb, [bs, train.reg_dim]), &ad);
+        let c = Tensor::<1, Int>::from_data(TensorData::new(cb, [bs]), &ad);
+        let (logits, pred) = mlp.forward(x);
+        let loss = ce.forward(logits, c) + (pred - r).powi_scalar(2).mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &mlp);
+        mlp = opt.step(1e-3, mlp, grads);
+    }
+    // Evaluate without autodiff.
+    let mlp = mlp.valid();
+    let m = test.len();
+    let x = Tensor::<2>::from_data(TensorData::new(xte, [m, f]), device);
+    let (logits, pred) = mlp.forward(x);
+    let guess: Vec<i64> = logits.argmax(1).into_data().convert::<i64>().try_into_vec::<i64>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let pred: Vec<f32> = pred.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let correct = guess.iter().zip(&test.class).filter(|(g, c)| **g as usize == **c).count();
+    let mut freq = vec![0usize; classes];
+    train.class.iter().for_each(|&c| freq[c] += 1);
+    let maj = (0..classes).max_by_key(|&k| freq[k]).unwrap_or(0);
+    let majority = test.class.iter().filter(|&&c| c == maj).count() as f64 / m.max(1) as f64;
+    let d = test.reg_dim;
+    let mut r2 = 0.0;
+    for j in 0..d {
+        let mean = rte.iter().skip(j).step_by(d).map(|&v| f64::from(v)).sum::<f64>() / m.max(1) as f64;
+        let (mut sse, mut sst) = (0.0, 0.0);
+        for i in 0..m {
+            let (y, p) = (f64::from(rte[i * d + j]), f64::from(pred[i * d + j]));
+            sse += (y - p).powi(2);
+            sst += (y - mean).powi(2);
+        }
+        r2 += if sst > 0.0 { 1.0 - sse / sst } else { 0.0 };
+    }
+    Ok(ProbeResult { accuracy: correct as f64 / m.max(1) as f64, majority, r2: r2 / d.max(1) as f64 })
+}

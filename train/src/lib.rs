@@ -1,0 +1,3 @@
+//! lapa's workstation pipeline as a library (the `lapa` binary is a thin CLI over it).
+
+pub mod laq;
