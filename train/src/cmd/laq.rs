@@ -98,14 +98,24 @@ pub enum LaqCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct LabelArgs {
-    /// Trained LAQ run folder.
-    #[arg(long)]
-    pub run: PathBuf,
-    #[arg(long)]
-    pub data: PathBuf,
+    #[command(flatten)]
+    pub use_run: UseRunArgs,
     /// Output folder for latent_actions.csv and latent_actions.json.
     #[arg(long)]
     pub out: PathBuf,
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+}
+
+/// What every command that applies a trained LAQ to data needs.
+#[derive(Debug, Clone, Args)]
+pub struct UseRunArgs {
+    /// Trained LAQ run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Dataset or video folder (the report's action probes need observation.state: sim arm data).
+    #[arg(long)]
+    pub data: PathBuf,
     /// Frame spacing (default: the run's).
     #[arg(long)]
     pub spacing: Option<String>,
@@ -113,8 +123,7 @@ pub struct LabelArgs {
     pub camera: Option<String>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    #[arg(long, default_value_t = 128)]
-    pub batch: usize,
+    /// Frame-cache folder (default: $LAPA_CACHE or ~/.cache/lapa/frames).
     #[arg(long)]
     pub cache: Option<PathBuf>,
     #[arg(long)]
@@ -123,30 +132,17 @@ pub struct LabelArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
-    #[arg(long)]
-    pub run: PathBuf,
-    /// Data to score; the action probes need a dataset with observation.state (sim arm data).
-    #[arg(long)]
-    pub data: PathBuf,
+    #[command(flatten)]
+    pub use_run: UseRunArgs,
     /// Output folder (default: RUN/report-<data folder name>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    #[arg(long)]
-    pub spacing: Option<String>,
-    #[arg(long)]
-    pub camera: Option<String>,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
     /// Score at most this many pairs (evenly subsampled).
     #[arg(long, default_value_t = 20000)]
     pub max_pairs: usize,
     /// Probe training steps.
     #[arg(long, default_value_t = 600)]
     pub probe_steps: usize,
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
-    #[arg(long)]
-    pub quiet: bool,
 }
 
 pub fn train_laq(a: &TrainLaqArgs) -> Result<laq::TrainSummary> {
@@ -204,21 +200,22 @@ fn run_spacing(run: &std::path::Path, given: &Option<String>) -> Result<f64> {
 }
 
 pub fn report(a: &ReportArgs) -> Result<laq::report::Report> {
-    let device = lapa_model::device(&a.device)?;
-    let out = a.out.clone().unwrap_or_else(|| laq::report::default_out(&a.run, &a.data));
+    let u = &a.use_run;
+    let device = lapa_model::device(&u.device)?;
+    let out = a.out.clone().unwrap_or_else(|| laq::report::default_out(&u.run, &u.data));
     let opts = laq::report::ReportOptions {
-        run: a.run.clone(),
-        data: a.data.clone(),
-        camera: a.camera.clone(),
-        spacing_s: run_spacing(&a.run, &a.spacing)?,
-        cache_dir: a.cache.clone().unwrap_or_else(laq::default_cache_dir),
+        run: u.run.clone(),
+        data: u.data.clone(),
+        camera: u.camera.clone(),
+        spacing_s: run_spacing(&u.run, &u.spacing)?,
+        cache_dir: u.cache.clone().unwrap_or_else(laq::default_cache_dir),
         out: out.clone(),
         max_pairs: a.max_pairs,
         probe_steps: a.probe_steps,
-        quiet: a.quiet,
+        quiet: u.quiet,
     };
     let r = laq::report::run(&opts, &device)?;
-    if !a.quiet {
+    if !u.quiet {
         let used: Vec<String> = r.usage.iter().map(|u| format!("{}", u.used)).collect();
         println!("LAQ report: {}", out.join("report.md").display());
         println!("  perplexity {:.2} (codes used per token position: {} of {})", r.perplexity, used.join("/"), r.codebook_size);
@@ -234,8 +231,9 @@ pub fn report(a: &ReportArgs) -> Result<laq::report::Report> {
 pub fn run_laq(c: LaqCommand) -> Result<()> {
     match c {
         LaqCommand::Label(a) => {
-            let device = lapa_model::device(&a.device)?;
-            let m = laq::label::run(&a.run, &a.data, a.camera.as_deref(), run_spacing(&a.run, &a.spacing)?, &a.out, &a.cache.clone().unwrap_or_else(laq::default_cache_dir), &device, a.batch, a.quiet)?;
+            let u = &a.use_run;
+            let device = lapa_model::device(&u.device)?;
+            let m = laq::label::run(&u.run, &u.data, u.camera.as_deref(), run_spacing(&u.run, &u.spacing)?, &a.out, &u.cache.clone().unwrap_or_else(laq::default_cache_dir), &device, a.batch, u.quiet)?;
             println!("labelled {} frames ({} with a full H-step future) -> {}", m.frames, m.valid, a.out.join(laq::label::LABELS_CSV).display());
             Ok(())
         }

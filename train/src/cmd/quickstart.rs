@@ -1,6 +1,6 @@
 //! `lapa quickstart`: the main job end to end on the embedded defaults.
 
-use super::laq::{ReportArgs, TrainLaqArgs, train_laq};
+use super::laq::{ReportArgs, TrainLaqArgs, UseRunArgs, train_laq};
 use super::sim::{CodecArg, EmbodimentArg, PreviewArgs, RecordArgs, SplitArg, preview, record};
 use anyhow::Result;
 use clap::Args;
@@ -83,16 +83,18 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
     };
     train_laq(&train)?;
     let report = ReportArgs {
-        run: run.clone(),
-        data: a.out.join("sim-arm"),
+        use_run: UseRunArgs {
+            run: run.clone(),
+            data: a.out.join("sim-arm"),
+            spacing: None,
+            camera: None,
+            device: a.device.clone(),
+            cache: Some(cache),
+            quiet: false,
+        },
         out: None,
-        spacing: None,
-        camera: None,
-        device: a.device.clone(),
         max_pairs: 20_000,
         probe_steps: 400,
-        cache: Some(cache),
-        quiet: false,
     };
     let r = super::laq::report(&report)?;
     let acc = r.probe_latent.as_ref().map(|p| format!("{:.1}%", 100.0 * p.accuracy)).unwrap_or_else(|| "n/a".into());
