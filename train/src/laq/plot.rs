@@ -48,7 +48,7 @@ pub fn curves(csv: &Path, png: &Path) -> Result<()> {
         .y_label_area_size(64)
         .build_cartesian_2d(0f64..max_step, (lmin.max(1e-6) * 0.8..lmax * 1.25).log_scale())
         .map_err(|x| e(&x))?;
-    c.configure_mesh().x_desc("step").y_desc("MSE").label_style(("sans-serif", 12)).draw().map_err(|x| e(&x))?;
+    c.configure_mesh().x_desc("step").y_desc("MSE").y_label_formatter(&|v| format!("{v:.3}")).label_style(("sans-serif", 12)).draw().map_err(|x| e(&x))?;
     c.draw_series(LineSeries::new(rows.iter().map(|r| (r[0], r[1].max(1e-6))), &BLUE)).map_err(|x| e(&x))?;
     let kmax = rows.iter().map(|r| r[3].max(r[2])).fold(1.0, f64::max).ceil() + 1.0;
     let mut c2 = ChartBuilder::on(&right)
