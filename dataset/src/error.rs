@@ -34,6 +34,12 @@ pub enum DatasetError {
 
 pub type Result<T> = std::result::Result<T, DatasetError>;
 
+impl From<lapa_fs::WriteError> for DatasetError {
+    fn from(e: lapa_fs::WriteError) -> Self {
+        io_err(e.path)(e.source)
+    }
+}
+
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DatasetError {
     let path = path.into();
     move |source| {

@@ -13,7 +13,6 @@
 //! Every failure is a [`DatasetError`] naming the file and field.
 
 pub mod error;
-pub mod fsutil;
 pub mod png_io;
 pub mod reader;
 pub mod stats;

@@ -1,7 +1,7 @@
 //! PNG output (previews, strips) with atomic writes.
 
 use crate::error::{DatasetError, Result};
-use crate::fsutil::atomic_write;
+use lapa_fs::atomic_write;
 use std::path::Path;
 
 /// Encodes an 8-bit RGB image as PNG bytes.
@@ -22,7 +22,7 @@ pub fn encode_png(width: usize, height: usize, rgb: &[u8]) -> Result<Vec<u8>> {
 
 /// Writes an RGB image to `path` as PNG.
 pub fn write_png(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Result<()> {
-    atomic_write(path, &encode_png(width, height, rgb)?)
+    Ok(atomic_write(path, &encode_png(width, height, rgb)?)?)
 }
 
 /// An RGB canvas for composing strips and grids.

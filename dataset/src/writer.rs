@@ -1,7 +1,7 @@
 //! LeRobotDataset v3.0 writer.
 
 use crate::error::{DatasetError, Result, io_err};
-use crate::fsutil::atomic_write;
+use lapa_fs::atomic_write;
 use crate::stats::{ImageStats, scalar_stats, vector_stats};
 use crate::video::{VideoCodec, VideoEncoder, check_ffmpeg};
 use crate::{CODEBASE_VERSION, DATA_PATH, VIDEO_PATH};
@@ -430,5 +430,5 @@ fn write_parquet(path: &Path, schema: Schema, cols: Vec<ArrayRef>) -> Result<()>
     let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props)).map_err(|e| perr(&e))?;
     w.write(&batch).map_err(|e| perr(&e))?;
     w.close().map_err(|e| perr(&e))?;
-    atomic_write(path, &buf)
+    Ok(atomic_write(path, &buf)?)
 }

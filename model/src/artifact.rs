@@ -1,7 +1,6 @@
 //! Model artifact folders: `config.json` (the module's config) + `model.bpk` (burnpack weights),
 //! both written atomically (temporary file in the same folder, fsync, rename).
 
-use std::io::Write;
 use std::path::Path;
 
 use burn::module::Module;
@@ -13,18 +12,10 @@ use crate::{Laq, LaqConfig, ModelError};
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.bpk";
 
-/// Writes `bytes` to `path` so that a reader sees the old file or the new one, never a torn one.
+/// Writes `bytes` to `path` so that a reader sees the old file or the new one, never a torn one
+/// (the workspace's one implementation, `lapa_fs::atomic_write`, with this crate's error type).
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    let io = |source| ModelError::Io { path: path.to_path_buf(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io)
+    Ok(lapa_fs::atomic_write(path, bytes)?)
 }
 
 /// Saves the LAQ's config and weights into `dir`.

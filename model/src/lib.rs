@@ -26,6 +26,12 @@ pub enum ModelError {
     Device { name: String, message: String },
 }
 
+impl From<lapa_fs::WriteError> for ModelError {
+    fn from(e: lapa_fs::WriteError) -> Self {
+        Self::Io { path: e.path, source: e.source }
+    }
+}
+
 /// The compute devices this build can run on, for `--help` texts.
 pub fn available_devices() -> Vec<&'static str> {
     let mut v = Vec::new();
