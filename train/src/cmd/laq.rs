@@ -27,7 +27,7 @@ pub struct TrainLaqArgs {
     /// Frame spacing H in seconds, converted per source fps (LAPA: 0.6s robot, 2.4s human video).
     #[arg(long, default_value = "0.6s")]
     pub spacing: String,
-    /// Model size: tiny (tests), small (CPU, 64² sim frames), base (GPU, 128²), paper (LAPA, 256²).
+    /// Model size: tiny (tests, 32²), small (CPU, 64² sim frames), base (GPU, 64², dim 512), paper (LAPA, 256²).
     #[arg(long, default_value = "small")]
     pub config: String,
     /// Run folder.
@@ -60,12 +60,30 @@ pub struct TrainLaqArgs {
     /// Last step of dead-code replacement (LAPA: 5000; the schedule's last slot is 4500).
     #[arg(long, default_value_t = 5000)]
     pub dead_code_until: u64,
+    /// A code used fewer than this × batch-size times since the last replacement is dead
+    /// (LAPA: 0.1). Larger values also re-seed rarely used codes, not only unused ones.
+    #[arg(long, default_value_t = 0.1)]
+    pub dead_code_threshold: f32,
     /// Random-crop augmentation: fraction of the side that may be cut (0 = off).
     #[arg(long, default_value_t = 0.0)]
     pub aug_crop: f32,
     /// Colour jitter: brightness offset and contrast factor range (0 = off).
     #[arg(long, default_value_t = 0.0)]
     pub aug_color: f32,
+    #[command(flatten)]
+    pub rt: RuntimeArgs,
+    #[arg(long, default_value_t = 25)]
+    pub log_every: u64,
+    #[arg(long, default_value_t = 500)]
+    pub checkpoint_every: u64,
+    /// Batch-building threads.
+    #[arg(long, default_value_t = 1)]
+    pub loader_threads: usize,
+}
+
+/// Where frames come from and what computes them: shared by every LAQ command.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
     /// Dataset camera (video key); the first one by default.
     #[arg(long)]
     pub camera: Option<String>,
@@ -75,16 +93,15 @@ pub struct TrainLaqArgs {
     /// Frame-cache folder (default: $LAPA_CACHE or ~/.cache/lapa/frames).
     #[arg(long)]
     pub cache: Option<PathBuf>,
-    #[arg(long, default_value_t = 25)]
-    pub log_every: u64,
-    #[arg(long, default_value_t = 500)]
-    pub checkpoint_every: u64,
-    /// Batch-building threads.
-    #[arg(long, default_value_t = 1)]
-    pub loader_threads: usize,
     /// No progress output.
     #[arg(long)]
     pub quiet: bool,
+}
+
+impl RuntimeArgs {
+    fn cache_dir(&self) -> PathBuf {
+        self.cache.clone().unwrap_or_else(laq::default_cache_dir)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,15 +136,8 @@ pub struct UseRunArgs {
     /// Frame spacing (default: the run's).
     #[arg(long)]
     pub spacing: Option<String>,
-    #[arg(long)]
-    pub camera: Option<String>,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Frame-cache folder (default: $LAPA_CACHE or ~/.cache/lapa/frames).
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub rt: RuntimeArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -146,8 +156,8 @@ pub struct ReportArgs {
 }
 
 pub fn train_laq(a: &TrainLaqArgs) -> Result<laq::TrainSummary> {
-    let device = lapa_model::device(&a.device)?;
-    let cache = a.cache.clone().unwrap_or_else(laq::default_cache_dir);
+    let device = lapa_model::device(&a.rt.device)?;
+    let cache = a.rt.cache_dir();
     let (cfg, model_cfg) = if a.resume {
         let cfg: LaqTrainConfig = serde_json::from_slice(&std::fs::read(a.out.join(laq::train::TRAIN_FILE)).with_context(|| format!("{}: no train.json to resume", a.out.display()))?)
             .with_context(|| format!("{}: bad train.json", a.out.display()))?;
@@ -156,13 +166,16 @@ pub fn train_laq(a: &TrainLaqArgs) -> Result<laq::TrainSummary> {
         (LaqTrainConfig { steps, ..cfg }, model_cfg)
     } else {
         let mut cfg = LaqTrainConfig::lapa(a.data.clone(), parse_seconds(&a.spacing)?);
-        cfg.camera = a.camera.clone();
+        cfg.camera = a.rt.camera.clone();
         cfg.batch_size = a.batch;
         cfg.steps = a.steps.unwrap_or(cfg.steps);
         cfg.lr = a.lr;
         cfg.grad_clip = (a.grad_clip > 0.0).then_some(a.grad_clip);
         cfg.seed = a.seed;
-        cfg.dead_code = DeadCode { enabled: !a.no_dead_code, last_step: a.dead_code_until, from_batch: a.reseed_from_batch, ..DeadCode::LAPA };
+        if !(a.dead_code_threshold >= 0.0 && a.dead_code_threshold.is_finite()) {
+            bail!("--dead-code-threshold must be a non-negative number, got {}", a.dead_code_threshold);
+        }
+        cfg.dead_code = DeadCode { enabled: !a.no_dead_code, threshold: a.dead_code_threshold, last_step: a.dead_code_until, from_batch: a.reseed_from_batch, ..DeadCode::LAPA };
         cfg.augment = Augment { crop: a.aug_crop, brightness: a.aug_color, contrast: a.aug_color };
         cfg.log_every = a.log_every;
         cfg.checkpoint_every = a.checkpoint_every;
@@ -172,8 +185,8 @@ pub fn train_laq(a: &TrainLaqArgs) -> Result<laq::TrainSummary> {
         }
         (cfg, LaqConfig::preset(&a.config)?)
     };
-    let s = laq::train(&cfg, &model_cfg, &a.out, &device, &cache, a.resume, a.quiet)?;
-    if !a.quiet {
+    let s = laq::train(&cfg, &model_cfg, &a.out, &device, &cache, a.resume, a.rt.quiet)?;
+    if !a.rt.quiet {
         println!(
             "trained {} steps: loss {:.5} -> {:.5}, perplexity {:.2}, {} / {} codes used, {:.0} samples/s; model in {}",
             s.steps,
@@ -201,21 +214,21 @@ fn run_spacing(run: &std::path::Path, given: &Option<String>) -> Result<f64> {
 
 pub fn report(a: &ReportArgs) -> Result<laq::report::Report> {
     let u = &a.use_run;
-    let device = lapa_model::device(&u.device)?;
+    let device = lapa_model::device(&u.rt.device)?;
     let out = a.out.clone().unwrap_or_else(|| laq::report::default_out(&u.run, &u.data));
     let opts = laq::report::ReportOptions {
         run: u.run.clone(),
         data: u.data.clone(),
-        camera: u.camera.clone(),
+        camera: u.rt.camera.clone(),
         spacing_s: run_spacing(&u.run, &u.spacing)?,
-        cache_dir: u.cache.clone().unwrap_or_else(laq::default_cache_dir),
+        cache_dir: u.rt.cache_dir(),
         out: out.clone(),
         max_pairs: a.max_pairs,
         probe_steps: a.probe_steps,
-        quiet: u.quiet,
+        quiet: u.rt.quiet,
     };
     let r = laq::report::run(&opts, &device)?;
-    if !u.quiet {
+    if !u.rt.quiet {
         let used: Vec<String> = r.usage.iter().map(|u| format!("{}", u.used)).collect();
         println!("LAQ report: {}", out.join("report.md").display());
         println!("  perplexity {:.2} (codes used per token position: {} of {})", r.perplexity, used.join("/"), r.codebook_size);
@@ -232,8 +245,8 @@ pub fn run_laq(c: LaqCommand) -> Result<()> {
     match c {
         LaqCommand::Label(a) => {
             let u = &a.use_run;
-            let device = lapa_model::device(&u.device)?;
-            let m = laq::label::run(&u.run, &u.data, u.camera.as_deref(), run_spacing(&u.run, &u.spacing)?, &a.out, &u.cache.clone().unwrap_or_else(laq::default_cache_dir), &device, a.batch, u.quiet)?;
+            let device = lapa_model::device(&u.rt.device)?;
+            let m = laq::label::run(&u.run, &u.data, u.rt.camera.as_deref(), run_spacing(&u.run, &u.spacing)?, &a.out, &u.rt.cache_dir(), &device, a.batch, u.rt.quiet)?;
             println!("labelled {} frames ({} with a full H-step future) -> {}", m.frames, m.valid, a.out.join(laq::label::LABELS_CSV).display());
             Ok(())
         }

@@ -1,6 +1,6 @@
 //! `lapa quickstart`: the main job end to end on the embedded defaults.
 
-use super::laq::{ReportArgs, TrainLaqArgs, UseRunArgs, train_laq};
+use super::laq::{ReportArgs, RuntimeArgs, TrainLaqArgs, UseRunArgs, train_laq};
 use super::sim::{CodecArg, EmbodimentArg, PreviewArgs, RecordArgs, SplitArg, preview, record};
 use anyhow::Result;
 use clap::Args;
@@ -71,15 +71,13 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         no_dead_code: false,
         reseed_from_batch: false,
         dead_code_until: 5000,
+        dead_code_threshold: 0.1,
         aug_crop: 0.0,
         aug_color: 0.0,
-        camera: None,
-        device: a.device.clone(),
-        cache: Some(cache.clone()),
+        rt: RuntimeArgs { camera: None, device: a.device.clone(), cache: Some(cache.clone()), quiet: false },
         log_every: 25,
         checkpoint_every: 100,
         loader_threads: 1,
-        quiet: false,
     };
     train_laq(&train)?;
     let report = ReportArgs {
@@ -87,10 +85,7 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
             run: run.clone(),
             data: a.out.join("sim-arm"),
             spacing: None,
-            camera: None,
-            device: a.device.clone(),
-            cache: Some(cache),
-            quiet: false,
+            rt: RuntimeArgs { camera: None, device: a.device.clone(), cache: Some(cache), quiet: false },
         },
         out: None,
         max_pairs: 20_000,
