@@ -31,10 +31,12 @@ impl ProbeSet {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ProbeResult {
     /// Test accuracy of the direction class.
     pub accuracy: f64,
+    /// Predicted class of every test example, in order.
+    pub predicted: Vec<usize>,
     /// Test accuracy of always answering the most common training class.
     pub majority: f64,
     /// Mean over dimensions of the test R² of the continuous target.
@@ -130,5 +132,6 @@ pub fn fit(train: &ProbeSet, test: &ProbeSet, classes: usize, device: &Device, s
         }
         r2 += if sst > 0.0 { 1.0 - sse / sst } else { 0.0 };
     }
-    Ok(ProbeResult { accuracy: correct as f64 / m.max(1) as f64, majority, r2: r2 / d.max(1) as f64 })
+    let predicted = guess.iter().map(|&g| usize::try_from(g).unwrap_or(0)).collect();
+    Ok(ProbeResult { accuracy: correct as f64 / m.max(1) as f64, predicted, majority, r2: r2 / d.max(1) as f64 })
 }

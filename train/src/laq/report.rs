@@ -23,6 +23,23 @@ pub const DIRECTIONS: [&str; 7] = ["still", "+x", "-x", "+y", "-y", "up", "down"
 /// Displacements shorter than this (metres) count as "still".
 pub const STILL_M: f32 = 0.01;
 
+/// Whether a tip displacement is far from every class boundary: its length is not within 30% of
+/// the "still" threshold and, when moving, the second-largest axis is under 2/3 of the largest.
+/// The probe tables also report accuracy on these unambiguous pairs, to tell label noise at the
+/// boundaries apart from latents that miss the motion.
+pub fn unambiguous(d: [f32; 3]) -> bool {
+    let n = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+    if n < 0.7 * STILL_M {
+        return true;
+    }
+    if n < 1.3 * STILL_M {
+        return false;
+    }
+    let mut a = d.map(f32::abs);
+    a.sort_by(f32::total_cmp);
+    a[1] < (2.0 / 3.0) * a[2]
+}
+
 /// Dominant-axis direction of a tip displacement.
 pub fn direction_class(d: [f32; 3]) -> usize {
     let n = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
@@ -74,11 +91,27 @@ pub struct ProbeNumbers {
     pub accuracy: f64,
     pub majority: f64,
     pub r2: f64,
+    /// Accuracy on the held-out pairs whose direction is far from a class boundary.
+    pub accuracy_unambiguous: f64,
+    /// Held-out confusion counts, `confusion[true][predicted]`, classes as in `DIRECTIONS`.
+    pub confusion: Vec<Vec<usize>>,
 }
 
-impl From<ProbeResult> for ProbeNumbers {
-    fn from(p: ProbeResult) -> Self {
-        Self { accuracy: p.accuracy, majority: p.majority, r2: p.r2 }
+impl ProbeNumbers {
+    fn new(p: &ProbeResult, truth: &[usize], clear: &[bool]) -> Self {
+        let k = DIRECTIONS.len();
+        let mut confusion = vec![vec![0usize; k]; k];
+        let (mut ok, mut n) = (0usize, 0usize);
+        for ((&t, &g), &c) in truth.iter().zip(&p.predicted).zip(clear) {
+            if t < k && g < k {
+                confusion[t][g] += 1;
+            }
+            if c {
+                n += 1;
+                ok += usize::from(t == g);
+            }
+        }
+        Self { accuracy: p.accuracy, majority: p.majority, r2: p.r2, accuracy_unambiguous: ok as f64 / n.max(1) as f64, confusion }
     }
 }
 
@@ -98,6 +131,8 @@ pub struct Report {
     pub probe_latent: Option<ProbeNumbers>,
     pub probe_frame_diff: Option<ProbeNumbers>,
     pub class_histogram: Vec<usize>,
+    /// Held-out pairs far from a class boundary (see [`unambiguous`]).
+    pub test_unambiguous: usize,
     pub psnr_recon: f64,
     pub psnr_copy: f64,
 }
@@ -178,6 +213,7 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
     let mut probe_latent = None;
     let mut probe_diff = None;
     let mut class_histogram = vec![0usize; DIRECTIONS.len()];
+    let mut test_clear: Vec<bool> = Vec::new();
     if let Ok(ds) = Dataset::open(&opts.data) {
         let mut states = BTreeMap::new();
         for (ci, c) in clips.iter().enumerate() {
@@ -207,8 +243,12 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
                 };
                 let (qa, qb) = (q(ta), q(tb));
                 let (pa, pb) = (kinematics::forward(&qa).tip, kinematics::forward(&qb).tip);
-                let class = direction_class([pb[0] - pa[0], pb[1] - pa[1], pb[2] - pa[2]]);
+                let disp = [pb[0] - pa[0], pb[1] - pa[1], pb[2] - pa[2]];
+                let class = direction_class(disp);
                 class_histogram[class] += 1;
+                if is_test(p) {
+                    test_clear.push(unambiguous(disp));
+                }
                 let reg: Vec<f32> = (0..6).map(|j| qb[j] - qa[j]).collect();
                 let mut onehot = vec![0f32; t * k];
                 for (pos, &c) in idx[i * t..(i + 1) * t].iter().enumerate() {
@@ -222,8 +262,10 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
                 }
             }
             if !lat_tr.is_empty() && !lat_te.is_empty() {
-                probe_latent = Some(probe::fit(&lat_tr, &lat_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?.into());
-                probe_diff = Some(probe::fit(&dif_tr, &dif_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?.into());
+                let lat = probe::fit(&lat_tr, &lat_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
+                probe_latent = Some(ProbeNumbers::new(&lat, &lat_te.class, &test_clear));
+                let dif = probe::fit(&dif_tr, &dif_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
+                probe_diff = Some(ProbeNumbers::new(&dif, &dif_te.class, &test_clear));
             }
         }
     }
@@ -309,6 +351,7 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
         probe_latent,
         probe_frame_diff: probe_diff,
         class_histogram,
+        test_unambiguous: test_clear.iter().filter(|&&c| c).count(),
         psnr_recon,
         psnr_copy,
     };
@@ -350,10 +393,38 @@ fn markdown(r: &Report, cfg: &LaqConfig) -> String {
                 DIRECTIONS.join(", "),
                 STILL_M * 100.0
             );
-            let _ = writeln!(s, "| features | direction accuracy | majority-class accuracy | joint-delta R² |\n|---|---|---|---|");
-            let _ = writeln!(s, "| latent tokens (one-hot, {} values) | {:.1}% | {:.1}% | {:.3} |", r.n_tokens * r.codebook_size, 100.0 * l.accuracy, 100.0 * l.majority, l.r2);
-            let _ = writeln!(s, "| raw frame difference (16×16×3) | {:.1}% | {:.1}% | {:.3} |", 100.0 * d.accuracy, 100.0 * d.majority, d.r2);
+            let _ = writeln!(
+                s,
+                "| features | direction accuracy | on the {} unambiguous held-out pairs | majority-class accuracy | joint-delta R² |\n|---|---|---|---|---|",
+                r.test_unambiguous
+            );
+            let _ = writeln!(
+                s,
+                "| latent tokens (one-hot, {} values) | {:.1}% | {:.1}% | {:.1}% | {:.3} |",
+                r.n_tokens * r.codebook_size,
+                100.0 * l.accuracy,
+                100.0 * l.accuracy_unambiguous,
+                100.0 * l.majority,
+                l.r2
+            );
+            let _ = writeln!(
+                s,
+                "| raw frame difference (16×16×3) | {:.1}% | {:.1}% | {:.1}% | {:.3} |",
+                100.0 * d.accuracy,
+                100.0 * d.accuracy_unambiguous,
+                100.0 * d.majority,
+                d.r2
+            );
+            let _ = writeln!(
+                s,
+                "\nUnambiguous: displacement length not within 30% of the still threshold and, when moving, second axis under 2/3 of the dominant one. The target is the accuracy on all held-out pairs; the unambiguous column separates label noise at class boundaries from missed motion."
+            );
             let _ = writeln!(s, "\nClass histogram (all scored pairs): {}", DIRECTIONS.iter().zip(&r.class_histogram).map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", "));
+            let _ = writeln!(s, "\nHeld-out confusion of the latent probe (rows: true class, columns: predicted):\n");
+            let _ = writeln!(s, "| | {} |\n|---|{}", DIRECTIONS.join(" | "), "---|".repeat(DIRECTIONS.len()));
+            for (name, row) in DIRECTIONS.iter().zip(&l.confusion) {
+                let _ = writeln!(s, "| **{name}** | {} |", row.iter().map(usize::to_string).collect::<Vec<_>>().join(" | "));
+            }
         }
         _ => {
             let _ = writeln!(s, "Not run: the data has no `observation.state` (probes need a labelled dataset).");
@@ -374,4 +445,22 @@ fn markdown(r: &Report, cfg: &LaqConfig) -> String {
 pub fn default_out(run: &Path, data: &Path) -> PathBuf {
     let name = data.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
     run.join(format!("report-{name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direction_classes_and_boundaries() {
+        assert_eq!(DIRECTIONS[direction_class([0.001, 0.0, 0.0])], "still");
+        assert_eq!(DIRECTIONS[direction_class([0.05, 0.01, 0.0])], "+x");
+        assert_eq!(DIRECTIONS[direction_class([0.0, 0.0, -0.03])], "down");
+        // Clear: tiny motion, one dominant axis.
+        assert!(unambiguous([0.002, 0.0, 0.0]));
+        assert!(unambiguous([0.05, 0.02, 0.0]));
+        // Ambiguous: near the still threshold, or two axes of similar size.
+        assert!(!unambiguous([0.0105, 0.0, 0.0]));
+        assert!(!unambiguous([0.05, -0.045, 0.0]));
+    }
 }
