@@ -39,7 +39,7 @@ pub struct ProbeResult {
     pub predicted: Vec<usize>,
     /// Test accuracy of always answering the most common training class.
     pub majority: f64,
-    /// Mean over dimensions of the test R² of the continuous target.
+    /// Test R² of the continuous target, pooled over its dimensions on the original scale.
     pub r2: f64,
 }
 
@@ -58,7 +58,10 @@ impl Mlp {
     }
 }
 
-fn standardise(train: &[f32], test: &[f32], dim: usize) -> (Vec<f32>, Vec<f32>) {
+/// Per-column mean and scale of the training rows. A column that is (nearly) constant in training
+/// keeps scale 1: dividing by its tiny spread would turn any test value off that constant (a
+/// latent code never seen in training, a joint that barely moved) into a huge input.
+fn column_stats(train: &[f32], dim: usize) -> (Vec<f32>, Vec<f32>) {
     let n = (train.len() / dim.max(1)).max(1) as f32;
     let mut mean = vec![0f32; dim];
     let mut var = vec![0f32; dim];
@@ -72,8 +75,13 @@ fn standardise(train: &[f32], test: &[f32], dim: usize) -> (Vec<f32>, Vec<f32>) 
             var[j] += (row[j] - mean[j]).powi(2) / n;
         }
     }
-    let f = |d: &[f32]| d.chunks(dim).flat_map(|r| r.iter().enumerate().map(|(j, v)| (v - mean[j]) / var[j].sqrt().max(1e-6)).collect::<Vec<_>>()).collect();
-    (f(train), f(test))
+    let scale = var.iter().map(|v| if v.sqrt() < 1e-3 { 1.0 } else { v.sqrt() }).collect();
+    (mean, scale)
+}
+
+fn standardise(rows: &[f32], mean: &[f32], scale: &[f32]) -> Vec<f32> {
+    let dim = mean.len().max(1);
+    rows.chunks(dim).flat_map(|r| r.iter().enumerate().map(|(j, v)| (v - mean[j]) / scale[j])).collect()
 }
 
 /// Trains the probe on `train` and scores it on `test`.
@@ -81,8 +89,10 @@ pub fn fit(train: &ProbeSet, test: &ProbeSet, classes: usize, device: &Device, s
     let ad = device.clone().autodiff();
     ad.seed(seed);
     let f = train.features;
-    let (xtr, xte) = standardise(&train.x, &test.x, f);
-    let (rtr, rte) = standardise(&train.reg, &test.reg, train.reg_dim);
+    let (xm, xs) = column_stats(&train.x, f);
+    let (xtr, xte) = (standardise(&train.x, &xm, &xs), standardise(&test.x, &xm, &xs));
+    let (rm, rs) = column_stats(&train.reg, train.reg_dim);
+    let rtr = standardise(&train.reg, &rm, &rs);
     let hidden = 128;
     let mut mlp = Mlp {
         l1: LinearConfig::new(f, hidden).init(&ad),
@@ -120,18 +130,20 @@ pub fn fit(train: &ProbeSet, test: &ProbeSet, classes: usize, device: &Device, s
     train.class.iter().for_each(|&c| freq[c] += 1);
     let maj = (0..classes).max_by_key(|&k| freq[k]).unwrap_or(0);
     let majority = test.class.iter().filter(|&&c| c == maj).count() as f64 / m.max(1) as f64;
+    // Pooled R² on the original scale: 1 − Σ squared error / Σ squared deviation over all
+    // dimensions (a per-dimension mean would let a joint that hardly moves dominate).
     let d = test.reg_dim;
-    let mut r2 = 0.0;
+    let (mut sse, mut sst) = (0.0f64, 0.0f64);
     for j in 0..d {
-        let mean = rte.iter().skip(j).step_by(d).map(|&v| f64::from(v)).sum::<f64>() / m.max(1) as f64;
-        let (mut sse, mut sst) = (0.0, 0.0);
+        let mean = test.reg.iter().skip(j).step_by(d).map(|&v| f64::from(v)).sum::<f64>() / m.max(1) as f64;
         for i in 0..m {
-            let (y, p) = (f64::from(rte[i * d + j]), f64::from(pred[i * d + j]));
+            let y = f64::from(test.reg[i * d + j]);
+            let p = f64::from(pred[i * d + j] * rs[j] + rm[j]);
             sse += (y - p).powi(2);
             sst += (y - mean).powi(2);
         }
-        r2 += if sst > 0.0 { 1.0 - sse / sst } else { 0.0 };
     }
+    let r2 = if sst > 0.0 { 1.0 - sse / sst } else { 0.0 };
     let predicted = guess.iter().map(|&g| usize::try_from(g).unwrap_or(0)).collect();
-    Ok(ProbeResult { accuracy: correct as f64 / m.max(1) as f64, predicted, majority, r2: r2 / d.max(1) as f64 })
+    Ok(ProbeResult { accuracy: correct as f64 / m.max(1) as f64, predicted, majority, r2 })
 }
