@@ -19,7 +19,7 @@ fn at(path: &Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
 }
 
 /// The temporary sibling `atomic_write` uses for `path` (hidden, tagged with the process id).
-pub fn tmp_sibling(path: &Path) -> PathBuf {
+fn tmp_sibling(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
@@ -53,27 +53,31 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
 mod tests {
     use super::*;
 
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn replaces_whole_file_and_leaves_no_temporary() {
-        let dir = tempfile::tempdir().unwrap();
+    fn replaces_whole_file_and_leaves_no_temporary() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let p = dir.path().join("sub/a.json");
-        atomic_write(&p, b"first version, longer").unwrap();
-        atomic_write(&p, b"second").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"second");
-        let left: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(left.len(), 1, "{left:?}");
+        atomic_write(&p, b"first version, longer")?;
+        atomic_write(&p, b"second")?;
+        assert_eq!(std::fs::read(&p)?, b"second");
+        let left = std::fs::read_dir(dir.path().join("sub"))?.count();
+        assert_eq!(left, 1, "temporary file left behind");
+        Ok(())
     }
 
     #[test]
-    fn failure_names_the_path_and_keeps_the_old_file() {
-        let dir = tempfile::tempdir().unwrap();
+    fn failure_names_the_path_and_keeps_the_old_file() -> TestResult {
+        let dir = tempfile::tempdir()?;
         // The target is a folder: the rename must fail, the folder must survive, no temp left.
         let p = dir.path().join("taken");
-        std::fs::create_dir(&p).unwrap();
-        std::fs::write(p.join("keep"), b"x").unwrap();
-        let e = atomic_write(&p, b"new").unwrap_err();
+        std::fs::create_dir(&p)?;
+        std::fs::write(p.join("keep"), b"x")?;
+        let Err(e) = atomic_write(&p, b"new") else { return Err("writing over a folder succeeded".into()) };
         assert!(e.to_string().contains("taken"), "{e}");
-        assert_eq!(std::fs::read(p.join("keep")).unwrap(), b"x");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temporary file left behind");
+        assert_eq!(std::fs::read(p.join("keep"))?, b"x");
+        assert_eq!(std::fs::read_dir(dir.path())?.count(), 1, "temporary file left behind");
+        Ok(())
     }
 }

@@ -12,19 +12,13 @@ use crate::{Laq, LaqConfig, ModelError};
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.bpk";
 
-/// Writes `bytes` to `path` so that a reader sees the old file or the new one, never a torn one
-/// (the workspace's one implementation, `lapa_fs::atomic_write`, with this crate's error type).
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    Ok(lapa_fs::atomic_write(path, bytes)?)
-}
-
 /// Saves the LAQ's config and weights into `dir`.
 pub fn save_laq(dir: &Path, config: &LaqConfig, model: &Laq) -> Result<(), ModelError> {
     let json = serde_json::to_vec_pretty(config).map_err(|e| ModelError::Artifact { path: dir.join(CONFIG_FILE), message: e.to_string() })?;
-    atomic_write(&dir.join(CONFIG_FILE), &json)?;
+    lapa_fs::atomic_write(&dir.join(CONFIG_FILE), &json)?;
     let path = dir.join(WEIGHTS_FILE);
     let bytes = model.clone().into_record().into_bytes().map_err(|e| ModelError::Artifact { path: path.clone(), message: format!("{e:?}") })?;
-    atomic_write(&path, &bytes)
+    Ok(lapa_fs::atomic_write(&path, &bytes)?)
 }
 
 /// Reads `dir/config.json`.

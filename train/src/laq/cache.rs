@@ -115,7 +115,7 @@ impl FrameCache {
         std::fs::create_dir_all(cache_dir).with_context(|| format!("{}: cannot create cache folder", cache_dir.display()))?;
         let meta = build(source, side, &key, &data_path, quiet)?;
         let json = serde_json::to_vec_pretty(&meta)?;
-        lapa_model::artifact::atomic_write(&meta_path, &json)?;
+        lapa_fs::atomic_write(&meta_path, &json)?;
         Self::open(&meta_path, &data_path)
     }
 

@@ -62,7 +62,7 @@ pub fn run(run: &Path, data: &Path, camera: Option<&str>, spacing_s: f64, out: &
         csv.push('\n');
     }
     std::fs::create_dir_all(out)?;
-    lapa_model::artifact::atomic_write(&out.join(LABELS_CSV), csv.as_bytes())?;
+    lapa_fs::atomic_write(&out.join(LABELS_CSV), csv.as_bytes())?;
     let meta = LabelMeta {
         run: run.to_path_buf(),
         data: data.to_path_buf(),
@@ -73,6 +73,6 @@ pub fn run(run: &Path, data: &Path, camera: Option<&str>, spacing_s: f64, out: &
         valid: rows.iter().filter(|r| r.2).count(),
         columns,
     };
-    lapa_model::artifact::atomic_write(&out.join(LABELS_META), &serde_json::to_vec_pretty(&meta)?)?;
+    lapa_fs::atomic_write(&out.join(LABELS_META), &serde_json::to_vec_pretty(&meta)?)?;
     Ok(meta)
 }

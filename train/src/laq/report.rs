@@ -355,8 +355,8 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
         psnr_recon,
         psnr_copy,
     };
-    lapa_model::artifact::atomic_write(&opts.out.join("report.json"), &serde_json::to_vec_pretty(&report)?)?;
-    lapa_model::artifact::atomic_write(&opts.out.join("report.md"), markdown(&report, &cfg).as_bytes())?;
+    lapa_fs::atomic_write(&opts.out.join("report.json"), &serde_json::to_vec_pretty(&report)?)?;
+    lapa_fs::atomic_write(&opts.out.join("report.md"), markdown(&report, &cfg).as_bytes())?;
     Ok(report)
 }
 

@@ -143,10 +143,10 @@ fn checkpoint(run: &Path, model: &Laq, optim_record: OptimizerRecord, state: &Ck
     }
     std::fs::create_dir_all(&new)?;
     let mbytes = model.clone().into_record().into_bytes().map_err(|e| anyhow::anyhow!("serialising weights: {e:?}"))?;
-    artifact::atomic_write(&new.join("model.bpk"), &mbytes)?;
+    lapa_fs::atomic_write(&new.join("model.bpk"), &mbytes)?;
     let obytes = optim_record.into_bytes().map_err(|e| anyhow::anyhow!("serialising optimiser state: {e:?}"))?;
-    artifact::atomic_write(&new.join("optim.bpk"), &obytes)?;
-    artifact::atomic_write(&new.join("state.json"), &serde_json::to_vec_pretty(state)?)?;
+    lapa_fs::atomic_write(&new.join("optim.bpk"), &obytes)?;
+    lapa_fs::atomic_write(&new.join("state.json"), &serde_json::to_vec_pretty(state)?)?;
     if cur.exists() {
         if old.exists() {
             std::fs::remove_dir_all(&old)?;
@@ -171,7 +171,7 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
         .lines()
         .filter(|l| l.starts_with("step") || l.split(',').next().and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s <= step))
         .collect();
-    artifact::atomic_write(path, (kept.join("\n") + "\n").as_bytes())?;
+    lapa_fs::atomic_write(path, (kept.join("\n") + "\n").as_bytes())?;
     Ok(())
 }
 
@@ -214,7 +214,7 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
             }
         }
     }
-    artifact::atomic_write(&run.join(TRAIN_FILE), &serde_json::to_vec_pretty(cfg)?)?;
+    lapa_fs::atomic_write(&run.join(TRAIN_FILE), &serde_json::to_vec_pretty(cfg)?)?;
     artifact::save_laq(&run.join(MODEL_DIR), model_cfg, &model)?;
 
     let pool = Arc::new(load_pool(&cfg.data, cfg.camera.as_deref(), model_cfg.image_size, cfg.spacing_s, cache_dir, quiet)?);
