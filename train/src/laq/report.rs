@@ -52,9 +52,27 @@ pub fn direction_class(d: [f32; 3]) -> usize {
 
 /// Encodes pairs in batches without gradients: (indices [n × T], optional recon patches).
 pub fn encode_pairs(model: &Laq, cfg: &LaqConfig, cache: &FrameCache, pairs: &[Pair], device: &Device, batch: usize, recon: bool) -> Result<(Vec<i64>, Vec<f32>)> {
+    let (idx, rec, _) = encode_pairs_full(model, cfg, cache, pairs, device, batch, recon, false)?;
+    Ok((idx, rec))
+}
+
+/// [`encode_pairs`], optionally also returning the continuous pre-quantisation latents
+/// ([n × T × code_dim], the encoder output before the nearest-code lookup).
+#[allow(clippy::too_many_arguments)]
+pub fn encode_pairs_full(
+    model: &Laq,
+    cfg: &LaqConfig,
+    cache: &FrameCache,
+    pairs: &[Pair],
+    device: &Device,
+    batch: usize,
+    recon: bool,
+    latents: bool,
+) -> Result<(Vec<i64>, Vec<f32>, Vec<f32>)> {
     let (np, pd) = (cfg.n_patches(), cfg.patch_dim());
     let mut idx_all = Vec::with_capacity(pairs.len() * cfg.n_tokens);
     let mut rec_all = Vec::new();
+    let mut z_all = Vec::new();
     for chunk in pairs.chunks(batch.max(1)) {
         let (mut a, mut b) = (Vec::with_capacity(chunk.len() * np * pd), Vec::with_capacity(chunk.len() * np * pd));
         for p in chunk {
@@ -64,14 +82,19 @@ pub fn encode_pairs(model: &Laq, cfg: &LaqConfig, cache: &FrameCache, pairs: &[P
         let n = chunk.len();
         let x0 = Tensor::<3>::from_data(TensorData::new(a, [n, np, pd]), device);
         let x1 = Tensor::<3>::from_data(TensorData::new(b, [n, np, pd]), device);
-        let idx = model.encode_indices(x0.clone(), x1);
+        let z = model.encode_latents(x0.clone(), x1); // [n*T, code_dim]
+        let (_, idx) = model.quantizer.forward_eval(z.clone());
+        let idx = idx.reshape([n, cfg.n_tokens]);
+        if latents {
+            z_all.extend(z.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?);
+        }
         if recon {
             let r = model.decode_indices(x0, idx.clone());
             rec_all.extend(r.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?);
         }
         idx_all.extend(idx.into_data().convert::<i64>().try_into_vec::<i64>().map_err(|e| anyhow::anyhow!("{e:?}"))?);
     }
-    Ok((idx_all, rec_all))
+    Ok((idx_all, rec_all, z_all))
 }
 
 fn psnr(mse: f64) -> f64 {
@@ -129,6 +152,9 @@ pub struct Report {
     pub perplexity: f64,
     pub distinct_actions: usize,
     pub probe_latent: Option<ProbeNumbers>,
+    /// The same probe on the continuous encoder output before quantisation (a diagnostic: does
+    /// the encoder carry the motion that the discrete tokens lose?).
+    pub probe_prequant: Option<ProbeNumbers>,
     pub probe_frame_diff: Option<ProbeNumbers>,
     pub class_histogram: Vec<usize>,
     /// Held-out pairs far from a class boundary (see [`unambiguous`]).
@@ -172,7 +198,8 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
     let clips = &cache.meta.clips;
     // Held-out episodes: every fifth clip.
     let is_test = |p: &Pair| p.clip % 5 == 0;
-    let (idx, rec) = encode_pairs(&model, &cfg, &cache, &pairs, device, 64, true)?;
+    let (idx, rec, z) = encode_pairs_full(&model, &cfg, &cache, &pairs, device, 64, true, true)?;
+    let zd = cfg.n_tokens * cfg.code_dim;
     let t = cfg.n_tokens;
     let k = cfg.codebook_size;
 
@@ -211,6 +238,7 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
 
     // Probes need the true state (labelled datasets only).
     let mut probe_latent = None;
+    let mut probe_pre = None;
     let mut probe_diff = None;
     let mut class_histogram = vec![0usize; DIRECTIONS.len()];
     let mut test_clear: Vec<bool> = Vec::new();
@@ -226,8 +254,13 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
         }
         if states.len() == clips.len() && states.values().all(|s| s.cols >= 6) {
             let (mut lat_tr, mut lat_te, mut dif_tr, mut dif_te) = (ProbeSet::default(), ProbeSet::default(), ProbeSet::default(), ProbeSet::default());
+            let (mut pre_tr, mut pre_te) = (ProbeSet::default(), ProbeSet::default());
             for set in [&mut lat_tr, &mut lat_te] {
                 set.features = t * k;
+                set.reg_dim = 6;
+            }
+            for set in [&mut pre_tr, &mut pre_te] {
+                set.features = zd;
                 set.reg_dim = 6;
             }
             for set in [&mut dif_tr, &mut dif_te] {
@@ -254,8 +287,8 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
                 for (pos, &c) in idx[i * t..(i + 1) * t].iter().enumerate() {
                     onehot[pos * k + c as usize] = 1.0;
                 }
-                let (lat, dif) = if is_test(p) { (&mut lat_te, &mut dif_te) } else { (&mut lat_tr, &mut dif_tr) };
-                for (set, x) in [(lat, onehot), (dif, frame_diff(&cache, p))] {
+                let (lat, pre, dif) = if is_test(p) { (&mut lat_te, &mut pre_te, &mut dif_te) } else { (&mut lat_tr, &mut pre_tr, &mut dif_tr) };
+                for (set, x) in [(lat, onehot), (pre, z[i * zd..(i + 1) * zd].to_vec()), (dif, frame_diff(&cache, p))] {
                     set.x.extend(x);
                     set.class.push(class);
                     set.reg.extend(&reg);
@@ -264,6 +297,8 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
             if !lat_tr.is_empty() && !lat_te.is_empty() {
                 let lat = probe::fit(&lat_tr, &lat_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
                 probe_latent = Some(ProbeNumbers::new(&lat, &lat_te.class, &test_clear));
+                let pre = probe::fit(&pre_tr, &pre_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
+                probe_pre = Some(ProbeNumbers::new(&pre, &pre_te.class, &test_clear));
                 let dif = probe::fit(&dif_tr, &dif_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
                 probe_diff = Some(ProbeNumbers::new(&dif, &dif_te.class, &test_clear));
             }
@@ -349,6 +384,7 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
         perplexity: pooled,
         distinct_actions: tuples.len(),
         probe_latent,
+        probe_prequant: probe_pre,
         probe_frame_diff: probe_diff,
         class_histogram,
         test_unambiguous: test_clear.iter().filter(|&&c| c).count(),
@@ -407,6 +443,18 @@ fn markdown(r: &Report, cfg: &LaqConfig) -> String {
                 100.0 * l.majority,
                 l.r2
             );
+            if let Some(z) = &r.probe_prequant {
+                let _ = writeln!(
+                    s,
+                    "| diagnostic: encoder output before quantisation ({} × {} floats) | {:.1}% | {:.1}% | {:.1}% | {:.3} |",
+                    r.n_tokens,
+                    cfg.code_dim,
+                    100.0 * z.accuracy,
+                    100.0 * z.accuracy_unambiguous,
+                    100.0 * z.majority,
+                    z.r2
+                );
+            }
             let _ = writeln!(
                 s,
                 "| raw frame difference (16×16×3) | {:.1}% | {:.1}% | {:.1}% | {:.3} |",
