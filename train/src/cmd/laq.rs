@@ -30,6 +30,12 @@ pub struct TrainLaqArgs {
     /// Model size: tiny (tests, 32²), small (CPU, 64² sim frames), base (GPU, 64², dim 512), paper (LAPA, 256²).
     #[arg(long, default_value = "small")]
     pub config: String,
+    /// Override the preset's codebook size (LAPA: 8), e.g. for capacity ablations.
+    #[arg(long)]
+    pub codebook_size: Option<usize>,
+    /// Override the preset's latent tokens per pair, a square number (LAPA: 4).
+    #[arg(long)]
+    pub tokens: Option<usize>,
     /// Run folder.
     #[arg(long)]
     pub out: PathBuf,
@@ -156,6 +162,9 @@ pub struct ReportArgs {
 }
 
 pub fn train_laq(a: &TrainLaqArgs) -> Result<laq::TrainSummary> {
+    if a.resume && (a.codebook_size.is_some() || a.tokens.is_some()) {
+        bail!("--codebook-size and --tokens cannot change a run being resumed (its model/config.json fixes them)");
+    }
     let device = lapa_model::device(&a.rt.device)?;
     let cache = a.rt.cache_dir();
     let (cfg, model_cfg) = if a.resume {
@@ -183,7 +192,15 @@ pub fn train_laq(a: &TrainLaqArgs) -> Result<laq::TrainSummary> {
         if cfg.batch_size == 0 {
             bail!("--batch must be positive");
         }
-        (cfg, LaqConfig::preset(&a.config)?)
+        let mut model_cfg = LaqConfig::preset(&a.config)?;
+        if let Some(k) = a.codebook_size {
+            model_cfg.codebook_size = k;
+        }
+        if let Some(t) = a.tokens {
+            model_cfg.n_tokens = t;
+        }
+        model_cfg.validate()?;
+        (cfg, model_cfg)
     };
     let s = laq::train(&cfg, &model_cfg, &a.out, &device, &cache, a.resume, a.rt.quiet)?;
     if !a.rt.quiet {

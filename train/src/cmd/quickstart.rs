@@ -60,6 +60,8 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         data: vec![a.out.join("sim-arm"), a.out.join("sim-hand")],
         spacing: "0.6s".into(),
         config: "tiny".into(),
+        codebook_size: None,
+        tokens: None,
         out: run.clone(),
         resume: false,
         steps: Some(a.laq_steps),
