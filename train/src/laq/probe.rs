@@ -147,3 +147,92 @@ pub fn fit(train: &ProbeSet, test: &ProbeSet, classes: usize, device: &Device, s
     let predicted = guess.iter().map(|&g| usize::try_from(g).unwrap_or(0)).collect();
     Ok(ProbeResult { accuracy: correct as f64 / m.max(1) as f64, predicted, majority, r2 })
 }
+
+/// Lloyd's k-means on `rows` (row-major, `dim` columns): `k` centroids, initialised with
+/// k-means++ from `seed`, `iters` rounds; an emptied cluster keeps its centroid. Returns the
+/// centroids, `k × dim` row-major. Used by the report to ask whether a codebook fitted to the
+/// encoder outputs after training keeps more of the motion than the learned one.
+pub fn kmeans(rows: &[f32], dim: usize, k: usize, iters: usize, seed: u64) -> Vec<f32> {
+    let n = if dim == 0 { 0 } else { rows.len() / dim };
+    if n == 0 || k == 0 {
+        return Vec::new();
+    }
+    let row = |i: usize| &rows[i * dim..(i + 1) * dim];
+    let dist2 = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>();
+    let mut rng = Rng::new(seed);
+    let mut cent: Vec<f32> = row(rng.below(n)).to_vec();
+    let mut best: Vec<f32> = (0..n).map(|i| dist2(row(i), &cent[..dim])).collect();
+    while cent.len() < k * dim {
+        let total: f64 = best.iter().map(|&d| f64::from(d)).sum();
+        let pick = if total > 0.0 {
+            let mut u = f64::from(rng.f32()) * total;
+            best.iter().position(|&d| {
+                u -= f64::from(d);
+                u <= 0.0
+            })
+            .unwrap_or(n - 1)
+        } else {
+            rng.below(n)
+        };
+        let c = row(pick).to_vec();
+        for (i, b) in best.iter_mut().enumerate() {
+            *b = b.min(dist2(row(i), &c));
+        }
+        cent.extend(c);
+    }
+    for _ in 0..iters {
+        let mut sum = vec![0f64; k * dim];
+        let mut count = vec![0usize; k];
+        for i in 0..n {
+            let a = nearest(&cent, dim, row(i));
+            count[a] += 1;
+            for (s, &v) in sum[a * dim..(a + 1) * dim].iter_mut().zip(row(i)) {
+                *s += f64::from(v);
+            }
+        }
+        for c in 0..k {
+            if count[c] > 0 {
+                for j in 0..dim {
+                    cent[c * dim + j] = (sum[c * dim + j] / count[c] as f64) as f32;
+                }
+            }
+        }
+    }
+    cent
+}
+
+/// Index of the centroid (rows of `dim` in `cent`) nearest to `x`.
+pub fn nearest(cent: &[f32], dim: usize, x: &[f32]) -> usize {
+    cent.chunks(dim.max(1))
+        .map(|c| c.iter().zip(x).map(|(a, b)| (a - b) * (a - b)).sum::<f32>())
+        .enumerate()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(0, |(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kmeans_finds_separated_blobs() {
+        let centres = [[0.0f32, 0.0], [10.0, 0.0], [0.0, 10.0]];
+        let mut rng = Rng::new(3);
+        let mut rows = Vec::new();
+        for i in 0..300 {
+            let c = centres[i % 3];
+            rows.extend([c[0] + 0.5 * rng.normal(), c[1] + 0.5 * rng.normal()]);
+        }
+        let cent = kmeans(&rows, 2, 3, 20, 1);
+        assert_eq!(cent.len(), 6);
+        for c in centres {
+            let got = &cent[nearest(&cent, 2, &c) * 2..][..2];
+            assert!((got[0] - c[0]).abs() < 0.3 && (got[1] - c[1]).abs() < 0.3, "centre {c:?} found as {got:?}");
+        }
+        // Every point goes to the centroid of its own blob.
+        let labels: Vec<usize> = rows.chunks(2).map(|r| nearest(&cent, 2, r)).collect();
+        for i in 0..300 {
+            assert_eq!(labels[i], labels[i % 3]);
+        }
+    }
+}

@@ -155,6 +155,10 @@ pub struct Report {
     /// The same probe on the continuous encoder output before quantisation (a diagnostic: does
     /// the encoder carry the motion that the discrete tokens lose?).
     pub probe_prequant: Option<ProbeNumbers>,
+    /// The same probe on one-hot codes of a codebook of the same size re-fitted after training
+    /// by k-means on the training episodes' encoder outputs (a diagnostic: is the learned
+    /// codebook's partition or the number of codes what loses the motion?).
+    pub probe_kmeans: Option<ProbeNumbers>,
     pub probe_frame_diff: Option<ProbeNumbers>,
     pub class_histogram: Vec<usize>,
     /// Held-out pairs far from a class boundary (see [`unambiguous`]).
@@ -239,6 +243,7 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
     // Probes need the true state (labelled datasets only).
     let mut probe_latent = None;
     let mut probe_pre = None;
+    let mut probe_km = None;
     let mut probe_diff = None;
     let mut class_histogram = vec![0usize; DIRECTIONS.len()];
     let mut test_clear: Vec<bool> = Vec::new();
@@ -299,6 +304,24 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
                 probe_latent = Some(ProbeNumbers::new(&lat, &lat_te.class, &test_clear));
                 let pre = probe::fit(&pre_tr, &pre_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
                 probe_pre = Some(ProbeNumbers::new(&pre, &pre_te.class, &test_clear));
+                // k-means codebook of the same size on the training pairs' token latents.
+                let c = cfg.code_dim;
+                let train_rows: Vec<f32> = pairs.iter().enumerate().filter(|(_, p)| !is_test(p)).flat_map(|(i, _)| z[i * zd..(i + 1) * zd].iter().copied()).collect();
+                let cent = probe::kmeans(&train_rows, c, k, 30, 11);
+                let (mut km_tr, mut km_te) = (ProbeSet { features: t * k, reg_dim: 6, ..ProbeSet::default() }, ProbeSet { features: t * k, reg_dim: 6, ..ProbeSet::default() });
+                for (src, dst) in [(&pre_tr, &mut km_tr), (&pre_te, &mut km_te)] {
+                    for (r, row) in src.x.chunks(zd).enumerate() {
+                        let mut onehot = vec![0f32; t * k];
+                        for (pos, tok) in row.chunks(c).enumerate() {
+                            onehot[pos * k + probe::nearest(&cent, c, tok)] = 1.0;
+                        }
+                        dst.x.extend(onehot);
+                        dst.class.push(src.class[r]);
+                        dst.reg.extend(&src.reg[r * 6..(r + 1) * 6]);
+                    }
+                }
+                let km = probe::fit(&km_tr, &km_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
+                probe_km = Some(ProbeNumbers::new(&km, &km_te.class, &test_clear));
                 let dif = probe::fit(&dif_tr, &dif_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
                 probe_diff = Some(ProbeNumbers::new(&dif, &dif_te.class, &test_clear));
             }
@@ -385,6 +408,7 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
         distinct_actions: tuples.len(),
         probe_latent,
         probe_prequant: probe_pre,
+        probe_kmeans: probe_km,
         probe_frame_diff: probe_diff,
         class_histogram,
         test_unambiguous: test_clear.iter().filter(|&&c| c).count(),
@@ -443,6 +467,17 @@ fn markdown(r: &Report, cfg: &LaqConfig) -> String {
                 100.0 * l.majority,
                 l.r2
             );
+            if let Some(m) = &r.probe_kmeans {
+                let _ = writeln!(
+                    s,
+                    "| diagnostic: {} codes re-fitted by k-means on the training pairs' encoder outputs (one-hot) | {:.1}% | {:.1}% | {:.1}% | {:.3} |",
+                    r.codebook_size,
+                    100.0 * m.accuracy,
+                    100.0 * m.accuracy_unambiguous,
+                    100.0 * m.majority,
+                    m.r2
+                );
+            }
             if let Some(z) = &r.probe_prequant {
                 let _ = writeln!(
                     s,
@@ -465,7 +500,7 @@ fn markdown(r: &Report, cfg: &LaqConfig) -> String {
             );
             let _ = writeln!(
                 s,
-                "\nUnambiguous: displacement length not within 30% of the still threshold and, when moving, second axis under 2/3 of the dominant one. The target is the accuracy on all held-out pairs; the unambiguous column separates label noise at class boundaries from missed motion."
+                "\nUnambiguous: displacement length not within 30% of the still threshold and, when moving, second axis under 2/3 of the dominant one. The target is the accuracy on all held-out pairs; the unambiguous column separates label noise at class boundaries from missed motion. The diagnostic rows are not latent actions the policy sees: the encoder output before quantisation shows what the encoder carries, and the k-means codebook (same number of codes, fitted after training, shared by the token positions) shows how much a better partition of the same outputs would keep."
             );
             let _ = writeln!(s, "\nClass histogram (all scored pairs): {}", DIRECTIONS.iter().zip(&r.class_histogram).map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", "));
             let _ = writeln!(s, "\nHeld-out confusion of the latent probe (rows: true class, columns: predicted):\n");
