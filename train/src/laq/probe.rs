@@ -153,7 +153,7 @@ pub fn fit(train: &ProbeSet, test: &ProbeSet, classes: usize, device: &Device, s
 /// centroids, `k × dim` row-major. Used by the report to ask whether a codebook fitted to the
 /// encoder outputs after training keeps more of the motion than the learned one.
 pub fn kmeans(rows: &[f32], dim: usize, k: usize, iters: usize, seed: u64) -> Vec<f32> {
-    let n = if dim == 0 { 0 } else { rows.len() / dim };
+    let n = rows.len().checked_div(dim).unwrap_or(0);
     if n == 0 || k == 0 {
         return Vec::new();
     }
