@@ -458,46 +458,24 @@ fn markdown(r: &Report, cfg: &LaqConfig) -> String {
                 "| features | direction accuracy | on the {} unambiguous held-out pairs | majority-class accuracy | joint-delta R² |\n|---|---|---|---|---|",
                 r.test_unambiguous
             );
-            let _ = writeln!(
-                s,
-                "| latent tokens (one-hot, {} values) | {:.1}% | {:.1}% | {:.1}% | {:.3} |",
-                r.n_tokens * r.codebook_size,
-                100.0 * l.accuracy,
-                100.0 * l.accuracy_unambiguous,
-                100.0 * l.majority,
-                l.r2
-            );
-            if let Some(m) = &r.probe_kmeans {
+            let row = |s: &mut String, name: String, p: &ProbeNumbers| {
                 let _ = writeln!(
                     s,
-                    "| diagnostic: {} codes re-fitted by k-means on the training pairs' encoder outputs (one-hot) | {:.1}% | {:.1}% | {:.1}% | {:.3} |",
-                    r.codebook_size,
-                    100.0 * m.accuracy,
-                    100.0 * m.accuracy_unambiguous,
-                    100.0 * m.majority,
-                    m.r2
+                    "| {name} | {:.1}% | {:.1}% | {:.1}% | {:.3} |",
+                    100.0 * p.accuracy,
+                    100.0 * p.accuracy_unambiguous,
+                    100.0 * p.majority,
+                    p.r2
                 );
+            };
+            row(&mut s, format!("latent tokens (one-hot, {} values)", r.n_tokens * r.codebook_size), l);
+            if let Some(m) = &r.probe_kmeans {
+                row(&mut s, format!("diagnostic: {} codes re-fitted by k-means on the training pairs' encoder outputs (one-hot)", r.codebook_size), m);
             }
             if let Some(z) = &r.probe_prequant {
-                let _ = writeln!(
-                    s,
-                    "| diagnostic: encoder output before quantisation ({} × {} floats) | {:.1}% | {:.1}% | {:.1}% | {:.3} |",
-                    r.n_tokens,
-                    cfg.code_dim,
-                    100.0 * z.accuracy,
-                    100.0 * z.accuracy_unambiguous,
-                    100.0 * z.majority,
-                    z.r2
-                );
+                row(&mut s, format!("diagnostic: encoder output before quantisation ({} × {} floats)", r.n_tokens, cfg.code_dim), z);
             }
-            let _ = writeln!(
-                s,
-                "| raw frame difference (16×16×3) | {:.1}% | {:.1}% | {:.1}% | {:.3} |",
-                100.0 * d.accuracy,
-                100.0 * d.accuracy_unambiguous,
-                100.0 * d.majority,
-                d.r2
-            );
+            row(&mut s, "raw frame difference (16×16×3)".to_string(), d);
             let _ = writeln!(
                 s,
                 "\nUnambiguous: displacement length not within 30% of the still threshold and, when moving, second axis under 2/3 of the dominant one. The target is the accuracy on all held-out pairs; the unambiguous column separates label noise at class boundaries from missed motion. The diagnostic rows are not latent actions the policy sees: the encoder output before quantisation shows what the encoder carries, and the k-means codebook (same number of codes, fitted after training, shared by the token positions) shows how much a better partition of the same outputs would keep."
