@@ -304,10 +304,10 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
                 probe_latent = Some(ProbeNumbers::new(&lat, &lat_te.class, &test_clear));
                 let pre = probe::fit(&pre_tr, &pre_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
                 probe_pre = Some(ProbeNumbers::new(&pre, &pre_te.class, &test_clear));
-                // k-means codebook of the same size on the training pairs' token latents.
+                // k-means codebook of the same size on the training pairs' token latents (the
+                // rows of pre_tr, code_dim values per token).
                 let c = cfg.code_dim;
-                let train_rows: Vec<f32> = pairs.iter().enumerate().filter(|(_, p)| !is_test(p)).flat_map(|(i, _)| z[i * zd..(i + 1) * zd].iter().copied()).collect();
-                let cent = probe::kmeans(&train_rows, c, k, 30, 11);
+                let cent = probe::kmeans(&pre_tr.x, c, k, 30, 11);
                 let (mut km_tr, mut km_te) = (ProbeSet { features: t * k, reg_dim: 6, ..ProbeSet::default() }, ProbeSet { features: t * k, reg_dim: 6, ..ProbeSet::default() });
                 for (src, dst) in [(&pre_tr, &mut km_tr), (&pre_te, &mut km_te)] {
                     for (r, row) in src.x.chunks(zd).enumerate() {
