@@ -253,6 +253,14 @@ pub fn report(a: &ReportArgs) -> Result<laq::report::Report> {
             println!("  probe accuracy (action direction, held-out episodes): latents {:.1}%, frame-diff baseline {:.1}%, majority {:.1}%", 100.0 * l.accuracy, 100.0 * d.accuracy, 100.0 * l.majority);
             println!("  probe R² (joint deltas): latents {:.3}, frame-diff {:.3}", l.r2, d.r2);
         }
+        if let (Some(z), Some(m)) = (&r.probe_prequant, &r.probe_kmeans) {
+            println!(
+                "  diagnostics (direction accuracy): encoder output before quantisation {:.1}%, k-means codebook of {} {:.1}%",
+                100.0 * z.accuracy,
+                r.codebook_size,
+                100.0 * m.accuracy
+            );
+        }
         println!("  PSNR of x_{{t+H}}: LAQ {:.2} dB vs copy-x_t {:.2} dB", r.psnr_recon, r.psnr_copy);
     }
     Ok(r)
