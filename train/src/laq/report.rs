@@ -97,6 +97,19 @@ pub fn encode_pairs_full(
     Ok((idx_all, rec_all, z_all))
 }
 
+/// One-hot rows of `k` values for each code in turn: a pair's T tokens become T·k features.
+fn one_hot(codes: impl Iterator<Item = usize>, k: usize) -> Vec<f32> {
+    codes
+        .flat_map(|c| {
+            let mut v = vec![0f32; k];
+            if let Some(x) = v.get_mut(c) {
+                *x = 1.0;
+            }
+            v
+        })
+        .collect()
+}
+
 fn psnr(mse: f64) -> f64 {
     10.0 * (1.0 / mse.max(1e-12)).log10()
 }
@@ -288,10 +301,7 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
                     test_clear.push(unambiguous(disp));
                 }
                 let reg: Vec<f32> = (0..6).map(|j| qb[j] - qa[j]).collect();
-                let mut onehot = vec![0f32; t * k];
-                for (pos, &c) in idx[i * t..(i + 1) * t].iter().enumerate() {
-                    onehot[pos * k + c as usize] = 1.0;
-                }
+                let onehot = one_hot(idx[i * t..(i + 1) * t].iter().map(|&c| usize::try_from(c).unwrap_or(0)), k);
                 let (lat, pre, dif) = if is_test(p) { (&mut lat_te, &mut pre_te, &mut dif_te) } else { (&mut lat_tr, &mut pre_tr, &mut dif_tr) };
                 for (set, x) in [(lat, onehot), (pre, z[i * zd..(i + 1) * zd].to_vec()), (dif, frame_diff(&cache, p))] {
                     set.x.extend(x);
@@ -308,18 +318,9 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
                 // rows of pre_tr, code_dim values per token).
                 let c = cfg.code_dim;
                 let cent = probe::kmeans(&pre_tr.x, c, k, 30, 11);
-                let (mut km_tr, mut km_te) = (ProbeSet { features: t * k, reg_dim: 6, ..ProbeSet::default() }, ProbeSet { features: t * k, reg_dim: 6, ..ProbeSet::default() });
-                for (src, dst) in [(&pre_tr, &mut km_tr), (&pre_te, &mut km_te)] {
-                    for (r, row) in src.x.chunks(zd).enumerate() {
-                        let mut onehot = vec![0f32; t * k];
-                        for (pos, tok) in row.chunks(c).enumerate() {
-                            onehot[pos * k + probe::nearest(&cent, c, tok)] = 1.0;
-                        }
-                        dst.x.extend(onehot);
-                        dst.class.push(src.class[r]);
-                        dst.reg.extend(&src.reg[r * 6..(r + 1) * 6]);
-                    }
-                }
+                // Same pairs, labels and targets; features are the k-means codes, one-hot.
+                let recoded = |src: &ProbeSet| ProbeSet { features: t * k, x: one_hot(src.x.chunks(c).map(|tok| probe::nearest(&cent, c, tok)), k), ..src.clone() };
+                let (km_tr, km_te) = (recoded(&pre_tr), recoded(&pre_te));
                 let km = probe::fit(&km_tr, &km_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
                 probe_km = Some(ProbeNumbers::new(&km, &km_te.class, &test_clear));
                 let dif = probe::fit(&dif_tr, &dif_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
