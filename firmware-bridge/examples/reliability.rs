@@ -3,13 +3,20 @@
 //! `cargo run --release -p lapa-bridge --example reliability -- [--inputs N] [--out FILE]`
 //!
 //! 1. Random-input soak of the frame decoder and the servo status parser (N inputs, default 10 M;
-//!    plain random and mutated valid frames; any panic is counted).
+//!    plain random and mutated valid frames; any panic is counted), and of the whole MCU app
+//!    (frame receiver → bridge → servo loop → real Feetech driver → simulated servos): N random
+//!    and mutated frames of every host message kind with hostile field values, checking after
+//!    every servo tick that no goal leaves the limits and no step exceeds the maximum.
 //! 2. Fault injection: a proxy on its own pty between the host `Link` and the simulated bridge
 //!    MCU drops, corrupts, duplicates and delays bytes; counts commands the MCU executed that the
 //!    host never sent, link failures, and the worst host-silence → hold time of the watchdog.
 //! 3. Round-trip latency over the pty, and the Feetech bus time computed from packet sizes.
 
-use lapa_bridge::feetech::{PacketParser, encode_sync_read, encode_sync_write};
+use lapa_bridge::bridge::{Bridge, BridgeConfig};
+use lapa_bridge::feetech::{Clock, FeetechBus, PacketParser, decode_sign_magnitude, encode_sync_read, encode_sync_write};
+use lapa_bridge::mcu_app::McuApp;
+use lapa_bridge::simservo::SimBus;
+use lapa_bridge::simwire::{SharedBus, SimWire};
 use lapa_bridge::link::Link;
 use lapa_bridge::protocol::*;
 use lapa_bridge::simboard::{self, Mode, SimOptions};
@@ -40,8 +47,7 @@ fn soak(inputs: u64) -> String {
     let mut valid = Vec::new();
     for seq in 0..64u16 {
         let mut buf = [0u8; MAX_FRAME];
-        let msgs = [HostMsg::SetTargets { targets: [seq as i16; 6] }, HostMsg::Heartbeat, HostMsg::WriteCalibration(Calibration::default())];
-        let msg = msgs[seq as usize % 3];
+        let msg = HostMsg::KINDS[seq as usize % HostMsg::KINDS.len()];
         valid.push((encode_frame(seq, &msg, &mut buf).map(|b| b.to_vec()).unwrap_or_default(), Frame { seq, msg }));
     }
     let (mut frames_ok, mut frame_errs, mut pkts_ok, mut pkt_errs, mut panics) = (0u64, 0u64, 0u64, 0u64, 0u64);
@@ -105,6 +111,158 @@ fn soak(inputs: u64) -> String {
     format!(
         "| inputs | time | panics | frames accepted / rejected | accepted but different from the frame sent | servo packets accepted / rejected |\n|---|---|---|---|---|---|\n| {inputs} | {:.1} s | **{panics}** | {frames_ok} / {frame_errs} | **{undetected}** | {pkts_ok} / {pkt_errs} |\n\nHalf the inputs are random byte strings (1–160 bytes), half are valid protocol frames with 1–4 bytes XOR-flipped (possibly the same byte twice, which can cancel). Frames accepted from mutated input that decode to the original frame are flips that cancelled; any other accepted frame would be corruption that got past COBS + CRC32.\n",
         start.elapsed().as_secs_f64()
+    )
+}
+
+/// A clock the soak advances by hand (bus timeouts expire without waiting).
+#[derive(Clone)]
+struct SoakClock(std::rc::Rc<std::cell::Cell<u64>>);
+
+impl Clock for SoakClock {
+    fn now_us(&self) -> u64 {
+        let t = self.0.get() + 5;
+        self.0.set(t);
+        t
+    }
+}
+
+/// One host message of any kind with hostile values.
+fn hostile(rng: &mut Rng) -> HostMsg {
+    let count = |rng: &mut Rng| match rng.below(4) {
+        0 => rng.next() as u16,
+        1 => [0, 4095, 4096, 32767, 32768, u16::MAX][rng.below(6) as usize],
+        _ => rng.below(4096) as u16,
+    };
+    match rng.below(12) {
+        0 => HostMsg::Hello { protocol: if rng.chance(0.8) { PROTOCOL_VERSION } else { rng.next() as u16 } },
+        1..=3 => HostMsg::SetTargets { targets: core::array::from_fn(|_| if rng.chance(0.7) { rng.below(4096) as i16 } else { rng.next() as i16 }) },
+        4 => HostMsg::ReadState,
+        5 => HostMsg::Torque { on: rng.chance(0.7) },
+        6 => HostMsg::Hold,
+        7 => HostMsg::Heartbeat,
+        8 => HostMsg::ReadCalibration,
+        9 => HostMsg::WriteCalibration(Calibration {
+            homing_offset: core::array::from_fn(|_| if rng.chance(0.8) { rng.below(4095) as i16 - 2047 } else { rng.next() as i16 }),
+            range_min: core::array::from_fn(|_| count(rng)),
+            range_max: core::array::from_fn(|_| count(rng)),
+            drive_mode: core::array::from_fn(|_| if rng.chance(0.9) { rng.below(2) as u8 } else { rng.next() as u8 }),
+        }),
+        10 => {
+            let lo = rng.below(2000) as u16;
+            HostMsg::WriteCalibration(Calibration { homing_offset: [0; 6], range_min: [lo; 6], range_max: [lo + 100 + rng.below(1995) as u16; 6], drive_mode: [0; 6] })
+        }
+        _ => HostMsg::ClearFaults,
+    }
+}
+
+/// The whole MCU app under N random and mutated frames.
+fn app_soak(frames: u64) -> String {
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let bus = SharedBus::new(SimBus::new(6));
+    let cfg = BridgeConfig { max_step: [40; 6], ..BridgeConfig::default() };
+    let clock = SoakClock(std::rc::Rc::new(std::cell::Cell::new(0)));
+    let boot = BootInfo { count: 1, reason: ResetReason::PowerOn };
+    let Ok(bridge) = Bridge::new(cfg, 0, boot) else { return "invalid soak configuration\n".into() };
+    let mut app = McuApp::new(bridge, FeetechBus::new(SimWire::new(bus.clone()), clock));
+    let _ = app.start();
+    let goals = |bus: &SharedBus| -> Vec<(bool, i32)> {
+        bus.lock().servos.iter().map(|s| (s.torque(), decode_sign_magnitude(u16::from_le_bytes([s.regs[42], s.regs[43]]), 15))).collect()
+    };
+    let (mut bytes_in, mut replies, mut outside, mut big_steps, mut panics, mut ticks) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut kinds = [0u64; 9];
+    let mut out = [0u8; MAX_FRAME];
+    let mut now_ms = 0u64;
+    let mut prev = goals(&bus);
+    let mut prev_limits = app.bridge.limits();
+    let start = Instant::now();
+    let mut frame = Vec::with_capacity(256);
+    for k in 0..frames {
+        frame.clear();
+        let msg = match k % 16 {
+            0 => HostMsg::Hello { protocol: PROTOCOL_VERSION },
+            1 => HostMsg::ClearFaults,
+            2 => HostMsg::Torque { on: true },
+            _ => hostile(&mut rng),
+        };
+        kinds[usize::from(msg.kind())] += 1;
+        let mut buf = [0u8; MAX_FRAME];
+        frame.extend_from_slice(encode_frame(rng.next() as u16, &msg, &mut buf).unwrap_or(&[]));
+        match rng.below(10) {
+            0..=4 => {}
+            5 | 6 => {
+                for _ in 0..1 + rng.below(3) {
+                    let i = rng.below(frame.len() as u64) as usize;
+                    frame[i] ^= 1 + rng.below(255) as u8;
+                }
+            }
+            7 => frame.truncate(rng.below(frame.len() as u64) as usize),
+            8 => {
+                // Splice: the head of this frame, the tail of another.
+                let mut other = [0u8; MAX_FRAME];
+                let tail = encode_frame(rng.next() as u16, &hostile(&mut rng), &mut other).map(|b| b.to_vec()).unwrap_or_default();
+                frame.truncate(rng.below(frame.len() as u64) as usize);
+                frame.extend_from_slice(&tail[rng.below(tail.len() as u64) as usize..]);
+            }
+            _ => {
+                frame.clear();
+                frame.extend((0..rng.below(120)).map(|_| rng.next() as u8));
+            }
+        }
+        bytes_in += frame.len() as u64;
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut n = 0u64;
+            for &b in &frame {
+                if app.on_host_byte(b, now_ms, &mut out).is_some() {
+                    n += 1;
+                }
+            }
+            now_ms += rng.below(if rng.chance(0.01) { 300 } else { 4 });
+            bus.lock().advance(0.002);
+            let _ = app.servo_tick(now_ms);
+            n
+        }));
+        match r {
+            Ok(n) => replies += n,
+            Err(_) => panics += 1,
+        }
+        ticks += 1;
+        let now = goals(&bus);
+        let limits = app.bridge.limits();
+        for (j, (&(on, g), &(was_on, pg))) in now.iter().zip(&prev).enumerate() {
+            if on && (g < i32::from(limits.0[j]) || g > i32::from(limits.1[j])) {
+                outside += 1;
+            }
+            if on && was_on && limits == prev_limits && (g - pg).abs() > i32::from(cfg.max_step[j]) {
+                big_steps += 1;
+            }
+        }
+        prev = now;
+        prev_limits = limits;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    // Afterwards the host watchdog still trips on silence.
+    let mut send = |app: &mut McuApp<SimWire, SoakClock>, seq: u16, msg: HostMsg| {
+        let mut buf = [0u8; MAX_FRAME];
+        let bytes = encode_frame(seq, &msg, &mut buf).map(|b| b.to_vec()).unwrap_or_default();
+        for b in bytes {
+            let _ = app.on_host_byte(b, now_ms, &mut out);
+        }
+    };
+    send(&mut app, 1, HostMsg::Hello { protocol: PROTOCOL_VERSION });
+    send(&mut app, 2, HostMsg::ClearFaults);
+    send(&mut app, 3, HostMsg::Torque { on: true });
+    let _ = app.servo_tick(now_ms + 1);
+    let _ = app.servo_tick(now_ms + u64::from(cfg.timeout_ms) + 2);
+    let trips = app.bridge.faults() & fault::WATCHDOG != 0;
+    let st = app.bridge.stats;
+    format!(
+        "| frames | bytes | time | panics | goals outside the limits | steps above max_step | replies | accepted / rejected frames | targets executed | refused | watchdog trips | watchdog trips on silence afterwards |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n| {frames} | {bytes_in} | {secs:.1} s | **{panics}** | **{outside}** | **{big_steps}** | {replies} | {} / {} | {} | {} | {} | {} |\n\nEvery frame is followed by one servo tick ({ticks} ticks; goals checked on the simulated servos' Goal_Position registers after each). Message kinds drawn (Hello, SetTargets, ReadState, Torque, Hold, Heartbeat, ReadCalibration, WriteCalibration, ClearFaults): {kinds:?}. Half the frames go out intact, 20 % with 1–3 bytes flipped, 10 % truncated (merging with the next), 10 % spliced with another frame, 10 % replaced by random bytes; calibrations are drawn inverted, empty, above the servo's 4095 and above i16::MAX as well as valid; 1 % of ticks follow a host silence of up to 300 ms.\n",
+        st.frames_ok,
+        st.frames_bad,
+        st.targets_executed,
+        st.refused,
+        st.watchdog_trips,
+        if trips { "yes" } else { "**no**" }
     )
 }
 
@@ -323,7 +481,7 @@ fn latency(n: u32) -> Result<String, Box<dyn std::error::Error>> {
     // (which delays replies by the modelled 1 Mbaud wire time).
     let fboard = simboard::start(SimOptions { mode: Mode::Feetech, ..SimOptions::default() })?;
     let io = lapa_bridge::serial::SerialIo::open(&fboard.path.to_string_lossy())?;
-    let mut bus = lapa_bridge::feetech::FeetechBus::new(io, lapa_bridge::wire::StdClock::default());
+    let mut bus = lapa_bridge::feetech::FeetechBus::new(io, lapa_bridge::simwire::StdClock::default());
     let mut direct = Vec::new();
     let mut data = [[0u8; 2]; 6];
     for _ in 0..n / 4 {
@@ -365,6 +523,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut md = String::from("# Bridge reliability\n\nCommand: `cargo run --release -p lapa-bridge --example reliability -- --out $PWD/results/bridge/reliability.md`\n(2-core dev machine; simulated board on a pty.)\n\n## Decoder soak\n\n");
     eprintln!("soak: {inputs} inputs");
     md += &soak(inputs);
+    md += "\n## MCU app soak\n\n";
+    let frames: u64 = arg("--frames").and_then(|s| s.parse().ok()).unwrap_or(10_000_000);
+    eprintln!("app soak: {frames} frames");
+    md += &app_soak(frames);
+    if args.iter().any(|a| a == "--soak-only") {
+        print!("{md}");
+        return Ok(());
+    }
     md += "\n## Fault injection (proxy between host link and simulated MCU)\n\nPer byte and direction: corruption at the rate shown, drops and duplicates at half of it, and a 1–20 ms stall per read chunk at the rate shown. `foreign executed` counts commands the MCU executed that the host never sent (corrupted commands that got through).\n\n| corruption | commands | time | bytes corrupted | executed | foreign executed | failed after retries | retries | bad frames seen by host | reconnects | link recovered |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
     let commands: u32 = arg("--commands").and_then(|s| s.parse().ok()).unwrap_or(1000);
     for (rate, n) in [(0.001, commands), (0.01, commands), (0.05, commands / 5)] {

@@ -1,14 +1,23 @@
 //! The arm interface the edge runtime uses, with three implementations: the Feetech bus driven
 //! directly from the board (USB-TTL adapter, what LeRobot does), a lapa bridge MCU, and a
 //! simulated arm (simulated servos behind the real bus driver).
+//!
+//! Units are converted at this one boundary: callers command and read **joint units** (degrees for
+//! the arm joints, 0..100 for the gripper, [`lapa_boards::so101`]); servo counts stay below it.
+//! The conversion uses the calibration read from the arm at [`Arm::connect`] (and the one written
+//! by [`Arm::write_calibration`]); an arm whose calibration has an empty range refuses to convert,
+//! as LeRobot does.
 
-use crate::feetech::{BusError, Clock, FeetechBus, HOMING_OFFSET_SIGN_BIT, decode_sign_magnitude, encode_sign_magnitude, reg};
+use crate::feetech::{BusError, Clock, FeetechBus, decode_sign_magnitude, reg, state_from_readings};
 use crate::link::{HelloInfo, Link, LinkError};
-use crate::protocol::{ArmState, Calibration, HostMsg, JOINTS, McuMsg, Positions};
+use crate::protocol::{ArmState, BootInfo, Calibration, HostMsg, JOINTS, McuMsg, ResetReason};
 use crate::simservo::SimBus;
-use crate::wire::{SharedBus, SimWire, StdClock};
+use crate::simwire::{SharedBus, SimWire, StdClock};
 use embedded_io::{Read, ReadReady, Write};
+use lapa_boards::{ArmDescription, CalibrationError, ConversionError, JointCalibration, SO101};
 use std::time::Instant;
+
+pub use lapa_boards::Joints;
 
 /// Arm failures.
 #[derive(Debug, thiserror::Error)]
@@ -17,8 +26,12 @@ pub enum ArmError {
     Link(#[from] LinkError),
     #[error("servo bus: {0}")]
     Bus(String),
-    #[error("homing offset {offset} of joint {joint} does not fit the 11-bit sign-magnitude register (±2047)")]
-    OffsetOverflow { joint: usize, offset: i16 },
+    #[error("calibration of joint {joint} ({name}): {err}; nothing was written")]
+    Calibration { joint: usize, name: &'static str, err: CalibrationError },
+    #[error(transparent)]
+    Units(#[from] ConversionError),
+    #[error("the arm is not connected: call connect() first")]
+    NotConnected,
     #[error("unexpected reply: {0:?}")]
     Unexpected(McuMsg),
 }
@@ -37,17 +50,98 @@ impl<E: core::fmt::Debug> From<BusError<E>> for ArmError {
 pub struct ArmInfo {
     pub kind: &'static str,
     pub description: String,
+    /// How the bridge MCU last booted (bridge arms only).
+    pub boot: Option<BootInfo>,
+}
+
+impl ArmInfo {
+    /// A line for the user when the MCU restarted abnormally, `None` otherwise.
+    pub fn reset_warning(&self) -> Option<String> {
+        let b = self.boot.filter(BootInfo::abnormal)?;
+        Some(reset_message(b))
+    }
+}
+
+/// What a user should read about an abnormal MCU boot.
+pub fn reset_message(b: BootInfo) -> String {
+    let why = match b.reason {
+        ResetReason::Watchdog => "because its hardware watchdog expired (the firmware stopped running)",
+        ResetReason::Panic => "because the firmware panicked",
+        ResetReason::PowerOn => "(power-on or reset pin)",
+    };
+    let after = if b.abnormal() { "; motion is refused until faults are cleared" } else { "" };
+    format!("the bridge MCU restarted {why} (boot {}) and put the arm in its safe state{after}", b.count)
+}
+
+/// One reading of the arm: joint values in joint units and the raw state (counts, loads,
+/// temperatures, faults).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ArmReading {
+    pub joints: Joints,
+    pub state: ArmState,
 }
 
 /// What every arm backend offers.
 pub trait Arm {
     fn connect(&mut self) -> Result<ArmInfo, ArmError>;
-    fn read_state(&mut self) -> Result<ArmState, ArmError>;
-    /// Absolute goal positions (raw counts after homing offset).
-    fn send_targets(&mut self, targets: &Positions) -> Result<(), ArmError>;
+    /// The arm's joints, units and limits.
+    fn description(&self) -> &'static ArmDescription {
+        &SO101
+    }
+    fn read_state(&mut self) -> Result<ArmReading, ArmError>;
+    /// Absolute joint targets in joint units (degrees; gripper 0..100), converted to counts with
+    /// the arm's calibration and limited to its calibrated range.
+    fn send_targets(&mut self, targets: &Joints) -> Result<(), ArmError>;
     fn set_torque(&mut self, on: bool) -> Result<(), ArmError>;
+    /// Clears latched faults (a watchdog trip, a reset) so motion is accepted again.
+    fn clear_faults(&mut self) -> Result<(), ArmError>;
     fn read_calibration(&mut self) -> Result<Calibration, ArmError>;
     fn write_calibration(&mut self, c: &Calibration) -> Result<(), ArmError>;
+}
+
+/// Per-joint view of a wire calibration.
+pub fn joint_calibrations(c: &Calibration) -> [JointCalibration; JOINTS] {
+    core::array::from_fn(|j| JointCalibration {
+        homing_offset: c.homing_offset.get(j).copied().unwrap_or(0),
+        range_min: c.range_min.get(j).copied().unwrap_or(0),
+        range_max: c.range_max.get(j).copied().unwrap_or(0),
+        drive_mode: c.drive_mode.get(j).copied().unwrap_or(0),
+    })
+}
+
+/// Checks every joint of a calibration before anything is written.
+pub fn validate_calibration(desc: &ArmDescription, c: &Calibration) -> Result<(), ArmError> {
+    for (joint, (jc, spec)) in joint_calibrations(c).iter().zip(&desc.joints).enumerate() {
+        jc.validate(&desc.servo).map_err(|err| ArmError::Calibration { joint, name: spec.name, err })?;
+    }
+    Ok(())
+}
+
+/// Counts ↔ joint units with a calibration read from the arm.
+#[derive(Debug, Clone, Copy)]
+struct Units {
+    desc: &'static ArmDescription,
+    cal: Option<[JointCalibration; JOINTS]>,
+}
+
+impl Units {
+    fn new() -> Self {
+        Self { desc: &SO101, cal: None }
+    }
+
+    fn set(&mut self, c: &Calibration) {
+        self.cal = Some(joint_calibrations(c));
+    }
+
+    fn units_of(&self, counts: &[i16; JOINTS]) -> Result<Joints, ArmError> {
+        let cal = self.cal.as_ref().ok_or(ArmError::NotConnected)?;
+        Ok(self.desc.to_units(cal, counts)?)
+    }
+
+    fn counts_of(&self, q: &Joints) -> Result<[i16; JOINTS], ArmError> {
+        let cal = self.cal.as_ref().ok_or(ArmError::NotConnected)?;
+        Ok(self.desc.to_counts(cal, q)?)
+    }
 }
 
 /// Six servos on a Feetech bus driven directly.
@@ -55,11 +149,12 @@ pub trait Arm {
 pub struct FeetechArm<IO, C> {
     pub bus: FeetechBus<IO, C>,
     pub ids: [u8; JOINTS],
+    units: Units,
 }
 
 impl<IO: Read + Write + ReadReady, C: Clock> FeetechArm<IO, C> {
     pub fn new(bus: FeetechBus<IO, C>) -> Self {
-        Self { bus, ids: [1, 2, 3, 4, 5, 6] }
+        Self { bus, ids: SO101.ids(), units: Units::new() }
     }
 }
 
@@ -73,21 +168,24 @@ where
             self.bus.ping(id)?;
             models.push(self.bus.read_u16(id, reg::MODEL_NUMBER)?);
         }
-        Ok(ArmInfo { kind: "feetech", description: format!("servos {:?}, models {models:?}", self.ids) })
+        let c = self.read_calibration()?;
+        self.units.set(&c);
+        Ok(ArmInfo { kind: "feetech", description: format!("servos {:?}, models {models:?}", self.ids), boot: None })
     }
 
-    fn read_state(&mut self) -> Result<ArmState, ArmError> {
+    fn read_state(&mut self) -> Result<ArmReading, ArmError> {
         let mut data = [[0u8; 8]; JOINTS];
         let ids = self.ids;
         let errors = self.bus.sync_read::<8>(reg::PRESENT_POSITION.addr, &ids, &mut data)?;
-        let mut st = crate::mcu_app::state_from_readings(&data, &errors);
+        let mut state = state_from_readings(&data, &errors);
         let (t, _) = self.bus.read(ids[0], reg::TORQUE_ENABLE.addr, 1)?;
-        st.torque = t[0] != 0;
-        Ok(st)
+        state.torque = t.first().is_some_and(|&v| v != 0);
+        Ok(ArmReading { joints: self.units.units_of(&state.positions)?, state })
     }
 
-    fn send_targets(&mut self, targets: &Positions) -> Result<(), ArmError> {
-        self.bus.sync_write_goals(&self.ids, targets)?;
+    fn send_targets(&mut self, targets: &Joints) -> Result<(), ArmError> {
+        let counts = self.units.counts_of(targets)?;
+        self.bus.sync_write_goals(&self.ids, &counts)?;
         Ok(())
     }
 
@@ -96,11 +194,17 @@ where
         Ok(())
     }
 
+    /// A directly driven bus latches nothing: servo error bits clear when their cause does.
+    fn clear_faults(&mut self) -> Result<(), ArmError> {
+        Ok(())
+    }
+
     fn read_calibration(&mut self) -> Result<Calibration, ArmError> {
         let mut c = Calibration::default();
         let ids = self.ids;
         for (j, &id) in ids.iter().enumerate() {
-            c.homing_offset[j] = decode_sign_magnitude(self.bus.read_u16(id, reg::HOMING_OFFSET)?, 11) as i16;
+            let off = decode_sign_magnitude(self.bus.read_u16(id, reg::HOMING_OFFSET)?, SO101.servo.homing_offset_sign_bit);
+            c.homing_offset[j] = i16::try_from(off).unwrap_or(i16::MAX);
             c.range_min[j] = self.bus.read_u16(id, reg::MIN_POSITION_LIMIT)?;
             c.range_max[j] = self.bus.read_u16(id, reg::MAX_POSITION_LIMIT)?;
         }
@@ -108,14 +212,13 @@ where
     }
 
     fn write_calibration(&mut self, c: &Calibration) -> Result<(), ArmError> {
-        // Check every joint first so a bad file leaves the arm's EEPROM untouched.
-        if let Some(joint) = (0..JOINTS).find(|&j| encode_sign_magnitude(i32::from(c.homing_offset[j]), HOMING_OFFSET_SIGN_BIT).is_none()) {
-            return Err(ArmError::OffsetOverflow { joint, offset: c.homing_offset[joint] });
-        }
+        // Check every field of every joint first so a bad file leaves the arm's EEPROM untouched.
+        validate_calibration(&SO101, c)?;
         let ids = self.ids;
         for (j, &id) in ids.iter().enumerate() {
             self.bus.write_joint_calibration(id, c.homing_offset[j], c.range_min[j], c.range_max[j])?;
         }
+        self.units.set(c);
         Ok(())
     }
 }
@@ -125,11 +228,12 @@ where
 pub struct BridgeArm {
     pub link: Link,
     pub hello: Option<HelloInfo>,
+    units: Units,
 }
 
 impl BridgeArm {
     pub fn new(link: Link) -> Self {
-        Self { link, hello: None }
+        Self { link, hello: None, units: Units::new() }
     }
 }
 
@@ -137,26 +241,35 @@ impl Arm for BridgeArm {
     fn connect(&mut self) -> Result<ArmInfo, ArmError> {
         let h = self.link.handshake()?;
         self.hello = Some(h);
+        let c = self.read_calibration()?;
+        self.units.set(&c);
         Ok(ArmInfo {
             kind: "bridge",
             description: format!("{} (firmware {}.{}.{}, protocol v{})", h.arm_id_str(), h.firmware.major, h.firmware.minor, h.firmware.patch, h.protocol),
+            boot: Some(h.boot),
         })
     }
 
-    fn read_state(&mut self) -> Result<ArmState, ArmError> {
+    fn read_state(&mut self) -> Result<ArmReading, ArmError> {
         match self.link.request(HostMsg::ReadState, "read state")? {
-            McuMsg::State(s) => Ok(s),
+            McuMsg::State(state) => Ok(ArmReading { joints: self.units.units_of(&state.positions)?, state }),
             other => Err(ArmError::Unexpected(other)),
         }
     }
 
-    fn send_targets(&mut self, targets: &Positions) -> Result<(), ArmError> {
-        self.link.command(HostMsg::SetTargets { targets: *targets }, "set targets")?;
+    fn send_targets(&mut self, targets: &Joints) -> Result<(), ArmError> {
+        let targets = self.units.counts_of(targets)?;
+        self.link.command(HostMsg::SetTargets { targets }, "set targets")?;
         Ok(())
     }
 
     fn set_torque(&mut self, on: bool) -> Result<(), ArmError> {
         self.link.command(HostMsg::Torque { on }, "torque")?;
+        Ok(())
+    }
+
+    fn clear_faults(&mut self) -> Result<(), ArmError> {
+        self.link.command(HostMsg::ClearFaults, "clear faults")?;
         Ok(())
     }
 
@@ -168,7 +281,9 @@ impl Arm for BridgeArm {
     }
 
     fn write_calibration(&mut self, c: &Calibration) -> Result<(), ArmError> {
+        validate_calibration(&SO101, c)?;
         self.link.command(HostMsg::WriteCalibration(*c), "write calibration")?;
+        self.units.set(c);
         Ok(())
     }
 }
@@ -209,17 +324,20 @@ impl Arm for SimArm {
         info.kind = "sim";
         Ok(info)
     }
-    fn read_state(&mut self) -> Result<ArmState, ArmError> {
+    fn read_state(&mut self) -> Result<ArmReading, ArmError> {
         self.step();
         self.inner.read_state()
     }
-    fn send_targets(&mut self, targets: &Positions) -> Result<(), ArmError> {
+    fn send_targets(&mut self, targets: &Joints) -> Result<(), ArmError> {
         self.step();
         self.inner.send_targets(targets)
     }
     fn set_torque(&mut self, on: bool) -> Result<(), ArmError> {
         self.step();
         self.inner.set_torque(on)
+    }
+    fn clear_faults(&mut self) -> Result<(), ArmError> {
+        self.inner.clear_faults()
     }
     fn read_calibration(&mut self) -> Result<Calibration, ArmError> {
         self.inner.read_calibration()

@@ -6,8 +6,15 @@
 //!
 //! Instruction packet: `FF FF ID LEN INST P1..Pn CHK` with `LEN = n + 2` and
 //! `CHK = ~(ID + LEN + INST + ΣP) & 0xFF`; status packets put the error byte where INST is.
+//!
+//! Servo replies are input from outside the program like host frames: nothing here indexes,
+//! unwraps or does arithmetic that can panic on what a servo (or a noisy bus) sends.
+
+#![deny(clippy::panic, clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
 use embedded_io::{Read, ReadReady, Write};
+use lapa_boards::STS3215;
+use lapa_wire::{ArmState, JOINTS, fault};
 
 /// Broadcast id (sync write / sync read / broadcast ping).
 pub const BROADCAST: u8 = 0xFE;
@@ -100,26 +107,19 @@ pub mod status_bits {
     pub const OVERLOAD: u8 = 32;
 }
 
-/// Bit 15 carries the sign of positions; bit 11 the sign of the homing offset.
-pub const POSITION_SIGN_BIT: u8 = 15;
-pub const HOMING_OFFSET_SIGN_BIT: u8 = 11;
-
 /// Encodes `value` in sign-magnitude with the sign at `sign_bit`; `None` if the magnitude does
-/// not fit below the sign bit (e.g. a homing offset beyond ±2047).
+/// not fit below the sign bit (e.g. a homing offset beyond ±2047) or the sign bit is not below 16.
 pub fn encode_sign_magnitude(value: i32, sign_bit: u8) -> Option<u16> {
-    let max = (1i32 << sign_bit) - 1;
-    let mag = value.unsigned_abs();
-    if mag > max as u32 {
-        return None;
-    }
-    let raw = mag as u16 | if value < 0 { 1u16 << sign_bit } else { 0 };
-    Some(raw)
+    let sign = 1u16.checked_shl(u32::from(sign_bit))?;
+    let mag = u16::try_from(value.unsigned_abs()).ok().filter(|&m| m < sign)?;
+    Some(if value < 0 { mag | sign } else { mag })
 }
 
 /// Decodes a sign-magnitude value with the sign at `sign_bit` (bits above it are ignored).
 pub fn decode_sign_magnitude(raw: u16, sign_bit: u8) -> i32 {
-    let mag = i32::from(raw & ((1u16 << sign_bit) - 1));
-    if raw & (1u16 << sign_bit) != 0 { -mag } else { mag }
+    let Some(sign) = 1u16.checked_shl(u32::from(sign_bit)) else { return i32::from(raw) };
+    let mag = i32::from(raw & sign.wrapping_sub(1));
+    if raw & sign != 0 { mag.saturating_neg() } else { mag }
 }
 
 /// Checksum of a packet's `ID LEN INST/ERR params…` bytes.
@@ -141,46 +141,67 @@ pub enum PacketError {
 /// Builds an instruction packet into `out`.
 pub fn encode_packet<'a>(id: u8, inst: Instruction, params: &[u8], out: &'a mut [u8]) -> Result<&'a [u8], PacketError> {
     let n = params.len();
-    if n + 6 > out.len() || n > 253 {
-        return Err(PacketError::TooLong);
+    let total = n.checked_add(6).filter(|_| n <= 253).ok_or(PacketError::TooLong)?;
+    let len = u8::try_from(n.saturating_add(2)).map_err(|_| PacketError::TooLong)?;
+    let pkt = out.get_mut(..total).ok_or(PacketError::TooLong)?;
+    let (head, rest) = pkt.split_at_mut(5);
+    head.copy_from_slice(&[0xFF, 0xFF, id, len, inst as u8]);
+    let (body, chk) = rest.split_at_mut(n);
+    body.copy_from_slice(params);
+    let sum = [id, len, inst as u8].iter().chain(params).fold(0u8, |a, &b| a.wrapping_add(b));
+    if let Some(c) = chk.first_mut() {
+        *c = !sum;
     }
-    out[0] = 0xFF;
-    out[1] = 0xFF;
-    out[2] = id;
-    out[3] = (n + 2) as u8;
-    out[4] = inst as u8;
-    out[5..5 + n].copy_from_slice(params);
-    out[5 + n] = checksum(&out[2..5 + n]);
-    Ok(&out[..6 + n])
+    Ok(pkt)
 }
 
 /// Builds a SYNC WRITE of `len` bytes at `addr` to each `(id, data)`.
 pub fn encode_sync_write<'a>(addr: u8, len: u8, items: &[(u8, &[u8])], out: &'a mut [u8]) -> Result<&'a [u8], PacketError> {
-    let mut params = [0u8; MAX_PARAMS];
-    params[0] = addr;
-    params[1] = len;
-    let mut n = 2;
+    let mut params: heapless::Vec<u8, MAX_PARAMS> = heapless::Vec::new();
+    params.extend_from_slice(&[addr, len]).map_err(|_| PacketError::TooLong)?;
     for (id, data) in items {
-        if data.len() != len as usize || n + 1 + data.len() > MAX_PARAMS {
+        if data.len() != usize::from(len) {
             return Err(PacketError::TooLong);
         }
-        params[n] = *id;
-        params[n + 1..n + 1 + data.len()].copy_from_slice(data);
-        n += 1 + data.len();
+        params.push(*id).map_err(|_| PacketError::TooLong)?;
+        params.extend_from_slice(data).map_err(|_| PacketError::TooLong)?;
     }
-    encode_packet(BROADCAST, Instruction::SyncWrite, &params[..n], out)
+    encode_packet(BROADCAST, Instruction::SyncWrite, &params, out)
 }
 
 /// Builds a SYNC READ of `len` bytes at `addr` from `ids`.
 pub fn encode_sync_read<'a>(addr: u8, len: u8, ids: &[u8], out: &'a mut [u8]) -> Result<&'a [u8], PacketError> {
-    let mut params = [0u8; MAX_PARAMS];
-    if ids.len() + 2 > MAX_PARAMS {
-        return Err(PacketError::TooLong);
+    let mut params: heapless::Vec<u8, MAX_PARAMS> = heapless::Vec::new();
+    params.extend_from_slice(&[addr, len]).map_err(|_| PacketError::TooLong)?;
+    params.extend_from_slice(ids).map_err(|_| PacketError::TooLong)?;
+    encode_packet(BROADCAST, Instruction::SyncRead, &params, out)
+}
+
+/// Decodes one sync read of registers 56..63 (position, velocity, load, voltage, temperature) from
+/// every servo, with the servos' status error bits mapped to [`fault`] flags.
+pub fn state_from_readings(data: &[[u8; 8]; JOINTS], errors: &[u8]) -> ArmState {
+    let mut st = ArmState::default();
+    let fields = st.positions.iter_mut().zip(st.loads.iter_mut()).zip(st.temperatures.iter_mut());
+    for (((pos, load), temp), d) in fields.zip(data) {
+        let [p0, p1, _, _, l0, l1, volt, t] = *d;
+        let to_i16 = |v: i32| i16::try_from(v).unwrap_or(0);
+        *pos = to_i16(decode_sign_magnitude(u16::from_le_bytes([p0, p1]), STS3215.position_sign_bit));
+        *load = to_i16(decode_sign_magnitude(u16::from_le_bytes([l0, l1]), 10));
+        st.voltage_dv = st.voltage_dv.max(volt);
+        *temp = t;
     }
-    params[0] = addr;
-    params[1] = len;
-    params[2..2 + ids.len()].copy_from_slice(ids);
-    encode_packet(BROADCAST, Instruction::SyncRead, &params[..2 + ids.len()], out)
+    for &e in errors {
+        if e & status_bits::VOLTAGE != 0 {
+            st.faults |= fault::VOLTAGE;
+        }
+        if e & status_bits::OVERHEAT != 0 {
+            st.faults |= fault::OVERHEAT;
+        }
+        if e & (status_bits::OVERCURRENT | status_bits::OVERLOAD) != 0 {
+            st.faults |= fault::OVERLOAD;
+        }
+    }
+    st
 }
 
 /// A parsed packet (status packets from servos, or instruction packets on the servo side).
@@ -246,7 +267,7 @@ impl PacketParser {
                 }
             }
             ParseState::Len => {
-                if b < 2 || b as usize - 2 > MAX_PARAMS {
+                if b < 2 || usize::from(b).saturating_sub(2) > MAX_PARAMS {
                     self.reset();
                     return Some(Err(PacketError::Length(b)));
                 }
@@ -261,7 +282,7 @@ impl PacketParser {
             ParseState::Params => {
                 // Capacity was checked against LEN.
                 let _ = self.params.push(b);
-                if self.params.len() == self.len as usize - 2 {
+                if self.params.len() >= usize::from(self.len).saturating_sub(2) {
                     self.state = ParseState::Checksum;
                 }
             }
@@ -351,9 +372,9 @@ impl<IO: Read + Write + ReadReady, C: Clock> FeetechBus<IO, C> {
             let mut skip = packet.len();
             let start = self.clock.now_us();
             let mut b = [0u8; 1];
-            while skip > 0 && self.clock.now_us() - start < self.timeout_us {
+            while skip > 0 && self.clock.now_us().saturating_sub(start) < self.timeout_us {
                 if self.io.read_ready().map_err(BusError::Io)? && self.io.read(&mut b).map_err(BusError::Io)? == 1 {
-                    skip -= 1;
+                    skip = skip.saturating_sub(1);
                 }
             }
         }
@@ -366,7 +387,7 @@ impl<IO: Read + Write + ReadReady, C: Clock> FeetechBus<IO, C> {
         let mut b = [0u8; 1];
         loop {
             if self.clock.now_us().saturating_sub(start) > self.timeout_us {
-                self.stats.timeouts += 1;
+                self.stats.timeouts = self.stats.timeouts.wrapping_add(1);
                 return Err(BusError::Timeout { id: expect_id });
             }
             if !self.io.read_ready().map_err(BusError::Io)? {
@@ -375,11 +396,11 @@ impl<IO: Read + Write + ReadReady, C: Clock> FeetechBus<IO, C> {
             if self.io.read(&mut b).map_err(BusError::Io)? == 0 {
                 continue;
             }
-            match self.parser.push(b[0]) {
+            match self.parser.push(b.first().copied().unwrap_or(0)) {
                 Some(Ok(p)) if p.id == expect_id => return Ok(p),
                 Some(Ok(p)) => return Err(BusError::UnexpectedId { expected: expect_id, found: p.id }),
                 Some(Err(_)) => {
-                    self.stats.checksum_errors += 1;
+                    self.stats.checksum_errors = self.stats.checksum_errors.wrapping_add(1);
                     return Err(BusError::Timeout { id: expect_id });
                 }
                 None => {}
@@ -389,11 +410,11 @@ impl<IO: Read + Write + ReadReady, C: Clock> FeetechBus<IO, C> {
 
     /// Sends `packet` and waits for a status packet from `id`, retrying on timeout/corruption.
     fn transact(&mut self, packet: &[u8], id: u8) -> Result<Packet, BusError<IO::Error>> {
-        self.stats.transactions += 1;
+        self.stats.transactions = self.stats.transactions.wrapping_add(1);
         let mut last = BusError::Timeout { id };
         for attempt in 0..=self.retries {
             if attempt > 0 {
-                self.stats.retries += 1;
+                self.stats.retries = self.stats.retries.wrapping_add(1);
             }
             self.send(packet)?;
             match self.receive(id) {
@@ -408,19 +429,16 @@ impl<IO: Read + Write + ReadReady, C: Clock> FeetechBus<IO, C> {
     /// PING: returns the servo's error bits.
     pub fn ping(&mut self, id: u8) -> Result<u8, BusError<IO::Error>> {
         let mut buf = [0u8; 8];
-        let pkt = encode_packet(id, Instruction::Ping, &[], &mut buf).map_err(BusError::Packet)?;
-        let mut owned = [0u8; 8];
-        owned[..pkt.len()].copy_from_slice(pkt);
-        let n = pkt.len();
-        Ok(self.transact(&owned[..n], id)?.code)
+        let n = encode_packet(id, Instruction::Ping, &[], &mut buf).map_err(BusError::Packet)?.len();
+        Ok(self.transact(buf.get(..n).unwrap_or(&[]), id)?.code)
     }
 
     /// READ `len` bytes at `addr`; returns the data and the servo's error bits.
     pub fn read(&mut self, id: u8, addr: u8, len: u8) -> Result<(heapless::Vec<u8, MAX_PARAMS>, u8), BusError<IO::Error>> {
         let mut buf = [0u8; 8];
         let n = encode_packet(id, Instruction::Read, &[addr, len], &mut buf).map_err(BusError::Packet)?.len();
-        let p = self.transact(&buf[..n], id)?;
-        if p.params.len() != len as usize {
+        let p = self.transact(buf.get(..n).unwrap_or(&[]), id)?;
+        if p.params.len() != usize::from(len) {
             return Err(BusError::BadReply { id });
         }
         Ok((p.params, p.code))
@@ -428,41 +446,42 @@ impl<IO: Read + Write + ReadReady, C: Clock> FeetechBus<IO, C> {
 
     /// WRITE `data` at `addr`; waits for the acknowledgement.
     pub fn write(&mut self, id: u8, addr: u8, data: &[u8]) -> Result<u8, BusError<IO::Error>> {
-        let mut params = [0u8; MAX_PARAMS];
-        if data.len() + 1 > MAX_PARAMS {
-            return Err(BusError::Packet(PacketError::TooLong));
-        }
-        params[0] = addr;
-        params[1..1 + data.len()].copy_from_slice(data);
+        let mut params: heapless::Vec<u8, MAX_PARAMS> = heapless::Vec::new();
+        params.push(addr).map_err(|_| BusError::Packet(PacketError::TooLong))?;
+        params.extend_from_slice(data).map_err(|_| BusError::Packet(PacketError::TooLong))?;
         let mut buf = [0u8; MAX_PACKET];
-        let n = encode_packet(id, Instruction::Write, &params[..1 + data.len()], &mut buf).map_err(BusError::Packet)?.len();
-        Ok(self.transact(&buf[..n], id)?.code)
+        let n = encode_packet(id, Instruction::Write, &params, &mut buf).map_err(BusError::Packet)?.len();
+        Ok(self.transact(buf.get(..n).unwrap_or(&[]), id)?.code)
     }
 
     /// SYNC WRITE (no replies).
     pub fn sync_write(&mut self, addr: u8, len: u8, items: &[(u8, &[u8])]) -> Result<(), BusError<IO::Error>> {
         let mut buf = [0u8; MAX_PACKET];
         let n = encode_sync_write(addr, len, items, &mut buf).map_err(BusError::Packet)?.len();
-        self.stats.transactions += 1;
-        self.send(&buf[..n])
+        self.stats.transactions = self.stats.transactions.wrapping_add(1);
+        self.send(buf.get(..n).unwrap_or(&[]))
     }
 
     /// SYNC READ `len` bytes at `addr` from each id into `out[k]`; returns each servo's error bits.
     pub fn sync_read<const L: usize>(&mut self, addr: u8, ids: &[u8], out: &mut [[u8; L]]) -> Result<heapless::Vec<u8, 16>, BusError<IO::Error>> {
         let mut buf = [0u8; MAX_PACKET];
-        let n = encode_sync_read(addr, L as u8, ids, &mut buf).map_err(BusError::Packet)?.len();
-        self.stats.transactions += 1;
+        let len = u8::try_from(L).map_err(|_| BusError::Packet(PacketError::TooLong))?;
+        if out.len() < ids.len() {
+            return Err(BusError::Packet(PacketError::TooLong));
+        }
+        let n = encode_sync_read(addr, len, ids, &mut buf).map_err(BusError::Packet)?.len();
+        self.stats.transactions = self.stats.transactions.wrapping_add(1);
         let mut last = BusError::Timeout { id: ids.first().copied().unwrap_or(0) };
         'attempts: for attempt in 0..=self.retries {
             if attempt > 0 {
-                self.stats.retries += 1;
+                self.stats.retries = self.stats.retries.wrapping_add(1);
             }
-            self.send(&buf[..n])?;
+            self.send(buf.get(..n).unwrap_or(&[]))?;
             let mut errors = heapless::Vec::new();
-            for (k, &id) in ids.iter().enumerate() {
+            for (slot, &id) in out.iter_mut().zip(ids) {
                 match self.receive(id) {
                     Ok(p) if p.params.len() == L => {
-                        out[k].copy_from_slice(&p.params);
+                        slot.copy_from_slice(&p.params);
                         let _ = errors.push(p.code);
                     }
                     Ok(_) => {
@@ -471,7 +490,7 @@ impl<IO: Read + Write + ReadReady, C: Clock> FeetechBus<IO, C> {
                     }
                     // The next servo answered first: this one is missing.
                     Err(BusError::UnexpectedId { expected, .. }) => {
-                        self.stats.timeouts += 1;
+                        self.stats.timeouts = self.stats.timeouts.wrapping_add(1);
                         last = BusError::Timeout { id: expected };
                         continue 'attempts;
                     }
@@ -488,10 +507,11 @@ impl<IO: Read + Write + ReadReady, C: Clock> FeetechBus<IO, C> {
 
     /// SYNC WRITE of Goal_Position to every servo (sign-magnitude; −32768 saturates to −32767).
     pub fn sync_write_goals<const N: usize>(&mut self, ids: &[u8; N], goals: &[i16; N]) -> Result<(), BusError<IO::Error>> {
-        let bytes: [[u8; 2]; N] = core::array::from_fn(|j| {
-            encode_sign_magnitude(i32::from(goals[j]).max(-32767), POSITION_SIGN_BIT).unwrap_or(0).to_le_bytes()
-        });
-        let items: [(u8, &[u8]); N] = core::array::from_fn(|j| (ids[j], &bytes[j][..]));
+        let bytes: [[u8; 2]; N] = goals.map(|g| encode_sign_magnitude(i32::from(g).max(-32767), STS3215.position_sign_bit).unwrap_or(0).to_le_bytes());
+        let mut items: heapless::Vec<(u8, &[u8]), 32> = heapless::Vec::new();
+        for (&id, b) in ids.iter().zip(&bytes) {
+            items.push((id, &b[..])).map_err(|_| BusError::Packet(PacketError::TooLong))?;
+        }
         self.sync_write(reg::GOAL_POSITION.addr, 2, &items)
     }
 
@@ -508,7 +528,7 @@ impl<IO: Read + Write + ReadReady, C: Clock> FeetechBus<IO, C> {
     /// Writes one servo's calibration to EEPROM (unlock, homing offset, limits, lock). An offset
     /// that does not fit the 11-bit sign-magnitude register is refused before anything is written.
     pub fn write_joint_calibration(&mut self, id: u8, homing_offset: i16, range_min: u16, range_max: u16) -> Result<(), BusError<IO::Error>> {
-        let off = encode_sign_magnitude(i32::from(homing_offset), HOMING_OFFSET_SIGN_BIT)
+        let off = encode_sign_magnitude(i32::from(homing_offset), STS3215.homing_offset_sign_bit)
             .ok_or(BusError::OutOfRange { id, register: reg::HOMING_OFFSET.name })?;
         self.write(id, reg::LOCK.addr, &[0])?;
         self.write_u16(id, reg::HOMING_OFFSET, off)?;
@@ -521,7 +541,10 @@ impl<IO: Read + Write + ReadReady, C: Clock> FeetechBus<IO, C> {
     /// Reads a 2-byte register as u16 (little-endian).
     pub fn read_u16(&mut self, id: u8, r: Register) -> Result<u16, BusError<IO::Error>> {
         let (d, _) = self.read(id, r.addr, 2)?;
-        Ok(u16::from_le_bytes([d[0], d[1]]))
+        match *d {
+            [lo, hi] => Ok(u16::from_le_bytes([lo, hi])),
+            _ => Err(BusError::BadReply { id }),
+        }
     }
 
     /// Writes a 2-byte register (little-endian).

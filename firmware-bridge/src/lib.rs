@@ -16,8 +16,6 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 
 pub mod bridge;
-pub mod cobs;
-pub mod crc;
 pub mod feetech;
 pub mod mcu_app;
 pub mod protocol;
@@ -36,4 +34,4 @@ pub mod simservo;
 #[cfg(feature = "std")]
 pub mod uf2;
 #[cfg(feature = "std")]
-pub mod wire;
+pub mod simwire;

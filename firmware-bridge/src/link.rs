@@ -1,7 +1,7 @@
 //! Host side of the board ↔ MCU link over a serial port: handshake, request/response matched by
 //! sequence number, timeouts and retries, automatic reconnect, link statistics.
 
-use crate::protocol::{FirmwareVersion, FrameError, FrameReceiver, HostMsg, MAX_FRAME, McuMsg, PROTOCOL_VERSION, encode_frame};
+use crate::protocol::{BootInfo, FirmwareVersion, FrameError, FrameReceiver, HostMsg, MAX_FRAME, McuMsg, PROTOCOL_VERSION, SEQ_UNKNOWN, WireError, encode_frame};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,10 @@ pub enum LinkError {
     Remote { path: String, err: crate::protocol::WireError },
     #[error("{path}: unexpected reply {reply:?} to {what}")]
     Unexpected { path: String, what: &'static str, reply: McuMsg },
+    /// The MCU restarted since the last handshake (its boot count changed, or it stopped knowing
+    /// the host). The link has handshaken again; the command was **not** repeated.
+    #[error("{path}: {} — {what} was not executed", crate::arm::reset_message(*boot))]
+    McuRestarted { path: String, what: &'static str, boot: BootInfo },
 }
 
 /// What the handshake learned.
@@ -30,6 +34,8 @@ pub struct HelloInfo {
     pub protocol: u16,
     pub firmware: FirmwareVersion,
     pub arm_id: [u8; 16],
+    /// How the MCU last booted (abnormal reasons also latch the RESET fault).
+    pub boot: BootInfo,
 }
 
 impl HelloInfo {
@@ -49,6 +55,8 @@ pub struct LinkStats {
     pub retries: u64,
     pub timeouts: u64,
     pub reconnects: u64,
+    /// MCU restarts the link noticed (boot count changed, or the MCU forgot the handshake).
+    pub mcu_restarts: u64,
     pub rtt_count: u64,
     pub rtt_sum_us: u64,
     pub rtt_min_us: u64,
@@ -154,24 +162,48 @@ impl Link {
         LinkError::Io { path: self.path.clone(), source }
     }
 
-    /// Sends `msg` and waits for the reply with the same sequence number.
+    /// Sends `msg` and waits for the reply with the same sequence number. After a reconnect the
+    /// link handshakes again: if the MCU kept running the request is repeated once (the sequence
+    /// number keeps it from executing twice); if the MCU restarted, [`LinkError::McuRestarted`]
+    /// is returned instead, so no command runs on an arm that went through its safe state
+    /// unnoticed.
     pub fn request(&mut self, msg: HostMsg, what: &'static str) -> Result<McuMsg, LinkError> {
+        self.rehandshake_if_needed(what)?;
         let reply = self.request_once(msg, what)?;
         if self.needs_hello && !matches!(msg, HostMsg::Hello { .. }) {
             // Reconnected during this request: handshake again, then repeat the request once.
-            self.needs_hello = false;
-            self.handshake()?;
+            self.rehandshake_if_needed(what)?;
             return self.request_once(msg, what);
+        }
+        if reply == McuMsg::Error(WireError::NoHandshake) && self.hello.is_some() {
+            // The MCU forgot us without the port going away: it restarted.
+            self.stats.mcu_restarts += 1;
+            let h = self.handshake()?;
+            return Err(LinkError::McuRestarted { path: self.path.clone(), what, boot: h.boot });
         }
         Ok(reply)
     }
 
-    fn request_once(&mut self, msg: HostMsg, what: &'static str) -> Result<McuMsg, LinkError> {
-        if self.needs_hello && !matches!(msg, HostMsg::Hello { .. }) {
-            self.needs_hello = false;
-            self.handshake()?;
+    fn rehandshake_if_needed(&mut self, what: &'static str) -> Result<(), LinkError> {
+        if !self.needs_hello {
+            return Ok(());
         }
-        self.seq = self.seq.wrapping_add(1) % crate::mcu_app::SEQ_UNKNOWN;
+        self.needs_hello = false;
+        let before = self.hello.map(|h| h.boot);
+        // An MCU that kept running still knows the handshake; one that restarted (even by a
+        // power cycle, which resets its boot count) answers NoHandshake.
+        let forgot = self.request_once(HostMsg::ReadState, what)? == McuMsg::Error(WireError::NoHandshake);
+        let h = self.handshake()?;
+        if forgot || before.is_some_and(|b| b != h.boot) {
+            self.stats.mcu_restarts += 1;
+            return Err(LinkError::McuRestarted { path: self.path.clone(), what, boot: h.boot });
+        }
+        Ok(())
+    }
+
+    fn request_once(&mut self, msg: HostMsg, what: &'static str) -> Result<McuMsg, LinkError> {
+        // Sequence numbers run 0..SEQ_UNKNOWN; SEQ_UNKNOWN is reserved for replies to damaged frames.
+        self.seq = self.seq.wrapping_add(1) % SEQ_UNKNOWN;
         let seq = self.seq;
         let mut buf = [0u8; MAX_FRAME];
         let frame = encode_frame(seq, &msg, &mut buf).map_err(|e| self.io_err(std::io::Error::other(e.to_string())))?.to_vec();
@@ -245,8 +277,8 @@ impl Link {
     /// Protocol handshake.
     pub fn handshake(&mut self) -> Result<HelloInfo, LinkError> {
         match self.request_once(HostMsg::Hello { protocol: PROTOCOL_VERSION }, "hello")? {
-            McuMsg::HelloAck { protocol, firmware, arm_id } => {
-                let h = HelloInfo { protocol, firmware, arm_id };
+            McuMsg::HelloAck { protocol, firmware, arm_id, boot } => {
+                let h = HelloInfo { protocol, firmware, arm_id, boot };
                 self.hello = Some(h);
                 self.needs_hello = false;
                 Ok(h)

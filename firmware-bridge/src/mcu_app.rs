@@ -1,51 +1,99 @@
 //! The MCU application: host frames in, bridge state machine, Feetech bus out. The RP2040
 //! firmware and the simulated board both run exactly this.
+//!
+//! Boot order (both): [`McuApp::new`] with the [`BootInfo`] the chip reports, then
+//! [`McuApp::start`] — read the servos' calibration and positions and put the arm in its safe state
+//! — and only then answer the host.
 
-use crate::bridge::Bridge;
-use crate::feetech::{BusError, Clock, FeetechBus, reg, status_bits};
-use crate::protocol::{ArmState, FrameReceiver, HostMsg, JOINTS, McuMsg, encode_frame, fault};
+#![deny(clippy::panic, clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
+
+use crate::bridge::{Bridge, SafeState};
+use crate::feetech::{BusError, Clock, FeetechBus, decode_sign_magnitude, reg, state_from_readings};
+use crate::protocol::{Calibration, FrameReceiver, HostMsg, JOINTS, McuMsg, SEQ_UNKNOWN, encode_frame, fault};
 use embedded_io::{Read, ReadReady, Write};
-
-/// Sequence number used for replies to frames too damaged to read a sequence number from.
-pub const SEQ_UNKNOWN: u16 = 0xFFFF;
-
-/// Decodes one sync read of registers 56..63 (position, velocity, load, voltage, temperature) from
-/// every servo, with the servos' status error bits mapped to [`fault`] flags.
-pub fn state_from_readings(data: &[[u8; 8]; JOINTS], errors: &[u8]) -> ArmState {
-    let mut st = ArmState::default();
-    for (j, d) in data.iter().enumerate() {
-        st.positions[j] = crate::feetech::decode_sign_magnitude(u16::from_le_bytes([d[0], d[1]]), 15) as i16;
-        st.loads[j] = crate::feetech::decode_sign_magnitude(u16::from_le_bytes([d[4], d[5]]), 10) as i16;
-        st.voltage_dv = st.voltage_dv.max(d[6]);
-        st.temperatures[j] = d[7];
-    }
-    for &e in errors {
-        if e & status_bits::VOLTAGE != 0 {
-            st.faults |= fault::VOLTAGE;
-        }
-        if e & status_bits::OVERHEAT != 0 {
-            st.faults |= fault::OVERHEAT;
-        }
-        if e & (status_bits::OVERCURRENT | status_bits::OVERLOAD) != 0 {
-            st.faults |= fault::OVERLOAD;
-        }
-    }
-    st
-}
+use lapa_boards::SO101;
 
 /// Bridge + servo bus + frame receiver.
 #[derive(Debug)]
 pub struct McuApp<IO, C> {
     pub bridge: Bridge,
     pub bus: FeetechBus<IO, C>,
+    /// Servo ids in joint order (the SO-101's).
     pub ids: [u8; JOINTS],
     rx: FrameReceiver,
-    pushed_calibration: bool,
 }
+
+const _: () = assert!(lapa_boards::so101::JOINTS == JOINTS, "the wire protocol carries every joint of the arm");
 
 impl<IO: Read + Write + ReadReady, C: Clock> McuApp<IO, C> {
     pub fn new(bridge: Bridge, bus: FeetechBus<IO, C>) -> Self {
-        Self { bridge, bus, ids: [1, 2, 3, 4, 5, 6], rx: FrameReceiver::new(), pushed_calibration: false }
+        Self { bridge, bus, ids: SO101.ids(), rx: FrameReceiver::new() }
+    }
+
+    /// The first thing after boot, before any host byte is read: adopt the calibration stored in
+    /// the servos (limits and offsets), read where the arm is, and put it in the safe state — torque
+    /// off, or held where it stands with torque as the servos have it. The servos keep their last
+    /// goal and torque across an MCU reset, so without this a panic or watchdog reset would leave
+    /// the arm driving toward a stale goal. Bus errors latch the BUS fault; a torque-off safe state
+    /// is still broadcast (a sync write needs no reply).
+    pub fn start(&mut self) -> Result<(), BusError<IO::Error>> {
+        let result = self.start_inner();
+        if result.is_err() {
+            self.bridge.raise(fault::BUS);
+            if self.bridge.cfg.safe_state == SafeState::TorqueOff {
+                let ids = self.ids;
+                let _ = self.bus.sync_write_torque(&ids, false);
+                let present = self.bridge.goal();
+                self.bridge.boot_safe_state(present, false);
+            }
+        }
+        result
+    }
+
+    fn start_inner(&mut self) -> Result<(), BusError<IO::Error>> {
+        let ids = self.ids;
+        if let Ok(c) = self.read_servo_calibration() {
+            // Servos with out-of-range EEPROM values keep the configured limits.
+            let _ = self.bridge.load_calibration(c);
+        }
+        let mut data = [[0u8; 8]; JOINTS];
+        let errors = self.bus.sync_read::<8>(reg::PRESENT_POSITION.addr, &ids, &mut data)?;
+        let st = state_from_readings(&data, &errors);
+        self.bridge.update_state(st);
+        match self.bridge.cfg.safe_state {
+            SafeState::TorqueOff => {
+                self.bus.sync_write_torque(&ids, false)?;
+                self.bridge.boot_safe_state(st.positions, false);
+            }
+            SafeState::Hold => {
+                let mut torque_on = false;
+                for &id in &ids {
+                    let (t, _) = self.bus.read(id, reg::TORQUE_ENABLE.addr, 1)?;
+                    torque_on |= t.first().is_some_and(|&v| v != 0);
+                }
+                self.bridge.boot_safe_state(st.positions, torque_on);
+                // Stop wherever the arm is heading: the goal becomes the present position.
+                let goal = self.bridge.goal();
+                self.bus.sync_write_goals(&ids, &goal)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The calibration stored in the servos' EEPROM (drive mode is not stored there: 0).
+    fn read_servo_calibration(&mut self) -> Result<Calibration, BusError<IO::Error>> {
+        let mut c = Calibration::default();
+        let ids = self.ids;
+        for (j, &id) in ids.iter().enumerate() {
+            let off = decode_sign_magnitude(self.bus.read_u16(id, reg::HOMING_OFFSET)?, SO101.servo.homing_offset_sign_bit);
+            let (min, max) = (self.bus.read_u16(id, reg::MIN_POSITION_LIMIT)?, self.bus.read_u16(id, reg::MAX_POSITION_LIMIT)?);
+            if let (Some(o), Some(lo), Some(hi)) = (c.homing_offset.get_mut(j), c.range_min.get_mut(j), c.range_max.get_mut(j)) {
+                *o = i16::try_from(off).unwrap_or(i16::MAX);
+                *lo = min;
+                *hi = max;
+            }
+        }
+        Ok(c)
     }
 
     /// Feeds one byte from the host. When it completes a frame, the reply frame is encoded into
@@ -76,7 +124,7 @@ impl<IO: Read + Write + ReadReady, C: Clock> McuApp<IO, C> {
                 return Err(e);
             }
         }
-        if self.bridge.calibration_dirty && !self.pushed_calibration {
+        if self.bridge.calibration_dirty {
             self.push_calibration()?;
         }
         let cmd = self.bridge.tick(now_ms);
@@ -92,8 +140,10 @@ impl<IO: Read + Write + ReadReady, C: Clock> McuApp<IO, C> {
     /// Writes a calibration received from the host into the servos' EEPROM.
     fn push_calibration(&mut self) -> Result<(), BusError<IO::Error>> {
         let c = self.bridge.calibration();
-        for j in 0..JOINTS {
-            self.bus.write_joint_calibration(self.ids[j], c.homing_offset[j], c.range_min[j], c.range_max[j])?;
+        let ids = self.ids;
+        let joints = ids.iter().zip(&c.homing_offset).zip(c.range_min.iter().zip(&c.range_max));
+        for ((&id, &off), (&lo, &hi)) in joints {
+            self.bus.write_joint_calibration(id, off, lo, hi)?;
         }
         self.bridge.calibration_dirty = false;
         Ok(())

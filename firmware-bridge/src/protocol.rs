@@ -1,133 +1,32 @@
-//! The board ↔ MCU wire protocol: one definition shared by the host and the firmware.
+//! The board ↔ MCU codec: the message types of [`lapa_wire`] (re-exported here) in frames.
 //!
 //! A frame is `COBS( postcard(Frame { seq, msg }) ‖ CRC32_LE(postcard bytes) ) ‖ 0x00`. See
-//! `PROTOCOL.md` for the byte layout with golden examples. Buffers are sized at compile time from
-//! postcard's `MaxSize`.
+//! `PROTOCOL.md` for the byte layout with golden examples.
+//!
+//! Encoding is postcard's own flavors stacked — [`CrcModifier`] (CRC-32/ISO-HDLC from the `crc`
+//! crate, appended little-endian) over [`Cobs`] over a [`Slice`] — which produce exactly the bytes
+//! of the protocol's golden frames. Decoding streams every byte through the same `cobs` crate's
+//! [`DecoderState`] into a fixed buffer, checks the CRC over the whole payload **before** anything
+//! is deserialised, and then refuses trailing bytes. postcard's `CobsAccumulator` is not used:
+//! it deserialises without a CRC, and its `from_bytes_crc32` checks the CRC only over the bytes the
+//! message happened to consume, after parsing them, which reports junk-padded frames as CRC errors
+//! and gives no typed overflow.
 
-use crate::cobs::{self, CobsError};
-use crate::crc::crc32;
-use postcard::experimental::max_size::MaxSize;
+#![deny(clippy::panic, clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
+
+pub use lapa_wire::*;
+
+use cobs::{DecodeResult, DecoderState};
+use postcard::ser_flavors::crc::CrcModifier;
+use postcard::ser_flavors::{Cobs, Slice};
 use serde::{Deserialize, Serialize};
 
-/// Protocol version; the handshake refuses a mismatch.
-pub const PROTOCOL_VERSION: u16 = 1;
-/// Joints of an SO-101-class arm.
-pub const JOINTS: usize = 6;
+/// The frame checksum: CRC-32/ISO-HDLC (IEEE 802.3, zlib): reflected polynomial 0xEDB88320, init
+/// and final XOR 0xFFFFFFFF.
+pub const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
 
-/// Servo positions in raw counts (4096 per turn), signed after homing offset.
-pub type Positions = [i16; JOINTS];
-
-/// Firmware version reported in the handshake.
-#[derive(Serialize, Deserialize, MaxSize, Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FirmwareVersion {
-    pub major: u8,
-    pub minor: u8,
-    pub patch: u8,
-}
-
-/// Per-joint calibration as stored in the servos' EEPROM (LeRobot's calibration file fields).
-#[derive(Serialize, Deserialize, MaxSize, Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Calibration {
-    pub homing_offset: [i16; JOINTS],
-    pub range_min: [u16; JOINTS],
-    pub range_max: [u16; JOINTS],
-    pub drive_mode: [u8; JOINTS],
-}
-
-/// Latched fault flags (bit set).
-pub mod fault {
-    /// No valid frame from the host within the watchdog timeout.
-    pub const WATCHDOG: u16 = 1 << 0;
-    /// A servo did not answer on the bus.
-    pub const BUS: u16 = 1 << 1;
-    /// A servo reported input voltage out of range.
-    pub const VOLTAGE: u16 = 1 << 2;
-    /// A servo reported overheating.
-    pub const OVERHEAT: u16 = 1 << 3;
-    /// A servo reported overcurrent or overload.
-    pub const OVERLOAD: u16 = 1 << 4;
-}
-
-/// Snapshot of the arm.
-#[derive(Serialize, Deserialize, MaxSize, Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ArmState {
-    pub positions: Positions,
-    pub loads: [i16; JOINTS],
-    pub temperatures: [u8; JOINTS],
-    /// Supply voltage in decivolts.
-    pub voltage_dv: u8,
-    /// Latched [`fault`] flags.
-    pub faults: u16,
-    pub torque: bool,
-    /// True while the watchdog (or a `Hold`) keeps the arm at its last position.
-    pub holding: bool,
-}
-
-/// Host → MCU.
-#[derive(Serialize, Deserialize, MaxSize, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostMsg {
-    Hello { protocol: u16 },
-    /// Absolute goal positions for all joints.
-    SetTargets { targets: Positions },
-    ReadState,
-    Torque { on: bool },
-    /// Stop at the current position.
-    Hold,
-    Heartbeat,
-    ReadCalibration,
-    WriteCalibration(Calibration),
-    ClearFaults,
-}
-
-/// Typed wire errors reported by the MCU.
-#[derive(Serialize, Deserialize, MaxSize, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WireError {
-    /// A frame arrived with a bad CRC.
-    Crc,
-    /// A frame could not be COBS-decoded.
-    Cobs,
-    /// A frame's payload was not a valid message.
-    Decode,
-    /// A frame exceeded the receive buffer.
-    Overflow,
-    /// The host speaks another protocol version.
-    ProtocolMismatch { host: u16, mcu: u16 },
-    /// A command came before the handshake.
-    NoHandshake,
-    /// Motion refused while faults are latched (clear them first).
-    Faulted { flags: u16 },
-    /// A servo did not answer.
-    BusTimeout { id: u8 },
-    /// A calibration value does not fit the servo registers (homing offset beyond ±2047).
-    InvalidCalibration { joint: u8 },
-}
-
-/// MCU → host.
-#[derive(Serialize, Deserialize, MaxSize, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum McuMsg {
-    HelloAck { protocol: u16, firmware: FirmwareVersion, arm_id: [u8; 16] },
-    /// Command accepted. `clamped` has bit j set when joint j's target was clamped to its limits.
-    Ack { clamped: u8 },
-    State(ArmState),
-    Calibration(Calibration),
-    Error(WireError),
-}
-
-/// A message with its sequence number. Replies carry the sequence number of the request.
-#[derive(Serialize, Deserialize, MaxSize, Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Frame<M> {
-    pub seq: u16,
-    pub msg: M,
-}
-
-/// Largest postcard payload of either direction.
-pub const MAX_PAYLOAD: usize = max(Frame::<HostMsg>::POSTCARD_MAX_SIZE, Frame::<McuMsg>::POSTCARD_MAX_SIZE);
-/// Largest frame on the wire, delimiter included.
-pub const MAX_FRAME: usize = cobs::max_encoded_len(MAX_PAYLOAD + 4) + 1;
-
-const fn max(a: usize, b: usize) -> usize {
-    if a > b { a } else { b }
-}
+/// Largest decoded frame body: payload and CRC.
+const MAX_BODY: usize = MAX_PAYLOAD + CRC_LEN;
 
 /// Why a frame was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,31 +72,31 @@ impl core::fmt::Display for FrameError {
 
 /// Encodes a frame into `out` (delimiter included) and returns its bytes.
 pub fn encode_frame<'a, M: Serialize>(seq: u16, msg: &M, out: &'a mut [u8]) -> Result<&'a [u8], FrameError> {
-    let mut raw = [0u8; MAX_PAYLOAD + 4];
-    let n = postcard::to_slice(&Frame { seq, msg }, &mut raw[..MAX_PAYLOAD]).map_err(|_| FrameError::Buffer)?.len();
-    let crc = crc32(&raw[..n]);
-    raw[n..n + 4].copy_from_slice(&crc.to_le_bytes());
-    let m = cobs::encode(&raw[..n + 4], out).map_err(|_| FrameError::Buffer)?;
-    if m >= out.len() {
-        return Err(FrameError::Buffer);
-    }
-    out[m] = 0;
-    Ok(&out[..m + 1])
+    let cobs = Cobs::try_new(Slice::new(out)).map_err(|_| FrameError::Buffer)?;
+    let bytes = postcard::serialize_with_flavor(&Frame { seq, msg }, CrcModifier::new(cobs, CRC32.digest())).map_err(|_| FrameError::Buffer)?;
+    Ok(bytes)
 }
 
 /// Decodes one frame body (the bytes between delimiters, without the 0x00).
 pub fn decode_frame<M: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<Frame<M>, FrameError> {
-    let mut raw = [0u8; MAX_FRAME];
-    let n = cobs::decode(body, &mut raw).map_err(|e| match e {
-        CobsError::Overflow => FrameError::Overflow,
-        CobsError::Malformed => FrameError::Cobs,
-    })?;
-    if n < 5 {
-        return Err(FrameError::TooShort);
+    let mut rx = FrameReceiver::new();
+    if body.contains(&0) {
+        return Err(FrameError::Cobs);
     }
-    let (payload, tail) = raw[..n].split_at(n - 4);
-    let expected = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
-    let found = crc32(payload);
+    for &b in body {
+        // Non-zero bytes never complete a frame.
+        let _ = rx.push::<M>(b);
+    }
+    rx.push::<M>(0).unwrap_or(Err(FrameError::TooShort))
+}
+
+/// Checks the CRC of a decoded body, then deserialises the payload in front of it.
+fn check_and_decode<M: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<Frame<M>, FrameError> {
+    let split = body.len().checked_sub(CRC_LEN).filter(|&n| n > 0).ok_or(FrameError::TooShort)?;
+    let (payload, tail) = body.split_at_checked(split).ok_or(FrameError::TooShort)?;
+    let tail: [u8; CRC_LEN] = tail.try_into().map_err(|_| FrameError::TooShort)?;
+    let expected = u32::from_le_bytes(tail);
+    let found = CRC32.checksum(payload);
     if expected != found {
         return Err(FrameError::Crc { expected, found });
     }
@@ -208,17 +107,22 @@ pub fn decode_frame<M: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<Frame<M
     Ok(frame)
 }
 
-/// Streaming receiver: feed bytes as they arrive, get frames (or typed errors) out.
+/// Streaming receiver: feed bytes as they arrive, get frames (or typed errors) out. COBS is
+/// decoded on the fly into a buffer the size of the largest frame body; after an error the rest
+/// of the frame is discarded up to the next delimiter.
 #[derive(Debug)]
 pub struct FrameReceiver {
-    buf: [u8; MAX_FRAME],
+    buf: [u8; MAX_BODY],
     len: usize,
-    overflowed: bool,
+    state: DecoderState,
+    /// A non-zero byte arrived since the last delimiter.
+    started: bool,
+    error: Option<FrameError>,
 }
 
 impl Default for FrameReceiver {
     fn default() -> Self {
-        Self { buf: [0; MAX_FRAME], len: 0, overflowed: false }
+        Self { buf: [0; MAX_BODY], len: 0, state: DecoderState::Idle, started: false, error: None }
     }
 }
 
@@ -230,24 +134,39 @@ impl FrameReceiver {
     /// Feeds one byte; returns a result when a delimiter completes a frame. Empty frames (two
     /// delimiters in a row, used to resynchronise) are skipped.
     pub fn push<M: for<'de> Deserialize<'de>>(&mut self, byte: u8) -> Option<Result<Frame<M>, FrameError>> {
-        if byte != 0 {
-            if self.len < MAX_FRAME {
-                self.buf[self.len] = byte;
-                self.len += 1;
-            } else {
-                self.overflowed = true;
+        let step = self.state.feed(byte);
+        if byte == 0 {
+            let (len, started, error) = (self.len, self.started, self.error.take());
+            self.len = 0;
+            self.started = false;
+            self.state = DecoderState::Idle;
+            if let Some(e) = error {
+                return Some(Err(e));
             }
+            if !started {
+                return None;
+            }
+            return Some(match (step, self.buf.get(..len)) {
+                (Ok(DecodeResult::DataComplete), Some(body)) => check_and_decode(body),
+                _ => Err(FrameError::Cobs),
+            });
+        }
+        self.started = true;
+        if self.error.is_some() {
             return None;
         }
-        let (len, overflowed) = (self.len, self.overflowed);
-        self.len = 0;
-        self.overflowed = false;
-        if overflowed {
-            return Some(Err(FrameError::Overflow));
+        match step {
+            Ok(DecodeResult::DataContinue(b)) => match self.buf.get_mut(self.len) {
+                Some(slot) => {
+                    *slot = b;
+                    self.len = self.len.saturating_add(1);
+                }
+                None => self.error = Some(FrameError::Overflow),
+            },
+            Ok(DecodeResult::NoData) => {}
+            // Only a delimiter completes or breaks a COBS block.
+            Ok(DecodeResult::DataComplete) | Err(_) => self.error = Some(FrameError::Cobs),
         }
-        if len == 0 {
-            return None;
-        }
-        Some(decode_frame(&self.buf[..len]))
+        None
     }
 }

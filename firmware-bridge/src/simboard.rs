@@ -6,9 +6,9 @@
 use crate::bridge::{Bridge, BridgeConfig};
 use crate::feetech::FeetechBus;
 use crate::mcu_app::McuApp;
-use crate::protocol::MAX_FRAME;
+use crate::protocol::{BootInfo, MAX_FRAME, ResetReason};
 use crate::simservo::SimBus;
-use crate::wire::{SharedBus, SimWire, StdClock};
+use crate::simwire::{SharedBus, SimWire, StdClock};
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -51,11 +51,33 @@ pub struct SimBoard {
     /// fault-injection accounting.
     pub executed: Arc<std::sync::Mutex<Vec<crate::protocol::Positions>>>,
     pub watchdog_trips: Arc<std::sync::atomic::AtomicU32>,
+    /// Bridge mode: how the simulated MCU last booted.
+    pub boot: Arc<std::sync::Mutex<BootInfo>>,
+    resets: mpsc::Sender<ResetReason>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl SimBoard {
+    /// Bridge mode: restarts the simulated MCU as a panic or a hardware-watchdog reset would — the
+    /// firmware state is lost, the servos keep their torque and goal, the new boot runs
+    /// [`McuApp::start`] (safe state) before it reads the host again. The pty stays open, as a
+    /// UART-attached MCU's would. Returns once the new boot is serving.
+    pub fn reset_mcu(&self, reason: ResetReason) -> std::io::Result<BootInfo> {
+        let before = self.boot.lock().map(|b| b.count).unwrap_or(0);
+        self.resets.send(reason).map_err(|_| std::io::Error::other("the simulated board has stopped"))?;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(b) = self.boot.lock()
+                && b.count != before
+            {
+                return Ok(*b);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Err(std::io::Error::other("the simulated MCU did not come back within 5 s"))
+    }
+
     /// Stops serving and closes the pty (clients see the port disappear).
     pub fn stop(mut self) {
         self.shutdown();
@@ -114,7 +136,11 @@ pub fn start(opts: SimOptions) -> std::io::Result<SimBoard> {
     });
     let executed = Arc::new(std::sync::Mutex::new(Vec::new()));
     let watchdog_trips = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let (executed2, trips2) = (executed.clone(), watchdog_trips.clone());
+    let boot = Arc::new(std::sync::Mutex::new(BootInfo { count: 1, reason: ResetReason::PowerOn }));
+    let (resets, reset_rx) = mpsc::channel::<ResetReason>();
+    let (executed2, trips2, boot2) = (executed.clone(), watchdog_trips.clone(), boot.clone());
+    // Refuse a bad configuration here rather than in the serving thread.
+    opts.bridge.validate().map_err(|e| std::io::Error::other(format!("bridge configuration: {e}")))?;
     let bus2 = bus.clone();
     let stop2 = stop.clone();
     let link = opts.link.clone();
@@ -123,13 +149,13 @@ pub fn start(opts: SimOptions) -> std::io::Result<SimBoard> {
         let _slave = slave;
         match opts.mode {
             Mode::Feetech => serve_feetech(&bus2, &rx, &mut writer, &stop2, opts.baud),
-            Mode::Bridge => serve_bridge(&bus2, &rx, &mut writer, &stop2, &opts, &executed2, &trips2),
+            Mode::Bridge => serve_bridge(&bus2, &rx, &mut writer, &stop2, &opts, &Shared { executed: &executed2, trips: &trips2, boot: &boot2, resets: &reset_rx }),
         }
         if let Some(l) = link {
             let _ = std::fs::remove_file(l);
         }
     });
-    Ok(SimBoard { path, bus, executed, watchdog_trips, stop, thread: Some(thread) })
+    Ok(SimBoard { path, bus, executed, watchdog_trips, boot, resets, stop, thread: Some(thread) })
 }
 
 fn wire_time(bytes: usize, baud: u32) -> Duration {
@@ -160,33 +186,54 @@ fn serve_feetech(bus: &SharedBus, rx: &mpsc::Receiver<Vec<u8>>, out: &mut std::f
     }
 }
 
-fn serve_bridge(
-    bus: &SharedBus,
-    rx: &mpsc::Receiver<Vec<u8>>,
-    out: &mut std::fs::File,
-    stop: &AtomicBool,
-    opts: &SimOptions,
-    executed: &std::sync::Mutex<Vec<crate::protocol::Positions>>,
-    trips: &std::sync::atomic::AtomicU32,
-) {
-    let clock = StdClock::default();
+/// What the bridge-serving thread shares with the [`SimBoard`] handle.
+struct Shared<'a> {
+    executed: &'a std::sync::Mutex<Vec<crate::protocol::Positions>>,
+    trips: &'a std::sync::atomic::AtomicU32,
+    boot: &'a std::sync::Mutex<BootInfo>,
+    resets: &'a mpsc::Receiver<ResetReason>,
+}
+
+type SimApp = McuApp<SimWire, StdClock>;
+
+/// Boots the simulated MCU: new state machine, then the safe state, as the firmware does.
+fn boot_app(bus: &SharedBus, cfg: BridgeConfig, now_ms: u64, boot: BootInfo) -> Option<SimApp> {
+    let bridge = Bridge::new(cfg, now_ms, boot).ok()?;
+    let mut app = McuApp::new(bridge, FeetechBus::new(SimWire::new(bus.clone()), StdClock::default()));
+    // A bus error is latched as the BUS fault and reported to the host.
+    let _ = app.start();
+    Some(app)
+}
+
+fn serve_bridge(bus: &SharedBus, rx: &mpsc::Receiver<Vec<u8>>, out: &mut std::fs::File, stop: &AtomicBool, opts: &SimOptions, shared: &Shared<'_>) {
     let start = Instant::now();
-    let now_ms = || start.elapsed().as_millis() as u64;
-    let mut app = McuApp::new(Bridge::new(opts.bridge, 0), FeetechBus::new(SimWire::new(bus.clone()), clock));
+    let now_ms = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut boot = BootInfo { count: 1, reason: ResetReason::PowerOn };
+    // The configuration was validated by `start`.
+    let Some(mut app) = boot_app(bus, opts.bridge, now_ms(), boot) else { return };
     let tick = Duration::from_micros(1_000_000 / u64::from(opts.tick_hz.max(1)));
     let mut next_tick = Instant::now();
     let mut last = Instant::now();
     let mut frame = [0u8; MAX_FRAME];
     while !stop.load(Ordering::SeqCst) {
+        if let Ok(reason) = shared.resets.try_recv() {
+            boot = BootInfo { count: boot.count.saturating_add(1), reason };
+            let Some(a) = boot_app(bus, opts.bridge, now_ms(), boot) else { return };
+            app = a;
+            if let Ok(mut b) = shared.boot.lock() {
+                *b = boot;
+            }
+        }
         let wait = next_tick.saturating_duration_since(Instant::now()).min(Duration::from_millis(1));
         if let Ok(data) = rx.recv_timeout(wait) {
             for b in data {
                 let before = app.bridge.stats.targets_executed;
                 let reply = app.on_host_byte(b, now_ms(), &mut frame);
                 if app.bridge.stats.targets_executed != before
-                    && let Ok(mut log) = executed.lock() {
-                        log.push(app.bridge.target());
-                    }
+                    && let Ok(mut log) = shared.executed.lock()
+                {
+                    log.push(app.bridge.target());
+                }
                 if let Some(reply) = reply {
                     let _ = out.write_all(reply);
                     let _ = out.flush();
@@ -198,7 +245,7 @@ fn serve_bridge(
             bus.lock().advance((now - last).as_secs_f32());
             last = now;
             let _ = app.servo_tick(now_ms());
-            trips.store(app.bridge.stats.watchdog_trips, Ordering::SeqCst);
+            shared.trips.store(app.bridge.stats.watchdog_trips, Ordering::SeqCst);
             next_tick += tick;
             if next_tick < Instant::now() {
                 next_tick = Instant::now() + tick;

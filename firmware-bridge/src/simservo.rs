@@ -3,9 +3,7 @@
 //! error bits. Speaks the real packet protocol: feed it instruction bytes, get status bytes back.
 
 use crate::feetech::{Instruction, Packet, PacketParser, checksum, decode_sign_magnitude, encode_sign_magnitude, reg, status_bits};
-
-/// STS3215 model number (register 3).
-pub const STS3215_MODEL: u16 = 777;
+use lapa_boards::STS3215;
 
 /// One simulated servo.
 #[derive(Debug, Clone)]
@@ -28,12 +26,12 @@ impl SimServo {
         let mut regs = [0u8; 256];
         regs[reg::FIRMWARE_MAJOR.addr as usize] = 3;
         regs[reg::FIRMWARE_MINOR.addr as usize] = 10;
-        regs[3..5].copy_from_slice(&STS3215_MODEL.to_le_bytes());
+        regs[3..5].copy_from_slice(&STS3215.model_number.to_le_bytes());
         regs[reg::ID.addr as usize] = id;
         regs[reg::RETURN_DELAY.addr as usize] = 0;
         regs[reg::RESPONSE_STATUS_LEVEL.addr as usize] = 1;
         regs[9..11].copy_from_slice(&0u16.to_le_bytes());
-        regs[11..13].copy_from_slice(&4095u16.to_le_bytes());
+        regs[11..13].copy_from_slice(&STS3215.max_count().to_le_bytes());
         regs[reg::MAX_TEMPERATURE_LIMIT.addr as usize] = 70;
         regs[reg::MAX_VOLTAGE_LIMIT.addr as usize] = 140;
         regs[reg::MIN_VOLTAGE_LIMIT.addr as usize] = 40;
@@ -56,7 +54,7 @@ impl SimServo {
     }
 
     pub fn homing_offset(&self) -> i32 {
-        decode_sign_magnitude(self.u16_at(reg::HOMING_OFFSET.addr), 11)
+        decode_sign_magnitude(self.u16_at(reg::HOMING_OFFSET.addr), STS3215.homing_offset_sign_bit)
     }
 
     pub fn torque(&self) -> bool {
@@ -65,7 +63,7 @@ impl SimServo {
 
     /// Goal in shaft counts: Goal_Position is in the offset frame (Present = Actual − Offset).
     fn goal_actual(&self) -> f32 {
-        let goal = decode_sign_magnitude(self.u16_at(reg::GOAL_POSITION.addr), 15);
+        let goal = decode_sign_magnitude(self.u16_at(reg::GOAL_POSITION.addr), STS3215.position_sign_bit);
         let min = i32::from(self.u16_at(reg::MIN_POSITION_LIMIT.addr));
         let max = i32::from(self.u16_at(reg::MAX_POSITION_LIMIT.addr));
         (goal.clamp(min, max.max(min)) + self.homing_offset()) as f32
@@ -81,7 +79,7 @@ impl SimServo {
         if self.temperature > self.regs[reg::MAX_TEMPERATURE_LIMIT.addr as usize] {
             e |= status_bits::OVERHEAT;
         }
-        let goal = decode_sign_magnitude(self.u16_at(reg::GOAL_POSITION.addr), 15);
+        let goal = decode_sign_magnitude(self.u16_at(reg::GOAL_POSITION.addr), STS3215.position_sign_bit);
         let min = i32::from(self.u16_at(reg::MIN_POSITION_LIMIT.addr));
         let max = i32::from(self.u16_at(reg::MAX_POSITION_LIMIT.addr));
         if self.torque() && (goal < min || goal > max) {
@@ -104,7 +102,7 @@ impl SimServo {
     /// Writes the read-only "present" registers from the simulated state.
     fn refresh(&mut self) {
         let present = self.actual.round() as i32 - self.homing_offset();
-        let raw = encode_sign_magnitude(present.clamp(-32767, 32767), 15).unwrap_or(0);
+        let raw = encode_sign_magnitude(present.clamp(-32767, 32767), STS3215.position_sign_bit).unwrap_or(0);
         self.regs[56..58].copy_from_slice(&raw.to_le_bytes());
         let moving = self.torque() && (self.goal_actual() - self.actual).abs() > 1.0;
         let load: u16 = if moving { 120 } else { 8 };

@@ -1,18 +1,26 @@
-//! The bridge state machine with a mock clock: watchdog timing, limits against a hostile host,
-//! retransmissions, handshake, fault latching, interpolation; and the whole MCU app over simulated
-//! servos.
+//! The bridge state machine with a mock clock: watchdog timing, every host message against a
+//! hostile host, calibration validation, retransmissions, handshake, fault latching,
+//! interpolation; the whole MCU app over simulated servos, its boot into the safe state after a
+//! reset, and random and mutated frames into it.
 
-use lapa_bridge::bridge::{Bridge, BridgeConfig, TimeoutAction};
-use lapa_bridge::feetech::{Clock, FeetechBus};
+use lapa_bridge::bridge::{Bridge, BridgeConfig, ConfigError, SafeState};
+use lapa_bridge::feetech::{Clock, FeetechBus, decode_sign_magnitude};
+use proptest::strategy::ValueTree;
 use lapa_bridge::mcu_app::McuApp;
 use lapa_bridge::protocol::*;
 use lapa_bridge::simservo::SimBus;
-use lapa_bridge::wire::{SharedBus, SimWire};
+use lapa_bridge::simwire::{SharedBus, SimWire};
 use proptest::prelude::*;
+
+const POWER_ON: BootInfo = BootInfo { count: 1, reason: ResetReason::PowerOn };
+
+fn bridge(cfg: BridgeConfig) -> Bridge {
+    Bridge::new(cfg, 0, POWER_ON).expect("valid configuration")
+}
 
 fn hello(b: &mut Bridge, now: u64) {
     let r = b.on_frame(&Frame { seq: 1, msg: HostMsg::Hello { protocol: PROTOCOL_VERSION } }, now);
-    assert!(matches!(r, McuMsg::HelloAck { protocol: PROTOCOL_VERSION, .. }));
+    assert!(matches!(r, McuMsg::HelloAck { protocol: PROTOCOL_VERSION, .. }), "{r:?}");
 }
 
 fn cfg() -> BridgeConfig {
@@ -23,22 +31,39 @@ fn present(p: i16) -> ArmState {
     ArmState { positions: [p; 6], ..ArmState::default() }
 }
 
+fn calibration(min: u16, max: u16) -> Calibration {
+    Calibration { homing_offset: [0; 6], range_min: [min; 6], range_max: [max; 6], drive_mode: [0; 6] }
+}
+
+#[test]
+fn configurations_that_would_break_the_invariants_are_refused() {
+    assert!(BridgeConfig::default().validate().is_ok());
+    let inverted = BridgeConfig { min: [1000, 1000, 3000, 1000, 1000, 1000], max: [3000, 3000, 1000, 3000, 3000, 3000], ..cfg() };
+    assert_eq!(Bridge::new(inverted, 0, POWER_ON).err(), Some(ConfigError::Limits { joint: 2 }));
+    assert_eq!(BridgeConfig { max: [3000, 3000, 3000, 3000, 5000, 3000], ..cfg() }.validate(), Err(ConfigError::Limits { joint: 4 }));
+    assert_eq!(BridgeConfig { max_step: [10, 0, 10, 10, 10, 10], ..cfg() }.validate(), Err(ConfigError::MaxStep { joint: 1 }));
+    assert_eq!(BridgeConfig { max_step: [-5; 6], ..cfg() }.validate(), Err(ConfigError::MaxStep { joint: 0 }));
+    assert_eq!(BridgeConfig { timeout_ms: 0, ..cfg() }.validate(), Err(ConfigError::Timeout));
+}
+
 #[test]
 fn commands_need_a_handshake_and_matching_protocol() {
-    let mut b = Bridge::new(cfg(), 0);
+    let mut b = bridge(cfg());
     assert_eq!(b.on_frame(&Frame { seq: 1, msg: HostMsg::Torque { on: true } }, 0), McuMsg::Error(WireError::NoHandshake));
     assert_eq!(
-        b.on_frame(&Frame { seq: 2, msg: HostMsg::Hello { protocol: 99 } }, 0),
-        McuMsg::Error(WireError::ProtocolMismatch { host: 99, mcu: PROTOCOL_VERSION })
+        b.on_frame(&Frame { seq: 2, msg: HostMsg::Hello { protocol: 1 } }, 0),
+        McuMsg::Error(WireError::ProtocolMismatch { host: 1, mcu: PROTOCOL_VERSION })
     );
     hello(&mut b, 0);
     assert_eq!(b.on_frame(&Frame { seq: 3, msg: HostMsg::Torque { on: true } }, 0), McuMsg::Ack { clamped: 0 });
+    // The sequence number reserved for replies to damaged frames is refused.
+    assert_eq!(b.on_frame(&Frame { seq: SEQ_UNKNOWN, msg: HostMsg::Hold }, 0), McuMsg::Error(WireError::ReservedSequence));
 }
 
 #[test]
 fn watchdog_holds_within_the_timeout() {
     for timeout in [20u32, 100, 250] {
-        let mut b = Bridge::new(BridgeConfig { timeout_ms: timeout, max_step: [2; 6], ..cfg() }, 0);
+        let mut b = bridge(BridgeConfig { timeout_ms: timeout, max_step: [2; 6], ..cfg() });
         hello(&mut b, 0);
         b.update_state(present(2000));
         b.on_frame(&Frame { seq: 2, msg: HostMsg::Torque { on: true } }, 0);
@@ -71,7 +96,7 @@ fn watchdog_holds_within_the_timeout() {
 
 #[test]
 fn heartbeats_keep_the_watchdog_quiet_but_bad_frames_do_not() {
-    let mut b = Bridge::new(cfg(), 0);
+    let mut b = bridge(cfg());
     hello(&mut b, 0);
     b.on_frame(&Frame { seq: 2, msg: HostMsg::Torque { on: true } }, 0);
     for k in 0..50u64 {
@@ -90,7 +115,7 @@ fn heartbeats_keep_the_watchdog_quiet_but_bad_frames_do_not() {
 
 #[test]
 fn torque_off_on_timeout_when_configured() {
-    let mut b = Bridge::new(BridgeConfig { on_timeout: TimeoutAction::TorqueOff, ..cfg() }, 0);
+    let mut b = bridge(BridgeConfig { safe_state: SafeState::TorqueOff, ..cfg() });
     hello(&mut b, 0);
     b.on_frame(&Frame { seq: 2, msg: HostMsg::Torque { on: true } }, 0);
     let mut off_at = None;
@@ -107,7 +132,7 @@ fn torque_off_on_timeout_when_configured() {
 
 #[test]
 fn retransmitted_commands_execute_once() {
-    let mut b = Bridge::new(cfg(), 0);
+    let mut b = bridge(cfg());
     hello(&mut b, 0);
     let f = Frame { seq: 7, msg: HostMsg::SetTargets { targets: [1200; 6] } };
     let r1 = b.on_frame(&f, 1);
@@ -119,19 +144,75 @@ fn retransmitted_commands_execute_once() {
 
 #[test]
 fn calibration_with_an_overflowing_offset_is_refused() {
-    let mut b = Bridge::new(cfg(), 0);
+    let mut b = bridge(cfg());
     hello(&mut b, 0);
-    let bad = Calibration { homing_offset: [0, 0, 2048, 0, 0, 0], range_min: [0; 6], range_max: [4095; 6], drive_mode: [0; 6] };
-    assert_eq!(b.on_frame(&Frame { seq: 2, msg: HostMsg::WriteCalibration(bad) }, 0), McuMsg::Error(WireError::InvalidCalibration { joint: 2 }));
+    let bad = Calibration { homing_offset: [0, 0, 2048, 0, 0, 0], ..calibration(0, 4095) };
+    assert_eq!(
+        b.on_frame(&Frame { seq: 2, msg: HostMsg::WriteCalibration(bad) }, 0),
+        McuMsg::Error(WireError::InvalidCalibration { joint: 2, field: CalibrationField::HomingOffset })
+    );
     assert!(!b.calibration_dirty, "nothing is queued for the servos");
     let good = Calibration { homing_offset: [-2047, 0, 2047, 0, 0, 0], ..bad };
     assert_eq!(b.on_frame(&Frame { seq: 3, msg: HostMsg::WriteCalibration(good) }, 0), McuMsg::Ack { clamped: 0 });
     assert!(b.calibration_dirty);
 }
 
+/// The defect this suite was written for: an inverted or out-of-range calibration used to reach
+/// `clamp(min, max)` with `min > max` and panic the MCU with torque on. Every such calibration is
+/// refused with the field named, nothing changes, and the arm keeps holding and ticking.
+#[test]
+fn inverted_and_out_of_range_calibrations_are_refused_and_the_arm_keeps_holding() {
+    let mut b = bridge(cfg());
+    hello(&mut b, 0);
+    b.update_state(present(2000));
+    b.on_frame(&Frame { seq: 2, msg: HostMsg::Torque { on: true } }, 0);
+    b.on_frame(&Frame { seq: 3, msg: HostMsg::Hold }, 0);
+    let before = (b.limits(), b.calibration(), b.goal(), b.target(), b.torque());
+    let mut inverted = calibration(1000, 3000);
+    inverted.range_min[4] = 3000;
+    inverted.range_max[4] = 1000;
+    let mut too_big = calibration(1000, 3000);
+    too_big.range_max[1] = 40_000; // above the servo's 4095 (and above i16::MAX)
+    let mut too_big_min = calibration(1000, 3000);
+    too_big_min.range_min[0] = 32_768;
+    let mut empty = calibration(1000, 3000);
+    empty.range_min[3] = 2048;
+    empty.range_max[3] = 2048;
+    let mut drive = calibration(1000, 3000);
+    drive.drive_mode[5] = 7;
+    let cases = [
+        (inverted, 4, CalibrationField::Range),
+        (too_big, 1, CalibrationField::RangeMax),
+        (too_big_min, 0, CalibrationField::RangeMin),
+        (empty, 3, CalibrationField::Range),
+        (drive, 5, CalibrationField::DriveMode),
+    ];
+    for (k, (c, joint, field)) in cases.into_iter().enumerate() {
+        let reply = b.on_frame(&Frame { seq: 10 + k as u16, msg: HostMsg::WriteCalibration(c) }, 1);
+        assert_eq!(reply, McuMsg::Error(WireError::InvalidCalibration { joint, field }), "case {k}");
+        assert_eq!((b.limits(), b.calibration(), b.goal(), b.target(), b.torque()), before, "case {k} changed state");
+        assert!(!b.calibration_dirty);
+        let cmd = b.tick(2);
+        assert!(cmd.torque && b.holding(), "still holding with torque on");
+        assert_eq!(cmd.goal, [2000; 6]);
+    }
+    // A valid calibration is refused too while torque is on: new limits under a moving arm.
+    assert_eq!(
+        b.on_frame(&Frame { seq: 30, msg: HostMsg::WriteCalibration(calibration(1500, 2500)) }, 3),
+        McuMsg::Error(WireError::TorqueOn)
+    );
+    assert_eq!(b.limits(), before.0);
+    // With torque off it is taken, and the goal moves inside the new limits.
+    b.on_frame(&Frame { seq: 31, msg: HostMsg::Torque { on: false } }, 3);
+    b.update_state(present(1200));
+    assert_eq!(b.on_frame(&Frame { seq: 32, msg: HostMsg::WriteCalibration(calibration(1500, 2500)) }, 3), McuMsg::Ack { clamped: 0 });
+    assert_eq!(b.limits(), ([1500; 6], [2500; 6]));
+    assert_eq!(b.goal(), [1500; 6]);
+}
+
 #[test]
 fn engaging_torque_starts_at_the_present_position() {
-    let mut b = Bridge::new(cfg(), 0);
+    let mut b = bridge(cfg());
     hello(&mut b, 0);
     b.update_state(present(1777));
     b.on_frame(&Frame { seq: 2, msg: HostMsg::Torque { on: true } }, 0);
@@ -139,41 +220,145 @@ fn engaging_torque_starts_at_the_present_position() {
     assert_eq!(cmd.goal, [1777; 6]);
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+#[test]
+fn an_abnormal_boot_latches_reset_and_reports_it_in_the_handshake() {
+    let boot = BootInfo { count: 4, reason: ResetReason::Panic };
+    let mut b = Bridge::new(cfg(), 0, boot).expect("valid");
+    assert_eq!(b.faults(), fault::RESET);
+    match b.on_frame(&Frame { seq: 1, msg: HostMsg::Hello { protocol: PROTOCOL_VERSION } }, 0) {
+        McuMsg::HelloAck { boot: got, .. } => assert_eq!(got, boot),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(b.on_frame(&Frame { seq: 2, msg: HostMsg::Torque { on: true } }, 0), McuMsg::Error(WireError::Faulted { flags: fault::RESET }));
+    assert_eq!(b.on_frame(&Frame { seq: 3, msg: HostMsg::ClearFaults }, 0), McuMsg::Ack { clamped: 0 });
+    assert_eq!(b.on_frame(&Frame { seq: 4, msg: HostMsg::Torque { on: true } }, 0), McuMsg::Ack { clamped: 0 });
+    // A clean power-on latches nothing.
+    assert_eq!(bridge(cfg()).faults(), 0);
+}
 
-    /// Whatever a hostile host sends, goals stay inside the limits and move at most `max_step` per
-    /// tick.
+/// Every host message kind with hostile field values: any protocol number, any targets, any
+/// calibration (inverted, empty, above the servo's count range, above i16::MAX, bad offsets and
+/// drive modes, and valid ones), torque either way.
+fn hostile_msg() -> impl Strategy<Value = HostMsg> {
+    let count = prop_oneof![0u16..=4095, any::<u16>(), Just(0u16), Just(4095u16), Just(4096u16), Just(32767u16), Just(32768u16), Just(u16::MAX)];
+    let offset = prop_oneof![-2047i16..=2047, any::<i16>(), Just(2048i16), Just(-2048i16), Just(i16::MIN)];
+    let cal = (prop::array::uniform6(offset), prop::array::uniform6(count.clone()), prop::array::uniform6(count), prop::array::uniform6(prop_oneof![0u8..=1, any::<u8>()]))
+        .prop_map(|(homing_offset, range_min, range_max, drive_mode)| Calibration { homing_offset, range_min, range_max, drive_mode });
+    let valid_cal = (prop::array::uniform6(0u16..2000), prop::array::uniform6(2001u16..=4095)).prop_map(|(range_min, range_max)| Calibration {
+        homing_offset: [0; 6],
+        range_min,
+        range_max,
+        drive_mode: [0; 6],
+    });
+    let targets = prop::array::uniform6(prop_oneof![any::<i16>(), Just(i16::MIN), Just(i16::MAX), 0i16..4096]);
+    prop_oneof![
+        prop_oneof![Just(PROTOCOL_VERSION), any::<u16>()].prop_map(|protocol| HostMsg::Hello { protocol }),
+        targets.prop_map(|targets| HostMsg::SetTargets { targets }),
+        Just(HostMsg::ReadState),
+        any::<bool>().prop_map(|on| HostMsg::Torque { on }),
+        Just(HostMsg::Hold),
+        Just(HostMsg::Heartbeat),
+        Just(HostMsg::ReadCalibration),
+        cal.prop_map(HostMsg::WriteCalibration),
+        valid_cal.prop_map(HostMsg::WriteCalibration),
+        Just(HostMsg::ClearFaults),
+    ]
+}
+
+/// What a host event does: a valid frame, a damaged one, or silence.
+#[derive(Debug, Clone)]
+enum Event {
+    Frame(u16, HostMsg),
+    Bad(FrameError),
+    Silence(u64),
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        8 => (prop_oneof![any::<u16>(), Just(SEQ_UNKNOWN), 0u16..4], hostile_msg()).prop_map(|(s, m)| Event::Frame(s, m)),
+        1 => prop_oneof![Just(FrameError::Crc { expected: 0, found: 1 }), Just(FrameError::Cobs), Just(FrameError::Overflow), Just(FrameError::Decode)].prop_map(Event::Bad),
+        1 => (0u64..400).prop_map(Event::Silence),
+    ]
+}
+
+#[test]
+fn the_hostile_generator_covers_every_message_kind() {
+    // The property test below is only as good as its generator: draw until every kind of
+    // HostMsg (and both bad calibration shapes) has appeared.
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = hostile_msg();
+    let mut seen = [false; HostMsg::KINDS.len()];
+    let (mut inverted, mut out_of_range) = (false, false);
+    for _ in 0..5000 {
+        let m = strategy.new_tree(&mut runner).expect("tree").current();
+        seen[usize::from(m.kind())] = true;
+        if let HostMsg::WriteCalibration(c) = m {
+            inverted |= c.range_min.iter().zip(&c.range_max).any(|(lo, hi)| lo > hi);
+            out_of_range |= c.range_max.iter().any(|&v| v > 32767);
+        }
+    }
+    assert!(seen.iter().all(|&s| s), "kinds drawn: {seen:?}");
+    assert!(inverted && out_of_range);
+    assert_eq!(HostMsg::KINDS.iter().map(HostMsg::kind).collect::<Vec<_>>(), (0..9).collect::<Vec<u8>>());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// Whatever a hostile host sends — every message kind, hostile values, damaged frames, silences
+    /// — nothing panics, the goal stays inside the limits in force and moves at most `max_step`
+    /// per tick while torque is on, refused messages change nothing, and the watchdog still trips
+    /// on silence afterwards.
     #[test]
-    fn limits_hold_against_a_hostile_host(cmds in prop::collection::vec((any::<u16>(), prop::array::uniform6(any::<i16>()), 0u8..6), 1..60)) {
-        let c = cfg();
-        let mut b = Bridge::new(c, 0);
+    fn invariants_hold_against_a_hostile_host(events in prop::collection::vec(event(), 1..80), safe in prop_oneof![Just(SafeState::Hold), Just(SafeState::TorqueOff)]) {
+        let c = BridgeConfig { safe_state: safe, ..cfg() };
+        let mut b = bridge(c);
         hello(&mut b, 0);
         b.update_state(present(2000));
         b.on_frame(&Frame { seq: 2, msg: HostMsg::Torque { on: true } }, 0);
-        let mut prev = b.tick(0).goal;
+        let mut prev = b.tick(0);
         let mut now = 1u64;
-        for (seq, targets, kind) in cmds {
-            let msg = match kind {
-                0..=2 => HostMsg::SetTargets { targets },
-                3 => HostMsg::Hold,
-                4 => HostMsg::ClearFaults,
-                _ => HostMsg::Torque { on: seq % 2 == 0 },
-            };
-            b.on_frame(&Frame { seq, msg }, now);
-            for _ in 0..5 {
-                now += 1;
-                b.update_state(ArmState { positions: prev, ..ArmState::default() });
-                let cmd = b.tick(now);
-                for j in 0..JOINTS {
-                    prop_assert!(cmd.goal[j] >= c.min[j] && cmd.goal[j] <= c.max[j], "goal {} outside limits", cmd.goal[j]);
-                    if cmd.torque {
-                        prop_assert!((i32::from(cmd.goal[j]) - i32::from(prev[j])).abs() <= i32::from(c.max_step[j]));
+        for ev in events {
+            match ev {
+                Event::Frame(seq, msg) => {
+                    let before = (b.limits(), b.calibration(), b.target(), b.goal(), b.torque(), b.faults(), b.calibration_dirty);
+                    let reply = b.on_frame(&Frame { seq, msg }, now);
+                    let mut buf = [0u8; MAX_FRAME];
+                    prop_assert!(encode_frame(seq, &reply, &mut buf).is_ok(), "every reply fits a frame");
+                    if let McuMsg::Error(e) = reply {
+                        let after = (b.limits(), b.calibration(), b.target(), b.goal(), b.torque(), b.faults(), b.calibration_dirty);
+                        prop_assert_eq!(before, after, "refused {:?} ({:?}) changed state", msg, e);
                     }
                 }
-                prev = cmd.goal;
+                Event::Bad(e) => {
+                    prop_assert!(matches!(b.on_bad_frame(e), McuMsg::Error(_)));
+                }
+                Event::Silence(ms) => now += ms,
+            }
+            for _ in 0..5 {
+                now += 1;
+                b.update_state(ArmState { positions: prev.goal, ..ArmState::default() });
+                let cmd = b.tick(now);
+                let (lo, hi) = b.limits();
+                for j in 0..JOINTS {
+                    prop_assert!(lo[j] <= hi[j], "limits stay ordered");
+                    prop_assert!(cmd.goal[j] >= lo[j] && cmd.goal[j] <= hi[j], "goal {} outside limits {}..{}", cmd.goal[j], lo[j], hi[j]);
+                    if cmd.torque && prev.torque {
+                        prop_assert!((i32::from(cmd.goal[j]) - i32::from(prev.goal[j])).abs() <= i32::from(c.max_step[j]), "step {} -> {}", prev.goal[j], cmd.goal[j]);
+                    }
+                }
+                prev = cmd;
             }
         }
+        // Afterwards the watchdog still trips on silence.
+        now += 1;
+        hello(&mut b, now);
+        prop_assert_eq!(b.on_frame(&Frame { seq: 50_000, msg: HostMsg::ClearFaults }, now), McuMsg::Ack { clamped: 0 });
+        prop_assert_eq!(b.on_frame(&Frame { seq: 50_001, msg: HostMsg::Torque { on: true } }, now), McuMsg::Ack { clamped: 0 });
+        prop_assert!(b.tick(now + 1).torque);
+        let cmd = b.tick(now + u64::from(c.timeout_ms) + 1);
+        prop_assert_eq!(b.faults() & fault::WATCHDOG, fault::WATCHDOG);
+        prop_assert_eq!(cmd.torque, safe == SafeState::Hold);
     }
 }
 
@@ -190,23 +375,31 @@ impl Clock for ManualClock {
     }
 }
 
+type App = McuApp<SimWire, ManualClock>;
+
+fn app_on(bus: &SharedBus, cfg: BridgeConfig, boot: BootInfo) -> App {
+    let clock = ManualClock(std::rc::Rc::new(std::cell::Cell::new(0)));
+    McuApp::new(Bridge::new(cfg, 0, boot).expect("valid"), FeetechBus::new(SimWire::new(bus.clone()), clock))
+}
+
+fn send(app: &mut App, seq: u16, msg: HostMsg, now: u64) -> McuMsg {
+    let mut buf = [0u8; MAX_FRAME];
+    let mut out = [0u8; MAX_FRAME];
+    let bytes = encode_frame(seq, &msg, &mut buf).expect("enc").to_vec();
+    let mut reply = None;
+    for b in bytes {
+        if let Some(r) = app.on_host_byte(b, now, &mut out) {
+            reply = Some(decode_frame::<McuMsg>(&r[..r.len() - 1]).expect("reply").msg);
+        }
+    }
+    reply.expect("a reply")
+}
+
 #[test]
 fn mcu_app_drives_simulated_servos_over_the_real_driver() {
     let bus = SharedBus::new(SimBus::new(6));
-    let clock = ManualClock(std::rc::Rc::new(std::cell::Cell::new(0)));
-    let mut app = McuApp::new(Bridge::new(BridgeConfig::default(), 0), FeetechBus::new(SimWire::new(bus.clone()), clock));
-    let mut out = [0u8; MAX_FRAME];
-    let mut send = |app: &mut McuApp<SimWire, ManualClock>, seq: u16, msg: HostMsg, now: u64| -> McuMsg {
-        let mut buf = [0u8; MAX_FRAME];
-        let bytes = encode_frame(seq, &msg, &mut buf).expect("enc").to_vec();
-        let mut reply = None;
-        for b in bytes {
-            if let Some(r) = app.on_host_byte(b, now, &mut out) {
-                reply = Some(decode_frame::<McuMsg>(&r[..r.len() - 1]).expect("reply").msg);
-            }
-        }
-        reply.expect("a reply")
-    };
+    let mut app = app_on(&bus, BridgeConfig::default(), POWER_ON);
+    app.start().expect("boot");
     assert!(matches!(send(&mut app, 1, HostMsg::Hello { protocol: PROTOCOL_VERSION }, 0), McuMsg::HelloAck { .. }));
     app.servo_tick(0).expect("tick");
     assert_eq!(send(&mut app, 2, HostMsg::Torque { on: true }, 0), McuMsg::Ack { clamped: 0 });
@@ -235,4 +428,143 @@ fn mcu_app_drives_simulated_servos_over_the_real_driver() {
         McuMsg::State(s) => assert_eq!(s.faults & fault::BUS, fault::BUS),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn the_mcu_adopts_the_calibration_stored_in_the_servos_at_boot() {
+    let bus = SharedBus::new(SimBus::new(6));
+    let mut app = app_on(&bus, BridgeConfig::default(), POWER_ON);
+    app.start().expect("boot");
+    send(&mut app, 1, HostMsg::Hello { protocol: PROTOCOL_VERSION }, 0);
+    let cal = Calibration { homing_offset: [10, -10, 0, 0, 0, 0], range_min: [500; 6], range_max: [3500; 6], drive_mode: [0; 6] };
+    assert_eq!(send(&mut app, 2, HostMsg::WriteCalibration(cal), 0), McuMsg::Ack { clamped: 0 });
+    app.servo_tick(1).expect("tick pushes the calibration to EEPROM");
+    // Next boot: the limits come from the servos, not from the firmware defaults.
+    let mut app = app_on(&bus, BridgeConfig::default(), POWER_ON);
+    app.start().expect("boot");
+    assert_eq!(app.bridge.limits(), ([500; 6], [3500; 6]));
+    assert_eq!(app.bridge.calibration().homing_offset, cal.homing_offset);
+}
+
+/// Reset → safe state → the handshake reports the reset: what the firmware does after a panic or
+/// a hardware-watchdog reset, on the simulated MCU.
+#[test]
+fn after_a_reset_the_mcu_boots_into_the_safe_state_before_answering() {
+    for safe in [SafeState::TorqueOff, SafeState::Hold] {
+        let bus = SharedBus::new(SimBus::new(6));
+        let cfg = BridgeConfig { safe_state: safe, ..BridgeConfig::default() };
+        let mut app = app_on(&bus, cfg, POWER_ON);
+        app.start().expect("boot");
+        send(&mut app, 1, HostMsg::Hello { protocol: PROTOCOL_VERSION }, 0);
+        send(&mut app, 2, HostMsg::Torque { on: true }, 0);
+        app.servo_tick(0).expect("tick");
+        send(&mut app, 3, HostMsg::SetTargets { targets: [3500; 6] }, 0);
+        // Let the goal run ahead toward the target for 100 ms, then the firmware dies.
+        for k in 1..=50u64 {
+            if k % 10 == 0 {
+                send(&mut app, 10 + k as u16, HostMsg::Heartbeat, k * 2);
+            }
+            app.servo_tick(k * 2).expect("tick");
+            bus.lock().advance(0.0005);
+        }
+        drop(app);
+        let goal_reg = |bus: &SharedBus| -> Vec<i32> {
+            let b = bus.lock();
+            b.servos.iter().map(|s| decode_sign_magnitude(u16::from_le_bytes([s.regs[42], s.regs[43]]), 15)).collect()
+        };
+        let stale_goal = goal_reg(&bus);
+        assert!(bus.lock().servos.iter().all(|s| s.torque()), "the servos keep torque across the MCU reset");
+        // The new boot.
+        let boot = BootInfo { count: 2, reason: ResetReason::Watchdog };
+        let mut app = app_on(&bus, cfg, boot);
+        app.start().expect("boot into the safe state");
+        let servos_torque: Vec<bool> = bus.lock().servos.iter().map(|s| s.torque()).collect();
+        let present: Vec<i32> = bus.lock().servos.iter().map(|s| decode_sign_magnitude(u16::from_le_bytes([s.regs[56], s.regs[57]]), 15)).collect();
+        match safe {
+            SafeState::TorqueOff => assert!(servos_torque.iter().all(|&t| !t), "{servos_torque:?}"),
+            SafeState::Hold => {
+                assert!(servos_torque.iter().all(|&t| t));
+                assert_eq!(goal_reg(&bus), present, "goal reset to where the arm is (was heading to {stale_goal:?})");
+                assert!(app.bridge.holding());
+            }
+        }
+        assert_ne!(stale_goal, present, "the test reset the MCU mid-motion");
+        // The host's handshake reports the reset; motion stays refused until it clears the fault.
+        match send(&mut app, 1, HostMsg::Hello { protocol: PROTOCOL_VERSION }, 0) {
+            McuMsg::HelloAck { boot: got, .. } => assert_eq!(got, boot),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(send(&mut app, 2, HostMsg::SetTargets { targets: [2048; 6] }, 0), McuMsg::Error(WireError::Faulted { flags: fault::RESET }));
+        match send(&mut app, 3, HostMsg::ReadState, 0) {
+            McuMsg::State(s) => assert_eq!((s.torque, s.faults), (safe == SafeState::Hold, fault::RESET)),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Deterministic xorshift for the frame fuzz (reproducible without proptest's shrinking, which
+/// is useless on byte soup).
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Random and mutated frames into the whole MCU app (frame receiver, bridge, servo loop, real
+/// driver, simulated servos): nothing panics and every goal the servos receive is inside the
+/// limits in force. The ≥ 10 M-frame soak of the same loop is `examples/reliability.rs`.
+#[test]
+fn random_and_mutated_frames_into_the_mcu_app() {
+    let bus = SharedBus::new(SimBus::new(6));
+    let mut app = app_on(&bus, BridgeConfig { max_step: [40; 6], ..BridgeConfig::default() }, POWER_ON);
+    app.start().expect("boot");
+    let mut rng = XorShift(0x5eed_1234_abcd_ef01);
+    let mut out = [0u8; MAX_FRAME];
+    let mut now = 0u64;
+    let strategy = hostile_msg();
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let (mut replies, mut valid) = (0u32, 0u32);
+    for k in 0..20_000u32 {
+        let msg = match k % 8 {
+            0 => HostMsg::Hello { protocol: PROTOCOL_VERSION },
+            1 => HostMsg::ClearFaults,
+            2 => HostMsg::Torque { on: true },
+            _ => strategy.new_tree(&mut runner).expect("tree").current(),
+        };
+        let mut buf = [0u8; MAX_FRAME];
+        let mut bytes = encode_frame((rng.next() % 0x1_0000) as u16, &msg, &mut buf).expect("enc").to_vec();
+        match rng.next() % 8 {
+            0..=3 => {}
+            4 | 5 => {
+                let i = (rng.next() as usize) % bytes.len();
+                bytes[i] ^= (rng.next() % 255 + 1) as u8;
+            }
+            6 => bytes.truncate((rng.next() as usize) % bytes.len()),
+            _ => bytes = (0..rng.next() % 100).map(|_| rng.next() as u8).collect(),
+        }
+        for &b in &bytes {
+            if app.on_host_byte(b, now, &mut out).is_some() {
+                replies += 1;
+            }
+        }
+        valid += u32::from(bytes.last() == Some(&0));
+        now += rng.next() % 5;
+        bus.lock().advance(0.002);
+        let _ = app.servo_tick(now);
+        let (lo, hi) = app.bridge.limits();
+        for (j, s) in bus.lock().servos.iter().enumerate() {
+            let goal = decode_sign_magnitude(u16::from_le_bytes([s.regs[42], s.regs[43]]), 15);
+            if s.torque() {
+                assert!(goal >= i32::from(lo[j]) && goal <= i32::from(hi[j]), "joint {j}: goal {goal} outside {}..{}", lo[j], hi[j]);
+            }
+        }
+    }
+    assert!(replies > 10_000 && valid > 5_000, "the fuzz reached the bridge: {replies} replies");
+    let st = app.bridge.stats;
+    assert!(st.frames_ok > 6_000 && st.frames_bad > 1_000 && st.targets_executed > 300, "{st:?}");
 }

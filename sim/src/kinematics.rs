@@ -1,104 +1,27 @@
-//! SO-101 arm kinematics: joint conventions, limits, forward kinematics and the IK used by the
-//! scripted expert.
-//!
-//! Geometry follows the SO-101 follower (LeRobot's `so101_new_calib` URDF), rounded to the
-//! millimetre: the shoulder-lift axis sits 116.6 mm above the table and 30.4 mm in front of the pan
-//! axis, the upper arm is 116.0 mm, the forearm 134.9 mm, and the wrist-flex axis to the fingertip
-//! is 100.0 mm (wrist-roll link 61 mm plus the fixed jaw).
-//!
-//! Joint values are in **degrees** (LeRobot's SO-101 with `use_degrees`) and the gripper in
-//! **0..100** (0 = closed, 100 = fully open), in LeRobot's motor order:
-//!
-//! | index | joint | convention (this simulator) | limits |
-//! |---|---|---|---|
-//! | 0 | `shoulder_pan` | azimuth of the arm plane from +y (forward), positive toward +x | ±110° |
-//! | 1 | `shoulder_lift` | upper arm from vertical, positive leaning forward | ±100° |
-//! | 2 | `elbow_flex` | forearm bend relative to a right angle with the upper arm, positive bending down | ±97° |
-//! | 3 | `wrist_flex` | hand relative to forearm, positive bending down | ±95° |
-//! | 4 | `wrist_roll` | rotation of the jaws about the hand axis | −157°..163° |
-//! | 5 | `gripper` | jaw opening | 0..100 |
+//! Inverse kinematics of the SO-101 for the scripted expert. The arm itself — joint names, order,
+//! units, limits, link lengths and forward kinematics — is described once in `lapa-boards`
+//! ([`lapa_boards::SO101`]); the simulator is one of its users.
 //!
 //! World frame: metres, origin on the table under the pan axis, +x to the right (seen from the
 //! camera above), +y away from the robot, +z up.
 
-/// Joint names in LeRobot's SO-101 order.
-pub const JOINT_NAMES: [&str; 6] =
-    ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"];
+use lapa_boards::SO101;
+pub use lapa_boards::Joints;
+pub use lapa_boards::kinematics::ArmPose;
 
-/// Lower joint limits (degrees; gripper in 0..100).
-pub const JOINT_MIN: [f32; 6] = [-110.0, -100.0, -97.0, -95.0, -157.0, 0.0];
-/// Upper joint limits (degrees; gripper in 0..100).
-pub const JOINT_MAX: [f32; 6] = [110.0, 100.0, 97.0, 95.0, 163.0, 100.0];
+/// Forward kinematics of the simulated arm (the SO-101's, from `lapa-boards`).
+pub fn forward(q: &Joints) -> ArmPose {
+    SO101.forward(q)
+}
 
-/// Link lengths and offsets, metres.
-pub const SHOULDER_HEIGHT: f32 = 0.1166;
-pub const SHOULDER_FORWARD: f32 = 0.0304;
-pub const UPPER_ARM: f32 = 0.1160;
-pub const FOREARM: f32 = 0.1349;
-pub const HAND: f32 = 0.1000;
-
-/// Geometric elbow bend at `elbow_flex = 0`: like LeRobot's calibration, zero is the middle of
-/// the servo's range, where the forearm stands at a right angle to the upper arm.
-pub const ELBOW_ZERO_BEND_DEG: f32 = 90.0;
-
-/// Six joint values: five angles in degrees and the gripper opening in 0..100.
-pub type Joints = [f32; 6];
-
-/// Clamps every joint to its limits.
+/// Clamps every joint to the SO-101's limits.
 pub fn clamp_joints(q: &Joints) -> Joints {
-    let mut out = *q;
-    for i in 0..6 {
-        out[i] = out[i].clamp(JOINT_MIN[i], JOINT_MAX[i]);
-    }
-    out
+    SO101.clamp(q)
 }
 
 /// True when every joint is within its limits (with a small tolerance for rounding).
 pub fn within_limits(q: &Joints) -> bool {
-    (0..6).all(|i| q[i] >= JOINT_MIN[i] - 1e-3 && q[i] <= JOINT_MAX[i] + 1e-3)
-}
-
-/// World positions of the arm's key points, for rendering and contact.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ArmPose {
-    /// Top of the base column on the pan axis.
-    pub base_top: [f32; 3],
-    pub shoulder: [f32; 3],
-    pub elbow: [f32; 3],
-    pub wrist: [f32; 3],
-    /// Fingertip (centre between the jaws).
-    pub tip: [f32; 3],
-    /// Hand direction from vertical, degrees (180 = pointing straight down).
-    pub pitch_deg: f32,
-    /// Yaw of the jaw opening direction in the table plane, radians.
-    pub jaw_yaw: f32,
-    /// Gripper opening 0..100.
-    pub gripper: f32,
-}
-
-/// Forward kinematics.
-pub fn forward(q: &Joints) -> ArmPose {
-    let pan = q[0].to_radians();
-    let (sp, cp) = pan.sin_cos();
-    // Points in the arm plane as (rho, z): rho is horizontal distance along the arm azimuth.
-    let a1 = q[1].to_radians();
-    let a2 = a1 + (q[2] + ELBOW_ZERO_BEND_DEG).to_radians();
-    let a3 = a2 + q[3].to_radians();
-    let shoulder = (SHOULDER_FORWARD, SHOULDER_HEIGHT);
-    let elbow = (shoulder.0 + UPPER_ARM * a1.sin(), shoulder.1 + UPPER_ARM * a1.cos());
-    let wrist = (elbow.0 + FOREARM * a2.sin(), elbow.1 + FOREARM * a2.cos());
-    let tip = (wrist.0 + HAND * a3.sin(), wrist.1 + HAND * a3.cos());
-    let to_world = |(rho, z): (f32, f32)| [rho * sp, rho * cp, z];
-    ArmPose {
-        base_top: [0.0, 0.0, 0.06],
-        shoulder: to_world(shoulder),
-        elbow: to_world(elbow),
-        wrist: to_world(wrist),
-        tip: to_world(tip),
-        pitch_deg: a3.to_degrees(),
-        jaw_yaw: pan + q[4].to_radians(),
-        gripper: q[5],
-    }
+    SO101.within_limits(q, 1e-3)
 }
 
 /// Why a target cannot be reached.
@@ -113,23 +36,25 @@ pub enum IkError {
 /// Solves the five arm angles that put the fingertip at `tip` with the hand at `pitch_deg` from
 /// vertical (180 = straight down), elbow-up branch. `roll` and `gripper` are passed through.
 pub fn inverse_with_pitch(tip: [f32; 3], pitch_deg: f32, roll: f32, gripper: f32) -> Result<Joints, IkError> {
+    let g = &SO101.geometry;
+    let (hand, upper_arm, forearm) = (g.hand, g.upper_arm, g.forearm);
     let [x, y, z] = tip;
     let rho = (x * x + y * y).sqrt();
     let pan = if rho < 1e-6 { 0.0 } else { x.atan2(y) };
     let a3 = pitch_deg.to_radians();
     // Wrist position in the arm plane, relative to the shoulder.
-    let wr = rho - HAND * a3.sin() - SHOULDER_FORWARD;
-    let wz = z - HAND * a3.cos() - SHOULDER_HEIGHT;
+    let wr = rho - hand * a3.sin() - g.shoulder_forward;
+    let wz = z - hand * a3.cos() - g.shoulder_height;
     let d2 = wr * wr + wz * wz;
-    let c2 = (d2 - UPPER_ARM * UPPER_ARM - FOREARM * FOREARM) / (2.0 * UPPER_ARM * FOREARM);
+    let c2 = (d2 - upper_arm * upper_arm - forearm * forearm) / (2.0 * upper_arm * forearm);
     if !(-1.0..=1.0).contains(&c2) {
         return Err(IkError::Unreachable { x, y, z });
     }
     let q2 = c2.acos(); // >= 0: elbow up, forearm bending down.
-    let q1 = wr.atan2(wz) - (FOREARM * q2.sin()).atan2(UPPER_ARM + FOREARM * q2.cos());
+    let q1 = wr.atan2(wz) - (forearm * q2.sin()).atan2(upper_arm + forearm * q2.cos());
     let q3 = a3 - q1 - q2;
     let wrap = |deg: f32| (deg + 180.0).rem_euclid(360.0) - 180.0;
-    let q = [pan.to_degrees(), wrap(q1.to_degrees()), q2.to_degrees() - ELBOW_ZERO_BEND_DEG, wrap(q3.to_degrees()), roll, gripper];
+    let q = [pan.to_degrees(), wrap(q1.to_degrees()), q2.to_degrees() - g.elbow_zero_bend_deg, wrap(q3.to_degrees()), roll, gripper];
     if within_limits(&q) { Ok(q) } else { Err(IkError::JointLimits { x, y, z }) }
 }
 
@@ -168,9 +93,10 @@ mod tests {
         for _ in 0..5000 {
             let mut q = [0.0f32; 6];
             for i in 0..6 {
-                q[i] = rng.range(JOINT_MIN[i], JOINT_MAX[i]);
+                q[i] = rng.range(SO101.joints[i].min, SO101.joints[i].max);
             }
-            if q[2] + ELBOW_ZERO_BEND_DEG <= 1.0 || q[2] + ELBOW_ZERO_BEND_DEG >= 179.0 {
+            let bend = q[2] + SO101.geometry.elbow_zero_bend_deg;
+            if bend <= 1.0 || bend >= 179.0 {
                 continue;
             }
             let p = forward(&q);
@@ -217,14 +143,5 @@ mod tests {
         let p = forward(&q);
         assert!((p.tip[0]).abs() < 1e-4 && (p.tip[1] - 0.14).abs() < 1e-4 && (p.tip[2] - 0.12).abs() < 1e-4);
         assert!((p.pitch_deg - 180.0).abs() < 1e-3);
-    }
-
-    #[test]
-    fn zero_pose_is_the_l_shape() {
-        // Upper arm vertical, forearm horizontal forward, hand in line with the forearm.
-        let p = forward(&[0.0; 6]);
-        assert!((p.elbow[2] - (SHOULDER_HEIGHT + UPPER_ARM)).abs() < 1e-5);
-        assert!((p.tip[2] - p.elbow[2]).abs() < 1e-5);
-        assert!((p.tip[1] - (SHOULDER_FORWARD + FOREARM + HAND)).abs() < 1e-5);
     }
 }

@@ -1,13 +1,13 @@
 //! Cross-crate integration tests live in `tests/tests/`; this library holds their shared fixtures.
 
 use lapa_dataset::{CameraSpec, DatasetSpec, DatasetWriter, EpisodeInput, VideoCodec, WrittenDataset};
-use lapa_sim::kinematics::JOINT_NAMES;
+use lapa_boards::SO101;
 use lapa_sim::{Demo, Embodiment, Env, EnvConfig, Split, TaskFamily, run_expert};
 use std::path::Path;
 
 /// Records `n` expert episodes of `emb` into a new dataset at `root`; returns the demos written.
 pub fn record(root: &Path, emb: Embodiment, n: usize, codec: VideoCodec) -> (WrittenDataset, Vec<Demo>) {
-    let names: Vec<String> = JOINT_NAMES.iter().map(|j| format!("{j}.pos")).collect();
+    let names: Vec<String> = SO101.names().iter().map(|j| format!("{j}.pos")).collect();
     let spec = DatasetSpec {
         fps: 10,
         robot_type: "so101_follower".into(),

@@ -3,20 +3,24 @@
 //! - USB CDC serial to the board, speaking lapa's bridge protocol (`../PROTOCOL.md`).
 //! - UART0 at 1 Mbaud to the Feetech bus, half-duplex: GPIO0 (TX) and GPIO1 (RX) joined through a
 //!   1 kΩ resistor on TX, as on Waveshare-style bus-servo adapters; our own echo is skipped.
-//! - The bridge state machine (limits, max step, 100 ms watchdog, fault latching) at a 500 Hz servo
-//!   loop, the same code the simulated board runs (`lapa_bridge::mcu_app::McuApp`).
+//! - The bridge state machine (limits, max step, 100 ms host watchdog, fault latching) at a 500 Hz
+//!   servo loop, the same code the simulated board runs (`lapa_bridge::mcu_app::McuApp`).
+//! - The RP2040's hardware watchdog (250 ms), fed by the main loop. A panic records itself in a
+//!   watchdog scratch register and resets the chip through the watchdog; after any boot the first
+//!   thing the firmware does — before USB comes up and any host byte is read — is put the arm in
+//!   its safe state (`McuApp::start`). The handshake reports the boot count and why the chip
+//!   restarted (power-on, watchdog, panic), and an abnormal restart latches the RESET fault.
 //! - Status LED (GPIO25): on while torque is on, blinking while a fault is latched.
 
 #![no_std]
 #![no_main]
 
 use embedded_hal::digital::OutputPin;
-use fugit::RateExtU32;
+use fugit::{ExtU32, RateExtU32};
 use lapa_bridge::bridge::{Bridge, BridgeConfig};
 use lapa_bridge::feetech::{Clock, FeetechBus};
 use lapa_bridge::mcu_app::McuApp;
-use lapa_bridge::protocol::{FirmwareVersion, MAX_FRAME};
-use panic_halt as _;
+use lapa_wire::{BootInfo, FirmwareVersion, MAX_FRAME, ResetReason};
 use rp2040_hal as hal;
 use hal::pac;
 use hal::uart::{DataBits, StopBits, UartConfig, UartDevice, UartPeripheral, ValidUartPinout};
@@ -30,6 +34,57 @@ pub static BOOT2: [u8; 256] = rp2040_boot2::BOOT_LOADER_W25Q080;
 
 const XTAL_FREQ_HZ: u32 = 12_000_000;
 const SERVO_TICK_US: u64 = 2_000;
+/// Hardware watchdog period. The slowest thing the main loop does is a calibration push to six
+/// servos that all time out (≈ 150 ms); a hung loop resets the chip within this.
+const WATCHDOG_MS: u32 = 250;
+/// Scratch registers survive a watchdog reset and are cleared by power-on; scratch 4–7 belong to
+/// the boot ROM.
+const BOOT_MAGIC: u32 = 0x1A9A_B007;
+const PANIC_MAGIC: u32 = 0x1A9A_DEAD;
+
+/// Why and how often the chip booted, from the watchdog's REASON and scratch registers; records
+/// this boot for the next one.
+fn boot_info(wd: &pac::WATCHDOG) -> BootInfo {
+    let why = wd.reason().read();
+    let panicked = wd.scratch2().read().bits() == PANIC_MAGIC;
+    let reason = if panicked {
+        ResetReason::Panic
+    } else if why.timer().bit_is_set() || why.force().bit_is_set() {
+        ResetReason::Watchdog
+    } else {
+        ResetReason::PowerOn
+    };
+    let previous = if wd.scratch0().read().bits() == BOOT_MAGIC { wd.scratch1().read().bits() } else { 0 };
+    let count = if reason == ResetReason::PowerOn { 1 } else { previous.saturating_add(1) };
+    // SAFETY: plain 32-bit scratch registers with no side effects.
+    wd.scratch0().write(|w| unsafe { w.bits(BOOT_MAGIC) });
+    wd.scratch1().write(|w| unsafe { w.bits(count) });
+    wd.scratch2().write(|w| unsafe { w.bits(0) });
+    BootInfo { count, reason }
+}
+
+/// A panic must never leave the MCU silent with the servos torqued: mark it, then reset the chip
+/// through the watchdog. The next boot sees the mark, puts the arm in its safe state and reports
+/// `ResetReason::Panic` in the handshake.
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: the program is ending; nothing else uses these registers after this point.
+    let wd = unsafe { &*pac::WATCHDOG::ptr() };
+    let psm = unsafe { &*pac::PSM::ptr() };
+    wd.scratch2().write(|w| unsafe { w.bits(PANIC_MAGIC) });
+    // Reset every power domain but the oscillators (as `Watchdog::start` configures it), in case
+    // the panic came before the watchdog was started.
+    psm.wdsel().write(|w| unsafe {
+        w.bits(0x0001_ffff);
+        w.xosc().clear_bit();
+        w.rosc().clear_bit();
+        w
+    });
+    wd.ctrl().write(|w| w.trigger().set_bit());
+    loop {
+        cortex_m::asm::nop();
+    }
+}
 
 /// Microsecond clock from the RP2040 timer.
 #[derive(Clone, Copy)]
@@ -82,6 +137,7 @@ impl<D: UartDevice, P: ValidUartPinout<D>> embedded_io::Write for BusUart<D, P> 
 #[hal::entry]
 fn main() -> ! {
     let Some(mut pac) = pac::Peripherals::take() else { loop {} };
+    let boot = boot_info(&pac.WATCHDOG);
     let mut watchdog = hal::Watchdog::new(pac.WATCHDOG);
     let Ok(clocks) = hal::clocks::init_clocks_and_plls(
         XTAL_FREQ_HZ,
@@ -94,6 +150,8 @@ fn main() -> ! {
     ) else {
         loop {}
     };
+    watchdog.pause_on_debug(true);
+    watchdog.start(WATCHDOG_MS.millis());
     let timer = hal::Timer::new(pac.TIMER, &mut pac.RESETS, &clocks);
     let sio = hal::Sio::new(pac.SIO);
     let pins = hal::gpio::Pins::new(pac.IO_BANK0, pac.PADS_BANK0, sio.gpio_bank0, &mut pac.RESETS);
@@ -105,6 +163,26 @@ fn main() -> ! {
     else {
         loop {}
     };
+
+    let clock = McuClock(timer);
+    let mut bus = FeetechBus::new(BusUart(uart), clock);
+    bus.echo = true;
+    bus.timeout_us = 2_000;
+    bus.retries = 1;
+    let cfg = BridgeConfig {
+        firmware: FirmwareVersion { major: 0, minor: 2, patch: 0 },
+        arm_id: *b"so101-pico\0\0\0\0\0\0",
+        ..BridgeConfig::default()
+    };
+    // The default configuration is valid; should it ever not be, stop feeding the watchdog (the
+    // chip resets) rather than run without limits.
+    let Ok(bridge) = Bridge::new(cfg, clock.now_us() / 1000, boot) else { loop {} };
+    let mut app = McuApp::new(bridge, bus);
+    // Safe state first, before the host can say anything: the servos may still be torqued and
+    // driving toward the goal of the firmware that just died. Bus errors are latched as faults.
+    watchdog.feed();
+    let _ = app.start();
+    watchdog.feed();
 
     let usb_bus = usb_device::class_prelude::UsbBusAllocator::new(hal::usb::UsbBus::new(
         pac.USBCTRL_REGS,
@@ -121,32 +199,21 @@ fn main() -> ! {
     };
     let mut usb_dev = builder.device_class(usbd_serial::USB_CLASS_CDC).build();
 
-    let clock = McuClock(timer);
-    let mut bus = FeetechBus::new(BusUart(uart), clock);
-    bus.echo = true;
-    bus.timeout_us = 2_000;
-    bus.retries = 1;
-    let cfg = BridgeConfig {
-        firmware: FirmwareVersion { major: 0, minor: 1, patch: 0 },
-        arm_id: *b"so101-pico\0\0\0\0\0\0",
-        ..BridgeConfig::default()
-    };
-    let mut app = McuApp::new(Bridge::new(cfg, 0), bus);
-
     let mut rx = [0u8; 64];
     let mut out = [0u8; MAX_FRAME];
     let mut next_tick = clock.now_us();
     loop {
+        watchdog.feed();
         let now_us = clock.now_us();
         let now_ms = now_us / 1000;
         if usb_dev.poll(&mut [&mut serial]) {
             if let Ok(n) = serial.read(&mut rx) {
-                for &b in &rx[..n] {
+                for &b in rx.get(..n).unwrap_or(&[]) {
                     if let Some(reply) = app.on_host_byte(b, now_ms, &mut out) {
                         let mut sent = 0;
                         let mut tries = 0;
                         while sent < reply.len() && tries < 1000 {
-                            match serial.write(&reply[sent..]) {
+                            match serial.write(reply.get(sent..).unwrap_or(&[])) {
                                 Ok(k) => sent += k,
                                 Err(_) => {
                                     usb_dev.poll(&mut [&mut serial]);

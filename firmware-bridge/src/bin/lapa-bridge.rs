@@ -3,12 +3,12 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use lapa_bridge::arm::{Arm, BridgeArm, FeetechArm};
-use lapa_bridge::bridge::TimeoutAction;
+use lapa_bridge::bridge::SafeState;
 use lapa_bridge::feetech::FeetechBus;
 use lapa_bridge::link::Link;
 use lapa_bridge::serial::SerialIo;
 use lapa_bridge::simboard::{self, Mode, SimOptions};
-use lapa_bridge::wire::StdClock;
+use lapa_bridge::simwire::StdClock;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -24,13 +24,15 @@ struct Cli {
 enum ModeArg {
     /// A USB-TTL adapter wired to six STS3215 servos (ids 1–6).
     Feetech,
-    /// A lapa bridge MCU (protocol v1) driving those servos.
+    /// A lapa bridge MCU (protocol v2) driving those servos.
     Bridge,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum OnTimeout {
+enum SafeStateArg {
+    /// Keep torque and hold the present position (the arm does not drop).
     Hold,
+    /// Switch torque off (the arm goes limp and may fall).
     TorqueOff,
 }
 
@@ -49,9 +51,10 @@ enum Cmd {
         /// Bridge mode: host silence (ms) before the watchdog holds the arm.
         #[arg(long, default_value_t = 100)]
         timeout_ms: u32,
-        /// Bridge mode: what the watchdog does.
+        /// Bridge mode: the safe state, entered when the host goes silent and at every boot of the
+        /// MCU (after a panic or hardware-watchdog reset too).
         #[arg(long, value_enum, default_value = "hold")]
-        on_timeout: OnTimeout,
+        safe_state: SafeStateArg,
     },
     /// Connect to an arm (feetech bus or bridge), print its identity and state.
     Probe {
@@ -79,13 +82,13 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Sim { pty, mode, link, timeout_ms, on_timeout } => {
+        Cmd::Sim { pty, mode, link, timeout_ms, safe_state } => {
             if !pty {
                 bail!("only --pty is supported: pass --pty");
             }
             let mut opts = SimOptions { mode: match mode { ModeArg::Feetech => Mode::Feetech, ModeArg::Bridge => Mode::Bridge }, link, ..SimOptions::default() };
             opts.bridge.timeout_ms = timeout_ms;
-            opts.bridge.on_timeout = match on_timeout { OnTimeout::Hold => TimeoutAction::Hold, OnTimeout::TorqueOff => TimeoutAction::TorqueOff };
+            opts.bridge.safe_state = match safe_state { SafeStateArg::Hold => SafeState::Hold, SafeStateArg::TorqueOff => SafeState::TorqueOff };
             let board = simboard::start(opts).context("starting the simulated board")?;
             println!("{}", board.path.display());
             use std::io::Write;
@@ -101,8 +104,19 @@ fn main() -> Result<()> {
             };
             let info = arm.connect()?;
             println!("{}: {}", info.kind, info.description);
-            let s = arm.read_state()?;
-            println!("positions {:?}\nloads {:?}\ntemperatures {:?} °C\nvoltage {:.1} V\nfaults {:#06x} torque {}", s.positions, s.loads, s.temperatures, f32::from(s.voltage_dv) / 10.0, s.faults, s.torque);
+            if let Some(b) = info.boot {
+                println!("boot {} ({:?})", b.count, b.reason);
+            }
+            if let Some(w) = info.reset_warning() {
+                eprintln!("warning: {w}");
+            }
+            let r = arm.read_state()?;
+            let s = r.state;
+            let desc = arm.description();
+            for ((j, v), c) in desc.joints.iter().zip(r.joints).zip(s.positions) {
+                println!("{:<14} {v:>8.2} {:<3} ({c} counts)", j.name, j.unit.symbol());
+            }
+            println!("loads {:?}\ntemperatures {:?} °C\nvoltage {:.1} V\nfaults {:#06x} torque {}", s.loads, s.temperatures, f32::from(s.voltage_dv) / 10.0, s.faults, s.torque);
             Ok(())
         }
         Cmd::Uf2 { elf, out } => {

@@ -5,7 +5,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use lapa_dataset::png_io::Canvas;
 use lapa_dataset::{CameraSpec, DatasetSpec, DatasetWriter, EpisodeInput, VideoCodec};
-use lapa_sim::kinematics::JOINT_NAMES;
+use lapa_boards::SO101;
 use lapa_sim::{Demo, Embodiment, Env, EnvConfig, Split, TaskFamily, run_expert};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -163,7 +163,7 @@ pub fn record(a: &RecordArgs, progress: bool) -> Result<String> {
         CodecArg::Av1 => VideoCodec::Av1 { crf: a.crf },
         CodecArg::H264 => VideoCodec::H264 { crf: a.crf },
     };
-    let names: Vec<String> = JOINT_NAMES.iter().map(|n| format!("{n}.pos")).collect();
+    let names: Vec<String> = SO101.names().iter().map(|n| format!("{n}.pos")).collect();
     let spec = DatasetSpec {
         fps: a.fps,
         robot_type: match emb {
