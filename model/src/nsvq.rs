@@ -8,6 +8,15 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
+/// Why a codebook edit could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum NsvqError {
+    #[error("NSVQ codebook: cannot read its values as f32: {0}")]
+    CodebookData(String),
+    #[error("NSVQ codebook: {got} values, expected {codebook_size} codes × {code_dim}")]
+    CodebookShape { got: usize, codebook_size: usize, code_dim: usize },
+}
+
 #[derive(Module, Debug)]
 pub struct Nsvq {
     /// [codebook_size, code_dim], N(0, 1) at init.
@@ -60,7 +69,8 @@ impl Nsvq {
     /// by a used code (LAPA; `candidates = None`) or by one of `candidates` (rows of `code_dim`
     /// values, e.g. the batch's encoder outputs), picked by `pick(n)` as an index below `n`, plus
     /// `noise_scale · N(0, 1)` (`normal()` draws). Keeps the parameter id, so optimiser state
-    /// stays attached. Returns the module and the replaced code indices.
+    /// stays attached. Returns the module and the replaced code indices; an error if the
+    /// codebook's values cannot be read back.
     pub fn replace_dead_codes(
         self,
         counts: &[usize],
@@ -69,17 +79,20 @@ impl Nsvq {
         candidates: Option<&[f32]>,
         mut pick: impl FnMut(usize) -> usize,
         mut normal: impl FnMut() -> f32,
-    ) -> (Self, Vec<usize>) {
+    ) -> Result<(Self, Vec<usize>), NsvqError> {
         let used: Vec<usize> = (0..self.codebook_size).filter(|&k| counts.get(k).copied().unwrap_or(0) as f32 >= min_count).collect();
         let dead: Vec<usize> = (0..self.codebook_size).filter(|k| !used.contains(k)).collect();
         if dead.is_empty() || used.is_empty() {
-            return (self, Vec::new());
+            return Ok((self, Vec::new()));
         }
         let value = self.codebook.val();
         let device = value.device();
         let require_grad = value.is_require_grad();
-        let mut data: Vec<f32> = value.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+        let mut data: Vec<f32> = value.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| NsvqError::CodebookData(format!("{e:?}")))?;
         let d = self.code_dim;
+        if data.len() != self.codebook_size * d {
+            return Err(NsvqError::CodebookShape { got: data.len(), codebook_size: self.codebook_size, code_dim: d });
+        }
         for &k in &dead {
             let src: Vec<f32> = match candidates {
                 Some(c) if c.len() >= d => {
@@ -97,7 +110,7 @@ impl Nsvq {
         }
         let id = self.codebook.id;
         let fresh = Tensor::<2>::from_data(TensorData::new(data, [self.codebook_size, d]), &device).set_require_grad(require_grad);
-        (Self { codebook: Param::initialized(id, fresh), ..self }, dead)
+        Ok((Self { codebook: Param::initialized(id, fresh), ..self }, dead))
     }
 }
 

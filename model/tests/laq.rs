@@ -70,10 +70,12 @@ fn dead_code_replacement_revives_a_forced_dead_code() {
     assert_eq!(counts[3], 0, "code 3 starts dead");
     let before = perplexity(&counts);
     let mut n = 0.0f32;
-    let (q, replaced) = q.replace_dead_codes(&counts, 0.5, 0.01, None, |k| 1 % k, || {
-        n += 0.5;
-        n.sin()
-    });
+    let (q, replaced) = q
+        .replace_dead_codes(&counts, 0.5, 0.01, None, |k| 1 % k, || {
+            n += 0.5;
+            n.sin()
+        })
+        .expect("the codebook reads back as f32");
     assert_eq!(replaced, vec![3]);
     let cb: Vec<f32> = q.codebook.val().into_data().convert::<f32>().try_into_vec().expect("floats");
     assert!(cb[6] < 1.5 && cb[7] < 1.5, "code 3 was re-seeded near a used code: {cb:?}");

@@ -56,16 +56,15 @@ fn frame_cache_round_trips_and_is_keyed_by_content() {
     let c32 = FrameCache::open_or_build(&src, 32, &cache_dir, true).expect("32");
     assert_ne!(c32.meta.key, c64.meta.key);
     assert_eq!(c32.frame(clip.start + 3), resize_square(frames.frame(3), 64, 64, 32).as_slice());
-    // Changed content, changed key.
-    let tasks = data.join("meta/tasks.parquet");
-    let mut bytes = std::fs::read(&tasks).expect("read");
-    bytes.push(0);
-    std::fs::write(&tasks, bytes).expect("write");
+    // Changed content, changed key: the same folder replaced by a valid dataset with one more
+    // episode (same file names, other bytes) is decoded again under a new key.
+    let edited = arm_dataset(tmp.path(), 3);
+    std::fs::remove_dir_all(&data).expect("remove the old dataset");
+    std::fs::rename(&edited, &data).expect("move the edited dataset in place");
     let src2 = Source::detect(&data, None).expect("detect");
-    let err_or_new = FrameCache::open_or_build(&src2, 64, &cache_dir, true);
-    if let Ok(c) = err_or_new {
-        assert_ne!(c.meta.key, c64.meta.key);
-    }
+    let c3 = FrameCache::open_or_build(&src2, 64, &cache_dir, true).expect("cache of the edited dataset");
+    assert_ne!(c3.meta.key, c64.meta.key, "the edited dataset got the old cache key");
+    assert_eq!(c3.meta.clips.len(), 3, "the cache of the edited dataset holds its three episodes");
 }
 
 #[test]
@@ -118,11 +117,23 @@ fn resume_is_equivalent_to_an_uninterrupted_run() {
     assert!(s.last_loss.is_finite());
     let split = tmp.path().join("split");
     laq::train(&tiny_cfg(data.clone(), 5), &LaqConfig::tiny(), &split, &dev, &cache, false, true).expect("first half");
-    laq::train(&tiny_cfg(data, 12), &LaqConfig::tiny(), &split, &dev, &cache, true, true).expect("resume");
+    let half = weights_probe(&split);
+    let resumed = laq::train(&tiny_cfg(data.clone(), 12), &LaqConfig::tiny(), &split, &dev, &cache, true, true).expect("resume");
+    let max_diff = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     let (a, b) = (weights_probe(&straight), weights_probe(&split));
-    let max = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let max = max_diff(&a, &b);
     assert!(max < 1e-4, "resumed run differs from the straight one by {max}");
-    // The untouched run differs from an initial model (the comparison is not vacuous).
+    // The comparison is not vacuous: training moves the weights well beyond the tolerance (so two
+    // untrained models would not pass), the resumed steps 5..12 change them (so the match is not
+    // just the step-5 checkpoint), and the resumed run began at the checkpoint, not over from
+    // step 0 (its first loss is not the straight run's first loss).
+    let init = tmp.path().join("init");
+    laq::train(&tiny_cfg(data, 0), &LaqConfig::tiny(), &init, &dev, &cache, false, true).expect("zero steps: the initial model");
+    let moved = max_diff(&weights_probe(&init), &a);
+    assert!(moved > 100.0 * 1e-4, "12 steps moved the weights by only {moved}: the resume comparison is vacuous");
+    let resumed_moved = max_diff(&half, &b);
+    assert!(resumed_moved > 100.0 * 1e-4, "the resumed steps 5..12 moved the weights by only {resumed_moved}");
+    assert_ne!(resumed.first_loss, s.first_loss, "the resumed run's first step repeats step 0: it started over instead of continuing from the checkpoint");
     let csv = std::fs::read_to_string(split.join("metrics.csv")).expect("csv");
     let steps: Vec<&str> = csv.lines().skip(1).filter_map(|l| l.split(',').next()).collect();
     assert_eq!(steps, ["2", "4", "5", "6", "8", "10", "12"], "metrics rows after resume: {csv}");
@@ -162,6 +173,13 @@ fn tiny_run_labels_and_reports() {
     for f in ["report.md", "report.json", "counterfactual.png", "reconstructions.png"] {
         assert!(run.join("report").join(f).is_file(), "{f} missing");
     }
+    // A corrupt dataset fails the report with an error naming it, instead of a report without probes.
+    let tasks = data.join("meta/tasks.parquet");
+    let mut bytes = std::fs::read(&tasks).expect("read tasks.parquet");
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&tasks, bytes).expect("corrupt tasks.parquet");
+    let err = laq::report::run(&opts, &dev).expect_err("report on a corrupt dataset");
+    assert!(format!("{err:#}").contains(&data.display().to_string()), "{err:#}");
 }
 
 #[test]

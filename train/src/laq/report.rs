@@ -7,15 +7,15 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use lapa_dataset::Dataset;
+use lapa_dataset::{Dataset, Matrix};
 use lapa_dataset::png_io::Canvas;
 use lapa_model::burn::tensor::{Device, Int, Tensor, TensorData};
 use lapa_model::nsvq::{code_counts, perplexity};
 use lapa_model::{Laq, LaqConfig, patchify, unpatchify};
-use lapa_sim::kinematics;
+use lapa_boards::SO101;
 use serde::Serialize;
 
-use super::cache::{FrameCache, Pair, Source, resize_square};
+use super::cache::{Clip, FrameCache, Pair, Source, SourceKind, resize_square};
 use super::probe::{self, ProbeResult, ProbeSet};
 
 /// Direction classes of the end-effector displacement over the pair.
@@ -201,6 +201,28 @@ fn frame_diff(cache: &FrameCache, p: &Pair) -> Vec<f32> {
     a.iter().zip(&b).map(|(x, y)| (f32::from(*y) - f32::from(*x)) / 255.0).collect()
 }
 
+/// The true joint states of every clip, for the probes: `None` when the source is a folder of
+/// videos or some episode has no (6-joint) `observation.state`. A dataset that cannot be read is
+/// an error naming it, not a report without probes.
+fn probe_states(source: &Source, clips: &[Clip]) -> Result<Option<BTreeMap<usize, Matrix>>> {
+    if source.kind != SourceKind::Dataset {
+        return Ok(None);
+    }
+    let path = &source.path;
+    let ds = Dataset::open(path).with_context(|| format!("{}: cannot read the dataset for the probes", path.display()))?;
+    let mut states = BTreeMap::new();
+    for (ci, c) in clips.iter().enumerate() {
+        if let Some(e) = c.episode {
+            let pos = ds.episodes.iter().position(|m| m.index == e).with_context(|| format!("{}: episode {e} missing", path.display()))?;
+            let ep = ds.episode(pos, false).with_context(|| format!("{}: cannot read episode {e} for the probes", path.display()))?;
+            if let Some(s) = ep.state {
+                states.insert(ci, s);
+            }
+        }
+    }
+    Ok((states.len() == clips.len() && states.values().all(|s| s.cols >= 6)).then_some(states))
+}
+
 pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
     let (cfg, model) = lapa_model::load_laq(&opts.run.join(super::train::MODEL_DIR), device)?;
     let source = Source::detect(&opts.data, opts.camera.as_deref())?;
@@ -260,72 +282,61 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
     let mut probe_diff = None;
     let mut class_histogram = vec![0usize; DIRECTIONS.len()];
     let mut test_clear: Vec<bool> = Vec::new();
-    if let Ok(ds) = Dataset::open(&opts.data) {
-        let mut states = BTreeMap::new();
-        for (ci, c) in clips.iter().enumerate() {
-            if let Some(e) = c.episode {
-                let pos = ds.episodes.iter().position(|m| m.index == e).with_context(|| format!("episode {e} missing"))?;
-                if let Some(s) = ds.episode(pos, false)?.state {
-                    states.insert(ci, s);
-                }
+    if let Some(states) = probe_states(&source, clips)? {
+        let (mut lat_tr, mut lat_te, mut dif_tr, mut dif_te) = (ProbeSet::default(), ProbeSet::default(), ProbeSet::default(), ProbeSet::default());
+        let (mut pre_tr, mut pre_te) = (ProbeSet::default(), ProbeSet::default());
+        for set in [&mut lat_tr, &mut lat_te] {
+            set.features = t * k;
+            set.reg_dim = 6;
+        }
+        for set in [&mut pre_tr, &mut pre_te] {
+            set.features = zd;
+            set.reg_dim = 6;
+        }
+        for set in [&mut dif_tr, &mut dif_te] {
+            set.features = 16 * 16 * 3;
+            set.reg_dim = 6;
+        }
+        for (i, p) in pairs.iter().enumerate() {
+            let s = &states[&p.clip];
+            let (ta, tb) = (p.a - clips[p.clip].start, p.b - clips[p.clip].start);
+            let q = |r: usize| -> [f32; 6] {
+                let row = s.row(r);
+                [row[0], row[1], row[2], row[3], row[4], row[5]]
+            };
+            let (qa, qb) = (q(ta), q(tb));
+            let (pa, pb) = (SO101.forward(&qa).tip, SO101.forward(&qb).tip);
+            let disp = [pb[0] - pa[0], pb[1] - pa[1], pb[2] - pa[2]];
+            let class = direction_class(disp);
+            class_histogram[class] += 1;
+            if is_test(p) {
+                test_clear.push(unambiguous(disp));
+            }
+            let reg: Vec<f32> = (0..6).map(|j| qb[j] - qa[j]).collect();
+            let onehot = one_hot(idx[i * t..(i + 1) * t].iter().map(|&c| usize::try_from(c).unwrap_or(0)), k);
+            let (lat, pre, dif) = if is_test(p) { (&mut lat_te, &mut pre_te, &mut dif_te) } else { (&mut lat_tr, &mut pre_tr, &mut dif_tr) };
+            for (set, x) in [(lat, onehot), (pre, z[i * zd..(i + 1) * zd].to_vec()), (dif, frame_diff(&cache, p))] {
+                set.x.extend(x);
+                set.class.push(class);
+                set.reg.extend(&reg);
             }
         }
-        if states.len() == clips.len() && states.values().all(|s| s.cols >= 6) {
-            let (mut lat_tr, mut lat_te, mut dif_tr, mut dif_te) = (ProbeSet::default(), ProbeSet::default(), ProbeSet::default(), ProbeSet::default());
-            let (mut pre_tr, mut pre_te) = (ProbeSet::default(), ProbeSet::default());
-            for set in [&mut lat_tr, &mut lat_te] {
-                set.features = t * k;
-                set.reg_dim = 6;
-            }
-            for set in [&mut pre_tr, &mut pre_te] {
-                set.features = zd;
-                set.reg_dim = 6;
-            }
-            for set in [&mut dif_tr, &mut dif_te] {
-                set.features = 16 * 16 * 3;
-                set.reg_dim = 6;
-            }
-            for (i, p) in pairs.iter().enumerate() {
-                let s = &states[&p.clip];
-                let (ta, tb) = (p.a - clips[p.clip].start, p.b - clips[p.clip].start);
-                let q = |r: usize| -> [f32; 6] {
-                    let row = s.row(r);
-                    [row[0], row[1], row[2], row[3], row[4], row[5]]
-                };
-                let (qa, qb) = (q(ta), q(tb));
-                let (pa, pb) = (kinematics::forward(&qa).tip, kinematics::forward(&qb).tip);
-                let disp = [pb[0] - pa[0], pb[1] - pa[1], pb[2] - pa[2]];
-                let class = direction_class(disp);
-                class_histogram[class] += 1;
-                if is_test(p) {
-                    test_clear.push(unambiguous(disp));
-                }
-                let reg: Vec<f32> = (0..6).map(|j| qb[j] - qa[j]).collect();
-                let onehot = one_hot(idx[i * t..(i + 1) * t].iter().map(|&c| usize::try_from(c).unwrap_or(0)), k);
-                let (lat, pre, dif) = if is_test(p) { (&mut lat_te, &mut pre_te, &mut dif_te) } else { (&mut lat_tr, &mut pre_tr, &mut dif_tr) };
-                for (set, x) in [(lat, onehot), (pre, z[i * zd..(i + 1) * zd].to_vec()), (dif, frame_diff(&cache, p))] {
-                    set.x.extend(x);
-                    set.class.push(class);
-                    set.reg.extend(&reg);
-                }
-            }
-            if !lat_tr.is_empty() && !lat_te.is_empty() {
-                let lat = probe::fit(&lat_tr, &lat_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
-                probe_latent = Some(ProbeNumbers::new(&lat, &lat_te.class, &test_clear));
-                let pre = probe::fit(&pre_tr, &pre_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
-                probe_pre = Some(ProbeNumbers::new(&pre, &pre_te.class, &test_clear));
-                // k-means codebook of the same size on the training pairs' token latents (the
-                // rows of pre_tr, code_dim values per token).
-                let c = cfg.code_dim;
-                let cent = probe::kmeans(&pre_tr.x, c, k, 30, 11);
-                // Same pairs, labels and targets; features are the k-means codes, one-hot.
-                let recoded = |src: &ProbeSet| ProbeSet { features: t * k, x: one_hot(src.x.chunks(c).map(|tok| probe::nearest(&cent, c, tok)), k), ..src.clone() };
-                let (km_tr, km_te) = (recoded(&pre_tr), recoded(&pre_te));
-                let km = probe::fit(&km_tr, &km_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
-                probe_km = Some(ProbeNumbers::new(&km, &km_te.class, &test_clear));
-                let dif = probe::fit(&dif_tr, &dif_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
-                probe_diff = Some(ProbeNumbers::new(&dif, &dif_te.class, &test_clear));
-            }
+        if !lat_tr.is_empty() && !lat_te.is_empty() {
+            let lat = probe::fit(&lat_tr, &lat_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
+            probe_latent = Some(ProbeNumbers::new(&lat, &lat_te.class, &test_clear));
+            let pre = probe::fit(&pre_tr, &pre_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
+            probe_pre = Some(ProbeNumbers::new(&pre, &pre_te.class, &test_clear));
+            // k-means codebook of the same size on the training pairs' token latents (the
+            // rows of pre_tr, code_dim values per token).
+            let c = cfg.code_dim;
+            let cent = probe::kmeans(&pre_tr.x, c, k, 30, 11);
+            // Same pairs, labels and targets; features are the k-means codes, one-hot.
+            let recoded = |src: &ProbeSet| ProbeSet { features: t * k, x: one_hot(src.x.chunks(c).map(|tok| probe::nearest(&cent, c, tok)), k), ..src.clone() };
+            let (km_tr, km_te) = (recoded(&pre_tr), recoded(&pre_te));
+            let km = probe::fit(&km_tr, &km_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
+            probe_km = Some(ProbeNumbers::new(&km, &km_te.class, &test_clear));
+            let dif = probe::fit(&dif_tr, &dif_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
+            probe_diff = Some(ProbeNumbers::new(&dif, &dif_te.class, &test_clear));
         }
     }
 
@@ -524,5 +535,21 @@ mod tests {
         // Ambiguous: near the still threshold, or two axes of similar size.
         assert!(!unambiguous([0.0105, 0.0, 0.0]));
         assert!(!unambiguous([0.05, -0.045, 0.0]));
+    }
+
+    #[test]
+    fn a_corrupt_dataset_is_an_error_not_a_report_without_probes() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let data = tmp.path().join("corrupt");
+        std::fs::create_dir_all(data.join("meta")).expect("mkdir");
+        std::fs::write(data.join("meta/info.json"), b"{ \"codebase_version\": \"v3.0\", truncated").expect("write info.json");
+        let clips = [Clip { name: "episode 0".into(), episode: Some(0), fps: 10.0, start: 0, len: 20 }];
+        let source = Source { path: data.clone(), kind: SourceKind::Dataset, camera: None };
+        let err = probe_states(&source, &clips).expect_err("a corrupt dataset must fail the report");
+        let msg = format!("{err:#}");
+        assert!(msg.contains(&data.display().to_string()) && msg.contains("info.json"), "{msg}");
+        // A folder of videos has no state: no probes, no error.
+        let folder = Source { path: tmp.path().to_path_buf(), kind: SourceKind::VideoFolder, camera: None };
+        assert!(probe_states(&folder, &clips).expect("video folder").is_none());
     }
 }

@@ -287,7 +287,9 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
                 None
             };
             let q = model.quantizer.clone();
-            let (q, dead) = q.replace_dead_codes(&dead_counts, cfg.dead_code.threshold * b as f32, cfg.dead_code.noise, cand.as_deref(), |n| rng.below(n), || rng2.normal());
+            let (q, dead) = q
+                .replace_dead_codes(&dead_counts, cfg.dead_code.threshold * b as f32, cfg.dead_code.noise, cand.as_deref(), |n| rng.below(n), || rng2.normal())
+                .with_context(|| format!("step {done}: dead-code replacement"))?;
             model.quantizer = q;
             win_replaced += dead.len();
             dead_counts.iter_mut().for_each(|x| *x = 0);
@@ -310,12 +312,12 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
         if done % cfg.checkpoint_every.max(1) == 0 || done == cfg.steps {
             checkpoint(run, &model, opt.to_record(), &CkptState { step: done, dead_counts: dead_counts.clone() })?;
             artifact::save_laq(&run.join(MODEL_DIR), model_cfg, &model)?;
-            let _ = super::plot::curves(&metrics_path, &run.join("curves.png"));
+            super::plot::curves(&metrics_path, &run.join("curves.png")).with_context(|| format!("{}: step {done}: cannot write the training curves", run.display()))?;
         }
         pb.inc(1);
     }
     pb.finish();
-    super::plot::curves(&metrics_path, &run.join("curves.png"))?;
+    super::plot::curves(&metrics_path, &run.join("curves.png")).with_context(|| format!("{}: cannot write the training curves", run.display()))?;
     Ok(TrainSummary {
         steps: cfg.steps,
         first_loss,
