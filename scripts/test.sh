@@ -2,10 +2,11 @@
 # lapa's test suite on a fresh Debian/Ubuntu machine with Rust installed through rustup. It installs
 # what the tests need itself:
 #   - apt: ffmpeg (video), libudev-dev + pkg-config (serial port enumeration);
-#   - rustup: the thumbv6m-none-eabi target (RP2040);
+#   - rustup: the thumbv6m-none-eabi target (RP2040), clippy and rustfmt;
 #   - pip (in a venv under ~/.cache): feetech-servo-sdk + pyserial (vendor-SDK interop check).
-# Then: cargo test --workspace; the no_std bridge core and the RP2040 firmware for thumbv6m; the
-# official Feetech SDK against the simulated servo bus.
+# Then: rustfmt check; cargo test --workspace; clippy with -D warnings (workspace, all targets, and
+# the firmware); the no_std bridge core and the RP2040 firmware for thumbv6m; the official Feetech
+# SDK against the simulated servo bus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,14 +20,25 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 rustup target list --installed | grep -q thumbv6m-none-eabi || rustup target add thumbv6m-none-eabi
+for c in clippy rustfmt; do
+  rustup component list --installed | grep -q "^$c" || rustup component add "$c"
+done
+
+echo "test.sh: rustfmt"
+cargo fmt --all -- --check
+(cd firmware-bridge/mcu && cargo fmt -- --check)
 
 cargo test --workspace --locked "$@"
 
+echo "test.sh: clippy (-D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 echo "test.sh: no_std bridge core for thumbv6m-none-eabi"
-cargo build --locked -p lapa-bridge --no-default-features --target thumbv6m-none-eabi --lib
+cargo build --locked -p lapa-bridge -p lapa-wire -p lapa-boards --no-default-features --target thumbv6m-none-eabi --lib
 echo "test.sh: RP2040 firmware (thumbv6m-none-eabi) and its UF2 image"
 root_target="${CARGO_TARGET_DIR:-$PWD/target}"
-(cd firmware-bridge/mcu && CARGO_TARGET_DIR="$root_target/mcu" cargo build --locked --release)
+(cd firmware-bridge/mcu && CARGO_TARGET_DIR="$root_target/mcu" cargo build --locked --release \
+  && CARGO_TARGET_DIR="$root_target/mcu" cargo clippy --locked --release -- -D warnings)
 
 echo "test.sh: official Feetech SDK against the simulated bus"
 venv="${LAPA_VENV:-$HOME/.cache/lapa-venv}"

@@ -32,8 +32,7 @@ impl ServoModel {
 
 /// Feetech STS3215 (SO-100 / SO-101 arms): 4096 counts per turn, positions sign-magnitude in bit 15,
 /// homing offset sign-magnitude in bit 11 (±2047). Present = Actual − Homing_Offset.
-pub const STS3215: ServoModel =
-    ServoModel { name: "sts3215", model_number: 777, resolution: 4096, position_sign_bit: 15, homing_offset_sign_bit: 11 };
+pub const STS3215: ServoModel = ServoModel { name: "sts3215", model_number: 777, resolution: 4096, position_sign_bit: 15, homing_offset_sign_bit: 11 };
 
 #[cfg(test)]
 mod tests {

@@ -347,8 +347,14 @@ mod tests {
             spec.to_units(1, &STS3215, &equal, 2048),
             Err(ConversionError::Calibration { joint: 1, name: "shoulder_lift", err: CalibrationError::Range(2048, 2048) })
         );
-        assert!(matches!(spec.to_count(1, &STS3215, &cal(3000, 1000), 0.0), Err(ConversionError::Calibration { err: CalibrationError::Range(3000, 1000), .. })));
-        assert!(matches!(spec.to_count(1, &STS3215, &cal(0, 5000), 0.0), Err(ConversionError::Calibration { err: CalibrationError::RangeMax(5000, 4095), .. })));
+        assert!(matches!(
+            spec.to_count(1, &STS3215, &cal(3000, 1000), 0.0),
+            Err(ConversionError::Calibration { err: CalibrationError::Range(3000, 1000), .. })
+        ));
+        assert!(matches!(
+            spec.to_count(1, &STS3215, &cal(0, 5000), 0.0),
+            Err(ConversionError::Calibration { err: CalibrationError::RangeMax(5000, 4095), .. })
+        ));
         assert!(matches!(spec.to_count(1, &STS3215, &cal(0, 4095), f32::NAN), Err(ConversionError::NonFinite { joint: 1, .. })));
         assert!(matches!(spec.to_count(1, &STS3215, &cal(0, 4095), f32::INFINITY), Err(ConversionError::NonFinite { .. })));
         let off = JointCalibration { homing_offset: -2048, ..cal(0, 4095) };

@@ -43,10 +43,6 @@ impl From<lapa_fs::WriteError> for DatasetError {
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DatasetError {
     let path = path.into();
     move |source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            DatasetError::MissingFile { path }
-        } else {
-            DatasetError::Io { path, source }
-        }
+        if source.kind() == std::io::ErrorKind::NotFound { DatasetError::MissingFile { path } } else { DatasetError::Io { path, source } }
     }
 }

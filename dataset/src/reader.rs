@@ -108,11 +108,8 @@ impl Episode {
     /// Frame offset for a spacing given in seconds at this episode's fps.
     pub fn spacing_frames(&self, spacing_s: f64) -> Result<usize> {
         let h = (spacing_s * self.fps).round();
-        if !(h >= 1.0) {
-            return Err(DatasetError::Usage(format!(
-                "spacing {spacing_s} s is less than one frame at {} fps (episode {})",
-                self.fps, self.index
-            )));
+        if h.is_nan() || h < 1.0 {
+            return Err(DatasetError::Usage(format!("spacing {spacing_s} s is less than one frame at {} fps (episode {})", self.fps, self.index)));
         }
         let h = h as usize;
         if h >= self.len() {
@@ -170,7 +167,7 @@ impl Dataset {
             }
         };
         let info: Info = serde_json::from_value(raw).map_err(|source| DatasetError::Json { path: info_path.clone(), source })?;
-        if !(info.fps > 0.0) {
+        if info.fps.is_nan() || info.fps <= 0.0 {
             return Err(DatasetError::InvalidField { path: info_path, field: "fps".into(), message: format!("must be positive, got {}", info.fps) });
         }
         for (key, f) in &info.features {
@@ -184,7 +181,11 @@ impl Dataset {
         }
         let has_video = info.features.values().any(|f| f.dtype == "video");
         if has_video && info.video_path.is_none() {
-            return Err(DatasetError::InvalidField { path: info_path, field: "video_path".into(), message: "missing but the dataset has video features".into() });
+            return Err(DatasetError::InvalidField {
+                path: info_path,
+                field: "video_path".into(),
+                message: "missing but the dataset has video features".into(),
+            });
         }
         let mut ds = Self { root: root.to_path_buf(), info, version, tasks: Vec::new(), episodes: Vec::new() };
         match version {
@@ -206,7 +207,11 @@ impl Dataset {
         let tasks_path = self.root.join("meta/tasks.parquet");
         let t = Table::read(&tasks_path)?;
         let ids = t.i64s("task_index")?;
-        let names = if t.has("task") { t.strings("task")? } else if t.has("__index_level_0__") { t.strings("__index_level_0__")? } else {
+        let names = if t.has("task") {
+            t.strings("task")?
+        } else if t.has("__index_level_0__") {
+            t.strings("__index_level_0__")?
+        } else {
             return Err(DatasetError::MissingColumn { path: tasks_path, column: "task".into() });
         };
         let mut tasks = vec![String::new(); ids.len()];
@@ -261,10 +266,15 @@ impl Dataset {
                 let mut videos = BTreeMap::new();
                 for (k, c, fi, from) in &vids {
                     let vp = self.info.video_path.clone().unwrap_or_default();
-                    let rel = fill(&vp, &[("{video_key}", k.clone()), ("{chunk_index:03d}", format!("{:03}", c[r])), ("{file_index:03d}", format!("{:03}", fi[r]))]);
+                    let rel =
+                        fill(&vp, &[("{video_key}", k.clone()), ("{chunk_index:03d}", format!("{:03}", c[r])), ("{file_index:03d}", format!("{:03}", fi[r]))]);
                     videos.insert(k.clone(), (self.root.join(rel), from[r]));
                 }
-                let length = usize::try_from(len[r]).map_err(|_| DatasetError::InvalidField { path: f.clone(), field: "length".into(), message: format!("negative: {}", len[r]) })?;
+                let length = usize::try_from(len[r]).map_err(|_| DatasetError::InvalidField {
+                    path: f.clone(),
+                    field: "length".into(),
+                    message: format!("negative: {}", len[r]),
+                })?;
                 self.episodes.push(EpisodeMeta { index: idx[r].max(0) as usize, length, tasks: tasks[r].clone(), data_file: self.root.join(data_rel), videos });
             }
         }
@@ -281,7 +291,11 @@ impl Dataset {
                 .map(|l| serde_json::from_str(l).map_err(|source| DatasetError::Json { path: p.clone(), source }))
                 .collect()
         };
-        let field_err = |rel: &str, field: &str| DatasetError::InvalidField { path: self.root.join(rel), field: field.into(), message: "missing or not the expected type".into() };
+        let field_err = |rel: &str, field: &str| DatasetError::InvalidField {
+            path: self.root.join(rel),
+            field: field.into(),
+            message: "missing or not the expected type".into(),
+        };
         let mut tasks = Vec::new();
         for v in read_jsonl("meta/tasks.jsonl")? {
             let i = v["task_index"].as_u64().ok_or_else(|| field_err("meta/tasks.jsonl", "task_index"))? as usize;
@@ -339,7 +353,11 @@ impl Dataset {
             let (cols, data) = t.f32_rows(name)?;
             let want = feature.shape.first().copied().unwrap_or(0);
             if cols != want {
-                return Err(DatasetError::InvalidField { path: t.path.clone(), field: name.into(), message: format!("rows have {cols} values, info.json says {want}") });
+                return Err(DatasetError::InvalidField {
+                    path: t.path.clone(),
+                    field: name.into(),
+                    message: format!("rows have {cols} values, info.json says {want}"),
+                });
             }
             let mut out = Vec::with_capacity(rows.len() * cols);
             for &r in &rows {
@@ -370,7 +388,13 @@ impl Dataset {
         }
         let count = data.len() / (w * h * 3);
         if count != meta.length {
-            return Err(DatasetError::FrameCountMismatch { path: file.to_path_buf(), episode: meta.index, expected: meta.length, found: count, from_timestamp: from });
+            return Err(DatasetError::FrameCountMismatch {
+                path: file.to_path_buf(),
+                episode: meta.index,
+                expected: meta.length,
+                found: count,
+                from_timestamp: from,
+            });
         }
         Ok(Frames { width: w, height: h, count, data })
     }

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 /// Per-dimension statistics of a float vector feature, with LeRobot's quantiles.
 pub fn vector_stats(rows: &[f32], dim: usize) -> Value {
-    let n = if dim == 0 { 0 } else { rows.len() / dim };
+    let n = rows.len().checked_div(dim).unwrap_or(0);
     let mut min = vec![f64::INFINITY; dim];
     let mut max = vec![f64::NEG_INFINITY; dim];
     let mut mean = vec![0.0f64; dim];
@@ -58,8 +58,7 @@ impl ImageStats {
             self.max = [0; 3];
         }
         for px in rgb.chunks_exact(3) {
-            for c in 0..3 {
-                let v = px[c];
+            for (c, &v) in px.iter().enumerate() {
                 self.sum[c] += f64::from(v);
                 self.sum_sq[c] += f64::from(v) * f64::from(v);
                 self.min[c] = self.min[c].min(v);

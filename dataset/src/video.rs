@@ -37,11 +37,10 @@ impl VideoCodec {
             return Err(DatasetError::Usage(format!("video frames must have even width and height for yuv420p, got {width}×{height}")));
         }
         if let VideoCodec::Av1 { .. } = self
-            && (width < 64 || height < 64) {
-                return Err(DatasetError::Usage(format!(
-                    "SVT-AV1 needs frames of at least 64×64, got {width}×{height}; use the h264 codec for smaller frames"
-                )));
-            }
+            && (width < 64 || height < 64)
+        {
+            return Err(DatasetError::Usage(format!("SVT-AV1 needs frames of at least 64×64, got {width}×{height}; use the h264 codec for smaller frames")));
+        }
         Ok(())
     }
 
@@ -160,12 +159,7 @@ pub struct VideoProbe {
 }
 
 fn run_capture(cmd: &mut Command, path: &Path) -> Result<(Vec<u8>, String, bool)> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| DatasetError::FfmpegMissing(format!("{e}")))?;
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| DatasetError::FfmpegMissing(format!("{e}")))?;
     let mut err = child.stderr.take();
     let err_thread = std::thread::spawn(move || {
         let mut s = String::new();
@@ -190,7 +184,16 @@ pub fn probe(path: &Path) -> Result<VideoProbe> {
     }
     let (out, stderr, ok) = run_capture(
         Command::new("ffprobe")
-            .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height,nb_frames,avg_frame_rate,r_frame_rate:format=duration", "-of", "json"])
+            .args([
+                "-v",
+                "error",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "stream=width,height,nb_frames,avg_frame_rate,r_frame_rate:format=duration",
+                "-of",
+                "json",
+            ])
             .arg(path),
         path,
     )?;

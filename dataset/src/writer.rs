@@ -1,13 +1,13 @@
 //! LeRobotDataset v3.0 writer.
 
 use crate::error::{DatasetError, Result, io_err};
-use lapa_fs::atomic_write;
 use crate::stats::{ImageStats, scalar_stats, vector_stats};
 use crate::video::{VideoCodec, VideoEncoder, check_ffmpeg};
 use crate::{CODEBASE_VERSION, DATA_PATH, VIDEO_PATH};
 use arrow_array::builder::{ListBuilder, StringBuilder};
 use arrow_array::{Array, ArrayRef, FixedSizeListArray, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
+use lapa_fs::atomic_write;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
@@ -253,16 +253,12 @@ impl DatasetWriter {
         let mut fields = Vec::new();
         let mut cols: Vec<ArrayRef> = Vec::new();
         let item = Arc::new(Field::new("item", DataType::Float32, true));
-        for (name, names, data) in [
-            ("observation.state", &self.spec.state_names, &self.rows.state),
-            ("action", &self.spec.action_names, &self.rows.action),
-        ] {
+        for (name, names, data) in [("observation.state", &self.spec.state_names, &self.rows.state), ("action", &self.spec.action_names, &self.rows.action)] {
             if let Some(names) = names {
                 let dim = names.len() as i32;
                 fields.push(Field::new(name, DataType::FixedSizeList(item.clone(), dim), true));
                 let values = Arc::new(Float32Array::from(data.clone()));
-                let arr = FixedSizeListArray::try_new(item.clone(), dim, values, None)
-                    .map_err(|e| DatasetError::Usage(format!("{name}: {e}")))?;
+                let arr = FixedSizeListArray::try_new(item.clone(), dim, values, None).map_err(|e| DatasetError::Usage(format!("{name}: {e}")))?;
                 cols.push(Arc::new(arr));
             }
         }
@@ -297,10 +293,8 @@ impl DatasetWriter {
         });
         let schema = Schema::new(vec![Field::new("task_index", DataType::Int64, true), Field::new("task", DataType::Utf8, true)])
             .with_metadata(HashMap::from([("pandas".to_string(), pandas.to_string())]));
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(Int64Array::from((0..self.tasks.len() as i64).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(self.tasks.clone())),
-        ];
+        let cols: Vec<ArrayRef> =
+            vec![Arc::new(Int64Array::from((0..self.tasks.len() as i64).collect::<Vec<_>>())), Arc::new(StringArray::from(self.tasks.clone()))];
         write_parquet(&self.staging.join("meta/tasks.parquet"), schema, cols)
     }
 
@@ -401,10 +395,7 @@ impl DatasetWriter {
             atomic_write(&self.staging.join("meta").join(name), &pretty(v))?;
         }
         if self.root.exists() {
-            return Err(DatasetError::Usage(format!(
-                "{}: appeared while recording; not overwriting it",
-                self.root.display()
-            )));
+            return Err(DatasetError::Usage(format!("{}: appeared while recording; not overwriting it", self.root.display())));
         }
         std::fs::rename(&self.staging, &self.root).map_err(io_err(&self.root))?;
         self.finished = true;

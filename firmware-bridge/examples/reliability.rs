@@ -14,12 +14,12 @@
 
 use lapa_bridge::bridge::{Bridge, BridgeConfig};
 use lapa_bridge::feetech::{Clock, FeetechBus, PacketParser, decode_sign_magnitude, encode_sync_read, encode_sync_write};
-use lapa_bridge::mcu_app::McuApp;
-use lapa_bridge::simservo::SimBus;
-use lapa_bridge::simwire::{SharedBus, SimWire};
 use lapa_bridge::link::Link;
+use lapa_bridge::mcu_app::McuApp;
 use lapa_bridge::protocol::*;
 use lapa_bridge::simboard::{self, Mode, SimOptions};
+use lapa_bridge::simservo::SimBus;
+use lapa_bridge::simwire::{SharedBus, SimWire};
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -149,7 +149,12 @@ fn hostile(rng: &mut Rng) -> HostMsg {
         }),
         10 => {
             let lo = rng.below(2000) as u16;
-            HostMsg::WriteCalibration(Calibration { homing_offset: [0; 6], range_min: [lo; 6], range_max: [lo + 100 + rng.below(1995) as u16; 6], drive_mode: [0; 6] })
+            HostMsg::WriteCalibration(Calibration {
+                homing_offset: [0; 6],
+                range_min: [lo; 6],
+                range_max: [lo + 100 + rng.below(1995) as u16; 6],
+                drive_mode: [0; 6],
+            })
         }
         _ => HostMsg::ClearFaults,
     }
@@ -205,7 +210,8 @@ fn app_soak(frames: u64) -> String {
             }
             _ => {
                 frame.clear();
-                frame.extend((0..rng.below(120)).map(|_| rng.next() as u8));
+                let n = rng.below(120);
+                frame.extend((0..n).map(|_| rng.next() as u8));
             }
         }
         bytes_in += frame.len() as u64;
@@ -216,7 +222,8 @@ fn app_soak(frames: u64) -> String {
                     n += 1;
                 }
             }
-            now_ms += rng.below(if rng.chance(0.01) { 300 } else { 4 });
+            let span = if rng.chance(0.01) { 300 } else { 4 };
+            now_ms += rng.below(span);
             bus.lock().advance(0.002);
             let _ = app.servo_tick(now_ms);
             n
@@ -463,10 +470,10 @@ fn latency(n: u32) -> Result<String, Box<dyn std::error::Error>> {
         let start = Instant::now();
         link.command(HostMsg::SetTargets { targets: t }, "targets")?;
         loop {
-            if let McuMsg::State(s) = link.request(HostMsg::ReadState, "state")? {
-                if s.positions[0] != p0[0] {
-                    break;
-                }
+            if let McuMsg::State(s) = link.request(HostMsg::ReadState, "state")?
+                && s.positions[0] != p0[0]
+            {
+                break;
             }
             if start.elapsed() > Duration::from_secs(1) {
                 return Err("no motion observed within 1 s".into());
@@ -520,7 +527,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let inputs: u64 = arg("--inputs").and_then(|s| s.parse().ok()).unwrap_or(10_000_000);
     let out = arg("--out");
-    let mut md = String::from("# Bridge reliability\n\nCommand: `cargo run --release -p lapa-bridge --example reliability -- --out $PWD/results/bridge/reliability.md`\n(2-core dev machine; simulated board on a pty.)\n\n## Decoder soak\n\n");
+    let mut md = String::from(
+        "# Bridge reliability\n\nCommand: `cargo run --release -p lapa-bridge --example reliability -- --out $PWD/results/bridge/reliability.md`\n(2-core dev machine; simulated board on a pty.)\n\n## Decoder soak\n\n",
+    );
     eprintln!("soak: {inputs} inputs");
     md += &soak(inputs);
     md += "\n## MCU app soak\n\n";

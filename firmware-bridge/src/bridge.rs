@@ -15,8 +15,8 @@
 #![deny(clippy::panic, clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::arithmetic_side_effects)]
 
 use crate::protocol::{
-    ArmState, BootInfo, Calibration, CalibrationField, FirmwareVersion, Frame, FrameError, HostMsg, JOINTS, McuMsg, PROTOCOL_VERSION, Positions,
-    SEQ_UNKNOWN, WireError, fault,
+    ArmState, BootInfo, Calibration, CalibrationField, FirmwareVersion, Frame, FrameError, HostMsg, JOINTS, McuMsg, PROTOCOL_VERSION, Positions, SEQ_UNKNOWN,
+    WireError, fault,
 };
 use lapa_boards::{CalibrationError, JointCalibration, SO101};
 
@@ -430,7 +430,13 @@ impl Bridge {
             for (((g, &t), &s), (&lo, &hi)) in self.goal.iter_mut().zip(&self.target).zip(&self.cfg.max_step).zip(limits) {
                 let d = i32::from(t).saturating_sub(i32::from(*g));
                 let s = i32::from(s.max(0));
-                let step = if d > s { s } else if d < s.saturating_neg() { s.saturating_neg() } else { d };
+                let step = if d > s {
+                    s
+                } else if d < s.saturating_neg() {
+                    s.saturating_neg()
+                } else {
+                    d
+                };
                 let next = i32::from(*g).saturating_add(step);
                 *g = clamp(i16::try_from(next).unwrap_or(if next > 0 { i16::MAX } else { i16::MIN }), lo, hi);
             }

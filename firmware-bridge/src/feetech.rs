@@ -552,4 +552,3 @@ impl<IO: Read + Write + ReadReady, C: Clock> FeetechBus<IO, C> {
         self.write(id, r.addr, &v.to_le_bytes())
     }
 }
-

@@ -32,6 +32,6 @@ pub mod simboard;
 #[cfg(feature = "std")]
 pub mod simservo;
 #[cfg(feature = "std")]
-pub mod uf2;
-#[cfg(feature = "std")]
 pub mod simwire;
+#[cfg(feature = "std")]
+pub mod uf2;

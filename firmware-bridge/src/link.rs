@@ -1,7 +1,9 @@
 //! Host side of the board ↔ MCU link over a serial port: handshake, request/response matched by
 //! sequence number, timeouts and retries, automatic reconnect, link statistics.
 
-use crate::protocol::{BootInfo, FirmwareVersion, FrameError, FrameReceiver, HostMsg, MAX_FRAME, McuMsg, PROTOCOL_VERSION, SEQ_UNKNOWN, WireError, encode_frame};
+use crate::protocol::{
+    BootInfo, FirmwareVersion, FrameError, FrameReceiver, HostMsg, MAX_FRAME, McuMsg, PROTOCOL_VERSION, SEQ_UNKNOWN, WireError, encode_frame,
+};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -95,10 +97,7 @@ impl std::fmt::Debug for Link {
 }
 
 fn open_port(path: &str, baud: u32) -> Result<Box<dyn serialport::SerialPort>, LinkError> {
-    serialport::new(path, baud)
-        .timeout(Duration::from_millis(2))
-        .open()
-        .map_err(|source| LinkError::Open { path: path.to_string(), source })
+    serialport::new(path, baud).timeout(Duration::from_millis(2)).open().map_err(|source| LinkError::Open { path: path.to_string(), source })
 }
 
 impl Link {

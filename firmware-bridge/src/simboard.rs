@@ -149,7 +149,9 @@ pub fn start(opts: SimOptions) -> std::io::Result<SimBoard> {
         let _slave = slave;
         match opts.mode {
             Mode::Feetech => serve_feetech(&bus2, &rx, &mut writer, &stop2, opts.baud),
-            Mode::Bridge => serve_bridge(&bus2, &rx, &mut writer, &stop2, &opts, &Shared { executed: &executed2, trips: &trips2, boot: &boot2, resets: &reset_rx }),
+            Mode::Bridge => {
+                serve_bridge(&bus2, &rx, &mut writer, &stop2, &opts, &Shared { executed: &executed2, trips: &trips2, boot: &boot2, resets: &reset_rx })
+            }
         }
         if let Some(l) = link {
             let _ = std::fs::remove_file(l);

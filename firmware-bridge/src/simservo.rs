@@ -193,9 +193,10 @@ impl SimBus {
                 let (addr, len) = (params[0], params[1] as usize);
                 for item in params[2..].chunks(len + 1) {
                     if item.len() == len + 1
-                        && let Some(s) = self.servo_mut(item[0]) {
-                            s.write_regs(addr, &item[1..]);
-                        }
+                        && let Some(s) = self.servo_mut(item[0])
+                    {
+                        s.write_regs(addr, &item[1..]);
+                    }
                 }
             }
             Instruction::SyncRead => {

@@ -5,12 +5,12 @@
 
 use lapa_bridge::bridge::{Bridge, BridgeConfig, ConfigError, SafeState};
 use lapa_bridge::feetech::{Clock, FeetechBus, decode_sign_magnitude};
-use proptest::strategy::ValueTree;
 use lapa_bridge::mcu_app::McuApp;
 use lapa_bridge::protocol::*;
 use lapa_bridge::simservo::SimBus;
 use lapa_bridge::simwire::{SharedBus, SimWire};
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 
 const POWER_ON: BootInfo = BootInfo { count: 1, reason: ResetReason::PowerOn };
 
@@ -197,10 +197,7 @@ fn inverted_and_out_of_range_calibrations_are_refused_and_the_arm_keeps_holding(
         assert_eq!(cmd.goal, [2000; 6]);
     }
     // A valid calibration is refused too while torque is on: new limits under a moving arm.
-    assert_eq!(
-        b.on_frame(&Frame { seq: 30, msg: HostMsg::WriteCalibration(calibration(1500, 2500)) }, 3),
-        McuMsg::Error(WireError::TorqueOn)
-    );
+    assert_eq!(b.on_frame(&Frame { seq: 30, msg: HostMsg::WriteCalibration(calibration(1500, 2500)) }, 3), McuMsg::Error(WireError::TorqueOn));
     assert_eq!(b.limits(), before.0);
     // With torque off it is taken, and the goal moves inside the new limits.
     b.on_frame(&Frame { seq: 31, msg: HostMsg::Torque { on: false } }, 3);
@@ -242,7 +239,12 @@ fn an_abnormal_boot_latches_reset_and_reports_it_in_the_handshake() {
 fn hostile_msg() -> impl Strategy<Value = HostMsg> {
     let count = prop_oneof![0u16..=4095, any::<u16>(), Just(0u16), Just(4095u16), Just(4096u16), Just(32767u16), Just(32768u16), Just(u16::MAX)];
     let offset = prop_oneof![-2047i16..=2047, any::<i16>(), Just(2048i16), Just(-2048i16), Just(i16::MIN)];
-    let cal = (prop::array::uniform6(offset), prop::array::uniform6(count.clone()), prop::array::uniform6(count), prop::array::uniform6(prop_oneof![0u8..=1, any::<u8>()]))
+    let cal = (
+        prop::array::uniform6(offset),
+        prop::array::uniform6(count.clone()),
+        prop::array::uniform6(count),
+        prop::array::uniform6(prop_oneof![0u8..=1, any::<u8>()]),
+    )
         .prop_map(|(homing_offset, range_min, range_max, drive_mode)| Calibration { homing_offset, range_min, range_max, drive_mode });
     let valid_cal = (prop::array::uniform6(0u16..2000), prop::array::uniform6(2001u16..=4095)).prop_map(|(range_min, range_max)| Calibration {
         homing_offset: [0; 6],

@@ -10,7 +10,9 @@ fn sdk_packets() -> Vec<(String, Vec<u8>)> {
         .as_array()
         .expect("packets")
         .iter()
-        .map(|p| (p["call"].as_str().expect("call").to_string(), p["bytes"].as_array().expect("bytes").iter().map(|b| b.as_u64().expect("byte") as u8).collect()))
+        .map(|p| {
+            (p["call"].as_str().expect("call").to_string(), p["bytes"].as_array().expect("bytes").iter().map(|b| b.as_u64().expect("byte") as u8).collect())
+        })
         .collect()
 }
 

@@ -28,12 +28,15 @@ fn golden_frames() {
         (enc(3, &McuMsg::Ack { clamped: 0b10 }), "08 03 01 02 26 37 12 0A 00"),
         (enc(1, &McuMsg::Error(WireError::Crc)), "03 01 04 05 21 76 EF 9A 00"),
         (
-            enc(1, &McuMsg::HelloAck {
-                protocol: 2,
-                firmware: FirmwareVersion { major: 0, minor: 2, patch: 0 },
-                arm_id: *b"so101-pico\0\0\0\0\0\0",
-                boot: BootInfo { count: 3, reason: ResetReason::Watchdog },
-            }),
+            enc(
+                1,
+                &McuMsg::HelloAck {
+                    protocol: 2,
+                    firmware: FirmwareVersion { major: 0, minor: 2, patch: 0 },
+                    arm_id: *b"so101-pico\0\0\0\0\0\0",
+                    boot: BootInfo { count: 3, reason: ResetReason::Watchdog },
+                },
+            ),
             HELLO_ACK,
         ),
         (enc(5, &McuMsg::Error(WireError::InvalidCalibration { joint: 4, field: CalibrationField::Range })), INVALID_CALIBRATION),
@@ -46,16 +49,26 @@ fn golden_frames() {
 #[test]
 fn buffers_are_sized_from_max_size() {
     const { assert!(MAX_FRAME < 128, "frames fit a small MCU buffer") };
-    let worst = HostMsg::WriteCalibration(Calibration { homing_offset: [i16::MIN; 6], range_min: [u16::MAX; 6], range_max: [u16::MAX; 6], drive_mode: [255; 6] });
+    let worst =
+        HostMsg::WriteCalibration(Calibration { homing_offset: [i16::MIN; 6], range_min: [u16::MAX; 6], range_max: [u16::MAX; 6], drive_mode: [255; 6] });
     assert!(enc(u16::MAX, &worst).len() <= MAX_FRAME);
-    let state = McuMsg::State(ArmState { positions: [i16::MIN; 6], loads: [i16::MIN; 6], temperatures: [255; 6], voltage_dv: 255, faults: u16::MAX, torque: true, holding: true });
+    let state = McuMsg::State(ArmState {
+        positions: [i16::MIN; 6],
+        loads: [i16::MIN; 6],
+        temperatures: [255; 6],
+        voltage_dv: 255,
+        faults: u16::MAX,
+        torque: true,
+        holding: true,
+    });
     assert!(enc(u16::MAX, &state).len() <= MAX_FRAME);
 }
 
 fn host_msg() -> impl Strategy<Value = HostMsg> {
     let pos = prop::array::uniform6(any::<i16>());
-    let cal = (prop::array::uniform6(any::<i16>()), prop::array::uniform6(any::<u16>()), prop::array::uniform6(any::<u16>()), prop::array::uniform6(any::<u8>()))
-        .prop_map(|(homing_offset, range_min, range_max, drive_mode)| Calibration { homing_offset, range_min, range_max, drive_mode });
+    let cal =
+        (prop::array::uniform6(any::<i16>()), prop::array::uniform6(any::<u16>()), prop::array::uniform6(any::<u16>()), prop::array::uniform6(any::<u8>()))
+            .prop_map(|(homing_offset, range_min, range_max, drive_mode)| Calibration { homing_offset, range_min, range_max, drive_mode });
     prop_oneof![
         any::<u16>().prop_map(|protocol| HostMsg::Hello { protocol }),
         pos.prop_map(|targets| HostMsg::SetTargets { targets }),
@@ -70,8 +83,24 @@ fn host_msg() -> impl Strategy<Value = HostMsg> {
 }
 
 fn mcu_msg() -> impl Strategy<Value = McuMsg> {
-    let state = (prop::array::uniform6(any::<i16>()), prop::array::uniform6(any::<i16>()), prop::array::uniform6(any::<u8>()), any::<u8>(), any::<u16>(), any::<bool>(), any::<bool>())
-        .prop_map(|(positions, loads, temperatures, voltage_dv, faults, torque, holding)| ArmState { positions, loads, temperatures, voltage_dv, faults, torque, holding });
+    let state = (
+        prop::array::uniform6(any::<i16>()),
+        prop::array::uniform6(any::<i16>()),
+        prop::array::uniform6(any::<u8>()),
+        any::<u8>(),
+        any::<u16>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(positions, loads, temperatures, voltage_dv, faults, torque, holding)| ArmState {
+            positions,
+            loads,
+            temperatures,
+            voltage_dv,
+            faults,
+            torque,
+            holding,
+        });
     let err = prop_oneof![
         Just(WireError::Crc),
         Just(WireError::Cobs),
@@ -83,7 +112,13 @@ fn mcu_msg() -> impl Strategy<Value = McuMsg> {
         any::<u8>().prop_map(|id| WireError::BusTimeout { id }),
         (any::<u8>(), 0u8..5).prop_map(|(joint, f)| WireError::InvalidCalibration {
             joint,
-            field: [CalibrationField::HomingOffset, CalibrationField::RangeMin, CalibrationField::RangeMax, CalibrationField::Range, CalibrationField::DriveMode][usize::from(f)]
+            field: [
+                CalibrationField::HomingOffset,
+                CalibrationField::RangeMin,
+                CalibrationField::RangeMax,
+                CalibrationField::Range,
+                CalibrationField::DriveMode
+            ][usize::from(f)]
         }),
         Just(WireError::ReservedSequence),
         Just(WireError::TorqueOn),

@@ -25,7 +25,8 @@ pub fn save_laq(dir: &Path, config: &LaqConfig, model: &Laq) -> Result<(), Model
 pub fn load_laq_config(dir: &Path) -> Result<LaqConfig, ModelError> {
     let path = dir.join(CONFIG_FILE);
     let bytes = std::fs::read(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
-    let config: LaqConfig = serde_json::from_slice(&bytes).map_err(|e| ModelError::Artifact { path: path.clone(), message: format!("not a LAQ config: {e}") })?;
+    let config: LaqConfig =
+        serde_json::from_slice(&bytes).map_err(|e| ModelError::Artifact { path: path.clone(), message: format!("not a LAQ config: {e}") })?;
     config.validate().map_err(|e| ModelError::Artifact { path, message: e.to_string() })?;
     Ok(config)
 }

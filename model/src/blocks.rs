@@ -143,9 +143,7 @@ pub struct Peg {
 
 impl Peg {
     pub fn new(dim: usize, device: &Device) -> Self {
-        Self {
-            conv: Conv2dConfig::new([dim, dim], [3, 3]).with_groups(dim).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device),
-        }
+        Self { conv: Conv2dConfig::new([dim, dim], [3, 3]).with_groups(dim).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device) }
     }
 
     /// `x`: [batch, grid_h*grid_w, dim] -> same shape, with position information mixed in.
@@ -200,12 +198,7 @@ impl TransformerConfig {
                 ff: FeedForwardConfig::new(self.dim).with_mult(self.ff_mult).init(device),
             })
             .collect();
-        Transformer {
-            peg: self.peg.then(|| Peg::new(self.dim, device)),
-            layers,
-            norm_out: LayerNormConfig::new(self.dim).init(device),
-            causal: self.causal,
-        }
+        Transformer { peg: self.peg.then(|| Peg::new(self.dim, device)), layers, norm_out: LayerNormConfig::new(self.dim).init(device), causal: self.causal }
     }
 }
 

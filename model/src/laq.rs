@@ -20,9 +20,9 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor};
 
+use crate::ModelError;
 use crate::blocks::{Transformer, TransformerConfig};
 use crate::nsvq::Nsvq;
-use crate::ModelError;
 
 /// Every size of the LAQ; saved as `config.json` beside the weights.
 #[derive(Config, Debug, PartialEq)]
@@ -103,7 +103,7 @@ impl LaqConfig {
 
     pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |m: String| Err(ModelError::Config(m));
-        if self.patch_size == 0 || self.image_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.patch_size == 0 || self.image_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             return bad(format!("image_size {} must be a positive multiple of patch_size {}", self.image_size, self.patch_size));
         }
         let s = self.token_grid();
@@ -132,10 +132,7 @@ impl LaqConfig {
             patch_proj: LinearConfig::new(self.patch_dim(), d).init(device),
             patch_norm_out: LayerNormConfig::new(d).init(device),
             enc_spatial: spatial(true, None).init(device),
-            enc_temporal: TransformerConfig::new(d, self.temporal_depth, self.heads, self.dim_head)
-                .with_ff_mult(self.ff_mult)
-                .with_causal(true)
-                .init(device),
+            enc_temporal: TransformerConfig::new(d, self.temporal_depth, self.heads, self.dim_head).with_ff_mult(self.ff_mult).with_causal(true).init(device),
             frame_pos: burn::module::Param::from_tensor(Tensor::zeros([2, d], device)),
             to_code: LinearConfig::new(d, c).init(device),
             reduce_1: Conv2dConfig::new([c, c], [3, 3]).with_stride([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device),

@@ -27,11 +27,7 @@ pub struct Nsvq {
 
 impl Nsvq {
     pub fn new(codebook_size: usize, code_dim: usize, device: &Device) -> Self {
-        Self {
-            codebook: Param::from_tensor(Tensor::random([codebook_size, code_dim], Distribution::Normal(0.0, 1.0), device)),
-            codebook_size,
-            code_dim,
-        }
+        Self { codebook: Param::from_tensor(Tensor::random([codebook_size, code_dim], Distribution::Normal(0.0, 1.0), device)), codebook_size, code_dim }
     }
 
     /// Index of the nearest code (Euclidean) for each row of `z`: [n, code_dim] -> [n].

@@ -71,10 +71,17 @@ fn dead_code_replacement_revives_a_forced_dead_code() {
     let before = perplexity(&counts);
     let mut n = 0.0f32;
     let (q, replaced) = q
-        .replace_dead_codes(&counts, 0.5, 0.01, None, |k| 1 % k, || {
-            n += 0.5;
-            n.sin()
-        })
+        .replace_dead_codes(
+            &counts,
+            0.5,
+            0.01,
+            None,
+            |k| 1 % k,
+            || {
+                n += 0.5;
+                n.sin()
+            },
+        )
         .expect("the codebook reads back as f32");
     assert_eq!(replaced, vec![3]);
     let cb: Vec<f32> = q.codebook.val().into_data().convert::<f32>().try_into_vec().expect("floats");
@@ -98,7 +105,7 @@ fn tiny_laq_overfits_sixteen_pairs() {
     let dirs: [(i32, i32); 4] = [(6, 0), (-6, 0), (0, 6), (0, -6)];
     for (k, &(dx, dy)) in dirs.iter().enumerate() {
         for s in 0..4 {
-            let (x, y) = (8 + 4 * s as i32, 10 + 2 * k as i32);
+            let (x, y) = (8 + 4 * s, 10 + 2 * k as i32);
             patchify(&square(x as usize, y as usize, [220, 40, 40]), 32, 8, &mut first);
             patchify(&square((x + dx) as usize, (y + dy) as usize, [220, 40, 40]), 32, 8, &mut second);
         }

@@ -73,7 +73,10 @@ fn main() {
     let mut table = String::new();
     table.push_str("# Render benchmark (target: ≥ 5,000 steps/s per core at 64×64)\n\n");
     table.push_str("Command: `cargo bench -p lapa-sim --bench render -- --out $PWD/results/sim/render_bench.md`\n\n");
-    table.push_str(&format!("Single thread on {cpu} ({} cores visible); median of {REPEATS} runs of {STEPS} steps.\n\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)));
+    table.push_str(&format!(
+        "Single thread on {cpu} ({} cores visible); median of {REPEATS} runs of {STEPS} steps.\n\n",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    ));
     table.push_str("| embodiment | split | size | render only (frames/s) | full step: expert + physics + render (steps/s) |\n|---|---|---|---|---|\n");
     for (emb, split, size) in [
         (Embodiment::Arm, Split::Seen, 64),
@@ -88,8 +91,9 @@ fn main() {
         table.push_str(&line);
     }
     if let Some(path) = out
-        && let Err(e) = std::fs::write(&path, &table) {
-            eprintln!("cannot write {path}: {e}");
-            std::process::exit(1);
-        }
+        && let Err(e) = std::fs::write(&path, &table)
+    {
+        eprintln!("cannot write {path}: {e}");
+        std::process::exit(1);
+    }
 }

@@ -109,10 +109,10 @@ impl Env {
             Action::JointTargets(target) => {
                 let target = kinematics::clamp_joints(&target);
                 for _ in 0..n {
-                    for i in 0..6 {
+                    for (i, (q, t)) in self.world.joints.iter_mut().zip(target).enumerate() {
                         let lim = if i == 5 { self.cfg.gripper_speed } else { self.cfg.joint_speed } * sub;
-                        let d = (target[i] - self.world.joints[i]).clamp(-lim, lim);
-                        self.world.joints[i] += d;
+                        let d = (t - *q).clamp(-lim, lim);
+                        *q += d;
                     }
                     self.world.interact();
                 }
@@ -232,7 +232,7 @@ pub const SETTLE_STEPS: usize = 3;
 /// success-rate evaluation).
 pub fn run_expert(env: &mut Env, seed: u64, embodiment: Embodiment, family: Option<TaskFamily>, split: Split, render: bool) -> Demo {
     env.reset(seed, embodiment, family, split);
-    let mut rng = Rng::new(seed ^ 0x5EED_E4BE_27);
+    let mut rng = Rng::new(seed ^ 0x005E_EDE4_BE27);
     let dt = 1.0 / env.config().fps as f32;
     let mut expert = Expert::new(&env.task().goal, env.world());
     let mut arm = ArmTracker::new(env.world());

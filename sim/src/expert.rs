@@ -122,21 +122,13 @@ impl Expert {
                 let others: Vec<usize> = blocks.iter().copied().filter(|&i| i != anchor).collect();
                 let [ax, ay] = p(anchor);
                 let gap = LINE_MIN_GAP + 0.022;
-                let slots: Vec<[f32; 2]> = [-gap, gap, -2.0 * gap, 2.0 * gap]
-                    .iter()
-                    .map(|d| [ax + d, ay])
-                    .filter(|s| s[0].abs() <= WORK_HALF_X - 0.01)
-                    .take(2)
-                    .collect();
+                let slots: Vec<[f32; 2]> =
+                    [-gap, gap, -2.0 * gap, 2.0 * gap].iter().map(|d| [ax + d, ay]).filter(|s| s[0].abs() <= WORK_HALF_X - 0.01).take(2).collect();
                 // Assign the closer block to the first slot if that shortens the total travel.
                 let (o0, o1) = (others[0], others[1]);
                 let direct = dist2(p(o0), slots[0]) + dist2(p(o1), slots[1]);
                 let swapped = dist2(p(o0), slots[1]) + dist2(p(o1), slots[0]);
-                if direct <= swapped {
-                    vec![pick(o0, slots[0]), pick(o1, slots[1])]
-                } else {
-                    vec![pick(o0, slots[1]), pick(o1, slots[0])]
-                }
+                if direct <= swapped { vec![pick(o0, slots[0]), pick(o1, slots[1])] } else { vec![pick(o0, slots[1]), pick(o1, slots[0])] }
             }
             Goal::PointAt { block } => vec![Skill::Hover { block }],
         };
@@ -397,9 +389,9 @@ impl HandMotion {
             let v = self.speed.min(dist * 3.0).min(dist / dt);
             desired = [dir[0] / n * v, dir[1] / n * v, dir[2] / n * v];
         }
-        for k in 0..3 {
-            let dv = (desired[k] - self.vel[k]).clamp(-self.accel * dt, self.accel * dt);
-            self.vel[k] += dv;
+        for (v, d) in self.vel.iter_mut().zip(desired) {
+            let dv = (d - *v).clamp(-self.accel * dt, self.accel * dt);
+            *v += dv;
         }
         let mut pos = [p[0] + self.vel[0] * dt, p[1] + self.vel[1] * dt, (p[2] + self.vel[2] * dt).max(0.008)];
         // Do not overshoot the target through the acceleration limit.

@@ -5,8 +5,8 @@
 //! World frame: metres, origin on the table under the pan axis, +x to the right (seen from the
 //! camera above), +y away from the robot, +z up.
 
-use lapa_boards::SO101;
 pub use lapa_boards::Joints;
+use lapa_boards::SO101;
 pub use lapa_boards::kinematics::ArmPose;
 
 /// Forward kinematics of the simulated arm (the SO-101's, from `lapa-boards`).
@@ -92,8 +92,8 @@ mod tests {
         let mut checked = 0;
         for _ in 0..5000 {
             let mut q = [0.0f32; 6];
-            for i in 0..6 {
-                q[i] = rng.range(SO101.joints[i].min, SO101.joints[i].max);
+            for (v, j) in q.iter_mut().zip(&SO101.joints) {
+                *v = rng.range(j.min, j.max);
             }
             let bend = q[2] + SO101.geometry.elbow_zero_bend_deg;
             if bend <= 1.0 || bend >= 179.0 {

@@ -85,14 +85,7 @@ struct Camera {
 impl Camera {
     fn new(width: usize, height: usize, off: [f32; 3]) -> Self {
         let s0 = width as f32 / VIEW_SPAN;
-        Self {
-            cx: off[0],
-            cy: VIEW_CENTRE_Y + off[1],
-            h: CAMERA_HEIGHT + off[2],
-            f: s0 * CAMERA_HEIGHT,
-            w2: width as f32 * 0.5,
-            h2: height as f32 * 0.5,
-        }
+        Self { cx: off[0], cy: VIEW_CENTRE_Y + off[1], h: CAMERA_HEIGHT + off[2], f: s0 * CAMERA_HEIGHT, w2: width as f32 * 0.5, h2: height as f32 * 0.5 }
     }
 
     /// World point → (pixel x, pixel y, pixels per metre at that depth).
@@ -144,7 +137,11 @@ impl Renderer {
                     Texture::Solid => 1.0,
                     Texture::WoodGrain => 1.0 + 0.07 * (y * 140.0 + 2.5 * (x * 23.0).sin()).sin(),
                     Texture::Checker => {
-                        if (((x / 0.04).floor() + (y / 0.04).floor()) as i64).rem_euclid(2) == 0 { 1.0 } else { 0.88 }
+                        if (((x / 0.04).floor() + (y / 0.04).floor()) as i64).rem_euclid(2) == 0 {
+                            1.0
+                        } else {
+                            0.88
+                        }
                     }
                     Texture::Speckle => 1.0 + 0.10 * (hash2(px as u32, py as u32) - 0.5),
                 };

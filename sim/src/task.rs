@@ -16,14 +16,8 @@ pub enum TaskFamily {
 }
 
 impl TaskFamily {
-    pub const ALL: [TaskFamily; 6] = [
-        TaskFamily::PushToSide,
-        TaskFamily::MoveNextTo,
-        TaskFamily::PickPlace,
-        TaskFamily::Separate,
-        TaskFamily::LineUp,
-        TaskFamily::PointAt,
-    ];
+    pub const ALL: [TaskFamily; 6] =
+        [TaskFamily::PushToSide, TaskFamily::MoveNextTo, TaskFamily::PickPlace, TaskFamily::Separate, TaskFamily::LineUp, TaskFamily::PointAt];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -50,24 +44,18 @@ impl TaskFamily {
                 "nudge the {a} over to the {where}",
                 "move the {a} toward the {where} edge",
             ],
-            TaskFamily::MoveNextTo => &[
-                "move the {a} next to the {b}",
-                "push the {a} close to the {b}",
-                "put the {a} beside the {b}",
-                "bring the {a} over to the {b}",
-            ],
+            TaskFamily::MoveNextTo => {
+                &["move the {a} next to the {b}", "push the {a} close to the {b}", "put the {a} beside the {b}", "bring the {a} over to the {b}"]
+            }
             TaskFamily::PickPlace => &[
                 "pick up the {a} and place it in the {where} corner",
                 "put the {a} in the {where} corner",
                 "lift the {a} and drop it at the {where} corner",
                 "carry the {a} to the {where} corner",
             ],
-            TaskFamily::Separate => &[
-                "separate the {a} from the {b}",
-                "push the {a} away from the {b}",
-                "move the {a} and the {b} apart",
-                "pull the {a} and the {b} apart",
-            ],
+            TaskFamily::Separate => {
+                &["separate the {a} from the {b}", "push the {a} away from the {b}", "move the {a} and the {b} apart", "pull the {a} and the {b} apart"]
+            }
             TaskFamily::LineUp => &[
                 "line up the {a}, the {b} and the {c}",
                 "put the {a}, the {b} and the {c} in a row",
@@ -128,11 +116,7 @@ impl Split {
 
     /// Samples the scene's look.
     pub fn sample_style(self, rng: &mut Rng) -> Style {
-        let mut style = Style {
-            skin_rgb: *rng.pick(&SKIN_TONES),
-            sleeve_rgb: *rng.pick(&SLEEVES),
-            ..Style::default()
-        };
+        let mut style = Style { skin_rgb: *rng.pick(&SKIN_TONES), sleeve_rgb: *rng.pick(&SLEEVES), ..Style::default() };
         if self == Split::UnseenEnvironment {
             style.table_rgb = *rng.pick(&UNSEEN_TABLES);
             style.texture = *rng.pick(&UNSEEN_TEXTURES);
@@ -275,9 +259,7 @@ impl Goal {
                     }
             }
             Goal::MoveNextTo { block, target } => on_table(block) && dist2(p(block), p(target)) < NEXT_TO_DIST,
-            Goal::PickPlace { block, corner } => {
-                on_table(block) && world.ever_grasped[block] && dist2(p(block), corner.point()) < CORNER_DIST
-            }
+            Goal::PickPlace { block, corner } => on_table(block) && world.ever_grasped[block] && dist2(p(block), corner.point()) < CORNER_DIST,
             Goal::Separate { a, b } => on_table(a) && on_table(b) && dist2(p(a), p(b)) > SEPARATE_DIST,
             Goal::LineUp { blocks } => {
                 if !blocks.iter().all(|&i| on_table(i)) {
@@ -291,10 +273,7 @@ impl Goal {
                 aligned && spaced
             }
             Goal::PointAt { block } => {
-                dist2(p(block), [eff.pos[0], eff.pos[1]]) < POINT_XY
-                    && eff.pos[2] > POINT_Z.0
-                    && eff.pos[2] < POINT_Z.1
-                    && world.grasped.is_none()
+                dist2(p(block), [eff.pos[0], eff.pos[1]]) < POINT_XY && eff.pos[2] > POINT_Z.0 && eff.pos[2] < POINT_Z.1 && world.grasped.is_none()
             }
         }
     }
@@ -363,11 +342,8 @@ pub fn sample_task(rng: &mut Rng, family: TaskFamily, split: Split) -> (Vec<Bloc
         if !ok {
             continue;
         }
-        let blocks: Vec<Block> = kinds
-            .iter()
-            .zip(&pos)
-            .map(|(&(colour, shape), &p)| Block { colour, shape, pos: p, z: 0.0, yaw: rng.range(0.0, std::f32::consts::TAU) })
-            .collect();
+        let blocks: Vec<Block> =
+            kinds.iter().zip(&pos).map(|(&(colour, shape), &p)| Block { colour, shape, pos: p, z: 0.0, yaw: rng.range(0.0, std::f32::consts::TAU) }).collect();
         let goal = match family {
             TaskFamily::PushToSide => Goal::PushToSide { block: 0, side },
             TaskFamily::MoveNextTo => Goal::MoveNextTo { block: 0, target: 1 },

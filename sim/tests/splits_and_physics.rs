@@ -1,11 +1,11 @@
 //! Split disjointness, determinism and physics invariants.
 
+use lapa_sim::env::{SETTLE_STEPS, max_steps};
+use lapa_sim::expert::{ArmTracker, Expert, HandMotion};
 use lapa_sim::render::Texture;
 use lapa_sim::rng::Rng;
 use lapa_sim::task::{SEEN_TABLES, UNSEEN_TABLES, held_out_objects, sample_task};
 use lapa_sim::world::{BLOCK_RADIUS, Embodiment};
-use lapa_sim::env::{SETTLE_STEPS, max_steps};
-use lapa_sim::expert::{ArmTracker, Expert, HandMotion};
 use lapa_sim::{Action, Env, EnvConfig, Split, TaskFamily, run_expert};
 use std::collections::HashSet;
 
@@ -89,7 +89,11 @@ fn assert_blocks_separated(env: &Env, seed: u64, emb: Embodiment, step: usize) {
     let d = w.min_block_distance();
     assert!(d >= 2.0 * BLOCK_RADIUS - 1e-4, "seed {seed} {emb:?} after control step {step}: blocks overlap (centres {d} m apart)");
     for b in &w.blocks {
-        assert!(b.pos[0].abs() <= 0.15 && b.pos[1] >= 0.03 && b.pos[1] <= 0.33, "seed {seed} {emb:?} after control step {step}: block off the table at {:?}", b.pos);
+        assert!(
+            b.pos[0].abs() <= 0.15 && b.pos[1] >= 0.03 && b.pos[1] <= 0.33,
+            "seed {seed} {emb:?} after control step {step}: block off the table at {:?}",
+            b.pos
+        );
     }
 }
 

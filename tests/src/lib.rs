@@ -1,7 +1,7 @@
 //! Cross-crate integration tests live in `tests/tests/`; this library holds their shared fixtures.
 
-use lapa_dataset::{CameraSpec, DatasetSpec, DatasetWriter, EpisodeInput, VideoCodec, WrittenDataset};
 use lapa_boards::SO101;
+use lapa_dataset::{CameraSpec, DatasetSpec, DatasetWriter, EpisodeInput, VideoCodec, WrittenDataset};
 use lapa_sim::{Demo, Embodiment, Env, EnvConfig, Split, TaskFamily, run_expert};
 use std::path::Path;
 

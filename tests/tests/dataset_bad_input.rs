@@ -79,9 +79,11 @@ fn missing_meta_files() {
 fn invalid_info_json() {
     let (_d, root) = broken(|r| std::fs::write(r.join("meta/info.json"), b"{\"codebase_version\": \"v3.0\", ").expect("write"));
     assert!(matches!(expect_err(&root, "info.json"), DatasetError::Json { .. }));
-    let (_d, root) = broken(|r| edit_info(r, |v| {
-        v.as_object_mut().map(|o| o.remove("fps"));
-    }));
+    let (_d, root) = broken(|r| {
+        edit_info(r, |v| {
+            v.as_object_mut().map(|o| o.remove("fps"));
+        })
+    });
     let err = expect_err(&root, "info.json");
     assert!(err.to_string().contains("fps"), "{err}");
 }

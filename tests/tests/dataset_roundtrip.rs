@@ -1,7 +1,7 @@
 //! Simulator → LeRobot v3.0 writer → reader: actions and states exact, frames within codec
 //! tolerance, tasks and timestamps preserved.
 
-use lapa_dataset::{Dataset, VideoCodec, Version};
+use lapa_dataset::{Dataset, Version, VideoCodec};
 use lapa_sim::Embodiment;
 use lapa_tests::record;
 
@@ -29,8 +29,9 @@ fn check_round_trip(codec: VideoCodec, min_psnr: f64) {
         let action = ep.action.as_ref().expect("action");
         let state = ep.state.as_ref().expect("state");
         let want_actions = demo.actions.as_ref().expect("demo actions");
-        for t in 0..ep.len() {
-            assert_eq!(action.row(t), &want_actions[t][..], "actions are exact");
+        assert_eq!(want_actions.len(), ep.len());
+        for (t, want) in want_actions.iter().enumerate() {
+            assert_eq!(action.row(t), &want[..], "actions are exact");
             assert_eq!(state.row(t), &demo.states[t][..], "states are exact");
         }
         let frames = &ep.videos["observation.images.front"];

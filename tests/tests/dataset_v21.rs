@@ -2,7 +2,7 @@
 //! metadata). The fixture is a one-episode v3.0 recording laid out the v2.1 way: with one episode
 //! the rows and the video are the same, only the layout and metadata differ.
 
-use lapa_dataset::{Dataset, VideoCodec, Version};
+use lapa_dataset::{Dataset, Version, VideoCodec};
 use lapa_sim::Embodiment;
 use lapa_tests::record;
 
@@ -16,11 +16,8 @@ fn reads_a_v21_layout() {
     std::fs::create_dir_all(v21.join("data/chunk-000")).expect("mkdir");
     std::fs::create_dir_all(v21.join("videos/chunk-000/observation.images.front")).expect("mkdir");
     std::fs::copy(v3.join("data/chunk-000/file-000.parquet"), v21.join("data/chunk-000/episode_000000.parquet")).expect("copy data");
-    std::fs::copy(
-        v3.join("videos/observation.images.front/chunk-000/file-000.mp4"),
-        v21.join("videos/chunk-000/observation.images.front/episode_000000.mp4"),
-    )
-    .expect("copy video");
+    std::fs::copy(v3.join("videos/observation.images.front/chunk-000/file-000.mp4"), v21.join("videos/chunk-000/observation.images.front/episode_000000.mp4"))
+        .expect("copy video");
     let mut info: serde_json::Value = serde_json::from_slice(&std::fs::read(v3.join("meta/info.json")).expect("info")).expect("json");
     info["codebase_version"] = "v2.1".into();
     info["data_path"] = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet".into();
@@ -28,11 +25,8 @@ fn reads_a_v21_layout() {
     std::fs::write(v21.join("meta/info.json"), serde_json::to_vec(&info).expect("ser")).expect("write");
     let task = &demos[0].instruction;
     std::fs::write(v21.join("meta/tasks.jsonl"), format!("{}\n", serde_json::json!({"task_index": 0, "task": task}))).expect("tasks");
-    std::fs::write(
-        v21.join("meta/episodes.jsonl"),
-        format!("{}\n", serde_json::json!({"episode_index": 0, "tasks": [task], "length": demos[0].steps})),
-    )
-    .expect("episodes");
+    std::fs::write(v21.join("meta/episodes.jsonl"), format!("{}\n", serde_json::json!({"episode_index": 0, "tasks": [task], "length": demos[0].steps})))
+        .expect("episodes");
 
     let ds = Dataset::open(&v21).expect("open v2.1");
     assert_eq!(ds.version, Version::V21);
@@ -45,7 +39,11 @@ fn reads_a_v21_layout() {
     // A v2.1 episode list that promises a missing episode file is a clear error.
     std::fs::write(
         v21.join("meta/episodes.jsonl"),
-        format!("{}\n{}\n", serde_json::json!({"episode_index": 0, "tasks": [task], "length": demos[0].steps}), serde_json::json!({"episode_index": 1, "tasks": [task], "length": 5})),
+        format!(
+            "{}\n{}\n",
+            serde_json::json!({"episode_index": 0, "tasks": [task], "length": demos[0].steps}),
+            serde_json::json!({"episode_index": 1, "tasks": [task], "length": 5})
+        ),
     )
     .expect("episodes");
     let ds = Dataset::open(&v21).expect("open v2.1");

@@ -167,7 +167,10 @@ fn tiny_run_labels_and_reports() {
         quiet: true,
     };
     let r = laq::report::run(&opts, &dev).expect("report");
-    assert!(r.probe_latent.is_some() && r.probe_prequant.is_some() && r.probe_kmeans.is_some() && r.probe_frame_diff.is_some(), "arm data has state: probes run");
+    assert!(
+        r.probe_latent.is_some() && r.probe_prequant.is_some() && r.probe_kmeans.is_some() && r.probe_frame_diff.is_some(),
+        "arm data has state: probes run"
+    );
     assert!(r.psnr_copy.is_finite() && r.psnr_recon.is_finite());
     assert_eq!(r.usage.len(), 4);
     for f in ["report.md", "report.json", "counterfactual.png", "reconstructions.png"] {

@@ -107,11 +107,17 @@ impl BootInfo {
 /// Host → MCU.
 #[derive(Serialize, Deserialize, MaxSize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostMsg {
-    Hello { protocol: u16 },
+    Hello {
+        protocol: u16,
+    },
     /// Absolute goal positions for all joints (raw counts after homing offset).
-    SetTargets { targets: Positions },
+    SetTargets {
+        targets: Positions,
+    },
     ReadState,
-    Torque { on: bool },
+    Torque {
+        on: bool,
+    },
     /// Stop at the current position.
     Hold,
     Heartbeat,
@@ -195,9 +201,16 @@ pub enum WireError {
 /// MCU → host.
 #[derive(Serialize, Deserialize, MaxSize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum McuMsg {
-    HelloAck { protocol: u16, firmware: FirmwareVersion, arm_id: [u8; 16], boot: BootInfo },
+    HelloAck {
+        protocol: u16,
+        firmware: FirmwareVersion,
+        arm_id: [u8; 16],
+        boot: BootInfo,
+    },
     /// Command accepted. `clamped` has bit j set when joint j's target was clamped to its limits.
-    Ack { clamped: u8 },
+    Ack {
+        clamped: u8,
+    },
     State(ArmState),
     Calibration(Calibration),
     Error(WireError),

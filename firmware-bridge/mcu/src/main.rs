@@ -17,13 +17,13 @@
 
 use embedded_hal::digital::OutputPin;
 use fugit::{ExtU32, RateExtU32};
+use hal::pac;
+use hal::uart::{DataBits, StopBits, UartConfig, UartDevice, UartPeripheral, ValidUartPinout};
 use lapa_bridge::bridge::{Bridge, BridgeConfig};
 use lapa_bridge::feetech::{Clock, FeetechBus};
 use lapa_bridge::mcu_app::McuApp;
 use lapa_wire::{BootInfo, FirmwareVersion, MAX_FRAME, ResetReason};
 use rp2040_hal as hal;
-use hal::pac;
-use hal::uart::{DataBits, StopBits, UartConfig, UartDevice, UartPeripheral, ValidUartPinout};
 use usb_device::prelude::*;
 use usbd_serial::SerialPort;
 
@@ -136,19 +136,11 @@ impl<D: UartDevice, P: ValidUartPinout<D>> embedded_io::Write for BusUart<D, P> 
 
 #[hal::entry]
 fn main() -> ! {
-    let Some(mut pac) = pac::Peripherals::take() else { loop {} };
+    let Some(mut pac) = pac::Peripherals::take() else { panic!("peripherals taken twice") };
     let boot = boot_info(&pac.WATCHDOG);
     let mut watchdog = hal::Watchdog::new(pac.WATCHDOG);
-    let Ok(clocks) = hal::clocks::init_clocks_and_plls(
-        XTAL_FREQ_HZ,
-        pac.XOSC,
-        pac.CLOCKS,
-        pac.PLL_SYS,
-        pac.PLL_USB,
-        &mut pac.RESETS,
-        &mut watchdog,
-    ) else {
-        loop {}
+    let Ok(clocks) = hal::clocks::init_clocks_and_plls(XTAL_FREQ_HZ, pac.XOSC, pac.CLOCKS, pac.PLL_SYS, pac.PLL_USB, &mut pac.RESETS, &mut watchdog) else {
+        panic!("clock initialisation failed")
     };
     watchdog.pause_on_debug(true);
     watchdog.start(WATCHDOG_MS.millis());
@@ -161,7 +153,7 @@ fn main() -> ! {
     let Ok(uart) = UartPeripheral::new(pac.UART0, uart_pins, &mut pac.RESETS)
         .enable(UartConfig::new(1_000_000.Hz(), DataBits::Eight, None, StopBits::One), hal::Clock::freq(&clocks.peripheral_clock))
     else {
-        loop {}
+        panic!("peripheral initialisation failed")
     };
 
     let clock = McuClock(timer);
@@ -169,14 +161,10 @@ fn main() -> ! {
     bus.echo = true;
     bus.timeout_us = 2_000;
     bus.retries = 1;
-    let cfg = BridgeConfig {
-        firmware: FirmwareVersion { major: 0, minor: 2, patch: 0 },
-        arm_id: *b"so101-pico\0\0\0\0\0\0",
-        ..BridgeConfig::default()
-    };
-    // The default configuration is valid; should it ever not be, stop feeding the watchdog (the
-    // chip resets) rather than run without limits.
-    let Ok(bridge) = Bridge::new(cfg, clock.now_us() / 1000, boot) else { loop {} };
+    let cfg = BridgeConfig { firmware: FirmwareVersion { major: 0, minor: 2, patch: 0 }, arm_id: *b"so101-pico\0\0\0\0\0\0", ..BridgeConfig::default() };
+    // The default configuration is valid (tested); should it ever not be, reset through the panic
+    // path rather than run without limits. Init failures below do the same.
+    let Ok(bridge) = Bridge::new(cfg, clock.now_us() / 1000, boot) else { panic!("invalid bridge configuration") };
     let mut app = McuApp::new(bridge, bus);
     // Safe state first, before the host can say anything: the servos may still be torqued and
     // driving toward the goal of the firmware that just died. Bus errors are latched as faults.
@@ -184,18 +172,13 @@ fn main() -> ! {
     let _ = app.start();
     watchdog.feed();
 
-    let usb_bus = usb_device::class_prelude::UsbBusAllocator::new(hal::usb::UsbBus::new(
-        pac.USBCTRL_REGS,
-        pac.USBCTRL_DPRAM,
-        clocks.usb_clock,
-        true,
-        &mut pac.RESETS,
-    ));
+    let usb_bus =
+        usb_device::class_prelude::UsbBusAllocator::new(hal::usb::UsbBus::new(pac.USBCTRL_REGS, pac.USBCTRL_DPRAM, clocks.usb_clock, true, &mut pac.RESETS));
     let mut serial = SerialPort::new(&usb_bus);
     let Ok(builder) = UsbDeviceBuilder::new(&usb_bus, UsbVidPid(0x16c0, 0x27dd))
         .strings(&[StringDescriptors::default().manufacturer("lapa").product("lapa bridge").serial_number("so101")])
     else {
-        loop {}
+        panic!("peripheral initialisation failed")
     };
     let mut usb_dev = builder.device_class(usbd_serial::USB_CLASS_CDC).build();
 
@@ -206,19 +189,19 @@ fn main() -> ! {
         watchdog.feed();
         let now_us = clock.now_us();
         let now_ms = now_us / 1000;
-        if usb_dev.poll(&mut [&mut serial]) {
-            if let Ok(n) = serial.read(&mut rx) {
-                for &b in rx.get(..n).unwrap_or(&[]) {
-                    if let Some(reply) = app.on_host_byte(b, now_ms, &mut out) {
-                        let mut sent = 0;
-                        let mut tries = 0;
-                        while sent < reply.len() && tries < 1000 {
-                            match serial.write(reply.get(sent..).unwrap_or(&[])) {
-                                Ok(k) => sent += k,
-                                Err(_) => {
-                                    usb_dev.poll(&mut [&mut serial]);
-                                    tries += 1;
-                                }
+        if usb_dev.poll(&mut [&mut serial])
+            && let Ok(n) = serial.read(&mut rx)
+        {
+            for &b in rx.get(..n).unwrap_or(&[]) {
+                if let Some(reply) = app.on_host_byte(b, now_ms, &mut out) {
+                    let mut sent = 0;
+                    let mut tries = 0;
+                    while sent < reply.len() && tries < 1000 {
+                        match serial.write(reply.get(sent..).unwrap_or(&[])) {
+                            Ok(k) => sent += k,
+                            Err(_) => {
+                                usb_dev.poll(&mut [&mut serial]);
+                                tries += 1;
                             }
                         }
                     }
@@ -230,7 +213,7 @@ fn main() -> ! {
             // Bus errors are latched as faults inside the app and reported to the host.
             let _ = app.servo_tick(now_ms);
             let faulted = app.bridge.faults() != 0;
-            let on = if faulted { (now_ms / 250) % 2 == 0 } else { app.bridge.torque() };
+            let on = if faulted { (now_ms / 250).is_multiple_of(2) } else { app.bridge.torque() };
             let _ = if on { led.set_high() } else { led.set_low() };
         }
     }

@@ -86,9 +86,19 @@ fn main() -> Result<()> {
             if !pty {
                 bail!("only --pty is supported: pass --pty");
             }
-            let mut opts = SimOptions { mode: match mode { ModeArg::Feetech => Mode::Feetech, ModeArg::Bridge => Mode::Bridge }, link, ..SimOptions::default() };
+            let mut opts = SimOptions {
+                mode: match mode {
+                    ModeArg::Feetech => Mode::Feetech,
+                    ModeArg::Bridge => Mode::Bridge,
+                },
+                link,
+                ..SimOptions::default()
+            };
             opts.bridge.timeout_ms = timeout_ms;
-            opts.bridge.safe_state = match safe_state { SafeStateArg::Hold => SafeState::Hold, SafeStateArg::TorqueOff => SafeState::TorqueOff };
+            opts.bridge.safe_state = match safe_state {
+                SafeStateArg::Hold => SafeState::Hold,
+                SafeStateArg::TorqueOff => SafeState::TorqueOff,
+            };
             let board = simboard::start(opts).context("starting the simulated board")?;
             println!("{}", board.path.display());
             use std::io::Write;
@@ -116,7 +126,14 @@ fn main() -> Result<()> {
             for ((j, v), c) in desc.joints.iter().zip(r.joints).zip(s.positions) {
                 println!("{:<14} {v:>8.2} {:<3} ({c} counts)", j.name, j.unit.symbol());
             }
-            println!("loads {:?}\ntemperatures {:?} °C\nvoltage {:.1} V\nfaults {:#06x} torque {}", s.loads, s.temperatures, f32::from(s.voltage_dv) / 10.0, s.faults, s.torque);
+            println!(
+                "loads {:?}\ntemperatures {:?} °C\nvoltage {:.1} V\nfaults {:#06x} torque {}",
+                s.loads,
+                s.temperatures,
+                f32::from(s.voltage_dv) / 10.0,
+                s.faults,
+                s.torque
+            );
             Ok(())
         }
         Cmd::Uf2 { elf, out } => {
@@ -126,7 +143,15 @@ fn main() -> Result<()> {
             let tmp = out.with_extension("uf2.tmp");
             std::fs::write(&tmp, &uf2).with_context(|| format!("writing {}", tmp.display()))?;
             std::fs::rename(&tmp, &out).with_context(|| format!("writing {}", out.display()))?;
-            println!("wrote {} ({} blocks); flash {} bytes ({:.1} KiB of 2048 KiB), static RAM {} bytes ({:.1} KiB of 264 KiB)", out.display(), uf2.len() / 512, u.flash, f64::from(u.flash) / 1024.0, u.ram, f64::from(u.ram) / 1024.0);
+            println!(
+                "wrote {} ({} blocks); flash {} bytes ({:.1} KiB of 2048 KiB), static RAM {} bytes ({:.1} KiB of 264 KiB)",
+                out.display(),
+                uf2.len() / 512,
+                u.flash,
+                f64::from(u.flash) / 1024.0,
+                u.ram,
+                f64::from(u.ram) / 1024.0
+            );
             Ok(())
         }
         Cmd::Latency { port, n } => {

@@ -168,8 +168,10 @@ pub fn train_laq(a: &TrainLaqArgs) -> Result<laq::TrainSummary> {
     let device = lapa_model::device(&a.rt.device)?;
     let cache = a.rt.cache_dir();
     let (cfg, model_cfg) = if a.resume {
-        let cfg: LaqTrainConfig = serde_json::from_slice(&std::fs::read(a.out.join(laq::train::TRAIN_FILE)).with_context(|| format!("{}: no train.json to resume", a.out.display()))?)
-            .with_context(|| format!("{}: bad train.json", a.out.display()))?;
+        let cfg: LaqTrainConfig = serde_json::from_slice(
+            &std::fs::read(a.out.join(laq::train::TRAIN_FILE)).with_context(|| format!("{}: no train.json to resume", a.out.display()))?,
+        )
+        .with_context(|| format!("{}: bad train.json", a.out.display()))?;
         let model_cfg = lapa_model::artifact::load_laq_config(&a.out.join(laq::train::MODEL_DIR))?;
         let steps = a.steps.unwrap_or(cfg.steps);
         (LaqTrainConfig { steps, ..cfg }, model_cfg)
@@ -184,7 +186,13 @@ pub fn train_laq(a: &TrainLaqArgs) -> Result<laq::TrainSummary> {
         if !(a.dead_code_threshold >= 0.0 && a.dead_code_threshold.is_finite()) {
             bail!("--dead-code-threshold must be a non-negative number, got {}", a.dead_code_threshold);
         }
-        cfg.dead_code = DeadCode { enabled: !a.no_dead_code, threshold: a.dead_code_threshold, last_step: a.dead_code_until, from_batch: a.reseed_from_batch, ..DeadCode::LAPA };
+        cfg.dead_code = DeadCode {
+            enabled: !a.no_dead_code,
+            threshold: a.dead_code_threshold,
+            last_step: a.dead_code_until,
+            from_batch: a.reseed_from_batch,
+            ..DeadCode::LAPA
+        };
         cfg.augment = Augment { crop: a.aug_crop, brightness: a.aug_color, contrast: a.aug_color };
         cfg.log_every = a.log_every;
         cfg.checkpoint_every = a.checkpoint_every;
@@ -223,7 +231,10 @@ fn run_spacing(run: &std::path::Path, given: &Option<String>) -> Result<f64> {
     match given {
         Some(s) => parse_seconds(s),
         None => {
-            let cfg: LaqTrainConfig = serde_json::from_slice(&std::fs::read(run.join(laq::train::TRAIN_FILE)).with_context(|| format!("{}: not a LAQ run (no train.json); pass --spacing", run.display()))?)?;
+            let cfg: LaqTrainConfig = serde_json::from_slice(
+                &std::fs::read(run.join(laq::train::TRAIN_FILE))
+                    .with_context(|| format!("{}: not a LAQ run (no train.json); pass --spacing", run.display()))?,
+            )?;
             Ok(cfg.spacing_s)
         }
     }
@@ -250,7 +261,12 @@ pub fn report(a: &ReportArgs) -> Result<laq::report::Report> {
         println!("LAQ report: {}", out.join("report.md").display());
         println!("  perplexity {:.2} (codes used per token position: {} of {})", r.perplexity, used.join("/"), r.codebook_size);
         if let (Some(l), Some(d)) = (&r.probe_latent, &r.probe_frame_diff) {
-            println!("  probe accuracy (action direction, held-out episodes): latents {:.1}%, frame-diff baseline {:.1}%, majority {:.1}%", 100.0 * l.accuracy, 100.0 * d.accuracy, 100.0 * l.majority);
+            println!(
+                "  probe accuracy (action direction, held-out episodes): latents {:.1}%, frame-diff baseline {:.1}%, majority {:.1}%",
+                100.0 * l.accuracy,
+                100.0 * d.accuracy,
+                100.0 * l.majority
+            );
             println!("  probe R² (joint deltas): latents {:.3}, frame-diff {:.3}", l.r2, d.r2);
         }
         if let (Some(z), Some(m)) = (&r.probe_prequant, &r.probe_kmeans) {
@@ -271,7 +287,17 @@ pub fn run_laq(c: LaqCommand) -> Result<()> {
         LaqCommand::Label(a) => {
             let u = &a.use_run;
             let device = lapa_model::device(&u.rt.device)?;
-            let m = laq::label::run(&u.run, &u.data, u.rt.camera.as_deref(), run_spacing(&u.run, &u.spacing)?, &a.out, &u.rt.cache_dir(), &device, a.batch, u.rt.quiet)?;
+            let m = laq::label::run(
+                &u.run,
+                &u.data,
+                u.rt.camera.as_deref(),
+                run_spacing(&u.run, &u.spacing)?,
+                &a.out,
+                &u.rt.cache_dir(),
+                &device,
+                a.batch,
+                u.rt.quiet,
+            )?;
             println!("labelled {} frames ({} with a full H-step future) -> {}", m.frames, m.valid, a.out.join(laq::label::LABELS_CSV).display());
             Ok(())
         }

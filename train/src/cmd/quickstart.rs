@@ -47,7 +47,8 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
     println!("[2/4] reading the datasets back");
     for name in ["sim-arm", "sim-hand"] {
         print!("{}", super::dataset::info(&a.out.join(name))?);
-        let view = super::dataset::ViewArgs { dir: a.out.join(name), episode: 0, out: Some(a.out.join(format!("{name}-episode-0.png"))), frames: 10, camera: None };
+        let view =
+            super::dataset::ViewArgs { dir: a.out.join(name), episode: 0, out: Some(a.out.join(format!("{name}-episode-0.png"))), frames: 10, camera: None };
         super::dataset::view(&view)?;
     }
     println!("[3/4] preview strip of both embodiments");

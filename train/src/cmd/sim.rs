@@ -3,9 +3,9 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use lapa_boards::SO101;
 use lapa_dataset::png_io::Canvas;
 use lapa_dataset::{CameraSpec, DatasetSpec, DatasetWriter, EpisodeInput, VideoCodec};
-use lapa_boards::SO101;
 use lapa_sim::{Demo, Embodiment, Env, EnvConfig, Split, TaskFamily, run_expert};
 use serde_json::json;
 use std::path::{Path, PathBuf};

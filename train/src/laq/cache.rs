@@ -180,7 +180,7 @@ impl FrameCache {
 /// Frame offset `H` for a spacing in seconds at `fps` (at least one frame).
 pub fn spacing_frames(spacing_s: f64, fps: f64) -> Result<usize> {
     let h = (spacing_s * fps).round();
-    if !(h >= 1.0) {
+    if h.is_nan() || h < 1.0 {
         bail!("spacing {spacing_s} s is less than one frame at {fps} fps");
     }
     Ok(h as usize)
@@ -189,13 +189,10 @@ pub fn spacing_frames(spacing_s: f64, fps: f64) -> Result<usize> {
 /// Parses `0.6`, `0.6s` or `600ms`.
 pub fn parse_seconds(s: &str) -> Result<f64> {
     let t = s.trim();
-    let v = if let Some(ms) = t.strip_suffix("ms") {
-        ms.trim().parse::<f64>().map(|v| v / 1000.0)
-    } else {
-        t.strip_suffix('s').unwrap_or(t).trim().parse::<f64>()
-    }
-    .map_err(|_| anyhow!("{s:?} is not a duration (examples: 0.6s, 600ms, 2.4)"))?;
-    if !(v > 0.0) || !v.is_finite() {
+    let v =
+        if let Some(ms) = t.strip_suffix("ms") { ms.trim().parse::<f64>().map(|v| v / 1000.0) } else { t.strip_suffix('s').unwrap_or(t).trim().parse::<f64>() }
+            .map_err(|_| anyhow!("{s:?} is not a duration (examples: 0.6s, 600ms, 2.4)"))?;
+    if v.is_nan() || v <= 0.0 || !v.is_finite() {
         bail!("duration {s:?} must be positive");
     }
     Ok(v)
@@ -289,7 +286,9 @@ fn bar(len: usize, what: &str, quiet: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(len as u64);
-    pb.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} clips {elapsed_precise} ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} clips {elapsed_precise} ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     pb.set_message(what.to_string());
     pb
 }
@@ -333,7 +332,7 @@ fn build(source: &Source, side: usize, key: &str, data_path: &Path, quiet: bool)
                 let pb = bar(files.len(), &format!("decoding {}", source.path.display()), quiet);
                 for f in files {
                     let p = video::probe(&f).with_context(|| format!("{}: unreadable video or zero-length clip", f.display()))?;
-                    if !(p.fps > 0.0) {
+                    if p.fps.is_nan() || p.fps <= 0.0 {
                         bail!("{}: the video stream has no frame rate", f.display());
                     }
                     let (w, h, data) = video::decode(&f, 0.0, None, p.fps)?;

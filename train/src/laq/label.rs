@@ -28,7 +28,18 @@ pub struct LabelMeta {
     pub columns: Vec<String>,
 }
 
-pub fn run(run: &Path, data: &Path, camera: Option<&str>, spacing_s: f64, out: &Path, cache_dir: &Path, device: &Device, batch: usize, quiet: bool) -> Result<LabelMeta> {
+#[allow(clippy::too_many_arguments, reason = "one argument per CLI flag of `lapa laq label`; the CLI struct lives in the binary")]
+pub fn run(
+    run: &Path,
+    data: &Path,
+    camera: Option<&str>,
+    spacing_s: f64,
+    out: &Path,
+    cache_dir: &Path,
+    device: &Device,
+    batch: usize,
+    quiet: bool,
+) -> Result<LabelMeta> {
     let (cfg, model) = lapa_model::load_laq(&run.join(super::train::MODEL_DIR), device)?;
     let source = Source::detect(data, camera)?;
     let cache = FrameCache::open_or_build(&source, cfg.image_size, cache_dir, quiet)?;

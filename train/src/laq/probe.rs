@@ -166,11 +166,12 @@ pub fn kmeans(rows: &[f32], dim: usize, k: usize, iters: usize, seed: u64) -> Ve
         let total: f64 = best.iter().map(|&d| f64::from(d)).sum();
         let pick = if total > 0.0 {
             let mut u = f64::from(rng.f32()) * total;
-            best.iter().position(|&d| {
-                u -= f64::from(d);
-                u <= 0.0
-            })
-            .unwrap_or(n - 1)
+            best.iter()
+                .position(|&d| {
+                    u -= f64::from(d);
+                    u <= 0.0
+                })
+                .unwrap_or(n - 1)
         } else {
             rng.below(n)
         };

@@ -7,12 +7,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use lapa_dataset::{Dataset, Matrix};
+use lapa_boards::SO101;
 use lapa_dataset::png_io::Canvas;
+use lapa_dataset::{Dataset, Matrix};
 use lapa_model::burn::tensor::{Device, Int, Tensor, TensorData};
 use lapa_model::nsvq::{code_counts, perplexity};
 use lapa_model::{Laq, LaqConfig, patchify, unpatchify};
-use lapa_boards::SO101;
 use serde::Serialize;
 
 use super::cache::{Clip, FrameCache, Pair, Source, SourceKind, resize_square};
@@ -51,7 +51,15 @@ pub fn direction_class(d: [f32; 3]) -> usize {
 }
 
 /// Encodes pairs in batches without gradients: (indices [n × T], optional recon patches).
-pub fn encode_pairs(model: &Laq, cfg: &LaqConfig, cache: &FrameCache, pairs: &[Pair], device: &Device, batch: usize, recon: bool) -> Result<(Vec<i64>, Vec<f32>)> {
+pub fn encode_pairs(
+    model: &Laq,
+    cfg: &LaqConfig,
+    cache: &FrameCache,
+    pairs: &[Pair],
+    device: &Device,
+    batch: usize,
+    recon: bool,
+) -> Result<(Vec<i64>, Vec<f32>)> {
     let (idx, rec, _) = encode_pairs_full(model, cfg, cache, pairs, device, batch, recon, false)?;
     Ok((idx, rec))
 }
@@ -236,7 +244,7 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
     std::fs::create_dir_all(&opts.out)?;
     let clips = &cache.meta.clips;
     // Held-out episodes: every fifth clip.
-    let is_test = |p: &Pair| p.clip % 5 == 0;
+    let is_test = |p: &Pair| p.clip.is_multiple_of(5);
     let (idx, rec, z) = encode_pairs_full(&model, &cfg, &cache, &pairs, device, 64, true, true)?;
     let zd = cfg.n_tokens * cfg.code_dim;
     let t = cfg.n_tokens;
@@ -471,14 +479,8 @@ fn markdown(r: &Report, cfg: &LaqConfig) -> String {
                 r.test_unambiguous
             );
             let row = |s: &mut String, name: String, p: &ProbeNumbers| {
-                let _ = writeln!(
-                    s,
-                    "| {name} | {:.1}% | {:.1}% | {:.1}% | {:.3} |",
-                    100.0 * p.accuracy,
-                    100.0 * p.accuracy_unambiguous,
-                    100.0 * p.majority,
-                    p.r2
-                );
+                let _ =
+                    writeln!(s, "| {name} | {:.1}% | {:.1}% | {:.1}% | {:.3} |", 100.0 * p.accuracy, 100.0 * p.accuracy_unambiguous, 100.0 * p.majority, p.r2);
             };
             row(&mut s, format!("latent tokens (one-hot, {} values)", r.n_tokens * r.codebook_size), l);
             if let Some(m) = &r.probe_kmeans {
@@ -492,7 +494,11 @@ fn markdown(r: &Report, cfg: &LaqConfig) -> String {
                 s,
                 "\nUnambiguous: displacement length not within 30% of the still threshold and, when moving, second axis under 2/3 of the dominant one. The target is the accuracy on all held-out pairs; the unambiguous column separates label noise at class boundaries from missed motion. The diagnostic rows are not latent actions the policy sees: the encoder output before quantisation shows what the encoder carries, and the k-means codebook (same number of codes, fitted after training, shared by the token positions) shows how much a better partition of the same outputs would keep."
             );
-            let _ = writeln!(s, "\nClass histogram (all scored pairs): {}", DIRECTIONS.iter().zip(&r.class_histogram).map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", "));
+            let _ = writeln!(
+                s,
+                "\nClass histogram (all scored pairs): {}",
+                DIRECTIONS.iter().zip(&r.class_histogram).map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", ")
+            );
             let _ = writeln!(s, "\nHeld-out confusion of the latent probe (rows: true class, columns: predicted):\n");
             let _ = writeln!(s, "| | {} |\n|---|{}", DIRECTIONS.join(" | "), "---|".repeat(DIRECTIONS.len()));
             for (name, row) in DIRECTIONS.iter().zip(&l.confusion) {

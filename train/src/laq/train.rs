@@ -41,10 +41,10 @@ impl DeadCode {
     pub fn due(&self, step: u64) -> bool {
         self.enabled
             && step <= self.last_step
-            && ((10..100).contains(&step) && step % 10 == 0
-                || (100..1000).contains(&step) && step % 100 == 0
-                || (500..5000).contains(&step) && step % 500 == 0
-                || step > 5000 && step % 1000 == 0)
+            && ((10..100).contains(&step) && step.is_multiple_of(10)
+                || (100..1000).contains(&step) && step.is_multiple_of(100)
+                || (500..5000).contains(&step) && step.is_multiple_of(500)
+                || step > 5000 && step.is_multiple_of(1000))
     }
 }
 
@@ -167,10 +167,8 @@ fn find_checkpoint(run: &Path) -> Option<PathBuf> {
 /// Keeps the CSV rows up to `step` (a resumed run rewrites what came after its checkpoint).
 fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("step") || l.split(',').next().and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s <= step))
-        .collect();
+    let kept: Vec<&str> =
+        text.lines().filter(|l| l.starts_with("step") || l.split(',').next().and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s <= step)).collect();
     lapa_fs::atomic_write(path, (kept.join("\n") + "\n").as_bytes())?;
     Ok(())
 }
@@ -182,18 +180,15 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
     let ad = device.clone().autodiff();
     ad.seed(cfg.seed);
     let mut model = model_cfg.init(&ad)?;
-    let mut opt = AdamConfig::new()
-        .with_beta_1(cfg.beta_1)
-        .with_beta_2(cfg.beta_2)
-        .with_grad_clipping(cfg.grad_clip.map(GradientClippingConfig::Norm))
-        .init();
+    let mut opt = AdamConfig::new().with_beta_1(cfg.beta_1).with_beta_2(cfg.beta_2).with_grad_clipping(cfg.grad_clip.map(GradientClippingConfig::Norm)).init();
     let mut start = 0u64;
     let mut dead_counts = vec![0usize; model_cfg.codebook_size];
     if resume {
         let ck = find_checkpoint(run).with_context(|| format!("{}: --resume but no checkpoint in the run folder", run.display()))?;
         let state: CkptState = serde_json::from_slice(&std::fs::read(ck.join("state.json"))?).with_context(|| format!("{}: bad state.json", ck.display()))?;
         model = artifact::load_weights(&ck.join("model.bpk"), model)?;
-        let orec = OptimizerRecord::load(ck.join("optim.bpk")).map_err(|e| anyhow::anyhow!("{}: unreadable optimiser state: {e:?}", ck.join("optim.bpk").display()))?;
+        let orec = OptimizerRecord::load(ck.join("optim.bpk"))
+            .map_err(|e| anyhow::anyhow!("{}: unreadable optimiser state: {e:?}", ck.join("optim.bpk").display()))?;
         opt = opt.load_record(orec);
         start = state.step;
         dead_counts = state.dead_counts;
@@ -229,7 +224,8 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
         );
     }
     let (b, t, c) = (cfg.batch_size, model_cfg.n_tokens, model_cfg.code_dim);
-    let spec = BatchSpec { batch_size: b, side: model_cfg.image_size, patch: model_cfg.patch_size, noise_len_per_sample: t * c, augment: cfg.augment, seed: cfg.seed };
+    let spec =
+        BatchSpec { batch_size: b, side: model_cfg.image_size, patch: model_cfg.patch_size, noise_len_per_sample: t * c, augment: cfg.augment, seed: cfg.seed };
     let mut loader = Loader::start(pool, spec, start, cfg.steps, cfg.loader_threads, 4);
     let shape = [b, model_cfg.n_patches(), model_cfg.patch_dim()];
 
@@ -312,7 +308,8 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
         if done % cfg.checkpoint_every.max(1) == 0 || done == cfg.steps {
             checkpoint(run, &model, opt.to_record(), &CkptState { step: done, dead_counts: dead_counts.clone() })?;
             artifact::save_laq(&run.join(MODEL_DIR), model_cfg, &model)?;
-            super::plot::curves(&metrics_path, &run.join("curves.png")).with_context(|| format!("{}: step {done}: cannot write the training curves", run.display()))?;
+            super::plot::curves(&metrics_path, &run.join("curves.png"))
+                .with_context(|| format!("{}: step {done}: cannot write the training curves", run.display()))?;
         }
         pb.inc(1);
     }
