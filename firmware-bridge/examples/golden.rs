@@ -12,4 +12,15 @@ fn main() {
     show(4, &HostMsg::Torque { on: true });
     show(3, &McuMsg::Ack { clamped: 0b10 });
     show(1, &McuMsg::Error(WireError::Crc));
+    show(1, &HostMsg::Hello { protocol: 2 });
+    show(
+        1,
+        &McuMsg::HelloAck {
+            protocol: 2,
+            firmware: FirmwareVersion { major: 0, minor: 2, patch: 0 },
+            arm_id: *b"so101-pico\0\0\0\0\0\0",
+            boot: BootInfo { count: 3, reason: ResetReason::Watchdog },
+        },
+    );
+    show(5, &McuMsg::Error(WireError::InvalidCalibration { joint: 4, field: CalibrationField::Range }));
 }

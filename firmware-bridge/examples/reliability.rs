@@ -170,10 +170,15 @@ fn app_soak(frames: u64) -> String {
     let Ok(bridge) = Bridge::new(cfg, 0, boot) else { return "invalid soak configuration\n".into() };
     let mut app = McuApp::new(bridge, FeetechBus::new(SimWire::new(bus.clone()), clock));
     let _ = app.start();
-    let goals = |bus: &SharedBus| -> Vec<(bool, i32)> {
-        bus.lock().servos.iter().map(|s| (s.torque(), decode_sign_magnitude(u16::from_le_bytes([s.regs[42], s.regs[43]]), 15))).collect()
+    // (torque, goal, present) of every servo, read from its registers.
+    let goals = |bus: &SharedBus| -> Vec<(bool, i32, i32)> {
+        let reg16 = |s: &lapa_bridge::simservo::SimServo, a: usize| {
+            decode_sign_magnitude(u16::from_le_bytes([s.regs[a], s.regs[a + 1]]), lapa_boards::STS3215.position_sign_bit)
+        };
+        bus.lock().servos.iter().map(|s| (s.torque(), reg16(s, 42), reg16(s, 56))).collect()
     };
     let (mut bytes_in, mut replies, mut outside, mut big_steps, mut panics, mut ticks) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut holds = 0u64;
     let mut kinds = [0u64; 9];
     let mut out = [0u8; MAX_FRAME];
     let mut now_ms = 0u64;
@@ -235,12 +240,17 @@ fn app_soak(frames: u64) -> String {
         ticks += 1;
         let now = goals(&bus);
         let limits = app.bridge.limits();
-        for (j, (&(on, g), &(was_on, pg))) in now.iter().zip(&prev).enumerate() {
-            if on && (g < i32::from(limits.0[j]) || g > i32::from(limits.1[j])) {
+        for (j, (&(on, g, p), &(was_on, pg, pp))) in now.iter().zip(&prev).enumerate() {
+            let (lo, hi) = (i32::from(limits.0[j]), i32::from(limits.1[j]));
+            if on && (g < lo || g > hi) {
                 outside += 1;
             }
             if on && was_on && limits == prev_limits && (g - pg).abs() > i32::from(cfg.max_step[j]) {
-                big_steps += 1;
+                // The one larger change allowed: a hold (Hold, watchdog) puts the goal where the
+                // arm is, which stops it rather than moving it.
+                // (A Hold frame holds at the position read on the previous tick, the watchdog at the
+                // one read on this tick.)
+                if g == p.clamp(lo, hi) || g == pp.clamp(lo, hi) { holds += 1 } else { big_steps += 1 }
             }
         }
         prev = now;
@@ -263,7 +273,7 @@ fn app_soak(frames: u64) -> String {
     let trips = app.bridge.faults() & fault::WATCHDOG != 0;
     let st = app.bridge.stats;
     format!(
-        "| frames | bytes | time | panics | goals outside the limits | steps above max_step | replies | accepted / rejected frames | targets executed | refused | watchdog trips | watchdog trips on silence afterwards |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n| {frames} | {bytes_in} | {secs:.1} s | **{panics}** | **{outside}** | **{big_steps}** | {replies} | {} / {} | {} | {} | {} | {} |\n\nEvery frame is followed by one servo tick ({ticks} ticks; goals checked on the simulated servos' Goal_Position registers after each). Message kinds drawn (Hello, SetTargets, ReadState, Torque, Hold, Heartbeat, ReadCalibration, WriteCalibration, ClearFaults): {kinds:?}. Half the frames go out intact, 20 % with 1–3 bytes flipped, 10 % truncated (merging with the next), 10 % spliced with another frame, 10 % replaced by random bytes; calibrations are drawn inverted, empty, above the servo's 4095 and above i16::MAX as well as valid; 1 % of ticks follow a host silence of up to 300 ms.\n",
+        "| frames | bytes | time | panics | goals outside the limits | steps above max_step | holds at the present position | replies | accepted / rejected frames | targets executed | refused | watchdog trips | watchdog trips on silence afterwards |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n| {frames} | {bytes_in} | {secs:.1} s | **{panics}** | **{outside}** | **{big_steps}** | {holds} | {replies} | {} / {} | {} | {} | {} | {} |\n\nEvery frame is followed by one servo tick ({ticks} ticks; goals checked on the simulated servos' Goal_Position registers after each, against the limits in force; a goal change above max_step while torque stays on counts as a step unless it puts the goal at the servo's present position, i.e. a hold, which stops the arm). The simulated servos move at most 3400 counts/s, so the goal (max_step 40 counts per tick) runs ahead of the arm and a hold pulls it back. Message kinds drawn (Hello, SetTargets, ReadState, Torque, Hold, Heartbeat, ReadCalibration, WriteCalibration, ClearFaults): {kinds:?}. Half the frames go out intact, 20 % with 1–3 bytes flipped, 10 % truncated (merging with the next), 10 % spliced with another frame, 10 % replaced by random bytes; calibrations are drawn inverted, empty, above the servo's 4095 and above i16::MAX as well as valid; 1 % of ticks follow a host silence of up to 300 ms.\n",
         st.frames_ok,
         st.frames_bad,
         st.targets_executed,

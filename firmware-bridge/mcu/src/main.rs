@@ -34,8 +34,9 @@ pub static BOOT2: [u8; 256] = rp2040_boot2::BOOT_LOADER_W25Q080;
 
 const XTAL_FREQ_HZ: u32 = 12_000_000;
 const SERVO_TICK_US: u64 = 2_000;
-/// Hardware watchdog period. The slowest thing the main loop does is a calibration push to six
-/// servos that all time out (≈ 150 ms); a hung loop resets the chip within this.
+/// Hardware watchdog period. The slowest things the main loop does stay far below it at the 2 ms
+/// bus timeout (a sync read retried with servos missing: ≤ 2 × 6 × 2 ms; a calibration push of 30
+/// EEPROM writes that stops at the first failure); a hung loop resets the chip within this.
 const WATCHDOG_MS: u32 = 250;
 /// Scratch registers survive a watchdog reset and are cleared by power-on; scratch 4–7 belong to
 /// the boot ROM.
