@@ -16,8 +16,9 @@
 //! `homing_offset = raw − 2047` is written, so the centred pose reads mid-range; each joint is
 //! then swept and the extremes become `range_min` / `range_max` (Min/Max_Position_Limit, in
 //! counts after the offset). Degrees are `(count − mid) · 360 / 4095` with `mid` the middle of
-//! the calibrated range, so 0° is the middle of each joint's range; the gripper is
-//! `(count − min) / (max − min) · 100`, inverted when `drive_mode` is 1. A calibration with
+//! the calibrated range, so 0° is the middle of each joint's range (LeRobot ignores `drive_mode`
+//! here, and so do we); the gripper is `(count − min) / (max − min) · 100`, inverted when
+//! `drive_mode` is 1. A calibration with
 //! `range_min == range_max` is refused, as LeRobot's `motors_bus.py` refuses it.
 
 use crate::servo::{STS3215, ServoModel};
@@ -227,8 +228,8 @@ impl JointSpec {
         Ok(match self.unit {
             Unit::Degrees => {
                 let mid = (min + max) / 2.0;
-                let deg = (v - mid) * 360.0 / f32::from(servo.max_count());
-                if cal.drive_mode == 1 { -deg } else { deg }
+                // LeRobot's DEGREES mode ignores drive_mode (only the 0..100 / ±100 modes use it).
+                (v - mid) * 360.0 / f32::from(servo.max_count())
             }
             Unit::Percent => {
                 let norm = (v.max(min).min(max) - min) / (max - min) * 100.0;
@@ -247,10 +248,7 @@ impl JointSpec {
         }
         let (min, max) = (f32::from(cal.range_min), f32::from(cal.range_max));
         let count = match self.unit {
-            Unit::Degrees => {
-                let v = if cal.drive_mode == 1 { -value } else { value };
-                v * f32::from(servo.max_count()) / 360.0 + (min + max) / 2.0
-            }
+            Unit::Degrees => value * f32::from(servo.max_count()) / 360.0 + (min + max) / 2.0,
             Unit::Percent => {
                 let v = if cal.drive_mode == 1 { 100.0 - value } else { value };
                 v.clamp(0.0, 100.0) / 100.0 * (max - min) + min
@@ -322,8 +320,9 @@ mod tests {
         }
         // Outside the calibrated range: clamped to it on the way to the servo.
         assert_eq!(spec.to_count(0, &STS3215, &c, 170.0), Ok(3000));
+        // As in LeRobot, drive_mode does not invert degrees (only the 0..100 gripper).
         let inverted = JointCalibration { drive_mode: 1, ..c };
-        assert_eq!(spec.to_count(0, &STS3215, &inverted, 10.0), spec.to_count(0, &STS3215, &c, -10.0));
+        assert_eq!(spec.to_count(0, &STS3215, &inverted, 10.0), spec.to_count(0, &STS3215, &c, 10.0));
     }
 
     #[test]

@@ -223,7 +223,10 @@ where
     }
 }
 
-/// An arm behind a lapa bridge MCU.
+/// An arm behind a lapa bridge MCU. `drive_mode` is not stored by STS servos: the MCU keeps the
+/// one the host wrote until it restarts (then 0, LeRobot's value for every SO-101 joint); after an
+/// `McuRestarted` the calibration is read back and a host that uses drive mode 1 writes its
+/// calibration again.
 #[derive(Debug)]
 pub struct BridgeArm {
     pub link: Link,
@@ -234,6 +237,19 @@ pub struct BridgeArm {
 impl BridgeArm {
     pub fn new(link: Link) -> Self {
         Self { link, hello: None, units: Units::new() }
+    }
+
+    /// Passes a link result through; after an MCU restart the calibration used for unit
+    /// conversion is read again from the MCU (which took it from the servos at boot), so host and
+    /// MCU never convert with different calibrations.
+    fn checked<T>(&mut self, r: Result<T, LinkError>) -> Result<T, ArmError> {
+        if let Err(LinkError::McuRestarted { boot, .. }) = &r {
+            self.hello = self.hello.map(|h| HelloInfo { boot: *boot, ..h });
+            if let Ok(McuMsg::Calibration(c)) = self.link.request(HostMsg::ReadCalibration, "read calibration") {
+                self.units.set(&c);
+            }
+        }
+        Ok(r?)
     }
 }
 
@@ -251,7 +267,8 @@ impl Arm for BridgeArm {
     }
 
     fn read_state(&mut self) -> Result<ArmReading, ArmError> {
-        match self.link.request(HostMsg::ReadState, "read state")? {
+        let r = self.link.request(HostMsg::ReadState, "read state");
+        match self.checked(r)? {
             McuMsg::State(state) => Ok(ArmReading { joints: self.units.units_of(&state.positions)?, state }),
             other => Err(ArmError::Unexpected(other)),
         }
@@ -259,22 +276,26 @@ impl Arm for BridgeArm {
 
     fn send_targets(&mut self, targets: &Joints) -> Result<(), ArmError> {
         let targets = self.units.counts_of(targets)?;
-        self.link.command(HostMsg::SetTargets { targets }, "set targets")?;
+        let r = self.link.command(HostMsg::SetTargets { targets }, "set targets");
+        self.checked(r)?;
         Ok(())
     }
 
     fn set_torque(&mut self, on: bool) -> Result<(), ArmError> {
-        self.link.command(HostMsg::Torque { on }, "torque")?;
+        let r = self.link.command(HostMsg::Torque { on }, "torque");
+        self.checked(r)?;
         Ok(())
     }
 
     fn clear_faults(&mut self) -> Result<(), ArmError> {
-        self.link.command(HostMsg::ClearFaults, "clear faults")?;
+        let r = self.link.command(HostMsg::ClearFaults, "clear faults");
+        self.checked(r)?;
         Ok(())
     }
 
     fn read_calibration(&mut self) -> Result<Calibration, ArmError> {
-        match self.link.request(HostMsg::ReadCalibration, "read calibration")? {
+        let r = self.link.request(HostMsg::ReadCalibration, "read calibration");
+        match self.checked(r)? {
             McuMsg::Calibration(c) => Ok(c),
             other => Err(ArmError::Unexpected(other)),
         }
@@ -282,7 +303,8 @@ impl Arm for BridgeArm {
 
     fn write_calibration(&mut self, c: &Calibration) -> Result<(), ArmError> {
         validate_calibration(&SO101, c)?;
-        self.link.command(HostMsg::WriteCalibration(*c), "write calibration")?;
+        let r = self.link.command(HostMsg::WriteCalibration(*c), "write calibration");
+        self.checked(r)?;
         self.units.set(c);
         Ok(())
     }

@@ -181,6 +181,10 @@ pub struct Bridge {
     calibration: Calibration,
     /// Set when the host wrote a calibration the servo loop must push to EEPROM.
     pub calibration_dirty: bool,
+    /// The last position reading predates a calibration push.
+    present_stale: bool,
+    /// Next joint of the pending calibration the servo loop writes to EEPROM.
+    pub(crate) push_joint: usize,
     pub stats: BridgeStats,
 }
 
@@ -208,8 +212,17 @@ impl Bridge {
             faults: if boot.abnormal() { fault::RESET } else { 0 },
             present: centre,
             state: ArmState::default(),
-            calibration: Calibration::default(),
+            // Until the servos' own calibration is read (or the host writes one), report the limits
+            // the firmware enforces, not an all-zero calibration.
+            calibration: Calibration {
+                homing_offset: [0; JOINTS],
+                range_min: cfg.min.map(|v| u16::try_from(v).unwrap_or(0)),
+                range_max: cfg.max.map(|v| u16::try_from(v).unwrap_or(0)),
+                drive_mode: [0; JOINTS],
+            },
             calibration_dirty: false,
+            present_stale: false,
+            push_joint: 0,
             stats: BridgeStats::default(),
         })
     }
@@ -247,9 +260,32 @@ impl Bridge {
         (self.cfg.min, self.cfg.max)
     }
 
-    /// Latches a fault detected by the servo loop (bus timeout, servo error bits).
+    /// Latches a fault detected by the servo loop (bus timeout, servo error bits). A new fault
+    /// stops motion in progress: the arm goes to its safe state, as on a watchdog trip.
     pub fn raise(&mut self, flags: u16) {
+        let new = flags & !self.faults;
         self.faults |= flags;
+        if new != 0 {
+            self.enter_safe_state();
+        }
+    }
+
+    fn enter_safe_state(&mut self) {
+        match self.cfg.safe_state {
+            SafeState::Hold => self.hold(),
+            SafeState::TorqueOff => {
+                self.torque = false;
+                self.holding = true;
+            }
+        }
+    }
+
+    /// The servo loop wrote the pending calibration to the servos' EEPROM. Positions read before
+    /// that were in the old homing-offset frame: engaging torque waits for the next reading.
+    pub fn calibration_pushed(&mut self) {
+        self.calibration_dirty = false;
+        self.present_stale = true;
+        self.push_joint = 0;
     }
 
     /// Adopts the calibration stored in the servos (read at boot). Refused, leaving the
@@ -295,10 +331,19 @@ impl Bridge {
     /// Handles one valid frame and returns the reply (sent with the same sequence number).
     pub fn on_frame(&mut self, frame: &Frame<HostMsg>, now_ms: u64) -> McuMsg {
         self.stats.frames_ok = self.stats.frames_ok.wrapping_add(1);
-        self.last_rx_ms = now_ms;
         if frame.seq == SEQ_UNKNOWN {
             return self.refuse(WireError::ReservedSequence);
         }
+        // Only frames the MCU accepts feed the watchdog: a host stuck sending refused commands is
+        // as good as silent.
+        let reply = self.answer(frame);
+        if !matches!(reply, McuMsg::Error(_)) {
+            self.last_rx_ms = now_ms;
+        }
+        reply
+    }
+
+    fn answer(&mut self, frame: &Frame<HostMsg>) -> McuMsg {
         // A retransmitted command (same sequence number) is answered again but not re-executed.
         if self.last_seq == Some(frame.seq)
             && !matches!(frame.msg, HostMsg::Hello { .. })
@@ -321,11 +366,24 @@ impl Bridge {
     fn execute(&mut self, msg: &HostMsg) -> McuMsg {
         if let HostMsg::Hello { protocol } = *msg {
             if protocol != PROTOCOL_VERSION {
-                self.connected = false;
+                // Refused, and like every refusal it changes nothing (the session stays as it was).
                 return self.refuse(WireError::ProtocolMismatch { host: protocol, mcu: PROTOCOL_VERSION });
             }
             self.connected = true;
             return McuMsg::HelloAck { protocol: PROTOCOL_VERSION, firmware: self.cfg.firmware, arm_id: self.cfg.arm_id, boot: self.boot };
+        }
+        // Stopping is always allowed, handshake or not: any host that can reach the MCU can hold the
+        // arm or drop its torque.
+        match *msg {
+            HostMsg::Hold => {
+                self.hold();
+                return McuMsg::Ack { clamped: 0 };
+            }
+            HostMsg::Torque { on: false } => {
+                self.torque = false;
+                return McuMsg::Ack { clamped: 0 };
+            }
+            _ => {}
         }
         if !self.connected {
             return self.refuse(WireError::NoHandshake);
@@ -358,17 +416,22 @@ impl Bridge {
                     return self.refuse(WireError::Faulted { flags: self.faults });
                 }
                 if on && !self.torque {
-                    // Engage where the arm is (inside the limits), never jump to a stale target.
+                    // The goal would be computed from a position in the old homing-offset frame.
+                    if self.calibration_dirty || self.present_stale {
+                        return self.refuse(WireError::CalibrationPending);
+                    }
+                    // Engage exactly where the arm is, never at a stale target or a clamped one: an
+                    // arm outside its limits (moved by hand) is refused rather than snapped back.
+                    if let Some(joint) = self.outside_limits() {
+                        return self.refuse(WireError::OutsideLimits { joint });
+                    }
                     self.hold();
                     self.holding = false;
                 }
                 self.torque = on;
                 McuMsg::Ack { clamped: 0 }
             }
-            HostMsg::Hold => {
-                self.hold();
-                McuMsg::Ack { clamped: 0 }
-            }
+            HostMsg::Hold => McuMsg::Ack { clamped: 0 },
             HostMsg::Heartbeat => McuMsg::Ack { clamped: 0 },
             HostMsg::ReadCalibration => McuMsg::Calibration(self.calibration),
             HostMsg::WriteCalibration(c) => {
@@ -383,6 +446,7 @@ impl Bridge {
                 }
                 self.apply_calibration(c);
                 self.calibration_dirty = true;
+                self.push_joint = 0;
                 McuMsg::Ack { clamped: 0 }
             }
             HostMsg::ClearFaults => {
@@ -392,13 +456,25 @@ impl Bridge {
         }
     }
 
+    /// The first joint whose present position is outside its limits.
+    fn outside_limits(&self) -> Option<u8> {
+        let joints = self.present.iter().zip(self.cfg.min.iter().zip(&self.cfg.max));
+        joints.enumerate().find(|(_, (p, (lo, hi)))| *p < *lo || *p > *hi).map(|(j, _)| u8::try_from(j).unwrap_or(u8::MAX))
+    }
+
+    /// Stop: the goal becomes where the arm is. A joint reading outside its limits (pushed there,
+    /// or a reading that is wrong) keeps its last goal, which is inside them, instead of being
+    /// driven to the nearest limit.
     fn hold(&mut self) {
-        let held: Positions = core::array::from_fn(|j| {
-            let p = self.present.get(j).copied().unwrap_or(0);
-            clamp(p, self.cfg.min.get(j).copied().unwrap_or(0), self.cfg.max.get(j).copied().unwrap_or(0))
-        });
-        self.target = held;
-        self.goal = held;
+        let joints = self.goal.iter_mut().zip(&self.present).zip(self.cfg.min.iter().zip(&self.cfg.max));
+        for ((g, &p), (&lo, &hi)) in joints {
+            if p >= lo && p <= hi {
+                *g = p;
+            } else {
+                *g = clamp(*g, lo, hi);
+            }
+        }
+        self.target = self.goal;
         self.holding = true;
     }
 
@@ -409,21 +485,19 @@ impl Bridge {
     /// Feeds the latest servo readings (positions, loads, temperatures, voltage).
     pub fn update_state(&mut self, state: ArmState) {
         self.present = state.positions;
+        self.present_stale = false;
         self.state = state;
     }
 
     /// One servo-loop tick: watchdog, then interpolation of the goal toward the target.
     pub fn tick(&mut self, now_ms: u64) -> ServoCommand {
-        if self.torque && now_ms.saturating_sub(self.last_rx_ms) > u64::from(self.cfg.timeout_ms) && self.faults & fault::WATCHDOG == 0 {
+        // Before any handshake nothing can move the arm (the boot put it in its safe state), so the
+        // watchdog watches a session, not the time it takes USB to enumerate.
+        let silent = now_ms.saturating_sub(self.last_rx_ms) > u64::from(self.cfg.timeout_ms);
+        if self.torque && self.connected && silent && self.faults & fault::WATCHDOG == 0 {
             self.faults |= fault::WATCHDOG;
             self.stats.watchdog_trips = self.stats.watchdog_trips.wrapping_add(1);
-            match self.cfg.safe_state {
-                SafeState::Hold => self.hold(),
-                SafeState::TorqueOff => {
-                    self.torque = false;
-                    self.holding = true;
-                }
-            }
+            self.enter_safe_state();
         }
         if self.torque && !self.holding {
             let limits = self.cfg.min.iter().zip(&self.cfg.max);

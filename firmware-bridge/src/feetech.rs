@@ -186,7 +186,7 @@ pub fn state_from_readings(data: &[[u8; 8]; JOINTS], errors: &[u8]) -> ArmState 
         let [p0, p1, _, _, l0, l1, volt, t] = *d;
         let to_i16 = |v: i32| i16::try_from(v).unwrap_or(0);
         *pos = to_i16(decode_sign_magnitude(u16::from_le_bytes([p0, p1]), STS3215.position_sign_bit));
-        *load = to_i16(decode_sign_magnitude(u16::from_le_bytes([l0, l1]), 10));
+        *load = to_i16(decode_sign_magnitude(u16::from_le_bytes([l0, l1]), STS3215.load_sign_bit));
         st.voltage_dv = st.voltage_dv.max(volt);
         *temp = t;
     }

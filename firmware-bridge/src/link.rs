@@ -161,19 +161,15 @@ impl Link {
         LinkError::Io { path: self.path.clone(), source }
     }
 
-    /// Sends `msg` and waits for the reply with the same sequence number. After a reconnect the
-    /// link handshakes again: if the MCU kept running the request is repeated once (the sequence
-    /// number keeps it from executing twice); if the MCU restarted, [`LinkError::McuRestarted`]
-    /// is returned instead, so no command runs on an arm that went through its safe state
-    /// unnoticed.
+    /// Sends `msg` and waits for the reply with the same sequence number (a lost reply is retried
+    /// with the same number, so the MCU executes the command at most once). After a reconnect the
+    /// next request first handshakes again; if the MCU restarted meanwhile,
+    /// [`LinkError::McuRestarted`] is returned instead of sending it, so no command runs on an arm
+    /// that went through its safe state unnoticed. A reply received after a reconnect within this
+    /// request is the MCU's answer to this very frame and is returned as is, never repeated.
     pub fn request(&mut self, msg: HostMsg, what: &'static str) -> Result<McuMsg, LinkError> {
         self.rehandshake_if_needed(what)?;
         let reply = self.request_once(msg, what)?;
-        if self.needs_hello && !matches!(msg, HostMsg::Hello { .. }) {
-            // Reconnected during this request: handshake again, then repeat the request once.
-            self.rehandshake_if_needed(what)?;
-            return self.request_once(msg, what);
-        }
         if reply == McuMsg::Error(WireError::NoHandshake) && self.hello.is_some() {
             // The MCU forgot us without the port going away: it restarted.
             self.stats.mcu_restarts += 1;

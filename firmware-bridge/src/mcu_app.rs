@@ -34,18 +34,17 @@ impl<IO: Read + Write + ReadReady, C: Clock> McuApp<IO, C> {
     /// the servos (limits and offsets), read where the arm is, and put it in the safe state — torque
     /// off, or held where it stands with torque as the servos have it. The servos keep their last
     /// goal and torque across an MCU reset, so without this a panic or watchdog reset would leave
-    /// the arm driving toward a stale goal. Bus errors latch the BUS fault; a torque-off safe state
-    /// is still broadcast (a sync write needs no reply).
+    /// the arm driving toward a stale goal. If the servos cannot all be read, a hold cannot be
+    /// established: torque is switched off whatever the configured safe state (a broadcast sync
+    /// write needs no reply) and the BUS fault is latched.
     pub fn start(&mut self) -> Result<(), BusError<IO::Error>> {
         let result = self.start_inner();
         if result.is_err() {
+            let ids = self.ids;
+            let _ = self.bus.sync_write_torque(&ids, false);
+            let present = self.bridge.goal();
+            self.bridge.boot_safe_state(present, false);
             self.bridge.raise(fault::BUS);
-            if self.bridge.cfg.safe_state == SafeState::TorqueOff {
-                let ids = self.ids;
-                let _ = self.bus.sync_write_torque(&ids, false);
-                let present = self.bridge.goal();
-                self.bridge.boot_safe_state(present, false);
-            }
         }
         result
     }
@@ -106,46 +105,71 @@ impl<IO: Read + Write + ReadReady, C: Clock> McuApp<IO, C> {
         encode_frame::<McuMsg>(seq, &reply, out).ok()
     }
 
-    /// One servo-loop tick: read the servos, run the watchdog and interpolation, write goals.
+    /// One servo-loop tick: read the servos, push one joint of a pending calibration, run the
+    /// watchdog and interpolation, write torque and goals. A failed read or push latches the BUS
+    /// fault (which puts the arm in its safe state) but never skips the rest of the tick: torque
+    /// changes and goals go out as broadcast sync writes, which need no servo to answer. Returns
+    /// the first bus error.
     pub fn servo_tick(&mut self, now_ms: u64) -> Result<(), BusError<IO::Error>> {
-        // Present position (56..57), velocity (58..59), load (60..61), voltage (62), temperature (63).
-        let mut data = [[0u8; 8]; JOINTS];
         let ids = self.ids;
-        match self.bus.sync_read::<8>(reg::PRESENT_POSITION.addr, &ids, &mut data) {
-            Ok(errors) => {
-                let st = state_from_readings(&data, &errors);
-                if st.faults != 0 {
-                    self.bridge.raise(st.faults);
+        let mut first_err = self.read_state().err();
+        if first_err.is_none() && self.bridge.calibration_dirty {
+            match self.push_next_joint() {
+                Ok(true) => {
+                    // Positions change frame with the new homing offsets: read them again.
+                    self.bridge.calibration_pushed();
+                    first_err = self.read_state().err();
                 }
-                self.bridge.update_state(st);
-            }
-            Err(e) => {
-                self.bridge.raise(fault::BUS);
-                return Err(e);
+                Ok(false) => {}
+                Err(e) => first_err = Some(e),
             }
         }
-        if self.bridge.calibration_dirty {
-            self.push_calibration()?;
+        if first_err.is_some() {
+            self.bridge.raise(fault::BUS);
         }
         let cmd = self.bridge.tick(now_ms);
-        if cmd.torque_changed {
-            self.bus.sync_write_torque(&ids, cmd.torque)?;
+        if cmd.torque_changed
+            && let Err(e) = self.bus.sync_write_torque(&ids, cmd.torque)
+        {
+            first_err = first_err.or(Some(e));
         }
-        if cmd.torque {
-            self.bus.sync_write_goals(&ids, &cmd.goal)?;
+        if cmd.torque
+            && let Err(e) = self.bus.sync_write_goals(&ids, &cmd.goal)
+        {
+            first_err = first_err.or(Some(e));
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Sync read of present position (56..57), velocity, load (60..61), voltage (62) and
+    /// temperature (63) into the bridge; servo error bits become faults.
+    fn read_state(&mut self) -> Result<(), BusError<IO::Error>> {
+        let mut data = [[0u8; 8]; JOINTS];
+        let ids = self.ids;
+        let errors = self.bus.sync_read::<8>(reg::PRESENT_POSITION.addr, &ids, &mut data)?;
+        let st = state_from_readings(&data, &errors);
+        self.bridge.update_state(st);
+        if st.faults != 0 {
+            self.bridge.raise(st.faults);
         }
         Ok(())
     }
 
-    /// Writes a calibration received from the host into the servos' EEPROM.
-    fn push_calibration(&mut self) -> Result<(), BusError<IO::Error>> {
+    /// Writes the next joint of the pending calibration to its servo's EEPROM (one joint per servo
+    /// tick, so no tick runs long enough to starve the hardware watchdog); true when the last joint
+    /// is done. A failure, or a new calibration from the host, restarts from the first joint.
+    fn push_next_joint(&mut self) -> Result<bool, BusError<IO::Error>> {
         let c = self.bridge.calibration();
-        let ids = self.ids;
-        let joints = ids.iter().zip(&c.homing_offset).zip(c.range_min.iter().zip(&c.range_max));
-        for ((&id, &off), (&lo, &hi)) in joints {
-            self.bus.write_joint_calibration(id, off, lo, hi)?;
+        let j = self.bridge.push_joint;
+        let (Some(&id), Some(&off), Some(&lo), Some(&hi)) = (self.ids.get(j), c.homing_offset.get(j), c.range_min.get(j), c.range_max.get(j)) else {
+            self.bridge.push_joint = 0;
+            return Ok(true);
+        };
+        if let Err(e) = self.bus.write_joint_calibration(id, off, lo, hi) {
+            self.bridge.push_joint = 0;
+            return Err(e);
         }
-        self.bridge.calibration_dirty = false;
-        Ok(())
+        self.bridge.push_joint = j.saturating_add(1);
+        Ok(self.bridge.push_joint >= JOINTS)
     }
 }

@@ -208,6 +208,131 @@ fn inverted_and_out_of_range_calibrations_are_refused_and_the_arm_keeps_holding(
 }
 
 #[test]
+fn a_refused_hello_changes_nothing_and_stopping_needs_no_handshake() {
+    let mut b = bridge(cfg());
+    // Before any handshake the arm can still be stopped, but not moved.
+    b.update_state(present(2000));
+    assert_eq!(b.on_frame(&Frame { seq: 1, msg: HostMsg::Hold }, 0), McuMsg::Ack { clamped: 0 });
+    assert_eq!(b.on_frame(&Frame { seq: 2, msg: HostMsg::Torque { on: false } }, 0), McuMsg::Ack { clamped: 0 });
+    assert_eq!(b.on_frame(&Frame { seq: 3, msg: HostMsg::Torque { on: true } }, 0), McuMsg::Error(WireError::NoHandshake));
+    hello(&mut b, 0);
+    assert_eq!(b.on_frame(&Frame { seq: 4, msg: HostMsg::Torque { on: true } }, 0), McuMsg::Ack { clamped: 0 });
+    // An old tool's Hello is refused and leaves the session as it was.
+    assert!(matches!(b.on_frame(&Frame { seq: 5, msg: HostMsg::Hello { protocol: 1 } }, 1), McuMsg::Error(WireError::ProtocolMismatch { .. })));
+    assert_eq!(b.on_frame(&Frame { seq: 6, msg: HostMsg::Heartbeat }, 1), McuMsg::Ack { clamped: 0 });
+    assert_eq!(b.on_frame(&Frame { seq: 7, msg: HostMsg::Torque { on: false } }, 1), McuMsg::Ack { clamped: 0 });
+    assert!(!b.tick(2).torque);
+}
+
+#[test]
+fn refused_frames_do_not_feed_the_watchdog() {
+    let mut b = bridge(cfg());
+    hello(&mut b, 0);
+    b.update_state(present(2000));
+    b.on_frame(&Frame { seq: 2, msg: HostMsg::Torque { on: true } }, 0);
+    b.on_frame(&Frame { seq: 3, msg: HostMsg::SetTargets { targets: [2500; 6] } }, 0);
+    // A host stuck sending something the MCU refuses is as good as silent.
+    let bad = calibration(3000, 1000);
+    for k in 0..10u16 {
+        let now = u64::from(k) * 30;
+        assert!(matches!(b.on_frame(&Frame { seq: 10 + k, msg: HostMsg::WriteCalibration(bad) }, now), McuMsg::Error(_)));
+        b.tick(now + 1);
+    }
+    assert_eq!(b.faults() & fault::WATCHDOG, fault::WATCHDOG);
+    assert!(b.holding());
+}
+
+#[test]
+fn engaging_outside_the_limits_is_refused_and_a_hold_never_snaps_to_a_limit() {
+    let mut b = bridge(cfg());
+    hello(&mut b, 0);
+    // The arm was moved by hand outside the limits of joint 2: engaging would snap it to 1000.
+    b.update_state(ArmState { positions: [2000, 2000, 500, 2000, 2000, 2000], ..ArmState::default() });
+    assert_eq!(b.on_frame(&Frame { seq: 2, msg: HostMsg::Torque { on: true } }, 0), McuMsg::Error(WireError::OutsideLimits { joint: 2 }));
+    assert!(!b.torque());
+    b.update_state(present(2000));
+    assert_eq!(b.on_frame(&Frame { seq: 3, msg: HostMsg::Torque { on: true } }, 0), McuMsg::Ack { clamped: 0 });
+    assert_eq!(b.tick(1).goal, [2000; 6]);
+    // A reading outside the limits (pushed there, or a reading that is wrong) keeps that joint's
+    // goal on a hold instead of driving it to the nearest limit.
+    b.update_state(ArmState { positions: [2010, 2010, 32767, 2010, 2010, 2010], ..ArmState::default() });
+    b.on_frame(&Frame { seq: 4, msg: HostMsg::Hold }, 2);
+    assert_eq!(b.tick(3).goal, [2010, 2010, 2000, 2010, 2010, 2010]);
+}
+
+#[test]
+fn a_new_fault_stops_motion_in_progress() {
+    for safe in [SafeState::Hold, SafeState::TorqueOff] {
+        let mut b = bridge(BridgeConfig { safe_state: safe, ..cfg() });
+        hello(&mut b, 0);
+        b.update_state(present(2000));
+        b.on_frame(&Frame { seq: 2, msg: HostMsg::Torque { on: true } }, 0);
+        b.on_frame(&Frame { seq: 3, msg: HostMsg::SetTargets { targets: [2900; 6] } }, 0);
+        for now in 1..=5 {
+            b.tick(now);
+        }
+        let moving = b.goal();
+        assert_eq!(moving, [2050; 6]);
+        b.update_state(present(2030));
+        b.raise(fault::OVERLOAD);
+        let cmd = b.tick(6);
+        match safe {
+            SafeState::Hold => assert_eq!((cmd.torque, cmd.goal), (true, [2030; 6]), "held where the arm is"),
+            SafeState::TorqueOff => assert!(!cmd.torque && cmd.torque_changed),
+        }
+        assert_eq!(b.tick(7).goal, cmd.goal, "no further motion toward the old target");
+    }
+}
+
+#[test]
+fn a_silent_servo_does_not_keep_the_others_driving() {
+    for safe in [SafeState::Hold, SafeState::TorqueOff] {
+        let bus = SharedBus::new(SimBus::new(6));
+        let mut app = app_on(&bus, BridgeConfig { safe_state: safe, ..BridgeConfig::default() }, POWER_ON);
+        app.start().expect("boot");
+        send(&mut app, 1, HostMsg::Hello { protocol: PROTOCOL_VERSION }, 0);
+        send(&mut app, 2, HostMsg::Torque { on: true }, 0);
+        app.servo_tick(0).expect("tick");
+        send(&mut app, 3, HostMsg::SetTargets { targets: [3000; 6] }, 0);
+        for k in 1..=5u64 {
+            app.servo_tick(k * 2).expect("tick");
+        }
+        // Servo 6's replies are lost from now on (it still hears broadcasts).
+        bus.lock().servo_mut(6).expect("servo 6").silent = true;
+        assert!(app.servo_tick(12).is_err());
+        assert_eq!(app.bridge.faults() & fault::BUS, fault::BUS);
+        let goal_after_fault = app.bridge.goal();
+        for k in 7..=20u64 {
+            let _ = app.servo_tick(k * 2);
+        }
+        assert_eq!(app.bridge.goal(), goal_after_fault, "motion stopped at the fault");
+        // The host can still switch torque off, and it reaches every servo.
+        assert_eq!(send(&mut app, 4, HostMsg::Torque { on: false }, 40), McuMsg::Ack { clamped: 0 });
+        let _ = app.servo_tick(42);
+        assert!(bus.lock().servos.iter().all(|s| !s.torque()), "{safe:?}: torque off reached all six");
+    }
+}
+
+#[test]
+fn a_boot_that_cannot_read_every_servo_drops_torque_rather_than_leave_stale_goals() {
+    let bus = SharedBus::new(SimBus::new(6));
+    {
+        let mut b = bus.lock();
+        for s in b.servos.iter_mut() {
+            s.regs[40] = 1; // torque on, driving toward the dead firmware's goal
+        }
+        b.servo_mut(2).expect("servo 2").silent = true;
+    }
+    let mut app = app_on(&bus, BridgeConfig { safe_state: SafeState::Hold, ..BridgeConfig::default() }, BootInfo { count: 2, reason: ResetReason::Panic });
+    assert!(app.start().is_err());
+    assert!(bus.lock().servos.iter().all(|s| !s.torque()), "a hold cannot be established: torque off");
+    assert_eq!(app.bridge.faults(), fault::RESET | fault::BUS);
+    assert!(!app.bridge.torque());
+    // The calibration the host reads back is the firmware's limits, not an all-zero one.
+    assert_eq!((app.bridge.calibration().range_min, app.bridge.calibration().range_max), ([0; 6], [4095; 6]));
+}
+
+#[test]
 fn engaging_torque_starts_at_the_present_position() {
     let mut b = bridge(cfg());
     hello(&mut b, 0);
@@ -346,6 +471,10 @@ proptest! {
             for _ in 0..5 {
                 now += 1;
                 let before = pres;
+                // What the servo loop does with a pending calibration: write it, then read again.
+                if b.calibration_dirty {
+                    b.calibration_pushed();
+                }
                 if prev.torque {
                     for (p, g) in pres.iter_mut().zip(prev.goal) {
                         *p = (i32::from(*p) + (i32::from(g) - i32::from(*p)).clamp(-speed, speed)) as i16;
@@ -359,17 +488,27 @@ proptest! {
                     prop_assert!(cmd.goal[j] >= lo[j] && cmd.goal[j] <= hi[j], "goal {} outside limits {}..{}", cmd.goal[j], lo[j], hi[j]);
                     if cmd.torque && prev.torque {
                         let step = (i32::from(cmd.goal[j]) - i32::from(prev.goal[j])).abs();
-                        // A hold (Hold frame: the position read before this tick; watchdog: the
-                        // one read on it) is the one larger change allowed: it stops the arm.
-                        let held = cmd.goal[j] == before[j].clamp(lo[j], hi[j]) || cmd.goal[j] == pres[j].clamp(lo[j], hi[j]);
+                        // A hold (Hold frame: the position read before this tick; a fault or the
+                        // watchdog: the one read on it) is the one larger change allowed: the goal
+                        // becomes exactly where the arm is, which stops it.
+                        let held = cmd.goal[j] == before[j] || cmd.goal[j] == pres[j];
                         prop_assert!(step <= i32::from(c.max_step[j]) || held, "step {} -> {} with the arm at {}", prev.goal[j], cmd.goal[j], pres[j]);
+                    }
+                    if cmd.torque && !prev.torque {
+                        prop_assert_eq!(cmd.goal[j], before[j], "torque engages exactly at the present position");
                     }
                 }
                 prev = cmd;
             }
         }
-        // Afterwards the watchdog still trips on silence.
+        // Afterwards the watchdog still trips on silence (with the arm put back inside its limits,
+        // where torque can be engaged).
         now += 1;
+        if b.calibration_dirty {
+            b.calibration_pushed();
+        }
+        let (lo, hi) = b.limits();
+        b.update_state(ArmState { positions: core::array::from_fn(|j| pres[j].clamp(lo[j], hi[j])), ..ArmState::default() });
         hello(&mut b, now);
         prop_assert_eq!(b.on_frame(&Frame { seq: 50_000, msg: HostMsg::ClearFaults }, now), McuMsg::Ack { clamped: 0 });
         prop_assert_eq!(b.on_frame(&Frame { seq: 50_001, msg: HostMsg::Torque { on: true } }, now), McuMsg::Ack { clamped: 0 });
@@ -456,7 +595,13 @@ fn the_mcu_adopts_the_calibration_stored_in_the_servos_at_boot() {
     send(&mut app, 1, HostMsg::Hello { protocol: PROTOCOL_VERSION }, 0);
     let cal = Calibration { homing_offset: [10, -10, 0, 0, 0, 0], range_min: [500; 6], range_max: [3500; 6], drive_mode: [0; 6] };
     assert_eq!(send(&mut app, 2, HostMsg::WriteCalibration(cal), 0), McuMsg::Ack { clamped: 0 });
-    app.servo_tick(1).expect("tick pushes the calibration to EEPROM");
+    // One joint per tick goes to EEPROM; torque cannot be engaged until all are written and the
+    // positions have been read again in the new homing-offset frame.
+    assert_eq!(send(&mut app, 3, HostMsg::Torque { on: true }, 0), McuMsg::Error(WireError::CalibrationPending));
+    for k in 1..=6 {
+        app.servo_tick(k).expect("tick pushes one joint of the calibration to EEPROM");
+    }
+    assert!(!app.bridge.calibration_dirty);
     // Next boot: the limits come from the servos, not from the firmware defaults.
     let mut app = app_on(&bus, BridgeConfig::default(), POWER_ON);
     app.start().expect("boot");
@@ -552,6 +697,8 @@ fn random_and_mutated_frames_into_the_mcu_app() {
     let strategy = hostile_msg();
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let (mut replies, mut valid) = (0u32, 0u32);
+    let mut prev_regs: Vec<(bool, i32, i32)> = vec![(false, 0, 0); 6];
+    let mut prev_limits = app.bridge.limits();
     for k in 0..20_000u32 {
         let msg = match k % 8 {
             0 => HostMsg::Hello { protocol: PROTOCOL_VERSION },
@@ -580,12 +727,19 @@ fn random_and_mutated_frames_into_the_mcu_app() {
         bus.lock().advance(0.002);
         let _ = app.servo_tick(now);
         let (lo, hi) = app.bridge.limits();
-        for (j, s) in bus.lock().servos.iter().enumerate() {
-            let goal = decode_sign_magnitude(u16::from_le_bytes([s.regs[42], s.regs[43]]), lapa_boards::STS3215.position_sign_bit);
-            if s.torque() {
+        let reg16 = |s: &lapa_bridge::simservo::SimServo, a: usize| decode_sign_magnitude(u16::from_le_bytes([s.regs[a], s.regs[a + 1]]), lapa_boards::STS3215.position_sign_bit);
+        let now_regs: Vec<(bool, i32, i32)> = bus.lock().servos.iter().map(|s| (s.torque(), reg16(s, 42), reg16(s, 56))).collect();
+        for (j, (&(on, goal, present), &(was_on, prev_goal, prev_present))) in now_regs.iter().zip(&prev_regs).enumerate() {
+            if on {
                 assert!(goal >= i32::from(lo[j]) && goal <= i32::from(hi[j]), "joint {j}: goal {goal} outside {}..{}", lo[j], hi[j]);
             }
+            if on && was_on && (lo, hi) == prev_limits {
+                let held = goal == present || goal == prev_present;
+                assert!((goal - prev_goal).abs() <= 40 || held, "joint {j}: goal {prev_goal} -> {goal} with the arm at {present}");
+            }
         }
+        prev_regs = now_regs;
+        prev_limits = (lo, hi);
     }
     assert!(replies > 10_000 && valid > 5_000, "the fuzz reached the bridge: {replies} replies");
     let st = app.bridge.stats;

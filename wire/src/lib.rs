@@ -196,6 +196,11 @@ pub enum WireError {
     ReservedSequence,
     /// A calibration write while torque is on (new limits under a moving arm); nothing changed.
     TorqueOn,
+    /// Torque on refused: a calibration is still being written to the servos, or the positions
+    /// have not been read since (they would be in the old homing-offset frame). Retry shortly.
+    CalibrationPending,
+    /// Torque on refused: this joint is outside its limits; move it inside by hand first.
+    OutsideLimits { joint: u8 },
 }
 
 /// MCU → host.

@@ -34,23 +34,28 @@ pub static BOOT2: [u8; 256] = rp2040_boot2::BOOT_LOADER_W25Q080;
 
 const XTAL_FREQ_HZ: u32 = 12_000_000;
 const SERVO_TICK_US: u64 = 2_000;
-/// Hardware watchdog period. The slowest things the main loop does stay far below it at the 2 ms
-/// bus timeout (a sync read retried with servos missing: ≤ 2 × 6 × 2 ms; a calibration push of 30
-/// EEPROM writes that stops at the first failure); a hung loop resets the chip within this.
+/// Hardware watchdog period. The slowest servo tick stays well below it at the 2 ms bus timeout:
+/// two sync reads retried with servos missing and one joint of a calibration push (calibrations go
+/// to EEPROM one joint per tick). A hung loop resets the chip within this.
 const WATCHDOG_MS: u32 = 250;
 /// Scratch registers survive a watchdog reset and are cleared by power-on; scratch 4–7 belong to
 /// the boot ROM.
 const BOOT_MAGIC: u32 = 0x1A9A_B007;
 const PANIC_MAGIC: u32 = 0x1A9A_DEAD;
+/// Written to scratch 3 once this firmware has started the watchdog: the boot ROM's own reboots
+/// (after a UF2 copy, `picotool reboot`) also set REASON.TIMER, and must not read as a crash
+/// (pico-sdk tells them apart the same way).
+const ARMED_MAGIC: u32 = 0x1A9A_A4ED;
 
 /// Why and how often the chip booted, from the watchdog's REASON and scratch registers; records
 /// this boot for the next one.
 fn boot_info(wd: &pac::WATCHDOG) -> BootInfo {
     let why = wd.reason().read();
     let panicked = wd.scratch2().read().bits() == PANIC_MAGIC;
+    let armed = wd.scratch3().read().bits() == ARMED_MAGIC;
     let reason = if panicked {
         ResetReason::Panic
-    } else if why.timer().bit_is_set() || why.force().bit_is_set() {
+    } else if armed && (why.timer().bit_is_set() || why.force().bit_is_set()) {
         ResetReason::Watchdog
     } else {
         ResetReason::PowerOn
@@ -61,6 +66,7 @@ fn boot_info(wd: &pac::WATCHDOG) -> BootInfo {
     wd.scratch0().write(|w| unsafe { w.bits(BOOT_MAGIC) });
     wd.scratch1().write(|w| unsafe { w.bits(count) });
     wd.scratch2().write(|w| unsafe { w.bits(0) });
+    wd.scratch3().write(|w| unsafe { w.bits(0) });
     BootInfo { count, reason }
 }
 
@@ -145,6 +151,7 @@ fn main() -> ! {
     };
     watchdog.pause_on_debug(true);
     watchdog.start(WATCHDOG_MS.millis());
+    watchdog.write_scratch(hal::watchdog::ScratchRegister::Scratch3, ARMED_MAGIC);
     let timer = hal::Timer::new(pac.TIMER, &mut pac.RESETS, &clocks);
     let sio = hal::Sio::new(pac.SIO);
     let pins = hal::gpio::Pins::new(pac.IO_BANK0, pac.PADS_BANK0, sio.gpio_bank0, &mut pac.RESETS);
