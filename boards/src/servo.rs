@@ -34,7 +34,8 @@ impl ServoModel {
 
 /// Feetech STS3215 (SO-100 / SO-101 arms): 4096 counts per turn, positions sign-magnitude in bit 15,
 /// homing offset sign-magnitude in bit 11 (±2047). Present = Actual − Homing_Offset.
-pub const STS3215: ServoModel = ServoModel { name: "sts3215", model_number: 777, resolution: 4096, position_sign_bit: 15, homing_offset_sign_bit: 11, load_sign_bit: 10 };
+pub const STS3215: ServoModel =
+    ServoModel { name: "sts3215", model_number: 777, resolution: 4096, position_sign_bit: 15, homing_offset_sign_bit: 11, load_sign_bit: 10 };
 
 #[cfg(test)]
 mod tests {

@@ -727,7 +727,9 @@ fn random_and_mutated_frames_into_the_mcu_app() {
         bus.lock().advance(0.002);
         let _ = app.servo_tick(now);
         let (lo, hi) = app.bridge.limits();
-        let reg16 = |s: &lapa_bridge::simservo::SimServo, a: usize| decode_sign_magnitude(u16::from_le_bytes([s.regs[a], s.regs[a + 1]]), lapa_boards::STS3215.position_sign_bit);
+        let reg16 = |s: &lapa_bridge::simservo::SimServo, a: usize| {
+            decode_sign_magnitude(u16::from_le_bytes([s.regs[a], s.regs[a + 1]]), lapa_boards::STS3215.position_sign_bit)
+        };
         let now_regs: Vec<(bool, i32, i32)> = bus.lock().servos.iter().map(|s| (s.torque(), reg16(s, 42), reg16(s, 56))).collect();
         for (j, (&(on, goal, present), &(was_on, prev_goal, prev_present))) in now_regs.iter().zip(&prev_regs).enumerate() {
             if on {

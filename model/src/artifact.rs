@@ -25,8 +25,15 @@ pub fn save_laq(dir: &Path, config: &LaqConfig, model: &Laq) -> Result<(), Model
 pub fn load_laq_config(dir: &Path) -> Result<LaqConfig, ModelError> {
     let path = dir.join(CONFIG_FILE);
     let bytes = std::fs::read(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| ModelError::Artifact { path: path.clone(), message: format!("not JSON: {e}") })?;
+    // Artifacts written before the quantizer became a config field are NSVQ.
+    if let Some(obj) = value.as_object_mut() {
+        obj.entry("quantizer").or_insert_with(|| serde_json::json!("nsvq"));
+        obj.entry("fsq_levels").or_insert_with(|| serde_json::json!([8, 5, 5, 5]));
+    }
     let config: LaqConfig =
-        serde_json::from_slice(&bytes).map_err(|e| ModelError::Artifact { path: path.clone(), message: format!("not a LAQ config: {e}") })?;
+        serde_json::from_value(value).map_err(|e| ModelError::Artifact { path: path.clone(), message: format!("not a LAQ config: {e}") })?;
     config.validate().map_err(|e| ModelError::Artifact { path, message: e.to_string() })?;
     Ok(config)
 }

@@ -4,7 +4,8 @@
 //! x_t, x_{t+H} ─ patches ─ LN→Linear→LN ─ spatial transformer (per frame, PEG) ─ temporal
 //!   transformer (causal, across the two frames) ─ d = enc(x_{t+H}) − enc(x_t)  [b, N, dim]
 //!   ─ Linear(dim→code_dim) ─ conv3×3/2, ReLU, conv3×3, pool → n_tokens        [b, T, code_dim]
-//!   ─ NSVQ (shared codebook) ─ Linear(code_dim→dim) = action tokens            [b, T, dim]
+//!   ─ NSVQ (shared codebook) or FSQ (fixed levels) ─ Linear(code_dim→dim)
+//!   = action tokens                                                           [b, T, dim]
 //! decoder: stop-grad patch embeddings of x_t ─ spatial transformer cross-attending to the
 //!   action tokens in every layer ─ LN → Linear → pixels of x_{t+H}; loss = MSE.
 //! ```
@@ -22,7 +23,72 @@ use burn::tensor::{Device, Int, Tensor};
 
 use crate::ModelError;
 use crate::blocks::{Transformer, TransformerConfig};
+use crate::fsq::Fsq;
 use crate::nsvq::Nsvq;
+
+/// Which quantizer turns the encoder's difference into latent-action tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuantizerKind {
+    /// NSVQ over a learned codebook of `codebook_size` codes (LAPA's).
+    Nsvq,
+    /// Finite scalar quantisation with `fsq_levels` (vocabulary = their product); no codebook.
+    Fsq,
+}
+
+impl std::str::FromStr for QuantizerKind {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        match s {
+            "nsvq" => Ok(Self::Nsvq),
+            "fsq" => Ok(Self::Fsq),
+            other => Err(ModelError::Config(format!("unknown quantizer {other:?} (expected nsvq or fsq)"))),
+        }
+    }
+}
+
+/// The quantizer module: one of the two kinds. (One exists per model; the size difference of the
+/// variants does not matter.)
+#[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Quantizer {
+    Nsvq(Nsvq),
+    Fsq(Fsq),
+}
+
+impl Quantizer {
+    /// Training path: (codes [n, code_dim], indices [n]); `noise` is used by NSVQ only.
+    pub fn forward_train(&self, z: Tensor<2>, noise: Tensor<2>) -> (Tensor<2>, Tensor<1, Int>) {
+        match self {
+            Quantizer::Nsvq(q) => q.forward_train(z, noise),
+            Quantizer::Fsq(q) => q.forward_train(z),
+        }
+    }
+
+    /// Inference path: (codes, indices).
+    pub fn forward_eval(&self, z: Tensor<2>) -> (Tensor<2>, Tensor<1, Int>) {
+        match self {
+            Quantizer::Nsvq(q) => q.forward_eval(z),
+            Quantizer::Fsq(q) => q.forward_eval(z),
+        }
+    }
+
+    /// Codes for token indices: [n] → [n, code_dim].
+    pub fn lookup(&self, idx: Tensor<1, Int>) -> Tensor<2> {
+        match self {
+            Quantizer::Nsvq(q) => q.lookup(idx),
+            Quantizer::Fsq(q) => q.lookup(idx),
+        }
+    }
+
+    /// Classes a latent token can take.
+    pub fn vocabulary(&self) -> usize {
+        match self {
+            Quantizer::Nsvq(q) => q.codebook_size,
+            Quantizer::Fsq(q) => q.vocabulary(),
+        }
+    }
+}
 
 /// Every size of the LAQ; saved as `config.json` beside the weights.
 #[derive(Config, Debug, PartialEq)]
@@ -42,12 +108,19 @@ pub struct LaqConfig {
     /// Width of a latent code (LAPA: 32).
     #[config(default = 32)]
     pub code_dim: usize,
-    /// Codes in the shared codebook (LAPA: 8).
+    /// Codes in the shared codebook (LAPA: 8). NSVQ only.
     #[config(default = 8)]
     pub codebook_size: usize,
-    /// Latent tokens per frame pair, a square number (LAPA: 4 = 2×2).
+    /// Latent tokens per frame pair, a square number: 1, 4 (LAPA's 2×2 pooling), 16 (no pooling
+    /// at 8×8 patches).
     #[config(default = 4)]
     pub n_tokens: usize,
+    /// `nsvq` (LAPA, the default of every preset) or `fsq`.
+    #[config(default = "QuantizerKind::Nsvq")]
+    pub quantizer: QuantizerKind,
+    /// FSQ levels per dimension (the FSQ paper's sets: [8, 5, 5, 5], [8, 6, 5], [7, 5, 5, 5, 5]).
+    #[config(default = "vec![8, 5, 5, 5]")]
+    pub fsq_levels: Vec<usize>,
 }
 
 impl LaqConfig {
@@ -96,6 +169,15 @@ impl LaqConfig {
         self.patch_size * self.patch_size * 3
     }
 
+    /// Classes each latent token has: the codebook size (NSVQ) or the product of the levels (FSQ).
+    /// Everything downstream reads this, never a constant.
+    pub fn vocabulary(&self) -> usize {
+        match self.quantizer {
+            QuantizerKind::Nsvq => self.codebook_size,
+            QuantizerKind::Fsq => self.fsq_levels.iter().product(),
+        }
+    }
+
     /// Side of the latent token grid.
     pub fn token_grid(&self) -> usize {
         (self.n_tokens as f64).sqrt().round() as usize
@@ -115,6 +197,9 @@ impl LaqConfig {
         }
         if self.codebook_size < 2 || self.code_dim == 0 || self.dim == 0 || self.heads == 0 || self.dim_head == 0 {
             return bad("codebook_size ≥ 2 and positive code_dim, dim, heads, dim_head are required".into());
+        }
+        if self.quantizer == QuantizerKind::Fsq {
+            crate::fsq::vocabulary(&self.fsq_levels).map_err(|e| ModelError::Config(e.to_string()))?;
         }
         Ok(())
     }
@@ -138,7 +223,10 @@ impl LaqConfig {
             reduce_1: Conv2dConfig::new([c, c], [3, 3]).with_stride([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device),
             reduce_2: Conv2dConfig::new([c, c], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device),
             pool: AdaptiveAvgPool2dConfig::new([s, s]).init(),
-            quantizer: Nsvq::new(self.codebook_size, c, device),
+            quantizer: match self.quantizer {
+                QuantizerKind::Nsvq => Quantizer::Nsvq(Nsvq::new(self.codebook_size, c, device)),
+                QuantizerKind::Fsq => Quantizer::Fsq(Fsq::new(&self.fsq_levels, c, device).map_err(|e| ModelError::Config(e.to_string()))?),
+            },
             from_code: LinearConfig::new(c, d).init(device),
             decoder: TransformerConfig::new(d, self.decoder_depth, self.heads, self.dim_head)
                 .with_ff_mult(self.ff_mult)
@@ -168,7 +256,7 @@ pub struct Laq {
     reduce_1: Conv2d,
     reduce_2: Conv2d,
     pool: AdaptiveAvgPool2d,
-    pub quantizer: Nsvq,
+    pub quantizer: Quantizer,
     from_code: Linear,
     decoder: Transformer,
     to_pixels: Linear,

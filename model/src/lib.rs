@@ -5,12 +5,13 @@
 
 pub mod artifact;
 pub mod blocks;
+pub mod fsq;
 pub mod laq;
 pub mod nsvq;
 
 pub use artifact::{load_laq, save_laq};
 pub use burn;
-pub use laq::{Laq, LaqConfig, LaqStep, patchify, unpatchify};
+pub use laq::{Laq, LaqConfig, LaqStep, Quantizer, QuantizerKind, patchify, unpatchify};
 
 use burn::tensor::Device;
 

@@ -3,8 +3,9 @@
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use lapa_model::fsq::Fsq;
 use lapa_model::nsvq::{Nsvq, code_counts, perplexity};
-use lapa_model::{LaqConfig, load_laq, patchify, save_laq, unpatchify};
+use lapa_model::{LaqConfig, QuantizerKind, load_laq, patchify, save_laq, unpatchify};
 
 fn device() -> Device {
     lapa_model::device("cpu").expect("cpu device").autodiff()
@@ -173,4 +174,90 @@ fn configs_validate() {
     assert!(LaqConfig { n_tokens: 3, ..LaqConfig::tiny() }.validate().is_err());
     assert!(LaqConfig { image_size: 30, ..LaqConfig::tiny() }.validate().is_err());
     assert!(LaqConfig::preset("huge").is_err());
+    assert!(LaqConfig { quantizer: QuantizerKind::Fsq, fsq_levels: vec![8, 1], ..LaqConfig::tiny() }.validate().is_err());
+    assert!(LaqConfig { n_tokens: 16, ..LaqConfig::small() }.validate().is_ok(), "16 tokens: no pooling at 8×8 patches");
+    assert!(LaqConfig { n_tokens: 1, ..LaqConfig::small() }.validate().is_ok());
+}
+
+#[test]
+fn fsq_rounds_to_its_levels_and_passes_gradients_straight_through() {
+    let dev = device();
+    dev.seed(5);
+    let levels = [8usize, 5, 5, 5];
+    let q = Fsq::new(&levels, 16, &dev).expect("valid levels");
+    assert_eq!(q.vocabulary(), 1000);
+    // Large inputs saturate the tanh: every level of every dimension is reachable.
+    let z = Tensor::<2>::random([512, 16], Distribution::Normal(0.0, 4.0), &dev).require_grad();
+    let rounded = q.quantize(z.clone());
+    let vals: Vec<f32> = rounded.clone().into_data().convert::<f32>().try_into_vec::<f32>().expect("f32");
+    for row in vals.chunks(4) {
+        for (&v, &l) in row.iter().zip(&levels) {
+            assert_eq!(v, v.round(), "FSQ outputs integers, got {v}");
+            let (lo, hi) = (-((l / 2) as f32), ((l - 1) as f32) - (l / 2) as f32);
+            assert!(v >= lo && v <= hi, "{v} outside {lo}..={hi} for {l} levels");
+        }
+    }
+    for (d, &l) in levels.iter().enumerate() {
+        let distinct: std::collections::BTreeSet<i32> = vals.chunks(4).map(|r| r[d] as i32).collect();
+        assert_eq!(distinct.len(), l, "dimension {d} uses all {l} levels");
+    }
+    let (codes, idx) = q.forward_train(z.clone());
+    let idx: Vec<i64> = idx.into_data().convert::<i64>().try_into_vec::<i64>().expect("i64");
+    assert!(idx.iter().all(|&i| (0..1000).contains(&i)));
+    // Indices decode back to the same codes.
+    let again = q.lookup(Tensor::from_data(TensorData::new(idx.clone(), [idx.len()]), &dev));
+    let gap: f32 = (again - codes.clone().detach()).abs().max().into_scalar();
+    assert!(gap < 1e-5, "lookup(index) != code, gap {gap}");
+    // Straight-through: the encoder output gets a non-zero gradient through the rounding.
+    let grads = codes.sum().backward();
+    let gz: f32 = z.grad(&grads).expect("gradient reaches the encoder output").abs().sum().into_scalar();
+    assert!(gz > 1e-3, "encoder gradient {gz}");
+    assert!(Fsq::new(&[8, 1], 4, &dev).is_err() && Fsq::new(&[], 4, &dev).is_err());
+}
+
+#[test]
+fn fsq_laq_trains_and_round_trips_with_its_vocabulary() {
+    let dev = device();
+    dev.seed(6);
+    let config = LaqConfig { quantizer: QuantizerKind::Fsq, fsq_levels: vec![7, 5, 5], n_tokens: 1, ..LaqConfig::tiny() };
+    config.validate().expect("valid");
+    assert_eq!(config.vocabulary(), 175);
+    let mut model = config.init(&dev).expect("init");
+    assert_eq!(model.quantizer.vocabulary(), 175);
+    let mut p = Vec::new();
+    patchify(&square(3, 4, [10, 200, 30]), 32, 8, &mut p);
+    patchify(&square(12, 4, [10, 200, 30]), 32, 8, &mut p);
+    let x = Tensor::<3>::from_data(TensorData::new(p, [2, 16, 192]), &dev);
+    let (a, b) = (x.clone().slice([0..1, 0..16, 0..192]), x.slice([1..2, 0..16, 0..192]));
+    // One optimiser step moves the encoder (the gradient crossed the quantizer).
+    let before = model.encode_latents(a.clone(), b.clone()).into_data();
+    let mut opt = AdamConfig::new().init();
+    let out = model.forward_train(a.clone(), b.clone(), Tensor::zeros([1, config.code_dim], &dev));
+    let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+    model = opt.step(1e-2, model, grads);
+    let after = model.encode_latents(a.clone(), b.clone()).into_data();
+    assert_ne!(before, after, "one step changed the encoder");
+    let dir = tempfile::tempdir().expect("tempdir");
+    save_laq(dir.path(), &config, &model).expect("save");
+    let (config2, model2) = load_laq(dir.path(), &dev).expect("load");
+    assert_eq!(config2.quantizer, QuantizerKind::Fsq);
+    assert_eq!(config2.vocabulary(), 175);
+    let (r1, i1) = model.reconstruct(a.clone(), b.clone());
+    let (r2, i2) = model2.reconstruct(a, b);
+    assert_eq!(i1.into_data(), i2.into_data());
+    let diff: f32 = (r1 - r2).abs().max().into_scalar();
+    assert!(diff < 1e-6);
+}
+
+#[test]
+fn configs_written_before_the_quantizer_field_load_as_nsvq() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut old = serde_json::to_value(LaqConfig::tiny()).expect("json");
+    let obj = old.as_object_mut().expect("object");
+    obj.remove("quantizer");
+    obj.remove("fsq_levels");
+    std::fs::write(dir.path().join("config.json"), serde_json::to_vec(&old).expect("json")).expect("write");
+    let cfg = lapa_model::artifact::load_laq_config(dir.path()).expect("old config loads");
+    assert_eq!(cfg.quantizer, QuantizerKind::Nsvq);
+    assert_eq!(cfg.vocabulary(), cfg.codebook_size);
 }

@@ -33,9 +33,17 @@ pub struct TrainLaqArgs {
     /// Override the preset's codebook size (LAPA: 8), e.g. for capacity ablations.
     #[arg(long)]
     pub codebook_size: Option<usize>,
-    /// Override the preset's latent tokens per pair, a square number (LAPA: 4).
+    /// Override the preset's latent tokens per pair, a square number: 1, 4 (LAPA's 2×2 pooling) or
+    /// 16 (no pooling at 8×8 patches).
     #[arg(long)]
     pub tokens: Option<usize>,
+    /// Quantizer: nsvq (LAPA's noise-substitution VQ over a learned codebook; every preset's
+    /// default) or fsq (finite scalar quantisation: fixed levels, no codebook, no dead codes).
+    #[arg(long, value_parser = ["nsvq", "fsq"])]
+    pub quantizer: Option<String>,
+    /// FSQ levels per dimension, comma-separated (vocabulary = their product), e.g. 8,5,5,5.
+    #[arg(long, value_delimiter = ',')]
+    pub fsq_levels: Option<Vec<usize>>,
     /// Run folder.
     #[arg(long)]
     pub out: PathBuf,
@@ -162,8 +170,8 @@ pub struct ReportArgs {
 }
 
 pub fn train_laq(a: &TrainLaqArgs) -> Result<laq::TrainSummary> {
-    if a.resume && (a.codebook_size.is_some() || a.tokens.is_some()) {
-        bail!("--codebook-size and --tokens cannot change a run being resumed (its model/config.json fixes them)");
+    if a.resume && (a.codebook_size.is_some() || a.tokens.is_some() || a.quantizer.is_some() || a.fsq_levels.is_some()) {
+        bail!("--codebook-size, --tokens, --quantizer and --fsq-levels cannot change a run being resumed (its model/config.json fixes them)");
     }
     let device = lapa_model::device(&a.rt.device)?;
     let cache = a.rt.cache_dir();
@@ -207,6 +215,15 @@ pub fn train_laq(a: &TrainLaqArgs) -> Result<laq::TrainSummary> {
         if let Some(t) = a.tokens {
             model_cfg.n_tokens = t;
         }
+        if let Some(q) = &a.quantizer {
+            model_cfg.quantizer = q.parse()?;
+        }
+        if let Some(levels) = &a.fsq_levels {
+            if model_cfg.quantizer != lapa_model::QuantizerKind::Fsq {
+                bail!("--fsq-levels needs --quantizer fsq");
+            }
+            model_cfg.fsq_levels = levels.clone();
+        }
         model_cfg.validate()?;
         (cfg, model_cfg)
     };
@@ -219,7 +236,7 @@ pub fn train_laq(a: &TrainLaqArgs) -> Result<laq::TrainSummary> {
             s.last_loss,
             s.perplexity,
             s.codes_used,
-            model_cfg.codebook_size,
+            model_cfg.vocabulary(),
             s.samples_per_s,
             s.model_dir.display()
         );
@@ -259,7 +276,7 @@ pub fn report(a: &ReportArgs) -> Result<laq::report::Report> {
     if !u.rt.quiet {
         let used: Vec<String> = r.usage.iter().map(|u| format!("{}", u.used)).collect();
         println!("LAQ report: {}", out.join("report.md").display());
-        println!("  perplexity {:.2} (codes used per token position: {} of {})", r.perplexity, used.join("/"), r.codebook_size);
+        println!("  perplexity {:.2} (codes used per token position: {} of {})", r.perplexity, used.join("/"), r.vocabulary);
         if let (Some(l), Some(d)) = (&r.probe_latent, &r.probe_frame_diff) {
             println!(
                 "  probe accuracy (action direction, held-out episodes): latents {:.1}%, frame-diff baseline {:.1}%, majority {:.1}%",
@@ -273,7 +290,7 @@ pub fn report(a: &ReportArgs) -> Result<laq::report::Report> {
             println!(
                 "  diagnostics (direction accuracy): encoder output before quantisation {:.1}%, k-means codebook of {} {:.1}%",
                 100.0 * z.accuracy,
-                r.codebook_size,
+                r.vocabulary,
                 100.0 * m.accuracy
             );
         }

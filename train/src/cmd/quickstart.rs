@@ -63,6 +63,8 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         config: "tiny".into(),
         codebook_size: None,
         tokens: None,
+        quantizer: None,
+        fsq_levels: None,
         out: run.clone(),
         resume: false,
         steps: Some(a.laq_steps),

@@ -21,8 +21,14 @@ pub struct LabelMeta {
     pub run: PathBuf,
     pub data: PathBuf,
     pub spacing_s: f64,
+    /// Latent tokens per frame (columns `latent_0..`).
     pub n_tokens: usize,
-    pub codebook_size: usize,
+    /// Classes each token has (NSVQ codebook size, or the product of the FSQ levels): what the
+    /// latent head of the next stage predicts over. Read this, never a constant.
+    pub vocabulary: usize,
+    pub quantizer: lapa_model::QuantizerKind,
+    /// The whole LAQ config of the run, as in its `model/config.json`.
+    pub laq_config: lapa_model::LaqConfig,
     pub frames: usize,
     pub valid: usize,
     pub columns: Vec<String>,
@@ -79,7 +85,9 @@ pub fn run(
         data: data.to_path_buf(),
         spacing_s,
         n_tokens: t,
-        codebook_size: cfg.codebook_size,
+        vocabulary: cfg.vocabulary(),
+        quantizer: cfg.quantizer,
+        laq_config: cfg.clone(),
         frames: rows.len(),
         valid: rows.iter().filter(|r| r.2).count(),
         columns,

@@ -12,7 +12,7 @@ use lapa_dataset::png_io::Canvas;
 use lapa_dataset::{Dataset, Matrix};
 use lapa_model::burn::tensor::{Device, Int, Tensor, TensorData};
 use lapa_model::nsvq::{code_counts, perplexity};
-use lapa_model::{Laq, LaqConfig, patchify, unpatchify};
+use lapa_model::{Laq, LaqConfig, QuantizerKind, patchify, unpatchify};
 use serde::Serialize;
 
 use super::cache::{Clip, FrameCache, Pair, Source, SourceKind, resize_square};
@@ -105,6 +105,34 @@ pub fn encode_pairs_full(
     Ok((idx_all, rec_all, z_all))
 }
 
+/// Probe features of one pair's tokens: per token, one-hot over the codebook (NSVQ), or one-hot
+/// per FSQ digit (Σ levels values: the quantised value of each FSQ dimension).
+fn token_features(cfg: &LaqConfig, codes: &[i64]) -> Vec<f32> {
+    match cfg.quantizer {
+        QuantizerKind::Nsvq => one_hot(codes.iter().map(|&c| usize::try_from(c).unwrap_or(0)), cfg.codebook_size),
+        QuantizerKind::Fsq => {
+            let mut out = Vec::with_capacity(codes.len() * cfg.fsq_levels.iter().sum::<usize>());
+            for &c in codes {
+                let mut rest = usize::try_from(c).unwrap_or(0);
+                for &l in &cfg.fsq_levels {
+                    out.extend(one_hot(std::iter::once(rest % l), l));
+                    rest /= l;
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Length of [`token_features`] for one pair.
+fn token_feature_len(cfg: &LaqConfig) -> usize {
+    cfg.n_tokens
+        * match cfg.quantizer {
+            QuantizerKind::Nsvq => cfg.codebook_size,
+            QuantizerKind::Fsq => cfg.fsq_levels.iter().sum(),
+        }
+}
+
 /// One-hot rows of `k` values for each code in turn: a pair's T tokens become T·k features.
 fn one_hot(codes: impl Iterator<Item = usize>, k: usize) -> Vec<f32> {
     codes
@@ -166,7 +194,9 @@ pub struct Report {
     pub spacing_s: f64,
     pub pairs: usize,
     pub test_pairs: usize,
-    pub codebook_size: usize,
+    pub quantizer: QuantizerKind,
+    /// Classes per latent token (NSVQ codebook size or the product of the FSQ levels).
+    pub vocabulary: usize,
     pub n_tokens: usize,
     pub usage: Vec<CodeUsage>,
     /// Perplexity over all positions pooled.
@@ -248,7 +278,7 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
     let (idx, rec, z) = encode_pairs_full(&model, &cfg, &cache, &pairs, device, 64, true, true)?;
     let zd = cfg.n_tokens * cfg.code_dim;
     let t = cfg.n_tokens;
-    let k = cfg.codebook_size;
+    let k = cfg.vocabulary();
 
     // Codebook usage per token position.
     let usage: Vec<CodeUsage> = (0..t)
@@ -294,7 +324,7 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
         let (mut lat_tr, mut lat_te, mut dif_tr, mut dif_te) = (ProbeSet::default(), ProbeSet::default(), ProbeSet::default(), ProbeSet::default());
         let (mut pre_tr, mut pre_te) = (ProbeSet::default(), ProbeSet::default());
         for set in [&mut lat_tr, &mut lat_te] {
-            set.features = t * k;
+            set.features = token_feature_len(&cfg);
             set.reg_dim = 6;
         }
         for set in [&mut pre_tr, &mut pre_te] {
@@ -321,7 +351,7 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
                 test_clear.push(unambiguous(disp));
             }
             let reg: Vec<f32> = (0..6).map(|j| qb[j] - qa[j]).collect();
-            let onehot = one_hot(idx[i * t..(i + 1) * t].iter().map(|&c| usize::try_from(c).unwrap_or(0)), k);
+            let onehot = token_features(&cfg, &idx[i * t..(i + 1) * t]);
             let (lat, pre, dif) = if is_test(p) { (&mut lat_te, &mut pre_te, &mut dif_te) } else { (&mut lat_tr, &mut pre_tr, &mut dif_tr) };
             for (set, x) in [(lat, onehot), (pre, z[i * zd..(i + 1) * zd].to_vec()), (dif, frame_diff(&cache, p))] {
                 set.x.extend(x);
@@ -335,14 +365,18 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
             let pre = probe::fit(&pre_tr, &pre_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
             probe_pre = Some(ProbeNumbers::new(&pre, &pre_te.class, &test_clear));
             // k-means codebook of the same size on the training pairs' token latents (the
-            // rows of pre_tr, code_dim values per token).
-            let c = cfg.code_dim;
-            let cent = probe::kmeans(&pre_tr.x, c, k, 30, 11);
-            // Same pairs, labels and targets; features are the k-means codes, one-hot.
-            let recoded = |src: &ProbeSet| ProbeSet { features: t * k, x: one_hot(src.x.chunks(c).map(|tok| probe::nearest(&cent, c, tok)), k), ..src.clone() };
-            let (km_tr, km_te) = (recoded(&pre_tr), recoded(&pre_te));
-            let km = probe::fit(&km_tr, &km_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
-            probe_km = Some(ProbeNumbers::new(&km, &km_te.class, &test_clear));
+            // rows of pre_tr, code_dim values per token). NSVQ only: FSQ has no codebook to
+            // re-fit.
+            if cfg.quantizer == QuantizerKind::Nsvq {
+                let c = cfg.code_dim;
+                let cent = probe::kmeans(&pre_tr.x, c, k, 30, 11);
+                // Same pairs, labels and targets; features are the k-means codes, one-hot.
+                let recoded =
+                    |src: &ProbeSet| ProbeSet { features: t * k, x: one_hot(src.x.chunks(c).map(|tok| probe::nearest(&cent, c, tok)), k), ..src.clone() };
+                let (km_tr, km_te) = (recoded(&pre_tr), recoded(&pre_te));
+                let km = probe::fit(&km_tr, &km_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
+                probe_km = Some(ProbeNumbers::new(&km, &km_te.class, &test_clear));
+            }
             let dif = probe::fit(&dif_tr, &dif_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
             probe_diff = Some(ProbeNumbers::new(&dif, &dif_te.class, &test_clear));
         }
@@ -421,7 +455,8 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
         spacing_s: opts.spacing_s,
         pairs: pairs.len(),
         test_pairs,
-        codebook_size: k,
+        quantizer: cfg.quantizer,
+        vocabulary: k,
         n_tokens: t,
         usage,
         perplexity: pooled,
@@ -446,7 +481,7 @@ fn markdown(r: &Report, cfg: &LaqConfig) -> String {
     let _ = writeln!(s, "- run: `{}`; data: `{}`; spacing H = {} s", r.run.display(), r.data.display(), r.spacing_s);
     let _ = writeln!(
         s,
-        "- model: {}² frames, patch {}, dim {}, {}+{} encoder / {} decoder layers; {} tokens × codebook {} ({} latent actions possible)",
+        "- model: {}² frames, patch {}, dim {}, {}+{} encoder / {} decoder layers; {} tokens × {} ({} latent actions possible)",
         cfg.image_size,
         cfg.patch_size,
         cfg.dim,
@@ -454,13 +489,26 @@ fn markdown(r: &Report, cfg: &LaqConfig) -> String {
         cfg.temporal_depth,
         cfg.decoder_depth,
         r.n_tokens,
-        r.codebook_size,
-        (r.codebook_size as u64).pow(r.n_tokens as u32)
+        match cfg.quantizer {
+            QuantizerKind::Nsvq => format!("NSVQ codebook {}", cfg.codebook_size),
+            QuantizerKind::Fsq => format!("FSQ levels {:?} = {}", cfg.fsq_levels, r.vocabulary),
+        },
+        (r.vocabulary as f64).powi(i32::try_from(r.n_tokens).unwrap_or(i32::MAX))
     );
     let _ = writeln!(s, "- pairs scored: {} ({} held out: every fifth episode)\n", r.pairs, r.test_pairs);
     let _ = writeln!(s, "## Codebook usage\n\n| token position | codes used | perplexity | counts |\n|---|---|---|---|");
     for u in &r.usage {
-        let _ = writeln!(s, "| {} | {} / {} | {:.2} | {:?} |", u.position, u.used, r.codebook_size, u.perplexity, u.counts);
+        // Large FSQ vocabularies: the counts are in report.json.
+        let counts = if r.vocabulary <= 64 { format!("{:?}", u.counts) } else { "(report.json)".into() };
+        let _ = writeln!(
+            s,
+            "| {} | {} / {} ({:.0}%) | {:.2} | {counts} |",
+            u.position,
+            u.used,
+            r.vocabulary,
+            100.0 * u.used as f64 / r.vocabulary as f64,
+            u.perplexity
+        );
     }
     let _ = writeln!(s, "\nPooled perplexity {:.2}; {} distinct latent actions (token tuples) in use.\n", r.perplexity, r.distinct_actions);
     let _ = writeln!(s, "## Probe: latent tokens → true action (held-out episodes)\n");
@@ -482,9 +530,9 @@ fn markdown(r: &Report, cfg: &LaqConfig) -> String {
                 let _ =
                     writeln!(s, "| {name} | {:.1}% | {:.1}% | {:.1}% | {:.3} |", 100.0 * p.accuracy, 100.0 * p.accuracy_unambiguous, 100.0 * p.majority, p.r2);
             };
-            row(&mut s, format!("latent tokens (one-hot, {} values)", r.n_tokens * r.codebook_size), l);
+            row(&mut s, format!("latent tokens (one-hot, {} values)", token_feature_len(cfg)), l);
             if let Some(m) = &r.probe_kmeans {
-                row(&mut s, format!("diagnostic: {} codes re-fitted by k-means on the training pairs' encoder outputs (one-hot)", r.codebook_size), m);
+                row(&mut s, format!("diagnostic: {} codes re-fitted by k-means on the training pairs' encoder outputs (one-hot)", r.vocabulary), m);
             }
             if let Some(z) = &r.probe_prequant {
                 row(&mut s, format!("diagnostic: encoder output before quantisation ({} × {} floats)", r.n_tokens, cfg.code_dim), z);

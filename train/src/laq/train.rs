@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use lapa_model::Quantizer;
 use lapa_model::burn::grad_clipping::GradientClippingConfig;
 use lapa_model::burn::module::Module;
 use lapa_model::burn::optim::{AdamConfig, GradientsParams, OptimizerRecord};
@@ -182,7 +183,8 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
     let mut model = model_cfg.init(&ad)?;
     let mut opt = AdamConfig::new().with_beta_1(cfg.beta_1).with_beta_2(cfg.beta_2).with_grad_clipping(cfg.grad_clip.map(GradientClippingConfig::Norm)).init();
     let mut start = 0u64;
-    let mut dead_counts = vec![0usize; model_cfg.codebook_size];
+    let vocab = model_cfg.vocabulary();
+    let mut dead_counts = vec![0usize; vocab];
     if resume {
         let ck = find_checkpoint(run).with_context(|| format!("{}: --resume but no checkpoint in the run folder", run.display()))?;
         let state: CkptState = serde_json::from_slice(&std::fs::read(ck.join("state.json"))?).with_context(|| format!("{}: bad state.json", ck.display()))?;
@@ -192,8 +194,8 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
         opt = opt.load_record(orec);
         start = state.step;
         dead_counts = state.dead_counts;
-        if dead_counts.len() != model_cfg.codebook_size {
-            bail!("{}: dead-code counts do not match codebook_size {}", ck.display(), model_cfg.codebook_size);
+        if dead_counts.len() != vocab {
+            bail!("{}: code counts do not match the vocabulary of {vocab}", ck.display());
         }
         truncate_metrics(&run.join(METRICS_FILE), start)?;
         if !quiet {
@@ -242,7 +244,7 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
     let t0 = Instant::now();
     let mut win_loss = 0.0f64;
     let mut win_n = 0u64;
-    let mut win_counts = vec![0usize; model_cfg.codebook_size];
+    let mut win_counts = vec![0usize; vocab];
     let mut win_t = Instant::now();
     let mut win_replaced = 0usize;
     let (mut first_loss, mut last_loss) = (f32::NAN, f32::NAN);
@@ -262,7 +264,7 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
         let latents = out.latents;
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
         model = opt.step(cfg.lr, model, grads);
-        let counts = code_counts(&idx, model_cfg.codebook_size);
+        let counts = code_counts(&idx, vocab);
         for k in 0..counts.len() {
             win_counts[k] += counts[k];
             dead_counts[k] += counts[k];
@@ -274,7 +276,10 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
         win_loss += f64::from(loss);
         win_n += 1;
         let done = step + 1;
-        if cfg.dead_code.due(done) {
+        // Dead-code replacement is NSVQ's; FSQ has no codebook.
+        if cfg.dead_code.due(done)
+            && let Quantizer::Nsvq(nsvq) = &model.quantizer
+        {
             let mut rng = Rng::new(cfg.seed ^ done.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ 0xDEAD);
             let mut rng2 = rng.fork(1);
             let cand: Option<Vec<f32>> = if cfg.dead_code.from_batch {
@@ -282,11 +287,11 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
             } else {
                 None
             };
-            let q = model.quantizer.clone();
-            let (q, dead) = q
+            let (q, dead) = nsvq
+                .clone()
                 .replace_dead_codes(&dead_counts, cfg.dead_code.threshold * b as f32, cfg.dead_code.noise, cand.as_deref(), |n| rng.below(n), || rng2.normal())
                 .with_context(|| format!("step {done}: dead-code replacement"))?;
-            model.quantizer = q;
+            model.quantizer = Quantizer::Nsvq(q);
             win_replaced += dead.len();
             dead_counts.iter_mut().for_each(|x| *x = 0);
         }
@@ -298,7 +303,7 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
             let mean = win_loss / win_n.max(1) as f64;
             writeln!(metrics, "{done},{mean:.6},{last_ppl:.4},{last_used},{sps:.2},{:.2},{win_replaced}", t0.elapsed().as_secs_f64())?;
             metrics.flush()?;
-            pb.set_message(format!("loss {mean:.5} ppl {last_ppl:.2} codes {last_used}/{} {sps:.0} samples/s", model_cfg.codebook_size));
+            pb.set_message(format!("loss {mean:.5} ppl {last_ppl:.2} codes {last_used}/{vocab} {sps:.0} samples/s"));
             win_loss = 0.0;
             win_n = 0;
             win_counts.iter_mut().for_each(|x| *x = 0);
