@@ -226,3 +226,62 @@ fn bad_inputs_give_clear_errors() {
     assert!(laq::parse_seconds("600ms").is_ok_and(|v| (v - 0.6).abs() < 1e-12));
     assert!(laq::parse_seconds("-1").is_err() && laq::parse_seconds("fast").is_err());
 }
+
+/// The ablation harness finishes a half-done table without re-running finished rows: row `a`
+/// finished, row `b` stopped at a checkpoint below its budget, row `c` never started. FSQ rows
+/// label with their own vocabulary.
+#[test]
+fn ablation_resumes_a_half_finished_table() {
+    use lapa_train::laq::ablate::{Plan, RowState, report_dir, row_state, run_dir, run_row, write_table};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = arm_dataset(tmp.path(), 5);
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("ablation");
+    let dev = device();
+    let plan_json = serde_json::json!({
+        "data": [data], "probe_data": data, "preset": "tiny", "steps": 6,
+        "train": {"batch": 4, "lr": 0.001, "log_every": 2, "checkpoint_every": 3},
+        "probe_steps": 10, "max_pairs": 300,
+        "rows": [
+            {"name": "a"},
+            {"name": "b", "quantizer": "fsq", "fsq_levels": [5, 3], "tokens": 1},
+            {"name": "c", "codebook_size": 4}
+        ]
+    });
+    let plan_path = tmp.path().join("plan.json");
+    std::fs::write(&plan_path, serde_json::to_vec(&plan_json).expect("json")).expect("write plan");
+    let plan = Plan::load(&plan_path).expect("plan");
+    let (a, b, c) = (&plan.rows[0], &plan.rows[1], &plan.rows[2]);
+    assert_eq!(run_row(&plan, &out, a, &dev, &cache, true).expect("row a"), RowState::Done);
+    // Row b: trained to step 3 of 6 (as an interrupted sitting leaves it).
+    let (cfg_b, model_b) = plan.configs(b).expect("configs");
+    laq::train(&LaqTrainConfig { steps: 3, ..cfg_b }, &model_b, &run_dir(&out, b), &dev, &cache, false, true).expect("train b halfway");
+    assert_eq!(row_state(&plan, &out, b), RowState::Partial(3));
+    assert_eq!(row_state(&plan, &out, c), RowState::NotStarted);
+    let a_report = report_dir(&out, a).join("report.json");
+    let a_before = (std::fs::read(&a_report).expect("a report"), std::fs::metadata(&a_report).and_then(|m| m.modified()).expect("mtime"));
+    // Finish the table: every row that is not done.
+    for row in &plan.rows {
+        if row_state(&plan, &out, row) != RowState::Done {
+            run_row(&plan, &out, row, &dev, &cache, true).expect("row");
+        }
+    }
+    let a_after = (std::fs::read(&a_report).expect("a report"), std::fs::metadata(&a_report).and_then(|m| m.modified()).expect("mtime"));
+    assert_eq!(a_before, a_after, "the finished row was not run again");
+    // b resumed from its checkpoint: its metrics keep the halfway run's rows (2, and 3 where it
+    // stopped) and continue (4, 6); a run started over would have rewritten them as 2, 4, 6.
+    let metrics = std::fs::read_to_string(run_dir(&out, b).join("metrics.csv")).expect("metrics");
+    let steps: Vec<u64> = metrics.lines().skip(1).filter_map(|l| l.split(',').next()?.parse().ok()).collect();
+    assert_eq!(steps, vec![2, 3, 4, 6], "{metrics}");
+    let summary = write_table(&plan, &out).expect("table");
+    assert_eq!((summary.finished, summary.total), (3, 3));
+    assert_eq!(summary.rows[1].vocabulary, 15);
+    for f in ["ablation.md", "ablation.png", "summary.json"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    // Labels of the FSQ row carry its vocabulary for the next stage.
+    let meta = laq::label::run(&run_dir(&out, b), &data, None, 0.6, &tmp.path().join("labels"), &cache, &dev, 32, true).expect("label");
+    assert_eq!((meta.vocabulary, meta.n_tokens, meta.quantizer), (15, 1, lapa_model::QuantizerKind::Fsq));
+    let csv = std::fs::read_to_string(tmp.path().join("labels/latent_actions.csv")).expect("csv");
+    assert!(csv.lines().skip(1).all(|l| l.rsplit(',').next().and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| (0..15).contains(&v))));
+}

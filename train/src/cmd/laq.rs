@@ -125,6 +125,138 @@ pub enum LaqCommand {
     /// Latent-quality report: codebook usage, action probes vs a frame-difference baseline,
     /// counterfactual decodes, reconstruction PSNR vs copying x_t. Writes report.md + PNGs.
     Report(ReportArgs),
+    /// Ablation: train every row of a plan (JSON) on the same data and budget, report each, and
+    /// write one comparison table (ablation.md, ablation.png, summary.json). Resumable per row:
+    /// finished rows are kept, half-trained ones resume from their checkpoint. Rows can run side
+    /// by side in separate processes (--jobs), each with --threads-per-row threads.
+    Ablate(AblateArgs),
+    /// One row of an ablation plan in this process (what `ablate` runs in its child processes).
+    #[command(hide = true)]
+    AblateRow(AblateRowArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AblateArgs {
+    /// Plan file (JSON): data, probe_data, preset, steps, train settings, rows. See
+    /// results/laq/ablation/plan.json.
+    #[arg(long)]
+    pub plan: PathBuf,
+    /// Output folder: runs/<row>/ (run + report) and the table.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Rows trained at the same time (separate processes).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Compute threads of each row's process (RAYON_NUM_THREADS).
+    #[arg(long, default_value_t = 1)]
+    pub threads_per_row: usize,
+    /// Only rewrite the table from the finished rows.
+    #[arg(long)]
+    pub table_only: bool,
+    /// Only these rows (repeatable; default: every row).
+    #[arg(long)]
+    pub only: Vec<String>,
+    #[command(flatten)]
+    pub rt: RuntimeArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AblateRowArgs {
+    #[arg(long)]
+    pub plan: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub row: String,
+    #[command(flatten)]
+    pub rt: RuntimeArgs,
+}
+
+fn ablate(a: &AblateArgs) -> Result<()> {
+    use laq::ablate::{Plan, RowState, row_state, run_dir, write_table};
+    let plan = Plan::load(&a.plan)?;
+    for name in &a.only {
+        if !plan.rows.iter().any(|r| &r.name == name) {
+            bail!("--only {name:?}: no such row in {}", a.plan.display());
+        }
+    }
+    if a.jobs == 0 || a.threads_per_row == 0 {
+        bail!("--jobs and --threads-per-row must be positive");
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("{}: cannot create", a.out.display()))?;
+    let mut pending: Vec<_> =
+        plan.rows.iter().filter(|r| a.only.is_empty() || a.only.contains(&r.name)).filter(|r| row_state(&plan, &a.out, r) != RowState::Done).cloned().collect();
+    for r in &plan.rows {
+        println!("{:<24} {:?}", r.name, row_state(&plan, &a.out, r));
+    }
+    if a.table_only || pending.is_empty() {
+        let s = write_table(&plan, &a.out)?;
+        println!("table: {} of {} rows finished -> {}", s.finished, s.total, a.out.join("ablation.md").display());
+        return Ok(());
+    }
+    let exe = std::env::current_exe().context("cannot find the lapa executable to run rows")?;
+    pending.reverse();
+    let mut running: Vec<(String, std::process::Child)> = Vec::new();
+    let mut failed = Vec::new();
+    loop {
+        while running.len() < a.jobs
+            && let Some(row) = pending.pop()
+        {
+            let run = run_dir(&a.out, &row);
+            std::fs::create_dir_all(&run)?;
+            let log = std::fs::File::create(run.join("ablate.log")).with_context(|| format!("{}: cannot write ablate.log", run.display()))?;
+            let mut cmd = std::process::Command::new(&exe);
+            cmd.args(["laq", "ablate-row", "--quiet", "--device", &a.rt.device])
+                .arg("--plan")
+                .arg(&a.plan)
+                .arg("--out")
+                .arg(&a.out)
+                .arg("--row")
+                .arg(&row.name)
+                .arg("--cache")
+                .arg(a.rt.cache_dir())
+                .env("RAYON_NUM_THREADS", a.threads_per_row.to_string())
+                .stdout(log.try_clone()?)
+                .stderr(log);
+            println!("row {}: started ({:?}); log {}", row.name, row_state(&plan, &a.out, &row), run.join("ablate.log").display());
+            running.push((row.name.clone(), cmd.spawn().context("cannot start a row process")?));
+        }
+        if running.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let mut still = Vec::new();
+        for (name, mut child) in running {
+            match child.try_wait()? {
+                Some(status) => {
+                    if status.success() {
+                        println!("row {name}: done");
+                    } else {
+                        println!("row {name}: failed ({status}); see its ablate.log");
+                        failed.push(name);
+                    }
+                    write_table(&plan, &a.out)?;
+                }
+                None => still.push((name, child)),
+            }
+        }
+        running = still;
+    }
+    let s = write_table(&plan, &a.out)?;
+    println!("table: {} of {} rows finished -> {}", s.finished, s.total, a.out.join("ablation.md").display());
+    if !failed.is_empty() {
+        bail!("rows failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn ablate_row(a: &AblateRowArgs) -> Result<()> {
+    let plan = laq::ablate::Plan::load(&a.plan)?;
+    let row = plan.rows.iter().find(|r| r.name == a.row).with_context(|| format!("no row {:?} in {}", a.row, a.plan.display()))?;
+    let device = lapa_model::device(&a.rt.device)?;
+    laq::ablate::run_row(&plan, &a.out, row, &device, &a.rt.cache_dir(), a.rt.quiet)?;
+    println!("row {} done", row.name);
+    Ok(())
 }
 
 #[derive(Debug, Clone, Args)]
@@ -319,5 +451,7 @@ pub fn run_laq(c: LaqCommand) -> Result<()> {
             Ok(())
         }
         LaqCommand::Report(a) => report(&a).map(|_| ()),
+        LaqCommand::Ablate(a) => ablate(&a),
+        LaqCommand::AblateRow(a) => ablate_row(&a),
     }
 }

@@ -1,5 +1,6 @@
 //! Stage 1: the latent action quantizer: frame cache, loader, training, labelling, report.
 
+pub mod ablate;
 pub mod cache;
 pub mod label;
 pub mod loader;

@@ -161,6 +161,13 @@ fn checkpoint(run: &Path, model: &Laq, optim_record: OptimizerRecord, state: &Ck
     Ok(())
 }
 
+/// The step of a run's last checkpoint, if it has one.
+pub fn checkpoint_step(run: &Path) -> Option<u64> {
+    let ck = find_checkpoint(run)?;
+    let state: CkptState = serde_json::from_slice(&std::fs::read(ck.join("state.json")).ok()?).ok()?;
+    Some(state.step)
+}
+
 fn find_checkpoint(run: &Path) -> Option<PathBuf> {
     [CKPT_DIR, "checkpoint.old"].iter().map(|d| run.join(d)).find(|d| d.join("state.json").is_file())
 }
