@@ -95,6 +95,16 @@ impl Camera {
     }
 }
 
+/// Where the nominal camera (no split offset) sees a world point, in units of the table plane:
+/// (x, y) image coordinates divided by the pixels per metre at the table, x to the right, y up
+/// the image. Independent of the image size; perspective included (higher points move more).
+pub fn nominal_image_point(p: [f32; 3]) -> [f32; 2] {
+    let cam = Camera::new(1000, 1000, [0.0; 3]);
+    let s0 = 1000.0 / VIEW_SPAN;
+    let (x, y, _) = cam.project(p);
+    [(x - cam.w2) / s0, (cam.h2 - y) / s0]
+}
+
 /// Renders scenes of one size and style; the table background is drawn once and reused.
 #[derive(Debug, Clone)]
 pub struct Renderer {

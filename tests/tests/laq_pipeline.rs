@@ -171,6 +171,7 @@ fn tiny_run_labels_and_reports() {
         r.probe_latent.is_some() && r.probe_prequant.is_some() && r.probe_kmeans.is_some() && r.probe_frame_diff.is_some(),
         "arm data has state: probes run"
     );
+    assert!(r.probe_latent_2d.is_some() && r.probe_prequant_2d.is_some() && r.probe_frame_diff_2d.is_some(), "the 2-D label's probes run too");
     assert!(r.psnr_copy.is_finite() && r.psnr_recon.is_finite());
     assert_eq!(r.usage.len(), 4);
     for f in ["report.md", "report.json", "counterfactual.png", "reconstructions.png"] {

@@ -156,6 +156,9 @@ pub struct AblateArgs {
     /// Only these rows (repeatable; default: every row).
     #[arg(long)]
     pub only: Vec<String>,
+    /// Report finished rows again (their weights must be here), e.g. after a report change.
+    #[arg(long)]
+    pub rereport: bool,
     #[command(flatten)]
     pub rt: RuntimeArgs,
 }
@@ -168,6 +171,8 @@ pub struct AblateRowArgs {
     pub out: PathBuf,
     #[arg(long)]
     pub row: String,
+    #[arg(long)]
+    pub rereport: bool,
     #[command(flatten)]
     pub rt: RuntimeArgs,
 }
@@ -184,8 +189,13 @@ fn ablate(a: &AblateArgs) -> Result<()> {
         bail!("--jobs and --threads-per-row must be positive");
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("{}: cannot create", a.out.display()))?;
-    let mut pending: Vec<_> =
-        plan.rows.iter().filter(|r| a.only.is_empty() || a.only.contains(&r.name)).filter(|r| row_state(&plan, &a.out, r) != RowState::Done).cloned().collect();
+    let mut pending: Vec<_> = plan
+        .rows
+        .iter()
+        .filter(|r| a.only.is_empty() || a.only.contains(&r.name))
+        .filter(|r| a.rereport || row_state(&plan, &a.out, r) != RowState::Done)
+        .cloned()
+        .collect();
     for r in &plan.rows {
         println!("{:<24} {:?}", r.name, row_state(&plan, &a.out, r));
     }
@@ -206,8 +216,11 @@ fn ablate(a: &AblateArgs) -> Result<()> {
             std::fs::create_dir_all(&run)?;
             let log = std::fs::File::create(run.join("ablate.log")).with_context(|| format!("{}: cannot write ablate.log", run.display()))?;
             let mut cmd = std::process::Command::new(&exe);
-            cmd.args(["laq", "ablate-row", "--quiet", "--device", &a.rt.device])
-                .arg("--plan")
+            cmd.args(["laq", "ablate-row", "--quiet", "--device", &a.rt.device]);
+            if a.rereport {
+                cmd.arg("--rereport");
+            }
+            cmd.arg("--plan")
                 .arg(&a.plan)
                 .arg("--out")
                 .arg(&a.out)
@@ -254,7 +267,7 @@ fn ablate_row(a: &AblateRowArgs) -> Result<()> {
     let plan = laq::ablate::Plan::load(&a.plan)?;
     let row = plan.rows.iter().find(|r| r.name == a.row).with_context(|| format!("no row {:?} in {}", a.row, a.plan.display()))?;
     let device = lapa_model::device(&a.rt.device)?;
-    laq::ablate::run_row(&plan, &a.out, row, &device, &a.rt.cache_dir(), a.rt.quiet)?;
+    laq::ablate::run_row_with(&plan, &a.out, row, &device, &a.rt.cache_dir(), a.rt.quiet, a.rereport)?;
     println!("row {} done", row.name);
     Ok(())
 }

@@ -216,9 +216,21 @@ pub fn row_state(plan: &Plan, out: &Path, row: &PlanRow) -> RowState {
 
 /// Trains (or resumes) and reports one row in this process. Finished rows are left alone.
 pub fn run_row(plan: &Plan, out: &Path, row: &PlanRow, device: &Device, cache_dir: &Path, quiet: bool) -> Result<RowState> {
+    run_row_with(plan, out, row, device, cache_dir, quiet, false)
+}
+
+/// [`run_row`]; with `rereport`, a finished row whose weights are still here is reported again
+/// (after a change to the report) without training.
+pub fn run_row_with(plan: &Plan, out: &Path, row: &PlanRow, device: &Device, cache_dir: &Path, quiet: bool, rereport: bool) -> Result<RowState> {
     let run = run_dir(out, row);
     let budget = plan.steps_of(row);
-    let state = row_state(plan, out, row);
+    let mut state = row_state(plan, out, row);
+    if rereport && state == RowState::Done {
+        if !run.join(train::MODEL_DIR).join(lapa_model::artifact::WEIGHTS_FILE).is_file() {
+            bail!("row {}: --rereport needs its weights in {}", row.name, run.display());
+        }
+        state = RowState::Trained;
+    }
     match state {
         RowState::Done => return Ok(state),
         RowState::NotStarted => {

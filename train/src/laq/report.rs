@@ -23,6 +23,34 @@ pub const DIRECTIONS: [&str; 7] = ["still", "+x", "-x", "+y", "-y", "up", "down"
 /// Displacements shorter than this (metres) count as "still".
 pub const STILL_M: f32 = 0.01;
 
+/// The 2-D label, which a single top view determines: the tip's displacement in the image (the
+/// nominal camera's, scaled to metres at the table plane), still or one of 8 directions of 45°.
+pub const DIRECTIONS_2D: [&str; 9] = ["still", "right", "up-right", "up", "up-left", "left", "down-left", "down", "down-right"];
+
+/// Class of an image-plane displacement (see [`DIRECTIONS_2D`]).
+pub fn direction_class_2d(d: [f32; 2]) -> usize {
+    let n = (d[0] * d[0] + d[1] * d[1]).sqrt();
+    if n < STILL_M {
+        return 0;
+    }
+    let sector = (d[1].atan2(d[0]) / std::f32::consts::FRAC_PI_4).round().rem_euclid(8.0) as usize;
+    1 + sector % 8
+}
+
+/// Whether an image-plane displacement is far from every 2-D class boundary: its length not
+/// within 30% of the still threshold and, when moving, its angle within 15° of a sector centre.
+pub fn unambiguous_2d(d: [f32; 2]) -> bool {
+    let n = (d[0] * d[0] + d[1] * d[1]).sqrt();
+    if n < 0.7 * STILL_M {
+        return true;
+    }
+    if n < 1.3 * STILL_M {
+        return false;
+    }
+    let a = d[1].atan2(d[0]) / std::f32::consts::FRAC_PI_4;
+    (a - a.round()).abs() * 45.0 <= 15.0
+}
+
 /// Whether a tip displacement is far from every class boundary: its length is not within 30% of
 /// the "still" threshold and, when moving, the second-largest axis is under 2/3 of the largest.
 /// The probe tables also report accuracy on these unambiguous pairs, to tell label noise at the
@@ -171,7 +199,10 @@ pub struct ProbeNumbers {
 
 impl ProbeNumbers {
     fn new(p: &ProbeResult, truth: &[usize], clear: &[bool]) -> Self {
-        let k = DIRECTIONS.len();
+        Self::with_classes(p, truth, clear, DIRECTIONS.len())
+    }
+
+    fn with_classes(p: &ProbeResult, truth: &[usize], clear: &[bool], k: usize) -> Self {
         let mut confusion = vec![vec![0usize; k]; k];
         let (mut ok, mut n) = (0usize, 0usize);
         for ((&t, &g), &c) in truth.iter().zip(&p.predicted).zip(clear) {
@@ -206,6 +237,11 @@ pub struct Report {
     /// The same probe on the continuous encoder output before quantisation (a diagnostic: does
     /// the encoder carry the motion that the discrete tokens lose?).
     pub probe_prequant: Option<ProbeNumbers>,
+    /// The 2-D label ([`DIRECTIONS_2D`]: image-plane tip displacement) from the latent tokens, the
+    /// encoder output before quantisation and the frame differences.
+    pub probe_latent_2d: Option<ProbeNumbers>,
+    pub probe_prequant_2d: Option<ProbeNumbers>,
+    pub probe_frame_diff_2d: Option<ProbeNumbers>,
     /// The same probe on one-hot codes of a codebook of the same size re-fitted after training
     /// by k-means on the training episodes' encoder outputs (a diagnostic: is the learned
     /// codebook's partition or the number of codes what loses the motion?).
@@ -318,8 +354,11 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
     let mut probe_pre = None;
     let mut probe_km = None;
     let mut probe_diff = None;
+    let (mut probe_latent_2d, mut probe_prequant_2d, mut probe_frame_diff_2d) = (None, None, None);
     let mut class_histogram = vec![0usize; DIRECTIONS.len()];
     let mut test_clear: Vec<bool> = Vec::new();
+    // The 2-D label of every pair, split as the sets are (training rows, then held-out rows).
+    let (mut class_2d_tr, mut class_2d_te, mut test_clear_2d) = (Vec::new(), Vec::new(), Vec::new());
     if let Some(states) = probe_states(&source, clips)? {
         let (mut lat_tr, mut lat_te, mut dif_tr, mut dif_te) = (ProbeSet::default(), ProbeSet::default(), ProbeSet::default(), ProbeSet::default());
         let (mut pre_tr, mut pre_te) = (ProbeSet::default(), ProbeSet::default());
@@ -347,8 +386,14 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
             let disp = [pb[0] - pa[0], pb[1] - pa[1], pb[2] - pa[2]];
             let class = direction_class(disp);
             class_histogram[class] += 1;
+            let (ia, ib) = (lapa_sim::render::nominal_image_point(pa), lapa_sim::render::nominal_image_point(pb));
+            let disp_2d = [ib[0] - ia[0], ib[1] - ia[1]];
             if is_test(p) {
                 test_clear.push(unambiguous(disp));
+                test_clear_2d.push(unambiguous_2d(disp_2d));
+                class_2d_te.push(direction_class_2d(disp_2d));
+            } else {
+                class_2d_tr.push(direction_class_2d(disp_2d));
             }
             let reg: Vec<f32> = (0..6).map(|j| qb[j] - qa[j]).collect();
             let onehot = token_features(&cfg, &idx[i * t..(i + 1) * t]);
@@ -379,6 +424,17 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
             }
             let dif = probe::fit(&dif_tr, &dif_te, DIRECTIONS.len(), device, 7, opts.probe_steps)?;
             probe_diff = Some(ProbeNumbers::new(&dif, &dif_te.class, &test_clear));
+            // The same three probes on the 2-D label the view determines.
+            let k2 = DIRECTIONS_2D.len();
+            let relabel = |src: &ProbeSet, class: &[usize]| ProbeSet { class: class.to_vec(), ..src.clone() };
+            let fit_2d = |tr: &ProbeSet, te: &ProbeSet| -> Result<ProbeNumbers> {
+                let (tr, te) = (relabel(tr, &class_2d_tr), relabel(te, &class_2d_te));
+                let r = probe::fit(&tr, &te, k2, device, 7, opts.probe_steps)?;
+                Ok(ProbeNumbers::with_classes(&r, &te.class, &test_clear_2d, k2))
+            };
+            probe_latent_2d = Some(fit_2d(&lat_tr, &lat_te)?);
+            probe_prequant_2d = Some(fit_2d(&pre_tr, &pre_te)?);
+            probe_frame_diff_2d = Some(fit_2d(&dif_tr, &dif_te)?);
         }
     }
 
@@ -465,6 +521,9 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
         probe_prequant: probe_pre,
         probe_kmeans: probe_km,
         probe_frame_diff: probe_diff,
+        probe_latent_2d,
+        probe_prequant_2d,
+        probe_frame_diff_2d,
         class_histogram,
         test_unambiguous: test_clear.iter().filter(|&&c| c).count(),
         psnr_recon,
@@ -496,6 +555,23 @@ fn markdown(r: &Report, cfg: &LaqConfig) -> String {
         (r.vocabulary as f64).powi(i32::try_from(r.n_tokens).unwrap_or(i32::MAX))
     );
     let _ = writeln!(s, "- pairs scored: {} ({} held out: every fifth episode)\n", r.pairs, r.test_pairs);
+    // Headline: what the next stage can learn from the tokens, beside what the encoder and the
+    // pixels carry.
+    if let (Some(l), Some(z), Some(d)) = (&r.probe_latent, &r.probe_prequant, &r.probe_frame_diff) {
+        let acc2 = |p: &Option<ProbeNumbers>| p.as_ref().map_or("—".to_string(), |p| format!("{:.1}%", 100.0 * p.accuracy));
+        let _ = writeln!(
+            s,
+            "## Headline (held-out episodes)\n\n| features | joint-delta R² (pooled) | 7-way 3-D direction | 9-way image-plane direction |\n|---|---|---|---|"
+        );
+        for (name, p, p2) in [
+            ("latent tokens", l, &r.probe_latent_2d),
+            ("encoder before quantisation", z, &r.probe_prequant_2d),
+            ("frame differences", d, &r.probe_frame_diff_2d),
+        ] {
+            let _ = writeln!(s, "| {name} | {:.3} | {:.1}% | {} |", p.r2, 100.0 * p.accuracy, acc2(p2));
+        }
+        let _ = writeln!(s);
+    }
     let _ = writeln!(s, "## Codebook usage\n\n| token position | codes used | perplexity | counts |\n|---|---|---|---|");
     for u in &r.usage {
         // Large FSQ vocabularies: the counts are in report.json.
@@ -547,6 +623,22 @@ fn markdown(r: &Report, cfg: &LaqConfig) -> String {
                 "\nClass histogram (all scored pairs): {}",
                 DIRECTIONS.iter().zip(&r.class_histogram).map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", ")
             );
+            if let (Some(l2), Some(d2)) = (&r.probe_latent_2d, &r.probe_frame_diff_2d) {
+                let _ = writeln!(
+                    s,
+                    "\n### The 2-D label\n\nThe tip's displacement in the image of the nominal top camera (metres at the table plane), still below {} cm or one of 8 directions of 45° ({}): what one top view determines, unlike up/down in the 3-D label.\n\n| features | direction accuracy | on unambiguous held-out pairs (angle within 15° of a sector centre) |\n|---|---|---|",
+                    STILL_M * 100.0,
+                    DIRECTIONS_2D.join(", ")
+                );
+                let mut rows = vec![("latent tokens", l2)];
+                if let Some(z2) = &r.probe_prequant_2d {
+                    rows.push(("encoder before quantisation", z2));
+                }
+                rows.push(("frame differences", d2));
+                for (name, p) in rows {
+                    let _ = writeln!(s, "| {name} | {:.1}% | {:.1}% |", 100.0 * p.accuracy, 100.0 * p.accuracy_unambiguous);
+                }
+            }
             let _ = writeln!(s, "\nHeld-out confusion of the latent probe (rows: true class, columns: predicted):\n");
             let _ = writeln!(s, "| | {} |\n|---|{}", DIRECTIONS.join(" | "), "---|".repeat(DIRECTIONS.len()));
             for (name, row) in DIRECTIONS.iter().zip(&l.confusion) {
@@ -577,6 +669,31 @@ pub fn default_out(run: &Path, data: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_2d_label_on_hand_made_displacements() {
+        let m = 0.02; // 2 cm: moving
+        assert_eq!(DIRECTIONS_2D[direction_class_2d([0.002, -0.001])], "still");
+        assert_eq!(DIRECTIONS_2D[direction_class_2d([m, 0.0])], "right");
+        assert_eq!(DIRECTIONS_2D[direction_class_2d([m, m])], "up-right");
+        assert_eq!(DIRECTIONS_2D[direction_class_2d([0.0, m])], "up");
+        assert_eq!(DIRECTIONS_2D[direction_class_2d([-m, m])], "up-left");
+        assert_eq!(DIRECTIONS_2D[direction_class_2d([-m, 0.0])], "left");
+        assert_eq!(DIRECTIONS_2D[direction_class_2d([-m, -m])], "down-left");
+        assert_eq!(DIRECTIONS_2D[direction_class_2d([0.0, -m])], "down");
+        assert_eq!(DIRECTIONS_2D[direction_class_2d([m, -m])], "down-right");
+        // 20° above the x axis is still "right"; 25° is ambiguous (10° from the boundary).
+        let at = |deg: f32| [m * deg.to_radians().cos(), m * deg.to_radians().sin()];
+        assert_eq!(DIRECTIONS_2D[direction_class_2d(at(20.0))], "right");
+        assert!(unambiguous_2d(at(10.0)) && !unambiguous_2d(at(25.0)));
+        assert!(!unambiguous_2d([0.01, 0.0]), "on the still threshold");
+        // From the top camera, a pure lift of the tip straight up barely moves it in the image
+        // (perspective only) and reads as still; moving it away from the robot (+y) reads as up.
+        let lift = [lapa_sim::render::nominal_image_point([0.0, 0.18, 0.05]), lapa_sim::render::nominal_image_point([0.0, 0.18, 0.08])];
+        assert_eq!(direction_class_2d([lift[1][0] - lift[0][0], lift[1][1] - lift[0][1]]), 0);
+        let away = [lapa_sim::render::nominal_image_point([0.0, 0.15, 0.05]), lapa_sim::render::nominal_image_point([0.0, 0.20, 0.05])];
+        assert_eq!(DIRECTIONS_2D[direction_class_2d([away[1][0] - away[0][0], away[1][1] - away[0][1]])], "up");
+    }
 
     #[test]
     fn direction_classes_and_boundaries() {
