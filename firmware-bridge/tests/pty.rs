@@ -131,6 +131,8 @@ fn link_reconnects_after_the_port_closes_and_reopens() {
 fn mcu_reset_puts_the_arm_in_its_safe_state_and_the_host_sees_it() {
     let mut opts = SimOptions { mode: Mode::Bridge, ..SimOptions::default() };
     opts.bridge.safe_state = SafeState::TorqueOff;
+    // Not a watchdog test: a loaded CI machine may leave > 100 ms between two requests.
+    opts.bridge.timeout_ms = 2_000;
     let board = simboard::start(opts).expect("sim");
     let mut link = Link::open(&path(&board)).expect("open");
     link.timeout = Duration::from_millis(200);
