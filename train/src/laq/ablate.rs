@@ -279,6 +279,10 @@ pub struct SummaryRow {
     pub accuracy_tokens: Option<f64>,
     pub accuracy_encoder: Option<f64>,
     pub accuracy_frame_diff: Option<f64>,
+    /// The same on the 9-way image-plane label.
+    pub accuracy_2d_tokens: Option<f64>,
+    pub accuracy_2d_encoder: Option<f64>,
+    pub accuracy_2d_frame_diff: Option<f64>,
     /// Share of the vocabulary used at each token position.
     pub usage: Vec<f64>,
     pub perplexity: Option<f64>,
@@ -334,6 +338,9 @@ pub fn write_table(plan: &Plan, out: &Path) -> Result<Summary> {
             accuracy_tokens: f("probe_latent", "accuracy"),
             accuracy_encoder: f("probe_prequant", "accuracy"),
             accuracy_frame_diff: f("probe_frame_diff", "accuracy"),
+            accuracy_2d_tokens: f("probe_latent_2d", "accuracy"),
+            accuracy_2d_encoder: f("probe_prequant_2d", "accuracy"),
+            accuracy_2d_frame_diff: f("probe_frame_diff_2d", "accuracy"),
             usage,
             perplexity: rep.as_ref().and_then(|r| r.get("perplexity")).and_then(serde_json::Value::as_f64),
             psnr: rep.as_ref().and_then(|r| r.get("psnr_recon")).and_then(serde_json::Value::as_f64),
@@ -372,13 +379,13 @@ fn markdown(plan: &Plan, s: &Summary) -> String {
     );
     let _ = writeln!(
         md,
-        "| row | quantizer | tokens × vocabulary | steps | state | R² tokens / encoder / frame diff | direction accuracy tokens / encoder / frame diff | vocabulary used per position | PSNR (copy) dB |\n|---|---|---|---|---|---|---|---|---|"
+        "| row | quantizer | tokens × vocabulary | steps | state | R² tokens / encoder / frame diff | 3-D direction (7-way) tokens / encoder / frame diff | image-plane direction (9-way) tokens / encoder / frame diff | vocabulary used per position | PSNR (copy) dB |\n|---|---|---|---|---|---|---|---|---|---|"
     );
     for r in &s.rows {
         let usage = if r.usage.is_empty() { "—".into() } else { r.usage.iter().map(|u| format!("{:.0}%", 100.0 * u)).collect::<Vec<_>>().join(" / ") };
         let _ = writeln!(
             md,
-            "| {}{} | {:?} | {} × {} | {} | {} | {} / {} / {} | {} / {} / {} | {} | {} ({}) |",
+            "| {}{} | {:?} | {} × {} | {} | {} | {} / {} / {} | {} / {} / {} | {} / {} / {} | {} | {} ({}) |",
             r.name,
             r.note.as_ref().map(|n| format!(" — {n}")).unwrap_or_default(),
             r.quantizer,
@@ -392,6 +399,9 @@ fn markdown(plan: &Plan, s: &Summary) -> String {
             pct(r.accuracy_tokens),
             pct(r.accuracy_encoder),
             pct(r.accuracy_frame_diff),
+            pct(r.accuracy_2d_tokens),
+            pct(r.accuracy_2d_encoder),
+            pct(r.accuracy_2d_frame_diff),
             usage,
             opt(r.psnr, 2),
             opt(r.psnr_copy, 2),
@@ -399,7 +409,7 @@ fn markdown(plan: &Plan, s: &Summary) -> String {
     }
     let _ = writeln!(
         md,
-        "\nR² is the held-out joint-delta R² (pooled, original scale) of the same MLP probe on the latent tokens, on the encoder output before quantisation and on raw frame differences; accuracy is the 7-way motion direction. `ablation.png` shows both as bars. Chosen: {}.",
+        "\nR² is the held-out joint-delta R² (pooled, original scale) of the same MLP probe on the latent tokens, on the encoder output before quantisation and on raw frame differences; the accuracies are the 7-way 3-D tip direction and the 9-way image-plane direction (still + 8), held out. `ablation.png` shows both as bars. Chosen: {}.",
         s.chosen.as_deref().unwrap_or("not yet")
     );
     md
