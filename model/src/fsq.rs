@@ -4,9 +4,10 @@
 //! through. There is no codebook to learn, so there are no dead codes; the vocabulary is
 //! `∏ levels` and a token's index is its mixed-radix digit string.
 //!
-//! Bounding as in the paper's reference code: `h ↦ tanh(h + shift) · half_l − offset` with
-//! `half_l = (L_d − 1)(1 − ε) / 2`, `offset = 0.5` for even `L_d` (so that the values are the
-//! integers `−L_d/2 … L_d/2 − 1`) and `shift = atanh(offset / half_l)`; the rounded value is
+//! Bounding: `h ↦ tanh(h + shift) · half_l − offset` with `half_l = (L_d − 1)(1 + ε) / 2`,
+//! `offset = 0.5` for even `L_d` (so that the values are the integers `−L_d/2 … L_d/2 − 1`) and
+//! `shift = atanh(offset / half_l)` (the paper's reference uses `tan`; `(1 + ε)` as in
+//! vector-quantize-pytorch keeps `offset / half_l < 1`, also for `L_d = 2`); the rounded value is
 //! divided by `⌊L_d / 2⌋` to lie in [−1, 1] before the projection back to `code_dim`.
 
 use burn::module::Module;
@@ -16,7 +17,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 /// Why an FSQ cannot be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FsqError {
-    #[error("FSQ levels must be non-empty, each ≥ 2, with a product that fits an i64 index (got {0:?})")]
+    #[error("FSQ levels must be non-empty, each ≥ 2, with a product of at most 65536 (got {0:?})")]
     Levels(Vec<usize>),
 }
 
@@ -25,7 +26,8 @@ pub fn vocabulary(levels: &[usize]) -> Result<usize, FsqError> {
     if levels.is_empty() || levels.iter().any(|&l| l < 2) {
         return Err(FsqError::Levels(levels.to_vec()));
     }
-    levels.iter().try_fold(1usize, |acc, &l| acc.checked_mul(l)).filter(|&v| v <= i64::MAX as usize).ok_or_else(|| FsqError::Levels(levels.to_vec()))
+    // A vocabulary is counted per step and predicted by a classifier: keep it to 2^16.
+    levels.iter().try_fold(1usize, |acc, &l| acc.checked_mul(l)).filter(|&v| v <= 1 << 16).ok_or_else(|| FsqError::Levels(levels.to_vec()))
 }
 
 #[derive(Module, Debug)]
@@ -64,7 +66,7 @@ impl Fsq {
         let mut shift = Vec::new();
         let mut half_width = Vec::new();
         for &lv in &self.levels {
-            let h = (lv as f64 - 1.0) * (1.0 - EPS) / 2.0;
+            let h = (lv as f64 - 1.0) * (1.0 + EPS) / 2.0;
             let o = if lv % 2 == 0 { 0.5 } else { 0.0 };
             half_l.push(h as f32);
             offset.push(o as f32);

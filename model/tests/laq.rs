@@ -212,7 +212,15 @@ fn fsq_rounds_to_its_levels_and_passes_gradients_straight_through() {
     let grads = codes.sum().backward();
     let gz: f32 = z.grad(&grads).expect("gradient reaches the encoder output").abs().sum().into_scalar();
     assert!(gz > 1e-3, "encoder gradient {gz}");
-    assert!(Fsq::new(&[8, 1], 4, &dev).is_err() && Fsq::new(&[], 4, &dev).is_err());
+    assert!(Fsq::new(&[8, 1], 4, &dev).is_err() && Fsq::new(&[], 4, &dev).is_err() && Fsq::new(&[1000, 1000], 4, &dev).is_err());
+    // Two levels (the even-offset edge case) and three: finite, in range, every level reached.
+    let q2 = Fsq::new(&[2, 3], 4, &dev).expect("levels 2, 3");
+    let z2 = Tensor::<2>::random([256, 4], Distribution::Normal(0.0, 4.0), &dev);
+    let v2: Vec<f32> = q2.quantize(z2).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32");
+    let (d0, d1): (std::collections::BTreeSet<i32>, std::collections::BTreeSet<i32>) =
+        (v2.chunks(2).map(|r| r[0] as i32).collect(), v2.chunks(2).map(|r| r[1] as i32).collect());
+    assert!(v2.iter().all(|v| v.is_finite()));
+    assert_eq!((d0.into_iter().collect::<Vec<_>>(), d1.into_iter().collect::<Vec<_>>()), (vec![-1, 0], vec![-1, 0, 1]));
 }
 
 #[test]

@@ -261,11 +261,9 @@ fn ablation_resumes_a_half_finished_table() {
     assert_eq!(row_state(&plan, &out, c), RowState::NotStarted);
     let a_report = report_dir(&out, a).join("report.json");
     let a_before = (std::fs::read(&a_report).expect("a report"), std::fs::metadata(&a_report).and_then(|m| m.modified()).expect("mtime"));
-    // Finish the table: every row that is not done.
+    // Finish the table: run_row on every row (a finished one returns at once).
     for row in &plan.rows {
-        if row_state(&plan, &out, row) != RowState::Done {
-            run_row(&plan, &out, row, &dev, &cache, true).expect("row");
-        }
+        assert_eq!(run_row(&plan, &out, row, &dev, &cache, true).expect("row"), RowState::Done);
     }
     let a_after = (std::fs::read(&a_report).expect("a report"), std::fs::metadata(&a_report).and_then(|m| m.modified()).expect("mtime"));
     assert_eq!(a_before, a_after, "the finished row was not run again");
@@ -276,7 +274,23 @@ fn ablation_resumes_a_half_finished_table() {
     assert_eq!(steps, vec![2, 3, 4, 6], "{metrics}");
     let summary = write_table(&plan, &out).expect("table");
     assert_eq!((summary.finished, summary.total), (3, 3));
+    assert_eq!(summary.rows[1].vocabulary, lapa_model::artifact::load_laq_config(&run_dir(&out, b).join("model")).expect("b's config").vocabulary());
     assert_eq!(summary.rows[1].vocabulary, 15);
+    // The plan changes row c's config under the same name: its folder is stale, not mixed in;
+    // a lowered budget makes a row trained past it stale too.
+    let mut edited = plan_json.clone();
+    edited["rows"][2]["codebook_size"] = serde_json::json!(6);
+    edited["rows"][0]["steps"] = serde_json::json!(3);
+    std::fs::write(&plan_path, serde_json::to_vec(&edited).expect("json")).expect("write plan");
+    let edited = Plan::load(&plan_path).expect("plan");
+    assert_eq!(row_state(&edited, &out, &edited.rows[2]), RowState::Stale);
+    assert_eq!(row_state(&edited, &out, &edited.rows[0]), RowState::Stale);
+    assert!(run_row(&edited, &out, &edited.rows[2], &dev, &cache, true).is_err());
+    // Plans that would silently train something else are refused.
+    let mut bad = plan_json.clone();
+    bad["rows"][0]["fsq_levels"] = serde_json::json!([5, 3]);
+    std::fs::write(&plan_path, serde_json::to_vec(&bad).expect("json")).expect("write plan");
+    assert!(Plan::load(&plan_path).is_err(), "fsq_levels without the fsq quantizer");
     for f in ["ablation.md", "ablation.png", "summary.json"] {
         assert!(out.join(f).is_file(), "{f}");
     }

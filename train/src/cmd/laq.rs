@@ -194,6 +194,7 @@ fn ablate(a: &AblateArgs) -> Result<()> {
         .iter()
         .filter(|r| a.only.is_empty() || a.only.contains(&r.name))
         .filter(|r| a.rereport || row_state(&plan, &a.out, r) != RowState::Done)
+        .filter(|r| row_state(&plan, &a.out, r) != RowState::Stale)
         .cloned()
         .collect();
     for r in &plan.rows {

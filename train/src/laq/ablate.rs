@@ -118,7 +118,13 @@ impl Plan {
             if !names.insert(&r.name) {
                 bail!("rows[{i}].name {:?} appears twice", r.name);
             }
+            if r.steps == Some(0) {
+                bail!("rows[{i}] ({}): steps must be positive", r.name);
+            }
             self.configs(r).with_context(|| format!("rows[{i}] ({})", r.name))?;
+        }
+        if self.probe_steps == 0 || self.max_pairs == 0 {
+            bail!("probe_steps and max_pairs must be positive");
         }
         if let Some(c) = &self.chosen
             && !names.contains(c)
@@ -157,9 +163,19 @@ impl Plan {
         if cfg.batch_size == 0 || cfg.data.is_empty() {
             bail!("batch must be positive and data non-empty");
         }
+        if !(cfg.dead_code.threshold >= 0.0 && cfg.dead_code.threshold.is_finite()) {
+            bail!("dead_code_threshold must be a non-negative number");
+        }
         let mut m = LaqConfig::preset(&self.preset)?;
         if let Some(q) = row.quantizer {
             m.quantizer = q;
+        }
+        let fsq = m.quantizer == QuantizerKind::Fsq;
+        if row.fsq_levels.is_some() && !fsq {
+            bail!("fsq_levels needs \"quantizer\": \"fsq\"");
+        }
+        if row.codebook_size.is_some() && fsq {
+            bail!("codebook_size is an NSVQ setting; an FSQ row's vocabulary is its fsq_levels");
         }
         if let Some(l) = &row.fsq_levels {
             m.fsq_levels = l.clone();
@@ -185,7 +201,18 @@ pub enum RowState {
     Trained,
     /// Trained and reported at the budget.
     Done,
+    /// The run folder does not match the plan's row any more (its config changed under the same
+    /// name, or it was trained past a lowered budget): refused rather than mixed.
+    Stale,
 }
+
+/// The row's resolved configs without the step budget, as written into its run folder.
+fn fingerprint(plan: &Plan, row: &PlanRow) -> Option<serde_json::Value> {
+    let (cfg, m) = plan.configs(row).ok()?;
+    Some(serde_json::json!({ "train": LaqTrainConfig { steps: 0, ..cfg }, "model": m }))
+}
+
+const FINGERPRINT_FILE: &str = "plan-row.json";
 
 /// A row's run folder.
 pub fn run_dir(out: &Path, row: &PlanRow) -> PathBuf {
@@ -202,6 +229,11 @@ pub fn report_dir(out: &Path, row: &PlanRow) -> PathBuf {
 pub fn row_state(plan: &Plan, out: &Path, row: &PlanRow) -> RowState {
     let run = run_dir(out, row);
     let budget = plan.steps_of(row);
+    if let Ok(bytes) = std::fs::read(run.join(FINGERPRINT_FILE))
+        && serde_json::from_slice::<serde_json::Value>(&bytes).ok() != fingerprint(plan, row)
+    {
+        return RowState::Stale;
+    }
     let rep = report_dir(out, row);
     let reported_at = std::fs::read_to_string(rep.join("step")).ok().and_then(|s| s.trim().parse::<u64>().ok());
     if rep.join("report.json").is_file() && reported_at == Some(budget) {
@@ -210,7 +242,8 @@ pub fn row_state(plan: &Plan, out: &Path, row: &PlanRow) -> RowState {
     match train::checkpoint_step(&run) {
         None => RowState::NotStarted,
         Some(s) if s < budget => RowState::Partial(s),
-        Some(_) => RowState::Trained,
+        Some(s) if s == budget => RowState::Trained,
+        Some(_) => RowState::Stale,
     }
 }
 
@@ -233,8 +266,15 @@ pub fn run_row_with(plan: &Plan, out: &Path, row: &PlanRow, device: &Device, cac
     }
     match state {
         RowState::Done => return Ok(state),
+        RowState::Stale => bail!(
+            "row {}: {} no longer matches the plan (config changed under the same name, or trained past the budget): rename the row or move the folder away",
+            row.name,
+            run.display()
+        ),
         RowState::NotStarted => {
             let (cfg, m) = plan.configs(row)?;
+            std::fs::create_dir_all(&run)?;
+            lapa_fs::atomic_write(&run.join(FINGERPRINT_FILE), &serde_json::to_vec_pretty(&fingerprint(plan, row))?)?;
             train::train(&cfg, &m, &run, device, cache_dir, false, quiet).with_context(|| format!("row {}", row.name))?;
         }
         RowState::Partial(_) => {
@@ -309,7 +349,11 @@ fn read_report(out: &Path, row: &PlanRow) -> Option<serde_json::Value> {
 pub fn write_table(plan: &Plan, out: &Path) -> Result<Summary> {
     let mut rows = Vec::new();
     for row in &plan.rows {
-        let (_, m) = plan.configs(row)?;
+        // Columns from the run's own config where it has one (what was trained), else the plan's.
+        let m = match lapa_model::artifact::load_laq_config(&run_dir(out, row).join(train::MODEL_DIR)) {
+            Ok(m) => m,
+            Err(_) => plan.configs(row)?.1,
+        };
         let state = row_state(plan, out, row);
         let rep = if state == RowState::Done { read_report(out, row) } else { None };
         let f = |probe: &str, key: &str| rep.as_ref().and_then(|r| r.get(probe)).and_then(|p| p.get(key)).and_then(serde_json::Value::as_f64);
@@ -327,6 +371,7 @@ pub fn write_table(plan: &Plan, out: &Path) -> Result<Summary> {
                 RowState::Trained => "trained, not reported".into(),
                 RowState::Partial(s) => format!("trained to step {s}"),
                 RowState::NotStarted => "not started".into(),
+                RowState::Stale => "stale: run folder does not match the plan".into(),
             },
             quantizer: m.quantizer,
             tokens: m.n_tokens,
