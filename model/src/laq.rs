@@ -277,6 +277,9 @@ pub struct LaqStep {
     pub indices: Tensor<2, Int>,
     /// Pre-quantisation latents, detached: [batch · n_tokens, code_dim] (for dead-code re-seeding).
     pub latents: Tensor<2>,
+    /// The quantized latents the decoder read, [batch · n_tokens, code_dim], with their gradient
+    /// path to the encoder (for an auxiliary head trained beside the reconstruction).
+    pub quantized: Tensor<2>,
 }
 
 impl Laq {
@@ -332,9 +335,9 @@ impl Laq {
         let z = self.encode_latents(first.clone(), second.clone());
         let latents = z.clone().detach();
         let (zq, idx) = self.quantizer.forward_train(z, noise);
-        let recon = self.decode(first, self.tokens_from_codes(zq, b));
+        let recon = self.decode(first, self.tokens_from_codes(zq.clone(), b));
         let loss = (recon.clone() - second).powi_scalar(2).mean();
-        LaqStep { loss, recon, indices: idx.reshape([b, self.n_tokens]), latents }
+        LaqStep { loss, recon, indices: idx.reshape([b, self.n_tokens]), latents, quantized: zq }
     }
 
     /// Latent action of each pair (nearest codes): [b, n_tokens] indices.

@@ -246,7 +246,8 @@ fn ablation_resumes_a_half_finished_table() {
         "rows": [
             {"name": "a"},
             {"name": "b", "quantizer": "fsq", "fsq_levels": [5, 3], "tokens": 1},
-            {"name": "c", "codebook_size": 4}
+            {"name": "c", "codebook_size": 4},
+            {"name": "d", "continues": "a", "steps": 9}
         ]
     });
     let plan_path = tmp.path().join("plan.json");
@@ -272,8 +273,14 @@ fn ablation_resumes_a_half_finished_table() {
     let metrics = std::fs::read_to_string(run_dir(&out, b).join("metrics.csv")).expect("metrics");
     let steps: Vec<u64> = metrics.lines().skip(1).filter_map(|l| l.split(',').next()?.parse().ok()).collect();
     assert_eq!(steps, vec![2, 3, 4, 6], "{metrics}");
+    // d continued a's finished run from its step-6 checkpoint instead of starting over: a's
+    // metric rows up to 6, then its own.
+    let [ma, md] = [a, &plan.rows[3]].map(|r| std::fs::read_to_string(run_dir(&out, r).join("metrics.csv")).expect("metrics"));
+    let steps: Vec<u64> = md.lines().skip(1).filter_map(|l| l.split(',').next()?.parse().ok()).collect();
+    assert_eq!(steps, vec![2, 4, 6, 8, 9], "{md}");
+    assert!(md.starts_with(ma.trim_end()), "d's first rows are not a's:\n{ma}\n{md}");
     let summary = write_table(&plan, &out).expect("table");
-    assert_eq!((summary.finished, summary.total), (3, 3));
+    assert_eq!((summary.finished, summary.total), (4, 4));
     assert_eq!(summary.rows[1].vocabulary, lapa_model::artifact::load_laq_config(&run_dir(&out, b).join("model")).expect("b's config").vocabulary());
     assert_eq!(summary.rows[1].vocabulary, 15);
     // The plan changes row c's config under the same name: its folder is stale, not mixed in;
@@ -291,6 +298,12 @@ fn ablation_resumes_a_half_finished_table() {
     bad["rows"][0]["fsq_levels"] = serde_json::json!([5, 3]);
     std::fs::write(&plan_path, serde_json::to_vec(&bad).expect("json")).expect("write plan");
     assert!(Plan::load(&plan_path).is_err(), "fsq_levels without the fsq quantizer");
+    for (field, value) in [("codebook_size", serde_json::json!(4)), ("steps", serde_json::json!(5)), ("continues", serde_json::json!("zz"))] {
+        let mut bad = plan_json.clone();
+        bad["rows"][3][field] = value;
+        std::fs::write(&plan_path, serde_json::to_vec(&bad).expect("json")).expect("write plan");
+        assert!(Plan::load(&plan_path).is_err(), "a row continuing another with a different {field} is refused");
+    }
     for f in ["ablation.md", "ablation.png", "summary.json"] {
         assert!(out.join(f).is_file(), "{f}");
     }
@@ -299,4 +312,101 @@ fn ablation_resumes_a_half_finished_table() {
     assert_eq!((meta.vocabulary, meta.n_tokens, meta.quantizer), (15, 1, lapa_model::QuantizerKind::Fsq));
     let csv = std::fs::read_to_string(tmp.path().join("labels/latent_actions.csv")).expect("csv");
     assert!(csv.lines().skip(1).all(|l| l.rsplit(',').next().and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| (0..15).contains(&v))));
+}
+
+#[test]
+fn action_supervision_uses_only_labeled_training_episodes_and_resumes_exactly() {
+    use lapa_train::laq::ActionSupervision;
+    use lapa_train::laq::loader::{BatchSpec, make_batch};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = arm_dataset(tmp.path(), 6);
+    let cache = tmp.path().join("cache");
+    let dev = device();
+    let sup = ActionSupervision { episodes: 2, per_batch: 3, weight: 0.5 };
+    let m = LaqConfig::tiny();
+    let pool = laq::train::load_pool_with(std::slice::from_ref(&data), None, m.image_size, 0.6, &cache, true, Some(&sup)).expect("pool");
+    // Clips 0 and 5 are the report's held-out fifth: the two labelled episodes are clips 1 and 2.
+    assert!(!pool.labeled.is_empty());
+    let clips: std::collections::BTreeSet<usize> = pool.labeled.iter().map(|l| l.pair.clip).collect();
+    assert_eq!(clips.into_iter().collect::<Vec<_>>(), [1, 2], "labelled pairs must come from clips 1 and 2 only");
+    let in_labeled = pool.pairs.iter().filter(|(_, p)| p.clip == 1 || p.clip == 2).count();
+    assert_eq!(pool.labeled.len(), in_labeled, "every pair of the labelled episodes is labelled");
+    // Targets: the six joint displacements over the window, standardised per joint.
+    let dim = pool.labeled[0].target.len();
+    assert_eq!(dim, 6);
+    let mut moving = 0;
+    for j in 0..dim {
+        let v: Vec<f64> = pool.labeled.iter().map(|l| f64::from(l.target[j])).collect();
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+        // A joint these episodes never move (the sim's wrist roll, say) stays all zeros.
+        let constant = v.iter().all(|&x| x == 0.0);
+        assert!(constant || (mean.abs() < 1e-4 && (sd - 1.0).abs() < 1e-3), "joint {j}: mean {mean}, sd {sd}");
+        moving += usize::from(!constant);
+    }
+    assert!(moving >= 3, "only {moving} joints move in the labelled episodes");
+    let spec = BatchSpec {
+        batch_size: 8,
+        side: m.image_size,
+        patch: m.patch_size,
+        noise_len_per_sample: m.n_tokens * m.code_dim,
+        augment: Augment::NONE,
+        seed: 3,
+        labeled_per_batch: 3,
+        action_dim: dim,
+    };
+    let batch = make_batch(&pool, &spec, 7);
+    assert_eq!(batch.labeled, [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    assert_eq!(batch.action.len(), 8 * dim);
+    assert!(batch.action[3 * dim..].iter().all(|&x| x == 0.0), "unlabelled samples carry no target");
+    assert!(batch.action[..3 * dim].iter().any(|&x| x != 0.0));
+
+    // Training with the head: exact resume (the head and its optimiser are in the checkpoint), a
+    // finite action loss in the metrics, and an encoder that differs from the unsupervised run.
+    let cfg = |steps| LaqTrainConfig { action_supervision: Some(sup), ..tiny_cfg(data.clone(), steps) };
+    let straight = tmp.path().join("sup-straight");
+    laq::train(&cfg(10), &m, &straight, &dev, &cache, false, true).expect("supervised run");
+    let split = tmp.path().join("sup-split");
+    laq::train(&cfg(4), &m, &split, &dev, &cache, false, true).expect("first part");
+    laq::train(&cfg(10), &m, &split, &dev, &cache, true, true).expect("resume");
+    let max_diff = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let d = max_diff(&weights_probe(&straight), &weights_probe(&split));
+    assert!(d < 1e-4, "supervised resume differs from the straight run by {d}");
+    // The head resumed too: the logged losses after the cut match the straight run's.
+    let losses = |run: &Path| -> Vec<(u64, f64, f64)> {
+        std::fs::read_to_string(run.join("metrics.csv"))
+            .expect("metrics")
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let v: Vec<&str> = l.split(',').collect();
+                Some((v[0].parse().ok()?, v[1].parse().ok()?, v.last()?.parse().ok()?))
+            })
+            .filter(|r| r.0 > 4)
+            .collect()
+    };
+    let (ls, lr) = (losses(&straight), losses(&split));
+    assert_eq!(ls.iter().map(|r| r.0).collect::<Vec<_>>(), [6, 8, 10]);
+    for (s, r) in ls.iter().zip(&lr) {
+        assert_eq!(s.0, r.0);
+        assert!((s.1 - r.1).abs() < 1e-5 && (s.2 - r.2).abs() < 1e-5, "step {}: straight {s:?}, resumed {r:?}", s.0);
+    }
+    // Same batches (the labelled slots are drawn either way), the head's loss weighted 1e-9: what
+    // differs is the head's gradient reaching the encoder.
+    let faint = tmp.path().join("faint");
+    let faint_cfg = LaqTrainConfig { action_supervision: Some(ActionSupervision { weight: 1e-9, ..sup }), ..tiny_cfg(data.clone(), 10) };
+    laq::train(&faint_cfg, &m, &faint, &dev, &cache, false, true).expect("faint run");
+    let d = max_diff(&weights_probe(&straight), &weights_probe(&faint));
+    assert!(d > 1e-3, "the action head's gradient did not reach the LAQ (weights differ by only {d})");
+    let csv = std::fs::read_to_string(straight.join("metrics.csv")).expect("csv");
+    assert!(csv.lines().next().is_some_and(|h| h.ends_with(",action_loss")), "{csv}");
+    let last: f64 = csv.lines().last().and_then(|l| l.rsplit(',').next()).and_then(|x| x.parse().ok()).expect("action loss");
+    assert!(last.is_finite() && last > 0.0);
+    // The saved artifact is the plain LAQ: it loads without the head.
+    lapa_model::load_laq(&straight.join("model"), &dev).expect("the supervised run's artifact loads as a LAQ");
+
+    // More labelled episodes than lie outside the held-out fifth: a clear error.
+    let too_many = ActionSupervision { episodes: 5, ..sup };
+    let e = laq::train::load_pool_with(std::slice::from_ref(&data), None, m.image_size, 0.6, &cache, true, Some(&too_many)).expect_err("5 of 4");
+    assert!(format!("{e:#}").contains("only 4 with pairs lie outside the held-out fifth"), "{e:#}");
 }

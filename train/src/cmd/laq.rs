@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use lapa_model::LaqConfig;
-use lapa_train::laq::{self, Augment, DeadCode, LaqTrainConfig, parse_seconds};
+use lapa_train::laq::{self, ActionSupervision, Augment, DeadCode, LaqTrainConfig, parse_seconds};
 
 #[derive(Debug, Subcommand)]
 pub enum TrainCommand {
@@ -84,6 +84,18 @@ pub struct TrainLaqArgs {
     /// Colour jitter: brightness offset and contrast factor range (0 = off).
     #[arg(long, default_value_t = 0.0)]
     pub aug_color: f32,
+    /// A departure from LAPA: train a linear head from the quantized latent to the action (the
+    /// joint displacement over the pair) beside the reconstruction, on this many labelled
+    /// episodes of the first --data source (never one of the report's held-out fifth). 0 = off.
+    #[arg(long, default_value_t = 0)]
+    pub supervise_episodes: usize,
+    /// With --supervise-episodes: samples of every batch drawn from the labelled episodes.
+    #[arg(long, default_value_t = 8)]
+    pub supervise_per_batch: usize,
+    /// With --supervise-episodes: weight of the head's MSE (standardised targets) beside the
+    /// reconstruction MSE.
+    #[arg(long, default_value_t = 0.01)]
+    pub supervise_weight: f32,
     #[command(flatten)]
     pub rt: RuntimeArgs,
     #[arg(long, default_value_t = 25)]
@@ -177,6 +189,20 @@ pub struct AblateRowArgs {
     pub rt: RuntimeArgs,
 }
 
+/// Row processes still running; stopped if `ablate` itself fails (or is unwound), so no orphan
+/// keeps training and writing into the table's folder.
+struct Children(Vec<(String, std::process::Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (name, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("row {name}: stopped (lapa laq ablate ended early); it resumes from its last checkpoint on the next run");
+        }
+    }
+}
+
 fn ablate(a: &AblateArgs) -> Result<()> {
     use laq::ablate::{Plan, RowState, row_state, run_dir, write_table};
     let plan = Plan::load(&a.plan)?;
@@ -206,16 +232,25 @@ fn ablate(a: &AblateArgs) -> Result<()> {
         return Ok(());
     }
     let exe = std::env::current_exe().context("cannot find the lapa executable to run rows")?;
-    pending.reverse();
-    let mut running: Vec<(String, std::process::Child)> = Vec::new();
+    let mut running = Children(Vec::new());
     let mut failed = Vec::new();
     loop {
-        while running.len() < a.jobs
-            && let Some(row) = pending.pop()
+        // A row that continues another waits until that one has finished.
+        let waits = |r: &laq::ablate::PlanRow, pending: &[laq::ablate::PlanRow], running: &[(String, std::process::Child)]| {
+            r.continues.as_ref().is_some_and(|b| pending.iter().any(|p| &p.name == b) || running.iter().any(|(n, _)| n == b))
+        };
+        while running.0.len() < a.jobs
+            && let Some(i) = (0..pending.len()).find(|&i| !waits(&pending[i], &pending, &running.0))
         {
+            let row = pending.remove(i);
             let run = run_dir(&a.out, &row);
             std::fs::create_dir_all(&run)?;
-            let log = std::fs::File::create(run.join("ablate.log")).with_context(|| format!("{}: cannot write ablate.log", run.display()))?;
+            // Appended: a row resumed in a later sitting keeps the log of the earlier ones.
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(run.join("ablate.log"))
+                .with_context(|| format!("{}: cannot write ablate.log", run.display()))?;
             let mut cmd = std::process::Command::new(&exe);
             cmd.args(["laq", "ablate-row", "--quiet", "--device", &a.rt.device]);
             if a.rereport {
@@ -233,16 +268,20 @@ fn ablate(a: &AblateArgs) -> Result<()> {
                 .stdout(log.try_clone()?)
                 .stderr(log);
             println!("row {}: started ({:?}); log {}", row.name, row_state(&plan, &a.out, &row), run.join("ablate.log").display());
-            running.push((row.name.clone(), cmd.spawn().context("cannot start a row process")?));
+            running.0.push((row.name.clone(), cmd.spawn().context("cannot start a row process")?));
         }
-        if running.is_empty() {
+        if running.0.is_empty() {
+            if let Some(r) = pending.first() {
+                bail!("row {}: cannot start (it continues a row that did not finish)", r.name);
+            }
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(500));
-        let mut still = Vec::new();
-        for (name, mut child) in running {
-            match child.try_wait()? {
+        let mut i = 0;
+        while i < running.0.len() {
+            match running.0[i].1.try_wait()? {
                 Some(status) => {
+                    let (name, _) = running.0.remove(i);
                     if status.success() {
                         println!("row {name}: done");
                     } else {
@@ -251,10 +290,9 @@ fn ablate(a: &AblateArgs) -> Result<()> {
                     }
                     write_table(&plan, &a.out)?;
                 }
-                None => still.push((name, child)),
+                None => i += 1,
             }
         }
-        running = still;
     }
     let s = write_table(&plan, &a.out)?;
     println!("table: {} of {} rows finished -> {}", s.finished, s.total, a.out.join("ablation.md").display());
@@ -319,6 +357,9 @@ pub fn train_laq(a: &TrainLaqArgs) -> Result<laq::TrainSummary> {
     if a.resume && (a.codebook_size.is_some() || a.tokens.is_some() || a.quantizer.is_some() || a.fsq_levels.is_some()) {
         bail!("--codebook-size, --tokens, --quantizer and --fsq-levels cannot change a run being resumed (its model/config.json fixes them)");
     }
+    if a.resume && a.supervise_episodes > 0 {
+        bail!("--supervise-* cannot change a run being resumed (its train.json fixes the action supervision)");
+    }
     let device = lapa_model::device(&a.rt.device)?;
     let cache = a.rt.cache_dir();
     let (cfg, model_cfg) = if a.resume {
@@ -351,6 +392,11 @@ pub fn train_laq(a: &TrainLaqArgs) -> Result<laq::TrainSummary> {
         cfg.log_every = a.log_every;
         cfg.checkpoint_every = a.checkpoint_every;
         cfg.loader_threads = a.loader_threads;
+        if a.supervise_episodes > 0 {
+            let sup = ActionSupervision { episodes: a.supervise_episodes, per_batch: a.supervise_per_batch, weight: a.supervise_weight };
+            sup.validate(cfg.batch_size).context("--supervise-episodes / --supervise-per-batch / --supervise-weight")?;
+            cfg.action_supervision = Some(sup);
+        }
         if cfg.batch_size == 0 {
             bail!("--batch must be positive");
         }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::loader::Augment;
 use super::report::{self, ReportOptions};
-use super::train::{self, DeadCode, LaqTrainConfig};
+use super::train::{self, ActionSupervision, DeadCode, LaqTrainConfig};
 
 /// The plan file (JSON): what every row shares, and the rows.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -92,6 +92,19 @@ pub struct PlanRow {
     pub data: Option<Vec<PathBuf>>,
     #[serde(default)]
     pub steps: Option<u64>,
+    /// Lever (a), a departure from LAPA: a linear action head on a few labelled episodes.
+    #[serde(default)]
+    pub action_supervision: Option<ActionSupervision>,
+    /// Lever (b): this row's augmentation instead of the plan's (the same random transform on
+    /// both frames of a pair).
+    #[serde(default)]
+    pub aug_crop: Option<f32>,
+    #[serde(default)]
+    pub aug_color: Option<f32>,
+    /// Continue this earlier row's finished run to a larger budget (its checkpoint is copied and
+    /// resumed) instead of training from step 0; the configs must be equal but for the steps.
+    #[serde(default)]
+    pub continues: Option<String>,
     /// What the row tests, for the table.
     #[serde(default)]
     pub note: Option<String>,
@@ -122,6 +135,32 @@ impl Plan {
                 bail!("rows[{i}] ({}): steps must be positive", r.name);
             }
             self.configs(r).with_context(|| format!("rows[{i}] ({})", r.name))?;
+            if r.action_supervision.is_some() {
+                // The labelled episodes are chosen outside the report's held-out fifth of data[0];
+                // that keeps them out of the probe's test set only when data[0] is the probe data.
+                let first = r.data.as_ref().unwrap_or(&self.data).first().cloned().unwrap_or_default();
+                let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+                if canon(&first) != canon(&self.probe_data) {
+                    bail!(
+                        "rows[{i}] ({}): action supervision labels episodes of {}, which must be the probe data {}",
+                        r.name,
+                        first.display(),
+                        self.probe_data.display()
+                    );
+                }
+            }
+            if let Some(base) = &r.continues {
+                let Some(b) = self.rows[..i].iter().find(|b| &b.name == base) else {
+                    bail!("rows[{i}] ({}): continues {base:?}, which is not an earlier row", r.name);
+                };
+                let ((tr, mr), (tb, mb)) = (self.configs(r)?, self.configs(b)?);
+                if (LaqTrainConfig { steps: 0, ..tr }, mr) != (LaqTrainConfig { steps: 0, ..tb }, mb) {
+                    bail!("rows[{i}] ({}): continues {base:?} but its config differs in more than the steps", r.name);
+                }
+                if self.steps_of(r) <= self.steps_of(b) {
+                    bail!("rows[{i}] ({}): continues {base:?} and needs more steps than its {}", r.name, self.steps_of(b));
+                }
+            }
         }
         if self.probe_steps == 0 || self.max_pairs == 0 {
             bail!("probe_steps and max_pairs must be positive");
@@ -158,8 +197,17 @@ impl Plan {
         };
         cfg.log_every = t.log_every.unwrap_or(cfg.log_every);
         cfg.checkpoint_every = t.checkpoint_every.unwrap_or(cfg.checkpoint_every);
-        let color = t.aug_color.unwrap_or(0.0);
-        cfg.augment = Augment { crop: t.aug_crop.unwrap_or(0.0), brightness: color, contrast: color };
+        let color = row.aug_color.or(t.aug_color).unwrap_or(0.0);
+        cfg.augment = Augment { crop: row.aug_crop.or(t.aug_crop).unwrap_or(0.0), brightness: color, contrast: color };
+        for (name, v) in [("aug_crop", cfg.augment.crop), ("aug_color", color)] {
+            if !(0.0..1.0).contains(&v) {
+                bail!("{name} must lie in [0, 1), got {v}");
+            }
+        }
+        if let Some(sup) = row.action_supervision {
+            sup.validate(cfg.batch_size)?;
+            cfg.action_supervision = Some(sup);
+        }
         if cfg.batch_size == 0 || cfg.data.is_empty() {
             bail!("batch must be positive and data non-empty");
         }
@@ -274,8 +322,35 @@ pub fn run_row_with(plan: &Plan, out: &Path, row: &PlanRow, device: &Device, cac
         RowState::NotStarted => {
             let (cfg, m) = plan.configs(row)?;
             std::fs::create_dir_all(&run)?;
+            let resume = match &row.continues {
+                None => false,
+                Some(base) => {
+                    let b = plan.rows.iter().find(|b| &b.name == base).with_context(|| format!("row {}: no row {base:?}", row.name))?;
+                    let bdir = run_dir(out, b);
+                    let bstate = row_state(plan, out, b);
+                    if !matches!(bstate, RowState::Trained | RowState::Done) {
+                        bail!("row {}: continues {base:?}, which is {bstate:?}: finish that row first", row.name);
+                    }
+                    let ck = train::checkpoint_dir(&bdir).filter(|_| train::checkpoint_step(&bdir) == Some(plan.steps_of(b))).with_context(|| {
+                        format!(
+                            "row {}: continues {base:?}, whose checkpoint at step {} is not in {} (checkpoints are not committed: re-train that row on this machine)",
+                            row.name,
+                            plan.steps_of(b),
+                            bdir.display()
+                        )
+                    })?;
+                    // The checkpoint last: a copy cut short leaves a row that is still NotStarted.
+                    for f in [train::METRICS_FILE, train::TRAIN_FILE, "curves.png"] {
+                        if bdir.join(f).is_file() {
+                            std::fs::copy(bdir.join(f), run.join(f)).with_context(|| format!("{}: cannot copy {f}", bdir.display()))?;
+                        }
+                    }
+                    copy_flat(&ck, &run.join(train::CKPT_DIR))?;
+                    true
+                }
+            };
             lapa_fs::atomic_write(&run.join(FINGERPRINT_FILE), &serde_json::to_vec_pretty(&fingerprint(plan, row))?)?;
-            train::train(&cfg, &m, &run, device, cache_dir, false, quiet).with_context(|| format!("row {}", row.name))?;
+            train::train(&cfg, &m, &run, device, cache_dir, resume, quiet).with_context(|| format!("row {}", row.name))?;
         }
         RowState::Partial(_) => {
             // The run's own train.json and model config fix everything but the budget.
@@ -303,6 +378,26 @@ pub fn run_row_with(plan: &Plan, out: &Path, row: &PlanRow, device: &Device, cac
     Ok(RowState::Done)
 }
 
+/// Copies the files of `from` into a fresh `to` (written as `to.new`, then renamed).
+fn copy_flat(from: &Path, to: &Path) -> Result<()> {
+    let tmp = to.with_extension("new");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp)?;
+    for e in std::fs::read_dir(from).with_context(|| format!("{}: cannot read", from.display()))? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            std::fs::copy(e.path(), tmp.join(e.file_name())).with_context(|| format!("{}: cannot copy", e.path().display()))?;
+        }
+    }
+    if to.exists() {
+        std::fs::remove_dir_all(to)?;
+    }
+    std::fs::rename(&tmp, to)?;
+    Ok(())
+}
+
 /// One row of `summary.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct SummaryRow {
@@ -313,6 +408,12 @@ pub struct SummaryRow {
     pub tokens: usize,
     pub vocabulary: usize,
     pub steps: u64,
+    /// Training sources of the row.
+    pub data: Vec<PathBuf>,
+    /// Lever (a), when the row uses it (a departure from LAPA).
+    pub action_supervision: Option<ActionSupervision>,
+    /// Lever (b): the row's augmentation (the same transform on both frames).
+    pub augment: Augment,
     pub r2_tokens: Option<f64>,
     pub r2_encoder: Option<f64>,
     pub r2_frame_diff: Option<f64>,
@@ -325,6 +426,9 @@ pub struct SummaryRow {
     pub accuracy_2d_frame_diff: Option<f64>,
     /// Share of the vocabulary used at each token position.
     pub usage: Vec<f64>,
+    /// FSQ only: per token position, the share of each digit's levels used (an FSQ token is a
+    /// digit string; a digit may use all its levels while the token uses few of their products).
+    pub digit_usage: Vec<Vec<f64>>,
     pub perplexity: Option<f64>,
     pub psnr: Option<f64>,
     pub psnr_copy: Option<f64>,
@@ -355,6 +459,7 @@ pub fn write_table(plan: &Plan, out: &Path) -> Result<Summary> {
             Err(_) => plan.configs(row)?.1,
         };
         let state = row_state(plan, out, row);
+        let (tcfg, _) = plan.configs(row)?;
         let rep = if state == RowState::Done { read_report(out, row) } else { None };
         let f = |probe: &str, key: &str| rep.as_ref().and_then(|r| r.get(probe)).and_then(|p| p.get(key)).and_then(serde_json::Value::as_f64);
         let usage = rep
@@ -363,6 +468,20 @@ pub fn write_table(plan: &Plan, out: &Path) -> Result<Summary> {
             .and_then(serde_json::Value::as_array)
             .map(|u| u.iter().filter_map(|p| p.get("used").and_then(serde_json::Value::as_f64)).map(|used| used / m.vocabulary() as f64).collect())
             .unwrap_or_default();
+        let digit_usage = match m.quantizer {
+            QuantizerKind::Nsvq => Vec::new(),
+            QuantizerKind::Fsq => rep
+                .as_ref()
+                .and_then(|r| r.get("usage"))
+                .and_then(serde_json::Value::as_array)
+                .map(|u| {
+                    u.iter()
+                        .filter_map(|p| p.get("counts").and_then(serde_json::Value::as_array))
+                        .map(|counts| digit_shares(&m.fsq_levels, &counts.iter().map(|c| c.as_u64().unwrap_or(0)).collect::<Vec<_>>()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
         rows.push(SummaryRow {
             name: row.name.clone(),
             note: row.note.clone(),
@@ -377,6 +496,9 @@ pub fn write_table(plan: &Plan, out: &Path) -> Result<Summary> {
             tokens: m.n_tokens,
             vocabulary: m.vocabulary(),
             steps: plan.steps_of(row),
+            data: tcfg.data.clone(),
+            action_supervision: tcfg.action_supervision,
+            augment: tcfg.augment,
             r2_tokens: f("probe_latent", "r2"),
             r2_encoder: f("probe_prequant", "r2"),
             r2_frame_diff: f("probe_frame_diff", "r2"),
@@ -387,6 +509,7 @@ pub fn write_table(plan: &Plan, out: &Path) -> Result<Summary> {
             accuracy_2d_encoder: f("probe_prequant_2d", "accuracy"),
             accuracy_2d_frame_diff: f("probe_frame_diff_2d", "accuracy"),
             usage,
+            digit_usage,
             perplexity: rep.as_ref().and_then(|r| r.get("perplexity")).and_then(serde_json::Value::as_f64),
             psnr: rep.as_ref().and_then(|r| r.get("psnr_recon")).and_then(serde_json::Value::as_f64),
             psnr_copy: rep.as_ref().and_then(|r| r.get("psnr_copy")).and_then(serde_json::Value::as_f64),
@@ -399,6 +522,20 @@ pub fn write_table(plan: &Plan, out: &Path) -> Result<Summary> {
     lapa_fs::atomic_write(&out.join("ablation.md"), markdown(plan, &summary).as_bytes())?;
     bars(&summary, &out.join("ablation.png"))?;
     Ok(summary)
+}
+
+/// Share of each digit's levels that occur among the used FSQ indices (mixed radix, first digit
+/// least significant, as `Fsq::indices` builds them).
+fn digit_shares(levels: &[usize], counts: &[u64]) -> Vec<f64> {
+    let mut used: Vec<Vec<bool>> = levels.iter().map(|&l| vec![false; l]).collect();
+    for (idx, _) in counts.iter().enumerate().filter(|(_, c)| **c > 0) {
+        let mut rest = idx;
+        for (d, &l) in levels.iter().enumerate() {
+            used[d][rest % l] = true;
+            rest /= l;
+        }
+    }
+    used.iter().map(|u| u.iter().filter(|&&x| x).count() as f64 / u.len().max(1) as f64).collect()
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -427,7 +564,13 @@ fn markdown(plan: &Plan, s: &Summary) -> String {
         "| row | quantizer | tokens × vocabulary | steps | state | R² tokens / encoder / frame diff | 3-D direction (7-way) tokens / encoder / frame diff | image-plane direction (9-way) tokens / encoder / frame diff | vocabulary used per position | PSNR (copy) dB |\n|---|---|---|---|---|---|---|---|---|---|"
     );
     for r in &s.rows {
-        let usage = if r.usage.is_empty() { "—".into() } else { r.usage.iter().map(|u| format!("{:.0}%", 100.0 * u)).collect::<Vec<_>>().join(" / ") };
+        let mut usage = if r.usage.is_empty() { "—".into() } else { r.usage.iter().map(|u| format!("{:.0}%", 100.0 * u)).collect::<Vec<_>>().join(" / ") };
+        if let Some(first) = r.digit_usage.first() {
+            // Per digit, the least any position uses.
+            let min: Vec<String> =
+                (0..first.len()).map(|d| format!("{:.0}%", 100.0 * r.digit_usage.iter().filter_map(|p| p.get(d)).fold(1.0f64, |a, &b| a.min(b)))).collect();
+            let _ = write!(usage, " (levels per digit ≥ {})", min.join(" / "));
+        }
         let _ = writeln!(
             md,
             "| {}{} | {:?} | {} × {} | {} | {} | {} / {} / {} | {} / {} / {} | {} / {} / {} | {} | {} ({}) |",
@@ -498,4 +641,21 @@ fn bars(s: &Summary, path: &Path) -> Result<()> {
     }
     root.present().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::digit_shares;
+
+    #[test]
+    fn digit_shares_decode_fsq_indices_least_significant_first() {
+        // Levels [3, 2]: index = d0 + 3·d1. Used indices 1 (d0=1, d1=0) and 4 (d0=1, d1=1).
+        let mut counts = vec![0u64; 6];
+        counts[1] = 5;
+        counts[4] = 2;
+        assert_eq!(digit_shares(&[3, 2], &counts), vec![1.0 / 3.0, 1.0]);
+        // Every index used: every level of every digit.
+        assert_eq!(digit_shares(&[3, 2], &[1; 6]), vec![1.0, 1.0]);
+        assert_eq!(digit_shares(&[3, 2], &[0; 6]), vec![0.0, 0.0]);
+    }
 }

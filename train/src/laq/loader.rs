@@ -33,6 +33,18 @@ pub struct PairPool {
     pub caches: Vec<Arc<FrameCache>>,
     /// (cache index, pair).
     pub pairs: Vec<(usize, Pair)>,
+    /// Pairs of the labelled episodes with their action targets (empty without action
+    /// supervision).
+    pub labeled: Vec<LabeledPair>,
+}
+
+/// A pair of a labelled episode and its action target: the joint displacement over the pair's
+/// window, standardised per joint over the labelled pairs.
+#[derive(Debug, Clone)]
+pub struct LabeledPair {
+    pub cache: usize,
+    pub pair: Pair,
+    pub target: Vec<f32>,
 }
 
 impl PairPool {
@@ -51,6 +63,10 @@ pub struct Batch {
     pub second: Vec<f32>,
     /// [size · n_tokens, code_dim] standard normal for NSVQ.
     pub noise: Vec<f32>,
+    /// [size, action_dim] action targets, zero where `labeled` is 0 (empty without supervision).
+    pub action: Vec<f32>,
+    /// [size] 1 for a sample drawn from the labelled episodes, else 0.
+    pub labeled: Vec<f32>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +77,10 @@ pub struct BatchSpec {
     pub noise_len_per_sample: usize,
     pub augment: Augment,
     pub seed: u64,
+    /// The first `labeled_per_batch` samples of every batch come from the labelled pairs (0 =
+    /// no action supervision: batches are exactly what they were without it).
+    pub labeled_per_batch: usize,
+    pub action_dim: usize,
 }
 
 fn augment_frame(img: &[u8], side: usize, crop: (usize, usize, usize), bc: (f32, f32)) -> Vec<u8> {
@@ -89,8 +109,21 @@ pub fn make_batch(pool: &PairPool, spec: &BatchSpec, step: u64) -> Batch {
     let mut first = Vec::with_capacity(n * per);
     let mut second = Vec::with_capacity(n * per);
     let a = spec.augment;
-    for _ in 0..n {
-        let (ci, p) = pool.pairs[rng.below(pool.pairs.len())];
+    let supervised = spec.labeled_per_batch > 0 && !pool.labeled.is_empty();
+    let (mut action, mut labeled) = (Vec::new(), Vec::new());
+    for slot in 0..n {
+        let (ci, p) = if supervised && slot < spec.labeled_per_batch {
+            let l = &pool.labeled[rng.below(pool.labeled.len())];
+            action.extend_from_slice(&l.target);
+            labeled.push(1.0);
+            (l.cache, l.pair)
+        } else {
+            if supervised {
+                action.extend(std::iter::repeat_n(0.0, spec.action_dim));
+                labeled.push(0.0);
+            }
+            pool.pairs[rng.below(pool.pairs.len())]
+        };
         let (fa, fb) = (pool.frame(ci, p.a), pool.frame(ci, p.b));
         if a == Augment::NONE {
             patchify(fa, spec.side, spec.patch, &mut first);
@@ -104,7 +137,7 @@ pub fn make_batch(pool: &PairPool, spec: &BatchSpec, step: u64) -> Batch {
         }
     }
     let noise = (0..n * spec.noise_len_per_sample).map(|_| rng.normal()).collect();
-    Batch { step, size: n, first, second, noise }
+    Batch { step, size: n, first, second, noise, action, labeled }
 }
 
 /// Worker threads building batches `start..end` ahead of the trainer, in order.

@@ -11,7 +11,7 @@ pub mod train;
 
 pub use cache::{FrameCache, Source, SourceKind, parse_seconds};
 pub use loader::Augment;
-pub use train::{DeadCode, LaqTrainConfig, TrainSummary, train};
+pub use train::{ActionSupervision, DeadCode, LaqTrainConfig, TrainSummary, train};
 
 use std::path::PathBuf;
 

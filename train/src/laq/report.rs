@@ -278,7 +278,13 @@ fn frame_diff(cache: &FrameCache, p: &Pair) -> Vec<f32> {
 /// The true joint states of every clip, for the probes: `None` when the source is a folder of
 /// videos or some episode has no (6-joint) `observation.state`. A dataset that cannot be read is
 /// an error naming it, not a report without probes.
-fn probe_states(source: &Source, clips: &[Clip]) -> Result<Option<BTreeMap<usize, Matrix>>> {
+/// The report's held-out episodes: every fifth clip of the probe data (clip index a multiple of
+/// 5). Action supervision labels only clips outside this set.
+pub fn is_held_out(clip: usize) -> bool {
+    clip.is_multiple_of(5)
+}
+
+pub(crate) fn probe_states(source: &Source, clips: &[Clip]) -> Result<Option<BTreeMap<usize, Matrix>>> {
     if source.kind != SourceKind::Dataset {
         return Ok(None);
     }
@@ -310,7 +316,7 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
     std::fs::create_dir_all(&opts.out)?;
     let clips = &cache.meta.clips;
     // Held-out episodes: every fifth clip.
-    let is_test = |p: &Pair| p.clip.is_multiple_of(5);
+    let is_test = |p: &Pair| is_held_out(p.clip);
     let (idx, rec, z) = encode_pairs_full(&model, &cfg, &cache, &pairs, device, 64, true, true)?;
     let zd = cfg.n_tokens * cfg.code_dim;
     let t = cfg.n_tokens;

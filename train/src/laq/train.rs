@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lapa_model::Quantizer;
 use lapa_model::burn::grad_clipping::GradientClippingConfig;
 use lapa_model::burn::module::Module;
+use lapa_model::burn::nn::{Linear, LinearConfig};
 use lapa_model::burn::optim::{AdamConfig, GradientsParams, OptimizerRecord};
 use lapa_model::burn::tensor::{Device, Tensor, TensorData};
 use lapa_model::nsvq::{code_counts, perplexity};
@@ -18,8 +19,8 @@ use lapa_model::{Laq, LaqConfig, artifact};
 use lapa_sim::rng::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::cache::{FrameCache, Source};
-use super::loader::{Augment, BatchSpec, Loader, PairPool};
+use super::cache::{FrameCache, Pair, Source};
+use super::loader::{Augment, BatchSpec, LabeledPair, Loader, PairPool};
 
 /// LAPA's dead-code schedule: replace at steps 10–90 (every 10), 100–900 (every 100) and
 /// 500–4500 (every 500); then every 1000 steps, never after `last_step` (LAPA: 5000).
@@ -49,6 +50,36 @@ impl DeadCode {
     }
 }
 
+/// A departure from LAPA (lever (a) of the second LAQ pass, after LAOM and CLAM): a linear head
+/// from the quantized latent to the action, trained beside the reconstruction on a few labelled
+/// episodes only. The action of a pair is the joint displacement over its window (t → t+H, from
+/// `observation.state`), standardised per joint over the labelled pairs. The head is a training
+/// aid: the saved LAQ artifact is the same module without it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionSupervision {
+    /// Labelled episodes: the first this many clips of `data[0]` outside the report's held-out
+    /// fifth (clip index not a multiple of 5), so no held-out episode's action is ever seen.
+    pub episodes: usize,
+    /// Samples of every batch drawn from the labelled episodes (the rest as without supervision).
+    pub per_batch: usize,
+    /// Weight of the head's MSE (standardised targets) beside the reconstruction MSE.
+    pub weight: f32,
+}
+
+impl ActionSupervision {
+    pub fn validate(&self, batch_size: usize) -> Result<()> {
+        if self.episodes == 0 || self.per_batch == 0 || self.per_batch > batch_size {
+            bail!("action supervision: episodes must be positive and per_batch in 1..={batch_size} (the batch size)");
+        }
+        // 0 is allowed: the control with the same batches and a head that never reaches the LAQ.
+        if !(self.weight >= 0.0 && self.weight.is_finite()) {
+            bail!("action supervision: weight must be a non-negative number, got {}", self.weight);
+        }
+        Ok(())
+    }
+}
+
 /// Everything a run needs besides the model config; saved as `train.json` in the run folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LaqTrainConfig {
@@ -69,6 +100,9 @@ pub struct LaqTrainConfig {
     pub log_every: u64,
     pub checkpoint_every: u64,
     pub loader_threads: usize,
+    /// Off (None) in LAPA; see [`ActionSupervision`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_supervision: Option<ActionSupervision>,
 }
 
 impl LaqTrainConfig {
@@ -90,6 +124,7 @@ impl LaqTrainConfig {
             log_every: 25,
             checkpoint_every: 500,
             loader_threads: 1,
+            action_supervision: None,
         }
     }
 }
@@ -115,12 +150,27 @@ struct CkptState {
 
 pub const TRAIN_FILE: &str = "train.json";
 pub const MODEL_DIR: &str = "model";
-const CKPT_DIR: &str = "checkpoint";
+pub const CKPT_DIR: &str = "checkpoint";
 pub const METRICS_FILE: &str = "metrics.csv";
 const METRICS_HEADER: &str = "step,loss,perplexity,codes_used,samples_per_s,elapsed_s,replaced_codes";
+const HEAD_WEIGHTS: &str = "action_head.bpk";
+const HEAD_OPTIM: &str = "action_head_optim.bpk";
 
 /// Opens (decoding if needed) every source's frame cache and collects the training pairs.
 pub fn load_pool(data: &[PathBuf], camera: Option<&str>, side: usize, spacing_s: f64, cache_dir: &Path, quiet: bool) -> Result<PairPool> {
+    load_pool_with(data, camera, side, spacing_s, cache_dir, quiet, None)
+}
+
+/// [`load_pool`], with the labelled pairs of `supervision`'s episodes when it is set.
+pub fn load_pool_with(
+    data: &[PathBuf],
+    camera: Option<&str>,
+    side: usize,
+    spacing_s: f64,
+    cache_dir: &Path,
+    quiet: bool,
+    supervision: Option<&ActionSupervision>,
+) -> Result<PairPool> {
     if data.is_empty() {
         bail!("no --data given");
     }
@@ -132,10 +182,54 @@ pub fn load_pool(data: &[PathBuf], camera: Option<&str>, side: usize, spacing_s:
         pairs.extend(cache.pairs(spacing_s)?.into_iter().map(|p| (i, p)));
         caches.push(Arc::new(cache));
     }
-    Ok(PairPool { caches, pairs })
+    let labeled = match supervision {
+        None => Vec::new(),
+        Some(sup) => labeled_pairs(&data[0], camera, &caches[0], &pairs, sup)?,
+    };
+    Ok(PairPool { caches, pairs, labeled })
 }
 
-fn checkpoint(run: &Path, model: &Laq, optim_record: OptimizerRecord, state: &CkptState) -> Result<()> {
+/// The pairs of the labelled episodes of source 0, with standardised joint-displacement targets.
+fn labeled_pairs(path: &Path, camera: Option<&str>, cache: &FrameCache, pairs: &[(usize, Pair)], sup: &ActionSupervision) -> Result<Vec<LabeledPair>> {
+    let source = Source::detect(path, camera)?;
+    let clips = &cache.meta.clips;
+    let Some(states) = super::report::probe_states(&source, clips)? else {
+        bail!("{}: action supervision needs data[0] to be a LeRobot dataset with observation.state in every episode", path.display());
+    };
+    // Clips long enough to hold a pair, outside the report's held-out fifth.
+    let with_pairs: std::collections::BTreeSet<usize> = pairs.iter().filter(|(ci, _)| *ci == 0).map(|(_, p)| p.clip).collect();
+    let chosen: Vec<usize> = with_pairs.into_iter().filter(|&c| !super::report::is_held_out(c)).take(sup.episodes).collect();
+    if chosen.len() < sup.episodes {
+        bail!(
+            "{}: action supervision asks for {} labelled episodes; only {} with pairs lie outside the held-out fifth",
+            path.display(),
+            sup.episodes,
+            chosen.len()
+        );
+    }
+    let mut out = Vec::new();
+    for &(ci, p) in pairs.iter().filter(|(ci, p)| *ci == 0 && chosen.contains(&p.clip)) {
+        let s = &states[&p.clip];
+        let start = clips[p.clip].start;
+        let (ra, rb) = (s.row(p.a - start), s.row(p.b - start));
+        out.push(LabeledPair { cache: ci, pair: p, target: rb.iter().zip(ra).map(|(b, a)| b - a).collect() });
+    }
+    if out.is_empty() {
+        bail!("{}: the labelled episodes hold no training pairs", path.display());
+    }
+    let dim = out[0].target.len();
+    let n = out.len() as f64;
+    for j in 0..dim {
+        let mean = out.iter().map(|l| f64::from(l.target[j])).sum::<f64>() / n;
+        let sd = (out.iter().map(|l| (f64::from(l.target[j]) - mean).powi(2)).sum::<f64>() / n).sqrt().max(1e-6);
+        for l in &mut out {
+            l.target[j] = ((f64::from(l.target[j]) - mean) / sd) as f32;
+        }
+    }
+    Ok(out)
+}
+
+fn checkpoint(run: &Path, model: &Laq, optim_record: OptimizerRecord, head: Option<(&Linear, OptimizerRecord)>, state: &CkptState) -> Result<()> {
     let new = run.join(format!("{CKPT_DIR}.new"));
     let old = run.join(format!("{CKPT_DIR}.old"));
     let cur = run.join(CKPT_DIR);
@@ -147,6 +241,12 @@ fn checkpoint(run: &Path, model: &Laq, optim_record: OptimizerRecord, state: &Ck
     lapa_fs::atomic_write(&new.join("model.bpk"), &mbytes)?;
     let obytes = optim_record.into_bytes().map_err(|e| anyhow::anyhow!("serialising optimiser state: {e:?}"))?;
     lapa_fs::atomic_write(&new.join("optim.bpk"), &obytes)?;
+    if let Some((h, hrec)) = head {
+        let hb = h.clone().into_record().into_bytes().map_err(|e| anyhow::anyhow!("serialising the action head: {e:?}"))?;
+        lapa_fs::atomic_write(&new.join(HEAD_WEIGHTS), &hb)?;
+        let ob = hrec.into_bytes().map_err(|e| anyhow::anyhow!("serialising the action head's optimiser state: {e:?}"))?;
+        lapa_fs::atomic_write(&new.join(HEAD_OPTIM), &ob)?;
+    }
     lapa_fs::atomic_write(&new.join("state.json"), &serde_json::to_vec_pretty(state)?)?;
     if cur.exists() {
         if old.exists() {
@@ -168,6 +268,11 @@ pub fn checkpoint_step(run: &Path) -> Option<u64> {
     Some(state.step)
 }
 
+/// The folder of a run's last complete checkpoint, if it has one.
+pub fn checkpoint_dir(run: &Path) -> Option<PathBuf> {
+    find_checkpoint(run)
+}
+
 fn find_checkpoint(run: &Path) -> Option<PathBuf> {
     [CKPT_DIR, "checkpoint.old"].iter().map(|d| run.join(d)).find(|d| d.join("state.json").is_file())
 }
@@ -184,12 +289,16 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
 /// Trains (or resumes) a LAQ run in `run`.
 pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &Device, cache_dir: &Path, resume: bool, quiet: bool) -> Result<TrainSummary> {
     model_cfg.validate()?;
+    if let Some(sup) = &cfg.action_supervision {
+        sup.validate(cfg.batch_size)?;
+    }
     std::fs::create_dir_all(run).with_context(|| format!("{}: cannot create run folder", run.display()))?;
     let ad = device.clone().autodiff();
     ad.seed(cfg.seed);
     let mut model = model_cfg.init(&ad)?;
     let mut opt = AdamConfig::new().with_beta_1(cfg.beta_1).with_beta_2(cfg.beta_2).with_grad_clipping(cfg.grad_clip.map(GradientClippingConfig::Norm)).init();
     let mut start = 0u64;
+    let mut resumed_from: Option<PathBuf> = None;
     let vocab = model_cfg.vocabulary();
     let mut dead_counts = vec![0usize; vocab];
     if resume {
@@ -200,6 +309,7 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
             .map_err(|e| anyhow::anyhow!("{}: unreadable optimiser state: {e:?}", ck.join("optim.bpk").display()))?;
         opt = opt.load_record(orec);
         start = state.step;
+        resumed_from = Some(ck.clone());
         dead_counts = state.dead_counts;
         if dead_counts.len() != vocab {
             bail!("{}: code counts do not match the vocabulary of {vocab}", ck.display());
@@ -221,7 +331,33 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
     lapa_fs::atomic_write(&run.join(TRAIN_FILE), &serde_json::to_vec_pretty(cfg)?)?;
     artifact::save_laq(&run.join(MODEL_DIR), model_cfg, &model)?;
 
-    let pool = Arc::new(load_pool(&cfg.data, cfg.camera.as_deref(), model_cfg.image_size, cfg.spacing_s, cache_dir, quiet)?);
+    let sup = cfg.action_supervision;
+    let pool = Arc::new(load_pool_with(&cfg.data, cfg.camera.as_deref(), model_cfg.image_size, cfg.spacing_s, cache_dir, quiet, sup.as_ref())?);
+    let action_dim = pool.labeled.first().map_or(0, |l| l.target.len());
+    // The action head (lever (a)): [T·c] quantized latent → [action_dim], its own Adam.
+    let mut head: Option<Linear> = sup.map(|_| LinearConfig::new(model_cfg.n_tokens * model_cfg.code_dim, action_dim).init(&ad));
+    let mut head_opt =
+        AdamConfig::new().with_beta_1(cfg.beta_1).with_beta_2(cfg.beta_2).with_grad_clipping(cfg.grad_clip.map(GradientClippingConfig::Norm)).init();
+    if let Some(ck) = &resumed_from
+        && let Some(h) = head.take()
+    {
+        head = Some(artifact::load_weights(&ck.join(HEAD_WEIGHTS), h)?);
+        let rec = OptimizerRecord::load(ck.join(HEAD_OPTIM))
+            .map_err(|e| anyhow::anyhow!("{}: unreadable action-head optimiser state: {e:?}", ck.join(HEAD_OPTIM).display()))?;
+        head_opt = head_opt.load_record(rec);
+    }
+    if let Some(s) = &sup
+        && !quiet
+    {
+        println!(
+            "action supervision (a departure from LAPA): {} labelled episodes, {} pairs, {} of {} samples per batch, weight {}",
+            s.episodes,
+            pool.labeled.len(),
+            s.per_batch,
+            cfg.batch_size,
+            s.weight
+        );
+    }
     if !quiet {
         println!(
             "{} training pairs from {} source(s); {} parameters; batch {}; steps {start}..{}",
@@ -233,8 +369,16 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
         );
     }
     let (b, t, c) = (cfg.batch_size, model_cfg.n_tokens, model_cfg.code_dim);
-    let spec =
-        BatchSpec { batch_size: b, side: model_cfg.image_size, patch: model_cfg.patch_size, noise_len_per_sample: t * c, augment: cfg.augment, seed: cfg.seed };
+    let spec = BatchSpec {
+        batch_size: b,
+        side: model_cfg.image_size,
+        patch: model_cfg.patch_size,
+        noise_len_per_sample: t * c,
+        augment: cfg.augment,
+        seed: cfg.seed,
+        labeled_per_batch: sup.map_or(0, |s| s.per_batch),
+        action_dim,
+    };
     let mut loader = Loader::start(pool, spec, start, cfg.steps, cfg.loader_threads, 4);
     let shape = [b, model_cfg.n_patches(), model_cfg.patch_dim()];
 
@@ -242,7 +386,7 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
     let new_file = !metrics_path.is_file();
     let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
     if new_file {
-        writeln!(metrics, "{METRICS_HEADER}")?;
+        writeln!(metrics, "{METRICS_HEADER}{}", if sup.is_some() { ",action_loss" } else { "" })?;
     }
     let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(cfg.steps) };
     pb.set_style(ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} {msg} ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
@@ -254,6 +398,7 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
     let mut win_counts = vec![0usize; vocab];
     let mut win_t = Instant::now();
     let mut win_replaced = 0usize;
+    let mut win_action = 0.0f64;
     let (mut first_loss, mut last_loss) = (f32::NAN, f32::NAN);
     let (mut last_ppl, mut last_used, mut last_sps) = (0.0, 0, 0.0);
     for step in start..cfg.steps {
@@ -269,8 +414,29 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
         }
         let idx: Vec<i64> = out.indices.into_data().convert::<i64>().try_into_vec::<i64>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let latents = out.latents;
-        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
-        model = opt.step(cfg.lr, model, grads);
+        let mut total = out.loss;
+        if let (Some(h), Some(s)) = (&head, &sup) {
+            let a = action_dim;
+            let labeled = batch.labeled.iter().filter(|&&m| m > 0.0).count().max(1);
+            let mask: Vec<f32> = batch.labeled.iter().flat_map(|&m| std::iter::repeat_n(m, a)).collect();
+            let pred = h.forward(out.quantized.reshape([b, t * c])); // [b, action_dim]
+            let target = Tensor::<2>::from_data(TensorData::new(batch.action, [b, a]), &ad);
+            let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, a]), &ad);
+            let action_loss = ((pred - target).powi_scalar(2) * mask).sum().div_scalar((labeled * a) as f32); // [1]
+            let al: f32 = action_loss.clone().into_scalar();
+            if !al.is_finite() {
+                bail!("the action head's loss became {al} at step {step}");
+            }
+            win_action += f64::from(al);
+            total = total + action_loss.mul_scalar(s.weight);
+        }
+        let mut grads = total.backward();
+        let model_grads = GradientsParams::from_module(&mut grads, &model);
+        model = opt.step(cfg.lr, model, model_grads);
+        if let Some(h) = head.take() {
+            let hg = GradientsParams::from_module(&mut grads, &h);
+            head = Some(head_opt.step(cfg.lr, h, hg));
+        }
         let counts = code_counts(&idx, vocab);
         for k in 0..counts.len() {
             win_counts[k] += counts[k];
@@ -308,17 +474,25 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
             last_used = win_counts.iter().filter(|&&x| x > 0).count();
             last_sps = sps;
             let mean = win_loss / win_n.max(1) as f64;
-            writeln!(metrics, "{done},{mean:.6},{last_ppl:.4},{last_used},{sps:.2},{:.2},{win_replaced}", t0.elapsed().as_secs_f64())?;
+            let action_col = if sup.is_some() { format!(",{:.6}", win_action / win_n.max(1) as f64) } else { String::new() };
+            writeln!(metrics, "{done},{mean:.6},{last_ppl:.4},{last_used},{sps:.2},{:.2},{win_replaced}{action_col}", t0.elapsed().as_secs_f64())?;
             metrics.flush()?;
             pb.set_message(format!("loss {mean:.5} ppl {last_ppl:.2} codes {last_used}/{vocab} {sps:.0} samples/s"));
             win_loss = 0.0;
             win_n = 0;
             win_counts.iter_mut().for_each(|x| *x = 0);
             win_replaced = 0;
+            win_action = 0.0;
             win_t = Instant::now();
         }
         if done % cfg.checkpoint_every.max(1) == 0 || done == cfg.steps {
-            checkpoint(run, &model, opt.to_record(), &CkptState { step: done, dead_counts: dead_counts.clone() })?;
+            checkpoint(
+                run,
+                &model,
+                opt.to_record(),
+                head.as_ref().map(|h| (h, head_opt.to_record())),
+                &CkptState { step: done, dead_counts: dead_counts.clone() },
+            )?;
             artifact::save_laq(&run.join(MODEL_DIR), model_cfg, &model)?;
             super::plot::curves(&metrics_path, &run.join("curves.png"))
                 .with_context(|| format!("{}: step {done}: cannot write the training curves", run.display()))?;
