@@ -408,5 +408,5 @@ fn action_supervision_uses_only_labeled_training_episodes_and_resumes_exactly() 
     // More labelled episodes than lie outside the held-out fifth: a clear error.
     let too_many = ActionSupervision { episodes: 5, ..sup };
     let e = laq::train::load_pool_with(std::slice::from_ref(&data), None, m.image_size, 0.6, &cache, true, Some(&too_many)).expect_err("5 of 4");
-    assert!(format!("{e:#}").contains("only 4 with pairs lie outside the held-out fifth"), "{e:#}");
+    assert!(format!("{e:#}").contains("only 4 lie outside the held-out fifth"), "{e:#}");
 }

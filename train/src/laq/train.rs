@@ -196,16 +196,12 @@ fn labeled_pairs(path: &Path, camera: Option<&str>, cache: &FrameCache, pairs: &
     let Some(states) = super::report::probe_states(&source, clips)? else {
         bail!("{}: action supervision needs data[0] to be a LeRobot dataset with observation.state in every episode", path.display());
     };
-    // Clips long enough to hold a pair, outside the report's held-out fifth.
-    let with_pairs: std::collections::BTreeSet<usize> = pairs.iter().filter(|(ci, _)| *ci == 0).map(|(_, p)| p.clip).collect();
-    let chosen: Vec<usize> = with_pairs.into_iter().filter(|&c| !super::report::is_held_out(c)).take(sup.episodes).collect();
+    // The first N clips outside the report's held-out fifth, by clip index. A clip too short to
+    // hold a pair counts as one of the N and contributes no pairs: the rule depends only on the
+    // dataset's episode order, so a run's labelled set is fixed by its train.json.
+    let chosen: Vec<usize> = (0..clips.len()).filter(|&c| !super::report::is_held_out(c)).take(sup.episodes).collect();
     if chosen.len() < sup.episodes {
-        bail!(
-            "{}: action supervision asks for {} labelled episodes; only {} with pairs lie outside the held-out fifth",
-            path.display(),
-            sup.episodes,
-            chosen.len()
-        );
+        bail!("{}: action supervision asks for {} labelled episodes; only {} lie outside the held-out fifth", path.display(), sup.episodes, chosen.len());
     }
     let mut out = Vec::new();
     for &(ci, p) in pairs.iter().filter(|(ci, p)| *ci == 0 && chosen.contains(&p.clip)) {
@@ -350,8 +346,9 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
         && !quiet
     {
         println!(
-            "action supervision (a departure from LAPA): {} labelled episodes, {} pairs, {} of {} samples per batch, weight {}",
+            "action supervision (a departure from LAPA): {} labelled episodes ({} with pairs), {} pairs, {} of {} samples per batch, weight {}",
             s.episodes,
+            pool.labeled.iter().map(|l| l.pair.clip).collect::<std::collections::BTreeSet<_>>().len(),
             pool.labeled.len(),
             s.per_batch,
             cfg.batch_size,
