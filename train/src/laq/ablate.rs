@@ -645,7 +645,34 @@ fn bars(s: &Summary, path: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::digit_shares;
+    use super::{ActionSupervision, Plan, digit_shares};
+
+    #[test]
+    fn hostile_action_supervision_settings_are_refused_with_the_field() {
+        let ok = ActionSupervision { episodes: 24, per_batch: 8, weight: 0.01 };
+        assert!(ok.validate(32).is_ok());
+        assert!(ActionSupervision { weight: 0.0, ..ok }.validate(32).is_ok(), "weight 0 is the control");
+        for (bad, what) in [
+            (ActionSupervision { per_batch: 33, ..ok }, "per_batch"),
+            (ActionSupervision { per_batch: 0, ..ok }, "per_batch"),
+            (ActionSupervision { episodes: 0, ..ok }, "episodes"),
+            (ActionSupervision { weight: f32::NAN, ..ok }, "weight"),
+            (ActionSupervision { weight: f32::INFINITY, ..ok }, "weight"),
+            (ActionSupervision { weight: -1.0, ..ok }, "weight"),
+        ] {
+            let e = bad.validate(32).expect_err(what);
+            assert!(e.to_string().contains(what), "{e}");
+        }
+        // A supervised row must label episodes of the probe data (else the held-out split says
+        // nothing about which episodes the probe tests).
+        let plan: Plan = serde_json::from_value(serde_json::json!({
+            "data": ["/nonexistent/a"], "probe_data": "/nonexistent/b", "preset": "tiny", "steps": 10,
+            "rows": [{"name": "s", "action_supervision": {"episodes": 2, "per_batch": 2, "weight": 0.1}}]
+        }))
+        .expect("plan json");
+        let e = plan.validate().expect_err("labels outside the probe data");
+        assert!(format!("{e:#}").contains("must be the probe data"), "{e:#}");
+    }
 
     #[test]
     fn digit_shares_decode_fsq_indices_least_significant_first() {
