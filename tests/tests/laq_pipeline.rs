@@ -9,6 +9,15 @@ use lapa_sim::Embodiment;
 use lapa_train::laq::cache::{FrameCache, Source, resize_square};
 use lapa_train::laq::{self, Augment, LaqTrainConfig};
 
+/// burn's seed is global to the process, and these tests run in parallel threads: a test that
+/// trains holds this lock, so another's initialisation cannot draw from its seeded stream (each
+/// `lapa` command trains once per process, so the product has one stream per run).
+static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn training() -> std::sync::MutexGuard<'static, ()> {
+    TRAINING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn device() -> Device {
     lapa_model::device("cpu").expect("cpu")
 }
@@ -108,6 +117,7 @@ fn weights_probe(run: &Path) -> Vec<f32> {
 
 #[test]
 fn resume_is_equivalent_to_an_uninterrupted_run() {
+    let _training = training();
     let tmp = tempfile::tempdir().expect("tmp");
     let data = arm_dataset(tmp.path(), 2);
     let cache = tmp.path().join("cache");
@@ -142,6 +152,7 @@ fn resume_is_equivalent_to_an_uninterrupted_run() {
 
 #[test]
 fn tiny_run_labels_and_reports() {
+    let _training = training();
     let tmp = tempfile::tempdir().expect("tmp");
     let data = arm_dataset(tmp.path(), 6);
     let cache = tmp.path().join("cache");
@@ -188,6 +199,7 @@ fn tiny_run_labels_and_reports() {
 
 #[test]
 fn bad_inputs_give_clear_errors() {
+    let _training = training();
     let tmp = tempfile::tempdir().expect("tmp");
     let cache = tmp.path().join("cache");
     // Unreadable video in a folder: the error names the file.
@@ -233,6 +245,7 @@ fn bad_inputs_give_clear_errors() {
 /// label with their own vocabulary.
 #[test]
 fn ablation_resumes_a_half_finished_table() {
+    let _training = training();
     use lapa_train::laq::ablate::{Plan, RowState, report_dir, row_state, run_dir, run_row, write_table};
     let tmp = tempfile::tempdir().expect("tmp");
     let data = arm_dataset(tmp.path(), 5);
@@ -316,6 +329,7 @@ fn ablation_resumes_a_half_finished_table() {
 
 #[test]
 fn action_supervision_uses_only_labeled_training_episodes_and_resumes_exactly() {
+    let _training = training();
     use lapa_train::laq::ActionSupervision;
     use lapa_train::laq::loader::{BatchSpec, make_batch};
     let tmp = tempfile::tempdir().expect("tmp");

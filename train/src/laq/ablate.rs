@@ -331,7 +331,7 @@ pub fn run_row_with(plan: &Plan, out: &Path, row: &PlanRow, device: &Device, cac
                     if !matches!(bstate, RowState::Trained | RowState::Done) {
                         bail!("row {}: continues {base:?}, which is {bstate:?}: finish that row first", row.name);
                     }
-                    let ck = train::checkpoint_dir(&bdir).filter(|_| train::checkpoint_step(&bdir) == Some(plan.steps_of(b))).with_context(|| {
+                    let ck = train::find_checkpoint(&bdir).filter(|_| train::checkpoint_step(&bdir) == Some(plan.steps_of(b))).with_context(|| {
                         format!(
                             "row {}: continues {base:?}, whose checkpoint at step {} is not in {} (checkpoints are not committed: re-train that row on this machine)",
                             row.name,

@@ -275,15 +275,15 @@ fn frame_diff(cache: &FrameCache, p: &Pair) -> Vec<f32> {
     a.iter().zip(&b).map(|(x, y)| (f32::from(*y) - f32::from(*x)) / 255.0).collect()
 }
 
-/// The true joint states of every clip, for the probes: `None` when the source is a folder of
-/// videos or some episode has no (6-joint) `observation.state`. A dataset that cannot be read is
-/// an error naming it, not a report without probes.
 /// The report's held-out episodes: every fifth clip of the probe data (clip index a multiple of
 /// 5). Action supervision labels only clips outside this set.
 pub fn is_held_out(clip: usize) -> bool {
     clip.is_multiple_of(5)
 }
 
+/// The true joint states of every clip, for the probes: `None` when the source is a folder of
+/// videos or some episode has no (6-joint) `observation.state`. A dataset that cannot be read is
+/// an error naming it, not a report without probes.
 pub(crate) fn probe_states(source: &Source, clips: &[Clip]) -> Result<Option<BTreeMap<usize, Matrix>>> {
     if source.kind != SourceKind::Dataset {
         return Ok(None);

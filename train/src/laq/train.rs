@@ -265,11 +265,7 @@ pub fn checkpoint_step(run: &Path) -> Option<u64> {
 }
 
 /// The folder of a run's last complete checkpoint, if it has one.
-pub fn checkpoint_dir(run: &Path) -> Option<PathBuf> {
-    find_checkpoint(run)
-}
-
-fn find_checkpoint(run: &Path) -> Option<PathBuf> {
+pub fn find_checkpoint(run: &Path) -> Option<PathBuf> {
     [CKPT_DIR, "checkpoint.old"].iter().map(|d| run.join(d)).find(|d| d.join("state.json").is_file())
 }
 
@@ -289,10 +285,19 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
         sup.validate(cfg.batch_size)?;
     }
     std::fs::create_dir_all(run).with_context(|| format!("{}: cannot create run folder", run.display()))?;
+    let sup = cfg.action_supervision;
+    let pool = Arc::new(load_pool_with(&cfg.data, cfg.camera.as_deref(), model_cfg.image_size, cfg.spacing_s, cache_dir, quiet, sup.as_ref())?);
+    let action_dim = pool.labeled.first().map_or(0, |l| l.target.len());
+    // Seeded right before the initialisations it drives, with the action head (lever (a):
+    // [T·c] quantized latent → [action_dim]) drawn right after the LAQ: burn's seed is global,
+    // so anything between would let other work in the process change the head's start.
     let ad = device.clone().autodiff();
     ad.seed(cfg.seed);
     let mut model = model_cfg.init(&ad)?;
-    let mut opt = AdamConfig::new().with_beta_1(cfg.beta_1).with_beta_2(cfg.beta_2).with_grad_clipping(cfg.grad_clip.map(GradientClippingConfig::Norm)).init();
+    let mut head: Option<Linear> = sup.map(|_| LinearConfig::new(model_cfg.n_tokens * model_cfg.code_dim, action_dim).init(&ad));
+    // One optimiser config for the LAQ and (with action supervision) its head.
+    let adam = || AdamConfig::new().with_beta_1(cfg.beta_1).with_beta_2(cfg.beta_2).with_grad_clipping(cfg.grad_clip.map(GradientClippingConfig::Norm));
+    let mut opt = adam().init();
     let mut start = 0u64;
     let mut resumed_from: Option<PathBuf> = None;
     let vocab = model_cfg.vocabulary();
@@ -327,13 +332,7 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
     lapa_fs::atomic_write(&run.join(TRAIN_FILE), &serde_json::to_vec_pretty(cfg)?)?;
     artifact::save_laq(&run.join(MODEL_DIR), model_cfg, &model)?;
 
-    let sup = cfg.action_supervision;
-    let pool = Arc::new(load_pool_with(&cfg.data, cfg.camera.as_deref(), model_cfg.image_size, cfg.spacing_s, cache_dir, quiet, sup.as_ref())?);
-    let action_dim = pool.labeled.first().map_or(0, |l| l.target.len());
-    // The action head (lever (a)): [T·c] quantized latent → [action_dim], its own Adam.
-    let mut head: Option<Linear> = sup.map(|_| LinearConfig::new(model_cfg.n_tokens * model_cfg.code_dim, action_dim).init(&ad));
-    let mut head_opt =
-        AdamConfig::new().with_beta_1(cfg.beta_1).with_beta_2(cfg.beta_2).with_grad_clipping(cfg.grad_clip.map(GradientClippingConfig::Norm)).init();
+    let mut head_opt = adam().init();
     if let Some(ck) = &resumed_from
         && let Some(h) = head.take()
     {
