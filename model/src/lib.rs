@@ -8,10 +8,12 @@ pub mod blocks;
 pub mod fsq;
 pub mod laq;
 pub mod nsvq;
+pub mod policy;
 
 pub use artifact::{load_laq, save_laq};
 pub use burn;
 pub use laq::{Laq, LaqConfig, LaqStep, Quantizer, QuantizerKind, patchify, unpatchify};
+pub use policy::{ActionSpec, Policy, PolicyError, PolicyInput};
 
 use burn::tensor::Device;
 

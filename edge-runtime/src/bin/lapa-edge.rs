@@ -1,0 +1,409 @@
+//! `lapa-edge`: the board binary.
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use lapa_boards::SO101;
+use lapa_bridge::arm::{Arm, joint_calibrations};
+use lapa_edge::control::ControlSocket;
+use lapa_edge::cyclelog::{self, LogFile, LogHeader, LogWriter};
+use lapa_edge::runtime::{self, Controls, EStopMode, EndReason, Flow, RunConfig, Summary};
+use lapa_edge::safety::{SafetyConfig, SafetyFilter, flag, joint_limits};
+use lapa_edge::sim::{SceneArm, SceneCamera, SceneSpec, SimExpertPolicy, SimScene, lock};
+use lapa_model::policy::Policy;
+use lapa_sim::{Split, TaskFamily};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(name = "lapa-edge", version, about = "lapa on the board: camera → policy → safety filter → arm at a fixed rate")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the control loop. Today it runs against the simulator (`--sim`): the same loop, safety
+    /// filter, chunk blending, control socket and cycle log a real arm will use, with the
+    /// simulated SO-101, its camera and the scripted expert as the policy. Real arms join with the
+    /// board profiles and model bundles.
+    Run(RunArgs),
+    /// Read a cycle log back: header, events, chunk arrivals, timing and safety summary, every
+    /// cycle with --cycles, a PNG of commanded vs measured joints with --plot.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum EStop {
+    /// Keep commanding the last position.
+    Hold,
+    /// Turn the servos' torque off.
+    TorqueOff,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Run against the simulated scene (required today).
+    #[arg(long)]
+    sim: bool,
+    /// Scene seed (sim).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Task family (sim): push_to_side, move_next_to, pick_place, separate, line_up, point_at;
+    /// drawn from the seed when absent.
+    #[arg(long)]
+    family: Option<String>,
+    /// Generalisation split of the scene (sim): seen, unseen-objects, unseen-instructions,
+    /// unseen-environment.
+    #[arg(long, default_value = "seen")]
+    split: String,
+    /// Control rate, Hz (the servo loop; the policy's actions are interpolated onto it).
+    #[arg(long, default_value_t = 50)]
+    rate: u32,
+    /// Actions per chunk of the sim expert policy.
+    #[arg(long, default_value_t = 10)]
+    chunk: usize,
+    /// Rate of the policy's actions, fps (the sim data is recorded at 10).
+    #[arg(long, default_value_t = 10.0)]
+    policy_fps: f32,
+    /// Ask for the next chunk when the newest has less than this fraction left.
+    #[arg(long, default_value_t = 0.5)]
+    refill: f32,
+    /// Temporal-ensembling decay: weights exp(−m·age), newest first (0.85 ≈ 0.3 old + 0.7 new).
+    #[arg(long, default_value_t = 0.85)]
+    ensemble_decay: f32,
+    /// What the e-stop does.
+    #[arg(long, value_enum, default_value = "hold")]
+    estop: EStop,
+    /// The instruction (sim: the scene's own task instruction when absent; the sim expert
+    /// follows the scene's task whatever the text).
+    #[arg(long)]
+    instruction: Option<String>,
+    /// Write the per-cycle log here (read it with `lapa-edge replay`).
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// Listen for commands on this Unix socket (instruction, pause, resume, stop, release, quit).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Stop after this many seconds of loop time.
+    #[arg(long, default_value_t = 30.0)]
+    max_seconds: f32,
+    /// Sim: end the run this many seconds after the task first succeeds (0: keep running).
+    #[arg(long, default_value_t = 0.5)]
+    settle_seconds: f32,
+    /// Print no status line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct ReplayArgs {
+    /// The log `lapa-edge run --log` wrote.
+    log: PathBuf,
+    /// Print every cycle.
+    #[arg(long)]
+    cycles: bool,
+    /// First and last tick printed / plotted.
+    #[arg(long)]
+    from: Option<u64>,
+    #[arg(long)]
+    to: Option<u64>,
+    /// Draw commanded, proposed and measured joints against time, with safety events marked.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run(a) => run(a),
+        Cmd::Replay(a) => replay(a),
+    }
+}
+
+fn run(a: RunArgs) -> Result<()> {
+    if !a.sim {
+        bail!("only --sim runs exist so far: driving a real arm needs a board profile and a model bundle, which this build does not read yet");
+    }
+    let family = match &a.family {
+        None => None,
+        Some(f) => Some(
+            TaskFamily::from_name(f).ok_or_else(|| anyhow!("--family {f:?}: not a task family; one of {}", TaskFamily::ALL.map(|f| f.name()).join(", ")))?,
+        ),
+    };
+    let split = Split::from_name(&a.split).ok_or_else(|| anyhow!("--split {:?}: one of {}", a.split, Split::ALL.map(|s| s.name()).join(", ")))?;
+    if !(a.max_seconds.is_finite() && a.max_seconds > 0.0) {
+        bail!("--max-seconds {}: must be a positive number", a.max_seconds);
+    }
+    if !(a.settle_seconds.is_finite() && a.settle_seconds >= 0.0) {
+        bail!("--settle-seconds {}: must be a number ≥ 0", a.settle_seconds);
+    }
+    let scene = SimScene::new(&SceneSpec { seed: a.seed, family, split, rate_hz: a.rate, ..SceneSpec::default() }).map_err(|e| anyhow!("--rate: {e}"))?;
+    let policy = SimExpertPolicy::new(scene.clone(), a.policy_fps, a.chunk).map_err(|e| anyhow!("--policy-fps/--chunk: {e}"))?;
+    let scene_instruction = lock(&scene).instruction();
+    let instruction = a.instruction.clone().unwrap_or_else(|| scene_instruction.clone());
+    let controls = Controls::new(&instruction).map_err(|e| anyhow!("--instruction: {e}"))?;
+    let cfg = RunConfig {
+        rate_hz: a.rate as f32,
+        refill: a.refill,
+        ensemble_decay: a.ensemble_decay,
+        estop: match a.estop {
+            EStop::Hold => EStopMode::Hold,
+            EStop::TorqueOff => EStopMode::TorqueOff,
+        },
+        max_ticks: Some((a.max_seconds * a.rate as f32).ceil() as u64),
+        ..RunConfig::default()
+    };
+    cfg.validate().map_err(|e| anyhow!("--{e}"))?;
+
+    let mut arm = SceneArm::new(scene.clone());
+    let info = arm.connect().context("connecting the arm")?;
+    let cal = joint_calibrations(&arm.read_calibration().context("reading the calibration")?);
+    let limits = joint_limits(&SO101, &cal).context("the arm's calibration")?;
+    let safety_cfg = SafetyConfig::default();
+    let safety = SafetyFilter::new(safety_cfg, &SO101, limits, cfg.rate_hz).map_err(|e| anyhow!("safety: {e}"))?;
+    let camera = SceneCamera::new(scene.clone());
+
+    eprintln!("arm: {}", info.description);
+    eprintln!("policy: {}", policy.describe());
+    eprintln!("task: {scene_instruction:?}{}", if a.instruction.is_some() { " (the sim expert follows the scene's task, not --instruction)" } else { "" });
+    eprintln!("loop: {} Hz, chunks of {} at {} fps, refill below {:.0}%, e-stop {:?}", a.rate, a.chunk, a.policy_fps, a.refill * 100.0, cfg.estop);
+
+    let log_file = match &a.log {
+        Some(p) => {
+            let header = LogHeader {
+                format: cyclelog::FORMAT,
+                arm: SO101.name.into(),
+                joints: SO101.names().iter().map(|s| s.to_string()).collect(),
+                units: SO101.joints.iter().map(|j| j.unit.symbol().to_string()).collect(),
+                rate_hz: cfg.rate_hz,
+                policy: policy.describe(),
+                camera: lapa_edge::camera::Camera::describe(&camera),
+                instruction: instruction.clone(),
+                safety: safety_cfg,
+            };
+            Some(LogFile::create(p, &header)?)
+        }
+        None => None,
+    };
+    let writer = log_file.as_ref().map_or_else(LogWriter::disabled, LogFile::writer);
+    let _socket = match &a.socket {
+        Some(p) => {
+            let s = ControlSocket::bind(p, controls.clone()).map_err(|e| anyhow!("--socket {e}"))?;
+            eprintln!("control socket: {} ({})", p.display(), lapa_edge::control::COMMANDS);
+            Some(s)
+        }
+        None => None,
+    };
+
+    let settle_ticks = (a.settle_seconds * a.rate as f32).round() as u64;
+    let mut succeeded_at: Option<u64> = None;
+    let mut last_status = Instant::now();
+    let sim = scene.clone();
+    let quiet = a.quiet;
+    let summary = runtime::run(&mut arm, Box::new(camera), Box::new(policy), safety, &controls, &writer, &cfg, |c| {
+        if quiet {
+        } else if last_status.elapsed() > Duration::from_millis(500) {
+            last_status = Instant::now();
+            eprint!("\r{}   ", c.stats.line());
+            let _ = std::io::stderr().flush();
+        }
+        if succeeded_at.is_none() && lock(&sim).success() {
+            succeeded_at = Some(c.tick);
+        }
+        match succeeded_at {
+            Some(t) if settle_ticks > 0 && c.tick >= t + settle_ticks => Flow::Stop,
+            _ => Flow::Continue,
+        }
+    })
+    .map_err(|e| anyhow!(e))?;
+    drop(writer);
+    if !quiet {
+        eprintln!();
+    }
+    print_summary(&summary, cfg.rate_hz);
+    let success = lock(&scene).success();
+    match succeeded_at {
+        Some(t) => println!("task: succeeded at {:.2} s (tick {t}){}", t as f32 / cfg.rate_hz, if success { "" } else { ", but was undone by the end" }),
+        None => println!("task: not achieved in {:.1} s", summary.stats.ticks as f32 / cfg.rate_hz),
+    }
+    if let Some(f) = log_file {
+        let totals = f.finish()?;
+        println!(
+            "log: {} records → {}{}",
+            totals.written,
+            a.log.as_deref().map_or(String::new(), |p| p.display().to_string()),
+            if totals.dropped > 0 { format!(" ({} dropped: the disk was too slow)", totals.dropped) } else { String::new() }
+        );
+    }
+    if let EndReason::Failed(why) = &summary.end {
+        bail!("the run failed: {why}");
+    }
+    Ok(())
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("—".into(), |v| format!("{v:.2} ms"))
+}
+
+fn print_summary(s: &Summary, rate: f32) {
+    let st = &s.stats;
+    println!("end: {:?} after {} ticks ({:.1} s at {rate} Hz)", s.end, st.ticks, st.ticks as f32 / rate);
+    println!(
+        "period: p50 {}, p99 {}, max {} (nominal {:.2} ms); start late p99 {}; work p99 {}",
+        ms(st.period.quantile_ms(0.5)),
+        ms(st.period.quantile_ms(0.99)),
+        ms(st.period.max_ms()),
+        1000.0 / rate,
+        ms(st.lateness.quantile_ms(0.99)),
+        ms(st.work.quantile_ms(0.99))
+    );
+    println!("ticks: {} dropped, {} starved (held: no action due), {} waiting for the first chunk", st.dropped, st.starved, st.warmup);
+    println!(
+        "inference: {} chunks ({} too late or stale), {} errors; latency p50 {}, p99 {}",
+        st.chunks,
+        st.late_chunks,
+        st.policy_errors,
+        ms(st.inference.quantile_ms(0.5)),
+        ms(st.inference.quantile_ms(0.99))
+    );
+    let flags: Vec<String> = st.flags().iter().map(|(n, c)| format!("{n} {c}")).collect();
+    println!("safety: {}", if flags.is_empty() { "nothing changed".to_string() } else { flags.join(", ") });
+    if st.arm_errors > 0 {
+        println!("arm errors: {}", st.arm_errors);
+    }
+    if s.log_dropped > 0 {
+        println!("log: {} records dropped", s.log_dropped);
+    }
+}
+
+fn replay(a: ReplayArgs) -> Result<()> {
+    let log = cyclelog::read(&a.log)?;
+    let h = &log.header;
+    println!("{}: {} at {} Hz; policy {}; camera {}", a.log.display(), h.arm, h.rate_hz, h.policy, h.camera);
+    println!("instruction {:?}", h.instruction);
+    let in_range = |t: u64| a.from.is_none_or(|f| t >= f) && a.to.is_none_or(|e| t <= e);
+    let cycles: Vec<_> = log.cycles().filter(|c| in_range(c.tick)).collect();
+    for e in log.events().filter(|e| in_range(e.tick)) {
+        println!("tick {:>6}  event: {}", e.tick, e.text);
+    }
+    let chunks: Vec<_> = log.chunks().filter(|c| in_range(c.arrived_tick)).collect();
+    if let (Some(first), Some(last)) = (cycles.first(), cycles.last()) {
+        let mut periods: Vec<f64> = cycles.windows(2).map(|w| (w[1].deadline_us as f64 - w[0].deadline_us as f64) / 1000.0).collect();
+        let mut late: Vec<f64> = cycles.iter().map(|c| f64::from(c.late_us) / 1000.0).collect();
+        let mut lat: Vec<f64> = chunks.iter().map(|c| f64::from(c.latency_us) / 1000.0).collect();
+        let q = |v: &mut Vec<f64>, p: f64| -> String {
+            if v.is_empty() {
+                return "—".into();
+            }
+            v.sort_by(f64::total_cmp);
+            let i = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+            format!("{:.2} ms", v[i])
+        };
+        println!("cycles: {} (ticks {}–{}), dropped {}", cycles.len(), first.tick, last.tick, cycles.iter().map(|c| u64::from(c.dropped)).sum::<u64>());
+        println!(
+            "deadline spacing p99 {} (drops show as multiples); start late p50 {}, p99 {}",
+            q(&mut periods, 0.99),
+            q(&mut late.clone(), 0.5),
+            q(&mut late, 0.99)
+        );
+        println!(
+            "chunks: {} arrived, {} refused; latency p50 {}, p99 {}",
+            chunks.len(),
+            chunks.iter().filter(|c| !c.accepted).count(),
+            q(&mut lat.clone(), 0.5),
+            q(&mut lat, 0.99)
+        );
+        let mut counts = [0u64; 16];
+        for c in &cycles {
+            for (b, n) in counts.iter_mut().enumerate() {
+                if c.flags & (1 << b) != 0 {
+                    *n += 1;
+                }
+            }
+        }
+        let flags: Vec<String> =
+            (0..16).filter(|b| counts[*b] > 0).map(|b| format!("{} {}", flag::names(1 << b).first().copied().unwrap_or("?"), counts[b])).collect();
+        println!("safety: {}", if flags.is_empty() { "nothing changed".into() } else { flags.join(", ") });
+    } else {
+        println!("no cycles in range");
+    }
+    if let Some(t) = &log.truncated {
+        println!("note: the log is cut short ({t}); everything before it is shown");
+    }
+    if a.cycles {
+        println!("{:>6} {:>9} {:>7} {:>5} {:>3}  {:<44} {:<44} flags", "tick", "t (ms)", "late µs", "chunk", "q", "command", "measured");
+        for c in &cycles {
+            let fmt = |j: &[f32; 6]| j.iter().map(|v| format!("{v:7.2}")).collect::<Vec<_>>().join("");
+            println!(
+                "{:>6} {:>9.1} {:>7} {:>5} {:>3}  {:<44} {:<44} {}{}",
+                c.tick,
+                c.deadline_us as f64 / 1000.0,
+                c.late_us,
+                c.chunk,
+                c.queue,
+                fmt(&c.command),
+                fmt(&c.measured),
+                flag::names(c.flags).join(","),
+                if c.sent { "" } else { " (not sent)" }
+            );
+        }
+    }
+    if let Some(png) = &a.plot {
+        plot(&log.header, &cycles, png)?;
+        println!("plot → {}", png.display());
+    }
+    Ok(())
+}
+
+fn register_font() {
+    static FONT: std::sync::Once = std::sync::Once::new();
+    FONT.call_once(|| {
+        let bytes: &'static [u8] = include_bytes!("../../../train/assets/DejaVuSans.ttf");
+        let _ = plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, bytes);
+    });
+}
+
+fn plot(h: &LogHeader, cycles: &[&cyclelog::CycleRecord], png: &Path) -> Result<()> {
+    use plotters::prelude::*;
+    register_font();
+    if cycles.is_empty() {
+        bail!("{}: no cycles to plot", png.display());
+    }
+    let e = |x: &dyn std::fmt::Display| anyhow!("{}: plotting: {x}", png.display());
+    let root = BitMapBackend::new(png, (1200, 1100)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let panels = root.split_evenly((h.joints.len().max(1), 1));
+    let t = |c: &cyclelog::CycleRecord| c.deadline_us as f64 / 1e6;
+    let (t0, t1) = (t(cycles[0]), t(cycles[cycles.len() - 1]).max(t(cycles[0]) + 1e-3));
+    for (j, area) in panels.iter().enumerate() {
+        let vals = cycles.iter().flat_map(|c| [c.command[j], c.measured[j]].into_iter().chain(c.proposal.map(|p| p[j])));
+        let (lo, hi) = vals.fold((f32::MAX, f32::MIN), |(a, b), v| (a.min(v), b.max(v)));
+        let pad = ((hi - lo) * 0.1).max(0.5);
+        let (lo, hi) = (f64::from(lo - pad), f64::from(hi + pad));
+        let name = h.joints.get(j).map_or("?", String::as_str);
+        let unit = h.units.get(j).map_or("", String::as_str);
+        let mut c = ChartBuilder::on(area)
+            .margin(6)
+            .x_label_area_size(if j + 1 == h.joints.len() { 30 } else { 14 })
+            .y_label_area_size(56)
+            .caption(format!("{name} ({unit})"), ("sans-serif", 14))
+            .build_cartesian_2d(t0..t1, lo..hi)
+            .map_err(|x| e(&x))?;
+        c.configure_mesh().label_style(("sans-serif", 11)).x_desc(if j + 1 == h.joints.len() { "s" } else { "" }).draw().map_err(|x| e(&x))?;
+        c.draw_series(cycles.iter().filter_map(|r| r.proposal.map(|p| Circle::new((t(r), f64::from(p[j])), 1, RGBColor(170, 170, 255).filled()))))
+            .map_err(|x| e(&x))?;
+        c.draw_series(LineSeries::new(cycles.iter().map(|r| (t(r), f64::from(r.measured[j]))), &BLACK)).map_err(|x| e(&x))?;
+        c.draw_series(LineSeries::new(cycles.iter().map(|r| (t(r), f64::from(r.command[j]))), &BLUE)).map_err(|x| e(&x))?;
+        c.draw_series(
+            cycles
+                .iter()
+                .filter(|r| r.joints & (1 << j) != 0 || r.flags & (flag::NON_FINITE | flag::WORKSPACE | flag::ESTOP) != 0)
+                .map(|r| Circle::new((t(r), hi - (hi - lo) * 0.04), 2, RED.filled())),
+        )
+        .map_err(|x| e(&x))?;
+    }
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}

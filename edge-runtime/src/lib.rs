@@ -1,0 +1,28 @@
+//! # lapa-edge
+//!
+//! The part of lapa that runs on the board every day: a camera frame and an instruction go to a
+//! policy, which answers with a chunk of future joint targets; a fixed-rate control loop blends the
+//! chunks on its own clock, passes every command through a safety filter that knows nothing of
+//! the model, and drives the arm through `lapa-bridge`'s [`Arm`](lapa_bridge::arm::Arm) trait.
+//!
+//! - [`chunk`]: action chunks on the loop's clock, interpolation, temporal ensembling.
+//! - [`safety`]: joint limits from the calibration, max step per tick, fingertip workspace box,
+//!   gripper load cap, hold on missing or non-finite actions.
+//! - [`pace`]: absolute-deadline pacing (sleep, then spin) and timing histograms.
+//! - [`cyclelog`]: the compact per-cycle log a run writes and `lapa-edge replay` reads back.
+//! - [`camera`]: the camera trait and its sources.
+//! - [`sim`]: the simulator as arm, camera and scripted-expert policy, so the whole board loop
+//!   runs here end to end (`lapa-edge run --sim`).
+//! - [`runtime`]: the control loop, the inference thread and what they share.
+//! - [`control`]: the control socket (change the instruction, pause, stop while running).
+
+pub mod camera;
+pub mod chunk;
+pub mod control;
+pub mod cyclelog;
+pub mod pace;
+pub mod runtime;
+pub mod safety;
+pub mod sim;
+
+pub use lapa_boards::Joints;

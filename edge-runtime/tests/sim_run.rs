@@ -1,0 +1,86 @@
+//! The board loop end to end against the simulator: `lapa-edge run --sim` completes a task, its
+//! cycle log replays, and the control socket stops the arm mid-run.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn edge() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lapa-edge"))
+}
+
+fn stdout_of(out: &std::process::Output) -> String {
+    format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn a_sim_run_completes_its_task_and_its_log_replays() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("run.cyclelog");
+    // Seed 1 is a push task the expert solves in a few seconds of sim time.
+    let out = edge()
+        .args(["run", "--sim", "--seed", "1", "--family", "push_to_side", "--rate", "50", "--quiet", "--max-seconds", "30", "--log"])
+        .arg(&log)
+        .output()
+        .expect("runs");
+    let text = stdout_of(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("task: succeeded at"), "{text}");
+    assert!(text.contains("end: Done"), "{text}");
+    let replay = edge().arg("replay").arg(&log).arg("--plot").arg(dir.path().join("run.png")).output().expect("replays");
+    let rtext = stdout_of(&replay);
+    assert!(replay.status.success(), "{rtext}");
+    assert!(rtext.contains("event: start") && rtext.contains("chunks:") && rtext.contains("cycles:"), "{rtext}");
+    assert!(Path::new(&dir.path().join("run.png")).exists());
+    // The log holds every tick the summary counted.
+    let parsed = lapa_edge::cyclelog::read(&log).expect("log");
+    let ticks = parsed.cycles().count();
+    assert!(text.contains(&format!("after {ticks} ticks")), "{ticks} cycles logged\n{text}");
+    assert!(parsed.chunks().all(|c| c.actions.len() == 10));
+}
+
+#[test]
+fn the_control_socket_engages_the_estop_and_the_arm_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("edge.sock");
+    let log = dir.path().join("stop.cyclelog");
+    let child = edge()
+        .args(["run", "--sim", "--seed", "4", "--rate", "50", "--quiet", "--max-seconds", "60", "--settle-seconds", "0", "--socket"])
+        .arg(&sock)
+        .arg("--log")
+        .arg(&log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let start = Instant::now();
+    let mut stream = loop {
+        if let Ok(s) = UnixStream::connect(&sock) {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no control socket");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut ask = |line: &str| {
+        stream.write_all(line.as_bytes()).expect("write");
+        let mut reply = String::new();
+        reader.read_line(&mut reply).expect("reply");
+        reply
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ask("stop\n"), "ok e-stop engaged\n");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(ask("quit\n").starts_with("ok"));
+    let out = child.wait_with_output().expect("exits");
+    let text = stdout_of(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("end: Quit") && text.contains("e-stop"), "{text}");
+    // From the e-stop on, every cycle held one and the same command.
+    let parsed = lapa_edge::cyclelog::read(&log).expect("log");
+    let stopped: Vec<_> = parsed.cycles().filter(|c| c.flags & lapa_edge::safety::flag::ESTOP != 0).collect();
+    assert!(stopped.len() > 5, "{} e-stopped cycles", stopped.len());
+    assert!(stopped.iter().all(|c| c.command == stopped[0].command && c.proposal.is_none()));
+}
