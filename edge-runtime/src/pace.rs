@@ -104,6 +104,16 @@ impl Histogram {
         Self { bucket_ns, counts: vec![0; buckets], overflow: 0, max_ns: 0, n: 0, sum_ns: 0 }
     }
 
+    /// For control-loop timing (periods, lateness, work): 10 µs resolution up to 0.5 s.
+    pub fn loop_timing() -> Self {
+        Self::new(Duration::from_micros(10), Duration::from_millis(500))
+    }
+
+    /// For inference latency: 100 µs resolution up to 10 s.
+    pub fn latency() -> Self {
+        Self::new(Duration::from_micros(100), Duration::from_secs(10))
+    }
+
     pub fn record(&mut self, d: Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let b = usize::try_from(ns / self.bucket_ns).unwrap_or(usize::MAX);

@@ -183,8 +183,8 @@ pub struct Stats {
     pub late_chunks: u64,
     pub policy_errors: u64,
     pub arm_errors: u64,
-    /// Ticks each safety flag was raised, by [`flag`] bit.
-    pub flag_counts: [u64; 16],
+    /// Ticks each safety flag was raised.
+    pub flags: flag::Tally,
     /// Start-to-start period of consecutive ticks.
     pub period: Histogram,
     /// Tick start after its deadline.
@@ -198,7 +198,6 @@ pub struct Stats {
 
 impl Stats {
     fn new() -> Self {
-        let h = || Histogram::new(Duration::from_micros(10), Duration::from_millis(500));
         Self {
             ticks: 0,
             dropped: 0,
@@ -208,18 +207,13 @@ impl Stats {
             late_chunks: 0,
             policy_errors: 0,
             arm_errors: 0,
-            flag_counts: [0; 16],
-            period: h(),
-            lateness: h(),
-            work: h(),
-            inference: Histogram::new(Duration::from_micros(100), Duration::from_secs(10)),
+            flags: flag::Tally::default(),
+            period: Histogram::loop_timing(),
+            lateness: Histogram::loop_timing(),
+            work: Histogram::loop_timing(),
+            inference: Histogram::latency(),
             queue: 0,
         }
-    }
-
-    /// Safety flags raised, with counts, in bit order.
-    pub fn flags(&self) -> Vec<(&'static str, u64)> {
-        (0..16).filter(|b| self.flag_counts[*b] > 0).map(|b| (flag::names(1 << b).first().copied().unwrap_or("?"), self.flag_counts[b])).collect()
     }
 
     /// One status line.
@@ -361,7 +355,7 @@ pub fn run(
     let event = |tick: u64, text: String| log.log(Record::Event(EventRecord { tick, text }));
     event(0, format!("start: instruction {instruction:?}"));
 
-    let end = loop {
+    let end = 'run: loop {
         let t = pacer.wait();
         let tick = t.index;
         stats.ticks += 1;
@@ -421,14 +415,9 @@ pub fn run(
                     }
                 }
                 Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    inflight = true;
-                    break;
-                }
+                // The worker dropped its end: it returned or panicked.
+                Err(TryRecvError::Disconnected) => break 'run EndReason::Failed("the inference thread stopped".into()),
             }
-        }
-        if worker.is_finished() {
-            break EndReason::Failed("the inference thread stopped".into());
         }
 
         let (v, text) = controls.instruction();
@@ -492,11 +481,7 @@ pub fn run(
             let req = Request { tick, state: reading.joints, time_s: tick as f64 / f64::from(cfg.rate_hz), version, instruction: instruction.clone() };
             inflight = req_tx.send(req).is_ok();
         }
-        for (b, c) in stats.flag_counts.iter_mut().enumerate() {
-            if filtered.flags & (1 << b) != 0 {
-                *c += 1;
-            }
-        }
+        stats.flags.add(filtered.flags);
         stats.queue = queue.len();
         let work = t.started.elapsed();
         stats.work.record(work);

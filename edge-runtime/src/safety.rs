@@ -36,19 +36,46 @@ pub mod flag {
     /// The run was paused from the control socket.
     pub const PAUSED: u16 = 1 << 7;
 
+    /// Every flag with its name, in bit order.
+    const ALL: [(u16, &str); 8] = [
+        (HOLD, "hold"),
+        (NON_FINITE, "non-finite"),
+        (JOINT_LIMIT, "joint-limit"),
+        (MAX_STEP, "max-step"),
+        (WORKSPACE, "workspace"),
+        (GRIPPER_LOAD, "gripper-load"),
+        (ESTOP, "e-stop"),
+        (PAUSED, "paused"),
+    ];
+
     /// Names of the set flags, for logs and the replay.
     pub fn names(flags: u16) -> Vec<&'static str> {
-        let all = [
-            (HOLD, "hold"),
-            (NON_FINITE, "non-finite"),
-            (JOINT_LIMIT, "joint-limit"),
-            (MAX_STEP, "max-step"),
-            (WORKSPACE, "workspace"),
-            (GRIPPER_LOAD, "gripper-load"),
-            (ESTOP, "e-stop"),
-            (PAUSED, "paused"),
-        ];
-        all.iter().filter(|(f, _)| flags & f != 0).map(|(_, n)| *n).collect()
+        ALL.iter().filter(|(f, _)| flags & f != 0).map(|(_, n)| *n).collect()
+    }
+
+    /// How many cycles raised each flag (the run's summary and the replay count the same way).
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct Tally([u64; 16]);
+
+    impl Tally {
+        pub fn add(&mut self, flags: u16) {
+            for (b, c) in self.0.iter_mut().enumerate() {
+                if flags & (1 << b) != 0 {
+                    *c += 1;
+                }
+            }
+        }
+
+        /// The raised flags with their counts, in bit order.
+        pub fn counts(&self) -> Vec<(&'static str, u64)> {
+            ALL.iter().map(|(f, n)| (*n, self.0[f.trailing_zeros() as usize])).filter(|(_, c)| *c > 0).collect()
+        }
+
+        /// `"hold 3, max-step 12"`, or `"nothing changed"`.
+        pub fn line(&self) -> String {
+            let v: Vec<String> = self.counts().iter().map(|(n, c)| format!("{n} {c}")).collect();
+            if v.is_empty() { "nothing changed".into() } else { v.join(", ") }
+        }
     }
 }
 
@@ -352,5 +379,11 @@ mod tests {
         let limits = joint_limits(&SO101, &SO101.factory_calibration()).unwrap();
         assert!(SafetyFilter::new(SafetyConfig::default(), &SO101, limits, 0.0).is_err());
         assert_eq!(flag::names(flag::HOLD | flag::WORKSPACE), ["hold", "workspace"]);
+        let mut t = flag::Tally::default();
+        assert_eq!(t.line(), "nothing changed");
+        t.add(flag::HOLD | flag::PAUSED);
+        t.add(flag::PAUSED);
+        assert_eq!(t.counts(), [("hold", 1), ("paused", 2)]);
+        assert_eq!(t.line(), "hold 1, paused 2");
     }
 }

@@ -6,6 +6,7 @@ use lapa_boards::SO101;
 use lapa_bridge::arm::{Arm, joint_calibrations};
 use lapa_edge::control::ControlSocket;
 use lapa_edge::cyclelog::{self, LogFile, LogHeader, LogWriter};
+use lapa_edge::pace::Histogram;
 use lapa_edge::runtime::{self, Controls, EStopMode, EndReason, Flow, RunConfig, Summary};
 use lapa_edge::safety::{SafetyConfig, SafetyFilter, flag, joint_limits};
 use lapa_edge::sim::{SceneArm, SceneCamera, SceneSpec, SimExpertPolicy, SimScene, lock};
@@ -268,8 +269,7 @@ fn print_summary(s: &Summary, rate: f32) {
         ms(st.inference.quantile_ms(0.5)),
         ms(st.inference.quantile_ms(0.99))
     );
-    let flags: Vec<String> = st.flags().iter().map(|(n, c)| format!("{n} {c}")).collect();
-    println!("safety: {}", if flags.is_empty() { "nothing changed".to_string() } else { flags.join(", ") });
+    println!("safety: {}", st.flags.line());
     if st.arm_errors > 0 {
         println!("arm errors: {}", st.arm_errors);
     }
@@ -290,42 +290,36 @@ fn replay(a: ReplayArgs) -> Result<()> {
     }
     let chunks: Vec<_> = log.chunks().filter(|c| in_range(c.arrived_tick)).collect();
     if let (Some(first), Some(last)) = (cycles.first(), cycles.last()) {
-        let mut periods: Vec<f64> = cycles.windows(2).map(|w| (w[1].deadline_us as f64 - w[0].deadline_us as f64) / 1000.0).collect();
-        let mut late: Vec<f64> = cycles.iter().map(|c| f64::from(c.late_us) / 1000.0).collect();
-        let mut lat: Vec<f64> = chunks.iter().map(|c| f64::from(c.latency_us) / 1000.0).collect();
-        let q = |v: &mut Vec<f64>, p: f64| -> String {
-            if v.is_empty() {
-                return "—".into();
-            }
-            v.sort_by(f64::total_cmp);
-            let i = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
-            format!("{:.2} ms", v[i])
-        };
+        // The same histograms and flag tally as the run's own summary.
+        let mut periods = Histogram::loop_timing();
+        let mut late = Histogram::loop_timing();
+        let mut lat = Histogram::latency();
+        let mut flags = flag::Tally::default();
+        for w in cycles.windows(2) {
+            periods.record(Duration::from_micros(w[1].deadline_us.saturating_sub(w[0].deadline_us)));
+        }
+        for c in &cycles {
+            late.record(Duration::from_micros(u64::from(c.late_us)));
+            flags.add(c.flags);
+        }
+        for c in &chunks {
+            lat.record(Duration::from_micros(u64::from(c.latency_us)));
+        }
         println!("cycles: {} (ticks {}–{}), dropped {}", cycles.len(), first.tick, last.tick, cycles.iter().map(|c| u64::from(c.dropped)).sum::<u64>());
         println!(
             "deadline spacing p99 {} (drops show as multiples); start late p50 {}, p99 {}",
-            q(&mut periods, 0.99),
-            q(&mut late.clone(), 0.5),
-            q(&mut late, 0.99)
+            ms(periods.quantile_ms(0.99)),
+            ms(late.quantile_ms(0.5)),
+            ms(late.quantile_ms(0.99))
         );
         println!(
             "chunks: {} arrived, {} refused; latency p50 {}, p99 {}",
             chunks.len(),
             chunks.iter().filter(|c| !c.accepted).count(),
-            q(&mut lat.clone(), 0.5),
-            q(&mut lat, 0.99)
+            ms(lat.quantile_ms(0.5)),
+            ms(lat.quantile_ms(0.99))
         );
-        let mut counts = [0u64; 16];
-        for c in &cycles {
-            for (b, n) in counts.iter_mut().enumerate() {
-                if c.flags & (1 << b) != 0 {
-                    *n += 1;
-                }
-            }
-        }
-        let flags: Vec<String> =
-            (0..16).filter(|b| counts[*b] > 0).map(|b| format!("{} {}", flag::names(1 << b).first().copied().unwrap_or("?"), counts[b])).collect();
-        println!("safety: {}", if flags.is_empty() { "nothing changed".into() } else { flags.join(", ") });
+        println!("safety: {}", flags.line());
     } else {
         println!("no cycles in range");
     }
