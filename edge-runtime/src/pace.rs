@@ -140,7 +140,8 @@ impl Histogram {
         for (i, c) in self.counts.iter().enumerate() {
             seen += c;
             if seen >= rank {
-                return Some((i as f64 + 0.5) * self.bucket_ns as f64 / 1e6);
+                // The bucket's middle, but never above the largest sample.
+                return Some(((i as f64 + 0.5) * self.bucket_ns as f64).min(self.max_ns as f64) / 1e6);
             }
         }
         Some(self.max_ns as f64 / 1e6)
@@ -197,5 +198,8 @@ mod tests {
         assert!((p99 - 9.915).abs() < 1e-9, "{p99}");
         assert_eq!(h.quantile_ms(1.0), Some(3000.0), "overflow reports as the maximum");
         assert_eq!(h.max_ms(), Some(3000.0));
+        let mut one = Histogram::loop_timing();
+        one.record(Duration::from_micros(20_041));
+        assert_eq!(one.quantile_ms(0.99), Some(20.041), "a quantile never exceeds the maximum");
     }
 }
