@@ -84,3 +84,27 @@ fn the_control_socket_engages_the_estop_and_the_arm_holds() {
     assert!(stopped.len() > 5, "{} e-stopped cycles", stopped.len());
     assert!(stopped.iter().all(|c| c.command == stopped[0].command && c.proposal.is_none()));
 }
+
+#[test]
+fn bad_command_lines_are_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let junk = dir.path().join("junk.cyclelog");
+    std::fs::write(&junk, b"not a log").expect("write");
+    let cases: [(&[&str], &str); 7] = [
+        (&["run"], "only --sim"),
+        (&["run", "--sim", "--family", "juggle"], "--family \"juggle\""),
+        (&["run", "--sim", "--split", "mars"], "--split \"mars\""),
+        (&["run", "--sim", "--rate", "0"], "--rate"),
+        (&["run", "--sim", "--max-seconds", "NaN"], "--max-seconds"),
+        (&["run", "--sim", "--chunk", "0"], "chunk"),
+        (&["run", "--sim", "--instruction", "   "], "--instruction"),
+    ];
+    for (args, want) in cases {
+        let out = edge().args(args).output().expect("runs");
+        let text = stdout_of(&out);
+        assert!(!out.status.success() && text.contains(want), "{args:?}: {text}");
+    }
+    let out = edge().arg("replay").arg(&junk).output().expect("runs");
+    let text = stdout_of(&out);
+    assert!(!out.status.success() && text.contains("junk.cyclelog") && text.contains("not a lapa cycle log"), "{text}");
+}
