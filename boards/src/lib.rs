@@ -9,6 +9,9 @@
 //! - [`servo`]: Feetech STS3215 — resolution, count range, sign-magnitude bits.
 //! - [`so101`]: the SO-101 follower arm, calibration checks and counts ↔ degrees / 0..100.
 //! - [`kinematics`] (feature `std`): forward kinematics of the SO-101.
+//! - [`profile`] (feature `profiles`): arm and board profiles (TOML). The arm profiles under
+//!   `profiles/arms/` are the source of [`SO101`] and [`SO101_LEADER`]: the build script compiles
+//!   them in, so the no_std core carries them without a parser.
 //!
 //! The core builds without `std` (the RP2040 firmware uses the servo model and the arm's ids).
 
@@ -21,5 +24,10 @@ pub mod so101;
 #[cfg(feature = "std")]
 pub mod kinematics;
 
+#[cfg(feature = "profiles")]
+mod arm_schema;
+#[cfg(feature = "profiles")]
+pub mod profile;
+
 pub use servo::{STS3215, ServoModel};
-pub use so101::{ArmDescription, CalibrationError, ConversionError, JointCalibration, JointSpec, Joints, SO101, Unit};
+pub use so101::{ArmDescription, CalibrationError, ConversionError, JointCalibration, JointSpec, Joints, SO101, SO101_LEADER, Unit, arm_by_name};

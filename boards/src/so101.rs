@@ -21,7 +21,7 @@
 //! `drive_mode` is 1. A calibration with
 //! `range_min == range_max` is refused, as LeRobot's `motors_bus.py` refuses it.
 
-use crate::servo::{STS3215, ServoModel};
+use crate::servo::ServoModel;
 
 /// Joints of the SO-101.
 pub const JOINTS: usize = 6;
@@ -86,30 +86,19 @@ pub struct ArmDescription {
     pub servo: ServoModel,
     pub joints: [JointSpec; JOINTS],
     pub geometry: Geometry,
+    /// Gripper servo load (0..1000 = 0..100% of stall) above which it may open but not close.
+    pub gripper_load_cap: u16,
 }
 
-/// The SO-101 follower arm.
-pub const SO101: ArmDescription = ArmDescription {
-    name: "so101_follower",
-    servo: STS3215,
-    joints: [
-        JointSpec { name: "shoulder_pan", id: 1, unit: Unit::Degrees, min: -110.0, max: 110.0 },
-        JointSpec { name: "shoulder_lift", id: 2, unit: Unit::Degrees, min: -100.0, max: 100.0 },
-        JointSpec { name: "elbow_flex", id: 3, unit: Unit::Degrees, min: -97.0, max: 97.0 },
-        JointSpec { name: "wrist_flex", id: 4, unit: Unit::Degrees, min: -95.0, max: 95.0 },
-        JointSpec { name: "wrist_roll", id: 5, unit: Unit::Degrees, min: -157.0, max: 163.0 },
-        JointSpec { name: "gripper", id: 6, unit: Unit::Percent, min: 0.0, max: 100.0 },
-    ],
-    geometry: Geometry {
-        shoulder_height: 0.1166,
-        shoulder_forward: 0.0304,
-        upper_arm: 0.1160,
-        forearm: 0.1349,
-        hand: 0.1000,
-        elbow_zero_bend_deg: 90.0,
-        base_top: 0.06,
-    },
-};
+include!(concat!(env!("OUT_DIR"), "/arms.rs"));
+
+/// The SO-101 follower arm (`profiles/arms/so101_follower.toml`).
+pub const SO101: ArmDescription = SO101_FOLLOWER;
+
+/// The compiled-in arm profile of that name.
+pub fn arm_by_name(name: &str) -> Option<&'static ArmDescription> {
+    ARMS.iter().copied().find(|a| a.name == name)
+}
 
 impl ArmDescription {
     /// Joint names in motor order.
@@ -289,6 +278,7 @@ impl ArmDescription {
 #[allow(clippy::indexing_slicing, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::STS3215;
 
     fn cal(min: u16, max: u16) -> JointCalibration {
         JointCalibration { homing_offset: 0, range_min: min, range_max: max, drive_mode: 0 }

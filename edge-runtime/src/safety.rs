@@ -15,7 +15,7 @@
 //! What it changed is returned as flags and a per-joint mask, which the cycle log keeps.
 
 use lapa_boards::so101::JOINTS;
-use lapa_boards::{ArmDescription, JointCalibration, Joints, Unit};
+use lapa_boards::{ArmDescription, JointCalibration, Joints, SO101, Unit};
 
 /// Flags of what the filter changed in one cycle.
 pub mod flag {
@@ -106,7 +106,7 @@ impl Default for SafetyConfig {
             max_gripper_speed: 400.0,
             workspace_min: [-0.40, -0.10, 0.005],
             workspace_max: [0.40, 0.40, 0.45],
-            gripper_load_cap: Some(500),
+            gripper_load_cap: Some(SO101.gripper_load_cap),
         }
     }
 }
@@ -357,7 +357,7 @@ mod tests {
 
     #[test]
     fn a_loaded_gripper_may_open_but_not_squeeze() {
-        let mut f = filter(SafetyConfig { gripper_load_cap: Some(500), ..wide() });
+        let mut f = filter(SafetyConfig { gripper_load_cap: Some(SO101.gripper_load_cap), ..wide() });
         let grasp = [0.0, 0.0, 0.0, 0.0, 0.0, 30.0];
         f.filter(Some(&grasp), &grasp, Some(100), 0);
         // Jaws stopped at 30 on a block, load high, the policy asks to close to 0.
