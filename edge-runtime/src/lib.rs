@@ -15,11 +15,15 @@
 //!   runs here end to end (`lapa-edge run --sim`).
 //! - [`runtime`]: the control loop, the inference thread and what they share.
 //! - [`control`]: the control socket (change the instruction, pause, stop while running).
+//! - [`calibrate`]: LeRobot's calibration procedure and calibration files.
+//! - [`hw`]: the real servo bus a board profile names.
 
+pub mod calibrate;
 pub mod camera;
 pub mod chunk;
 pub mod control;
 pub mod cyclelog;
+pub mod hw;
 pub mod pace;
 pub mod runtime;
 pub mod safety;

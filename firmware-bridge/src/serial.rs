@@ -18,9 +18,30 @@ impl std::fmt::Debug for SerialIo {
 impl SerialIo {
     /// Opens `path` at 1 Mbaud, 8N1 (the STS3215 default).
     pub fn open(path: &str) -> Result<Self, serialport::Error> {
-        let port = serialport::new(path, 1_000_000).timeout(Duration::from_millis(1)).open()?;
+        Self::open_at(path, 1_000_000)
+    }
+
+    /// Opens `path` at `baud`, 8N1.
+    pub fn open_at(path: &str, baud: u32) -> Result<Self, serialport::Error> {
+        let port = serialport::new(path, baud).timeout(Duration::from_millis(1)).open()?;
         Ok(Self { port })
     }
+}
+
+/// The device path of the first serial port with this USB vendor/product id; the error lists the
+/// USB serial ports there are.
+pub fn find_usb_port(vid: u16, pid: u16) -> Result<String, String> {
+    let ports = serialport::available_ports().unwrap_or_default();
+    let mut found = Vec::new();
+    for p in &ports {
+        if let serialport::SerialPortType::UsbPort(u) = &p.port_type {
+            if u.vid == vid && u.pid == pid {
+                return Ok(p.port_name.clone());
+            }
+            found.push(format!("{} {:04x}:{:04x}", p.port_name, u.vid, u.pid));
+        }
+    }
+    Err(format!("no serial port with USB id {vid:04x}:{pid:04x} (USB serial ports here: {})", if found.is_empty() { "none".into() } else { found.join(", ") }))
 }
 
 impl embedded_io::ErrorType for SerialIo {

@@ -2,10 +2,13 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use lapa_boards::SO101;
-use lapa_bridge::arm::{Arm, joint_calibrations};
+use lapa_boards::profile::load_board;
+use lapa_boards::{ArmDescription, JointCalibration, SO101, SO101_LEADER, Unit, arm_by_name};
+use lapa_bridge::arm::{Arm, SimArm, joint_calibrations};
+use lapa_edge::calibrate as calib;
 use lapa_edge::control::ControlSocket;
 use lapa_edge::cyclelog::{self, LogFile, LogHeader, LogWriter};
+use lapa_edge::hw::{self, BoxedArm};
 use lapa_edge::pace::Histogram;
 use lapa_edge::runtime::{self, Controls, EStopMode, EndReason, Flow, RunConfig, Summary};
 use lapa_edge::safety::{SafetyConfig, SafetyFilter, flag, joint_limits};
@@ -33,6 +36,38 @@ enum Cmd {
     /// Read a cycle log back: header, events, chunk arrivals, timing and safety summary, every
     /// cycle with --cycles, a PNG of commanded vs measured joints with --plot.
     Replay(ReplayArgs),
+    /// Calibrate an arm as LeRobot does: torque off, centre it by hand (homing offset = raw −
+    /// 2047), sweep every joint end to end; the limits go to the servos' EEPROM and to a LeRobot
+    /// calibration JSON (in LeRobot's own folder unless --out), so the file works in both. With
+    /// --apply FILE, a LeRobot calibration file is written to the arm instead. --sim calibrates
+    /// the simulated SO-101 with a scripted hand.
+    Calibrate(CalibrateArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct CalibrateArgs {
+    /// The simulated SO-101 (six simulated STS3215 servos behind the real Feetech driver), swept
+    /// by a scripted hand.
+    #[arg(long, conflicts_with = "board")]
+    sim: bool,
+    /// Board profile: a built-in name (raspberry_pi_5, jetson_orin_nano, jetson_agx_orin,
+    /// x86_64_dev) or a .toml path. Its [serial] section says where the arm is.
+    #[arg(long, required_unless_present = "sim")]
+    board: Option<String>,
+    /// Calibrate the leader arm (the profile's [leader_serial]); its file goes under LeRobot's
+    /// teleoperators/ folder.
+    #[arg(long)]
+    leader: bool,
+    /// Name of this arm: the calibration file is <ARM_ID>.json (LeRobot's `--robot.id`).
+    #[arg(long)]
+    arm_id: String,
+    /// Write the calibration JSON here instead of LeRobot's folder
+    /// ($HF_LEROBOT_CALIBRATION/robots/so101_follower/<ARM_ID>.json).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write this LeRobot calibration file to the arm's servos (no sweep).
+    #[arg(long)]
+    apply: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -120,6 +155,7 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Run(a) => run(a),
         Cmd::Replay(a) => replay(a),
+        Cmd::Calibrate(a) => calibrate(a),
     }
 }
 
@@ -242,6 +278,60 @@ fn run(a: RunArgs) -> Result<()> {
         bail!("the run failed: {why}");
     }
     Ok(())
+}
+
+fn calibrate(a: CalibrateArgs) -> Result<()> {
+    calib::check_arm_id(&a.arm_id)?;
+    let (desc, mut arm, mut guide): (&'static ArmDescription, BoxedArm, Box<dyn calib::Guide>) = if a.sim {
+        let desc = if a.leader { &SO101_LEADER } else { &SO101 };
+        let arm = SimArm::new();
+        let hand = calib::ScriptedHand::new(arm.bus.clone(), desc);
+        (desc, Box::new(arm), Box::new(hand))
+    } else {
+        let (board, file) = load_board(a.board.as_deref().unwrap_or_default())?;
+        let (name, serial) = if a.leader {
+            let name = board.leader.as_deref().ok_or_else(|| anyhow!("{}: the board has no leader arm (`leader = ...`)", file.display()))?;
+            (name, board.leader_serial.as_ref().ok_or_else(|| anyhow!("{}: no [leader_serial]", file.display()))?)
+        } else {
+            (board.arm.as_str(), &board.serial)
+        };
+        let desc = arm_by_name(name).ok_or_else(|| anyhow!("{}: no arm profile {name:?}", file.display()))?;
+        let arm = hw::open_arm(serial).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+        (desc, arm, Box::new(calib::TerminalGuide::new()))
+    };
+    let info = arm.connect().with_context(|| format!("connecting the {}", desc.name))?;
+    eprintln!("arm: {} ({})", desc.name, info.description);
+    if let Some(file) = &a.apply {
+        let cal = calib::read_lerobot(file, desc)?;
+        arm.write_calibration(&calib::to_wire(&cal)).context("writing the calibration to the servos")?;
+        print_calibration(desc, &cal);
+        println!("wrote {} to the servos' EEPROM", file.display());
+        return Ok(());
+    }
+    let out = match &a.out {
+        Some(p) => p.clone(),
+        None => calib::lerobot_dir(desc.name, a.leader)
+            .ok_or_else(|| anyhow!("no HOME or HF_LEROBOT_CALIBRATION to find LeRobot's calibration folder: give --out"))?
+            .join(format!("{}.json", a.arm_id)),
+    };
+    let cal = calib::calibrate(arm.as_mut(), guide.as_mut(), Duration::from_millis(if a.sim { 0 } else { 20 }))?;
+    let existed = out.exists();
+    calib::write_lerobot(&out, desc, &cal)?;
+    print_calibration(desc, &cal);
+    println!("calibration: written to the servos and to {}{}", out.display(), if existed { " (replacing the previous file)" } else { "" });
+    Ok(())
+}
+
+fn print_calibration(desc: &ArmDescription, cal: &[JointCalibration; 6]) {
+    println!("{:<14} {:>3} {:>8} {:>6} {:>6}  range", "motor", "id", "offset", "min", "max");
+    for (spec, c) in desc.joints.iter().zip(cal) {
+        let span = f32::from(c.range_max.saturating_sub(c.range_min));
+        let range = match spec.unit {
+            Unit::Degrees => format!("{:.0}°", span * 360.0 / f32::from(desc.servo.max_count())),
+            Unit::Percent => "0..100".to_string(),
+        };
+        println!("{:<14} {:>3} {:>8} {:>6} {:>6}  {range}", spec.name, spec.id, c.homing_offset, c.range_min, c.range_max);
+    }
 }
 
 fn ms(v: Option<f64>) -> String {
