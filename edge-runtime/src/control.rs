@@ -8,14 +8,16 @@
 //! | `pause` / `resume` | hold position / carry on |
 //! | `stop` | engage the e-stop (hold or torque off, as the run was started) |
 //! | `release` | release the e-stop |
-//! | `quit` | end the run |
+//! | `quit` | end the run (teleop: save the current episode, then end) |
+//! | `next` | teleop: save the current episode and start the next |
+//! | `rerecord` | teleop: throw the current episode away and record it again |
 //! | `status` | the instruction and state |
 //!
 //! `echo stop | socat - UNIX-CONNECT:/tmp/lapa-edge.sock` stops the arm from another shell.
 //! Every line is validated before it changes anything; a line longer than 1 KiB or not UTF-8 is
 //! refused and the connection closed.
 
-use crate::runtime::Controls;
+use crate::runtime::{Controls, EpisodeCommand};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -27,7 +29,7 @@ use std::time::Duration;
 const MAX_LINE: u64 = 1024;
 
 /// The help line sent for an unknown command.
-pub const COMMANDS: &str = "instruction TEXT | pause | resume | stop | release | quit | status";
+pub const COMMANDS: &str = "instruction TEXT | pause | resume | stop | release | quit | next | rerecord | status";
 
 /// Applies one command line; the reply to send.
 pub fn apply(controls: &Controls, line: &str) -> String {
@@ -58,6 +60,14 @@ pub fn apply(controls: &Controls, line: &str) -> String {
             controls.quit();
             "ok quitting".into()
         }
+        "next" | "n" => {
+            controls.request_episode(EpisodeCommand::Next);
+            "ok next episode".into()
+        }
+        "rerecord" | "r" => {
+            controls.request_episode(EpisodeCommand::Rerecord);
+            "ok re-recording the episode".into()
+        }
         "status" => format!("ok instruction {:?} estop {} paused {}", controls.instruction().1, controls.estopped(), controls.paused()),
         "" => format!("error: empty line; commands: {COMMANDS}"),
         other => format!("error: unknown command {other:?}; commands: {COMMANDS}"),
@@ -87,6 +97,33 @@ fn serve_client(stream: UnixStream, controls: &Controls) -> std::io::Result<()> 
         };
         writeln!(out, "{reply}")?;
     }
+}
+
+/// Reads control commands from standard input, one per line, replies on standard error: the
+/// keyboard as an instruction source (`i put the red block left`) and for `n` / `r` / `q` while
+/// recording. The same validation as the socket (1 KiB lines, UTF-8). The thread ends with stdin.
+pub fn spawn_stdin(controls: Arc<Controls>) {
+    let _ = std::thread::Builder::new().name("control-stdin".into()).spawn(move || {
+        let stdin = std::io::stdin();
+        let mut reader = stdin.lock();
+        loop {
+            let mut buf = Vec::new();
+            match (&mut reader).take(MAX_LINE + 1).read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) if buf.last() != Some(&b'\n') && n as u64 > MAX_LINE => {
+                    eprintln!("error: line longer than {MAX_LINE} bytes; ignored");
+                    // Skip the rest of the long line.
+                    let mut rest = Vec::new();
+                    let _ = reader.read_until(b'\n', &mut rest);
+                }
+                Ok(_) => match std::str::from_utf8(&buf) {
+                    Ok(line) if line.trim() == "q" => eprintln!("{}", apply(&controls, "quit")),
+                    Ok(line) => eprintln!("{}", apply(&controls, line)),
+                    Err(_) => eprintln!("error: the line is not UTF-8; ignored"),
+                },
+            }
+        }
+    });
 }
 
 /// A running control socket; dropping it stops it and removes the socket file.

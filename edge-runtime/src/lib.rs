@@ -17,6 +17,8 @@
 //! - [`control`]: the control socket (change the instruction, pause, stop while running).
 //! - [`calibrate`]: LeRobot's calibration procedure and calibration files.
 //! - [`hw`]: the real servo bus a board profile names.
+//! - [`record`]: what the robot saw and did, as a LeRobot v3.0 dataset.
+//! - [`teleop`]: a leader arm drives the follower through the safety filter; episodes recorded.
 
 pub mod calibrate;
 pub mod camera;
@@ -25,8 +27,10 @@ pub mod control;
 pub mod cyclelog;
 pub mod hw;
 pub mod pace;
+pub mod record;
 pub mod runtime;
 pub mod safety;
 pub mod sim;
+pub mod teleop;
 
 pub use lapa_boards::Joints;

@@ -18,7 +18,7 @@ use crate::safety::{Filtered, SafetyFilter, flag};
 use lapa_boards::Joints;
 use lapa_bridge::arm::{Arm, ArmReading};
 use lapa_model::policy::{Frame, Policy, PolicyInput, check_chunk};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -101,6 +101,17 @@ pub struct Controls {
     quit: AtomicBool,
     version: AtomicU64,
     instruction: Mutex<String>,
+    /// 0: none, else an [`EpisodeCommand`] waiting for the teleop loop.
+    episode: AtomicU8,
+}
+
+/// A recording command for teleoperation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpisodeCommand {
+    /// Save the current episode and start the next.
+    Next,
+    /// Throw the current episode away and record it again.
+    Rerecord,
 }
 
 impl Controls {
@@ -112,6 +123,7 @@ impl Controls {
             quit: AtomicBool::new(false),
             version: AtomicU64::new(0),
             instruction: Mutex::new(instruction),
+            episode: AtomicU8::new(0),
         }))
     }
 
@@ -154,6 +166,26 @@ impl Controls {
 
     pub fn quitting(&self) -> bool {
         self.quit.load(Ordering::SeqCst)
+    }
+
+    /// Asks the teleop loop to end or redo the episode (the latest request wins).
+    pub fn request_episode(&self, cmd: EpisodeCommand) {
+        self.episode.store(
+            match cmd {
+                EpisodeCommand::Next => 1,
+                EpisodeCommand::Rerecord => 2,
+            },
+            Ordering::SeqCst,
+        );
+    }
+
+    /// Takes the pending episode command, if any.
+    pub fn take_episode_command(&self) -> Option<EpisodeCommand> {
+        match self.episode.swap(0, Ordering::SeqCst) {
+            1 => Some(EpisodeCommand::Next),
+            2 => Some(EpisodeCommand::Rerecord),
+            _ => None,
+        }
     }
 }
 
@@ -310,7 +342,8 @@ fn inference_thread(mut camera: Box<dyn Camera>, mut policy: Box<dyn Policy>, rx
     }
 }
 
-fn gripper_load(r: &ArmReading) -> Option<u16> {
+/// The gripper servo's load magnitude (the last joint's), what the safety filter's cap reads.
+pub fn gripper_load(r: &ArmReading) -> Option<u16> {
     r.state.loads.last().map(|l| l.unsigned_abs())
 }
 

@@ -84,6 +84,14 @@ impl SimScene {
         Ok(Arc::new(Mutex::new(Self { env, target: None, torque: true, cal: factory_calibration(), frames: 0, ticks: 0 })))
     }
 
+    /// Puts the scene back for a new episode: a fresh task from `seed` (the arm's calibration
+    /// stays, as a real arm's does).
+    pub fn reset(&mut self, seed: u64, family: Option<TaskFamily>, split: Split) {
+        self.env.reset(seed, Embodiment::Arm, family, split);
+        self.target = None;
+        self.torque = true;
+    }
+
     pub fn env(&self) -> &Env {
         &self.env
     }

@@ -10,9 +10,11 @@ use lapa_edge::control::ControlSocket;
 use lapa_edge::cyclelog::{self, LogFile, LogHeader, LogWriter};
 use lapa_edge::hw::{self, BoxedArm};
 use lapa_edge::pace::Histogram;
+use lapa_edge::record::Recorder;
 use lapa_edge::runtime::{self, Controls, EStopMode, EndReason, Flow, RunConfig, Summary};
 use lapa_edge::safety::{SafetyConfig, SafetyFilter, flag, joint_limits};
 use lapa_edge::sim::{SceneArm, SceneCamera, SceneSpec, SimExpertPolicy, SimScene, lock};
+use lapa_edge::teleop::{SimOperator, TeleopConfig};
 use lapa_model::policy::Policy;
 use lapa_sim::{Split, TaskFamily};
 use std::io::Write;
@@ -42,6 +44,63 @@ enum Cmd {
     /// --apply FILE, a LeRobot calibration file is written to the arm instead. --sim calibrates
     /// the simulated SO-101 with a scripted hand.
     Calibrate(CalibrateArgs),
+    /// Teleoperate and record: the leader arm (torque off, moved by hand) drives the follower
+    /// through the safety filter, and each episode is recorded as a LeRobot v3.0 dataset (camera,
+    /// state, action, instruction) — the labelled set `lapa` finetunes on. Type n (save, next),
+    /// r (re-record) or q (save, stop) and Enter, or send next / rerecord / quit on --socket.
+    /// --sim: the simulated leader, moved by the scripted expert, drives the simulated follower.
+    Teleop(TeleopArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct TeleopArgs {
+    /// Simulated leader and follower in the tabletop scene; the scripted expert moves the leader
+    /// (sim only: it plans from privileged scene state), each episode a new scene.
+    #[arg(long, conflicts_with = "board")]
+    sim: bool,
+    /// Board profile (built-in name or .toml path): the follower's and leader's buses, the camera.
+    #[arg(long, required_unless_present = "sim")]
+    board: Option<String>,
+    /// The leader's serial port, overriding the profile's [leader_serial].
+    #[arg(long)]
+    leader: Option<String>,
+    /// Write the episodes here as a LeRobot v3.0 dataset (the folder must not exist).
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// The task being demonstrated (sim: each scene's own instruction).
+    #[arg(long)]
+    instruction: Option<String>,
+    /// Episodes to record.
+    #[arg(long, default_value_t = 10)]
+    episodes: usize,
+    /// Longest episode, seconds.
+    #[arg(long, default_value_t = 30.0)]
+    episode_seconds: f32,
+    /// Unrecorded time between episodes to put the scene back, seconds (sim: 0).
+    #[arg(long, default_value_t = 10.0)]
+    reset_seconds: f32,
+    /// Servo loop rate, Hz (default: the board profile's, 30 in sim).
+    #[arg(long)]
+    rate: Option<u32>,
+    /// Frames per second recorded (divides the rate; the sim data and the models use 10).
+    #[arg(long, default_value_t = 10)]
+    fps: u32,
+    /// Sim: first scene seed (episode k uses seed + k), task family and split.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    family: Option<String>,
+    #[arg(long, default_value = "seen")]
+    split: String,
+    /// Sim: seconds an episode goes on after its task succeeds.
+    #[arg(long, default_value_t = 0.5)]
+    settle_seconds: f32,
+    /// Sim: do not pace against the wall clock (run as fast as the simulator steps).
+    #[arg(long)]
+    no_pace: bool,
+    /// Listen for commands on this Unix socket.
+    #[arg(long)]
+    socket: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -156,6 +215,7 @@ fn main() -> Result<()> {
         Cmd::Run(a) => run(a),
         Cmd::Replay(a) => replay(a),
         Cmd::Calibrate(a) => calibrate(a),
+        Cmd::Teleop(a) => teleop(a),
     }
 }
 
@@ -319,6 +379,114 @@ fn calibrate(a: CalibrateArgs) -> Result<()> {
     calib::write_lerobot(&out, desc, &cal)?;
     print_calibration(desc, &cal);
     println!("calibration: written to the servos and to {}{}", out.display(), if existed { " (replacing the previous file)" } else { "" });
+    Ok(())
+}
+
+fn teleop(a: TeleopArgs) -> Result<()> {
+    if !a.sim {
+        let (board, file) = load_board(a.board.as_deref().unwrap_or_default())?;
+        bail!(
+            "{}: teleoperating a real arm needs the board's camera ({} {}), and the V4L2 camera is not built into this lapa-edge yet; --sim runs the same loop",
+            file.display(),
+            board.camera.device,
+            board.camera.format
+        );
+    }
+    if a.no_pace && !a.sim {
+        bail!("--no-pace is for --sim only: a real arm runs on the wall clock");
+    }
+    let rate = a.rate.unwrap_or(30);
+    if !(1..=100).contains(&rate) {
+        bail!("--rate {rate}: 1..=100 Hz");
+    }
+    if a.fps == 0 || rate % a.fps != 0 {
+        bail!("--fps {}: must divide the loop rate ({rate} Hz) so every recorded frame is one tick", a.fps);
+    }
+    for (flag, v) in [("--episode-seconds", a.episode_seconds), ("--reset-seconds", a.reset_seconds), ("--settle-seconds", a.settle_seconds)] {
+        if !(v.is_finite() && v >= 0.0) {
+            bail!("{flag} {v}: must be a number ≥ 0");
+        }
+    }
+    if a.episodes == 0 || a.episode_seconds <= 0.0 {
+        bail!("--episodes and --episode-seconds must be positive");
+    }
+    let family = match &a.family {
+        None => None,
+        Some(f) => Some(
+            TaskFamily::from_name(f).ok_or_else(|| anyhow!("--family {f:?}: not a task family; one of {}", TaskFamily::ALL.map(|f| f.name()).join(", ")))?,
+        ),
+    };
+    let split = Split::from_name(&a.split).ok_or_else(|| anyhow!("--split {:?}: one of {}", a.split, Split::ALL.map(|s| s.name()).join(", ")))?;
+    let scene = SimScene::new(&SceneSpec { seed: a.seed, family, split, rate_hz: rate, ..SceneSpec::default() }).map_err(|e| anyhow!("--rate: {e}"))?;
+    let mut follower = SceneArm::new(scene.clone());
+    let mut leader = SimArm::new();
+    leader.connect().context("connecting the simulated leader")?;
+    follower.connect().context("connecting the follower")?;
+    let leader_cal = leader.read_calibration()?;
+    let mut operator = SimOperator::new(scene.clone(), leader.bus.clone(), &SO101_LEADER, &leader_cal, rate as f32, a.seed, family, split, a.settle_seconds)
+        .map_err(|e| anyhow!(e))?;
+    let mut camera = SceneCamera::new(scene.clone());
+    let cal = joint_calibrations(&follower.read_calibration()?);
+    let limits = joint_limits(&SO101, &cal).context("the follower's calibration")?;
+    let mut safety = SafetyFilter::new(SafetyConfig::default(), &SO101, limits, rate as f32).map_err(|e| anyhow!("safety: {e}"))?;
+    let controls = Controls::new(a.instruction.as_deref().unwrap_or("teleoperation")).map_err(|e| anyhow!("--instruction: {e}"))?;
+    let _socket = match &a.socket {
+        Some(p) => Some(ControlSocket::bind(p, controls.clone()).map_err(|e| anyhow!("--socket {e}"))?),
+        None => None,
+    };
+    let mut recorder = match &a.record {
+        Some(dir) => {
+            let f = lapa_edge::camera::Camera::capture(&mut camera)?;
+            Some(Recorder::create(dir, &SO101, a.fps, f.width, f.height).with_context(|| format!("--record {}", dir.display()))?)
+        }
+        None => None,
+    };
+    let cfg = TeleopConfig {
+        rate_hz: rate as f32,
+        record_every: rate / a.fps,
+        episodes: a.episodes,
+        episode_ticks: (a.episode_seconds * rate as f32).ceil() as u64,
+        reset_ticks: (a.reset_seconds * rate as f32).round() as u64,
+        paced: !a.no_pace,
+    };
+    eprintln!(
+        "teleop: {} Hz, {} episodes of at most {:.0} s, recording {} fps{}",
+        rate,
+        a.episodes,
+        a.episode_seconds,
+        a.fps,
+        if a.record.is_some() { "" } else { " (not recording: no --record)" }
+    );
+    let summary = lapa_edge::teleop::teleop(
+        &mut leader,
+        &mut follower,
+        &mut camera,
+        &mut safety,
+        &controls,
+        &mut operator,
+        recorder.as_mut(),
+        &cfg,
+        |k, task, frames| {
+            eprintln!("episode {k}: {frames} frames, {task:?}");
+        },
+    )
+    .map_err(|e| anyhow!(e))?;
+    println!(
+        "teleop: {} episodes ({} re-recorded), {} ticks; the scripted operator achieved {} of {} tasks; safety: {}",
+        summary.episodes,
+        summary.rerecorded,
+        summary.ticks,
+        operator.successes,
+        summary.episodes,
+        summary.flags.line()
+    );
+    if cfg.paced {
+        println!("period: p50 {}, p99 {}; {} ticks dropped", ms(summary.period.quantile_ms(0.5)), ms(summary.period.quantile_ms(0.99)), summary.dropped);
+    }
+    if let Some(r) = recorder {
+        let w = r.finish()?;
+        println!("recorded {}: {} episodes, {} frames, {} tasks", w.root.display(), w.episodes, w.frames, w.tasks);
+    }
     Ok(())
 }
 
