@@ -1,7 +1,9 @@
 //! Cameras: where the policy's frames come from.
 //!
-//! The simulator's camera ([`crate::sim::SceneCamera`]) implements [`Camera`] today; the V4L2
-//! camera and the video/image-folder source join it with the board profiles.
+//! Three sources implement [`Camera`]: the V4L2 device of a board ([`crate::v4l2`], MJPEG or
+//! YUYV, format negotiated against what the device offers), recorded frames ([`FileCamera`]: a
+//! folder of images or a video file) and the simulator's camera ([`crate::sim::SceneCamera`]).
+//! [`CameraSpec::apply`] crops and resizes a frame to the model's input.
 
 /// One captured frame, packed RGB, row-major.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +22,9 @@ pub enum CameraError {
     Device { device: String, message: String },
     #[error("camera closed")]
     Closed,
+    /// A frame that cannot be decoded or converted.
+    #[error("camera frame: {0}")]
+    Frame(String),
 }
 
 /// A frame source the inference thread owns.
@@ -27,4 +32,260 @@ pub trait Camera: Send {
     /// What it is, for logs (`"sim 64×64"`, `"/dev/video0 MJPEG 640×480@30"`).
     fn describe(&self) -> String;
     fn capture(&mut self) -> Result<CapturedFrame, CameraError>;
+}
+
+/// What the model wants from a camera frame: its input size, and the part of the frame it sees
+/// (a centre crop to the input's aspect unless a crop box is given).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraSpec {
+    pub width: usize,
+    pub height: usize,
+    /// `[x, y, w, h]` as fractions of the frame (0..1); `None`: the largest centred box with the
+    /// input's aspect ratio.
+    #[serde(default)]
+    pub crop: Option<[f32; 4]>,
+}
+
+impl CameraSpec {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(8..=4096).contains(&self.width) || !(8..=4096).contains(&self.height) {
+            return Err(format!("camera input {}×{}: each side in 8..=4096", self.width, self.height));
+        }
+        if let Some([x, y, w, h]) = self.crop {
+            let ok = [x, y, w, h].iter().all(|v| v.is_finite()) && x >= 0.0 && y >= 0.0 && w > 0.0 && h > 0.0 && x + w <= 1.0 + 1e-6 && y + h <= 1.0 + 1e-6;
+            if !ok {
+                return Err(format!("camera crop {:?}: x, y ≥ 0, w, h > 0 and the box inside the frame (fractions 0..1)", [x, y, w, h]));
+            }
+        }
+        Ok(())
+    }
+
+    /// The crop box in pixels of a `fw`×`fh` frame: `(x, y, w, h)`, at least one pixel.
+    pub fn crop_box(&self, fw: usize, fh: usize) -> (usize, usize, usize, usize) {
+        match self.crop {
+            Some([x, y, w, h]) => {
+                let px = |v: f32, n: usize| ((v * n as f32).round() as usize).min(n.saturating_sub(1));
+                let (x0, y0) = (px(x, fw), px(y, fh));
+                let w = ((w * fw as f32).round() as usize).clamp(1, fw - x0);
+                let h = ((h * fh as f32).round() as usize).clamp(1, fh - y0);
+                (x0, y0, w, h)
+            }
+            None => {
+                // The largest box of the input's aspect ratio, centred.
+                let (w, h) = if fw * self.height > fh * self.width { (fh * self.width / self.height, fh) } else { (fw, fw * self.height / self.width) };
+                let (w, h) = (w.clamp(1, fw), h.clamp(1, fh));
+                ((fw - w) / 2, (fh - h) / 2, w, h)
+            }
+        }
+    }
+
+    /// Crops and resizes a packed RGB frame to the model's input. Downscaling averages the source
+    /// pixels each output pixel covers (no aliasing); upscaling is bilinear.
+    pub fn apply(&self, fw: usize, fh: usize, rgb: &[u8]) -> Result<Vec<u8>, CameraError> {
+        if fw == 0 || fh == 0 || rgb.len() != fw * fh * 3 {
+            return Err(CameraError::Frame(format!("{} bytes is not a {fw}×{fh} RGB frame", rgb.len())));
+        }
+        let (x0, y0, cw, ch) = self.crop_box(fw, fh);
+        let (ow, oh) = (self.width, self.height);
+        let mut out = vec![0u8; ow * oh * 3];
+        let px = |x: usize, y: usize, c: usize| f32::from(rgb[((y0 + y) * fw + x0 + x) * 3 + c]);
+        for oy in 0..oh {
+            for ox in 0..ow {
+                // Source span of this output pixel.
+                let (sx0, sx1) = (ox as f32 * cw as f32 / ow as f32, (ox + 1) as f32 * cw as f32 / ow as f32);
+                let (sy0, sy1) = (oy as f32 * ch as f32 / oh as f32, (oy + 1) as f32 * ch as f32 / oh as f32);
+                for c in 0..3 {
+                    let v = if cw >= ow && ch >= oh {
+                        let (xa, xb) = (sx0.floor() as usize, (sx1.ceil() as usize).min(cw).max(sx0.floor() as usize + 1));
+                        let (ya, yb) = (sy0.floor() as usize, (sy1.ceil() as usize).min(ch).max(sy0.floor() as usize + 1));
+                        let mut s = 0.0;
+                        for y in ya..yb {
+                            for x in xa..xb {
+                                s += px(x, y, c);
+                            }
+                        }
+                        s / ((yb - ya) * (xb - xa)) as f32
+                    } else {
+                        let fx = ((sx0 + sx1) / 2.0 - 0.5).clamp(0.0, (cw - 1) as f32);
+                        let fy = ((sy0 + sy1) / 2.0 - 0.5).clamp(0.0, (ch - 1) as f32);
+                        let (xa, ya) = (fx.floor() as usize, fy.floor() as usize);
+                        let (xb, yb) = ((xa + 1).min(cw - 1), (ya + 1).min(ch - 1));
+                        let (tx, ty) = (fx - xa as f32, fy - ya as f32);
+                        let top = px(xa, ya, c) * (1.0 - tx) + px(xb, ya, c) * tx;
+                        let bot = px(xa, yb, c) * (1.0 - tx) + px(xb, yb, c) * tx;
+                        top * (1.0 - ty) + bot * ty
+                    };
+                    out[(oy * ow + ox) * 3 + c] = v.round().clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// YUYV 4:2:2 (V4L2 `YUYV`, two pixels in four bytes Y0 U Y1 V) to packed RGB, BT.601 limited
+/// range as UVC webcams send it.
+pub fn yuyv_to_rgb(width: usize, height: usize, data: &[u8]) -> Result<Vec<u8>, CameraError> {
+    if width == 0 || !width.is_multiple_of(2) || data.len() < width * height * 2 {
+        return Err(CameraError::Frame(format!("{} bytes is not a {width}×{height} YUYV frame (even width, 2 bytes a pixel)", data.len())));
+    }
+    let mut out = Vec::with_capacity(width * height * 3);
+    for q in data[..width * height * 2].chunks_exact(4) {
+        let (u, v) = (f32::from(q[1]) - 128.0, f32::from(q[3]) - 128.0);
+        for y in [q[0], q[2]] {
+            let c = 1.164 * (f32::from(y) - 16.0);
+            for val in [c + 1.596 * v, c - 0.392 * u - 0.813 * v, c + 2.017 * u] {
+                out.push(val.round().clamp(0.0, 255.0) as u8);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes one MJPEG frame (a baseline JPEG; UVC cameras often leave out the Huffman tables,
+/// which the decoder then takes from the MJPEG standard) to packed RGB.
+pub fn decode_mjpeg(data: &[u8]) -> Result<(usize, usize, Vec<u8>), CameraError> {
+    use zune_jpeg::zune_core::bytestream::ZCursor;
+    use zune_jpeg::zune_core::colorspace::ColorSpace;
+    use zune_jpeg::zune_core::options::DecoderOptions;
+    let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
+    // A frame without Huffman tables: mark it as MJPEG (an `AVI1` APP0 segment, what UVC cameras
+    // that do mark their frames send), which makes the decoder use the standard tables.
+    let marked;
+    let data = if data.starts_with(&[0xFF, 0xD8]) && !has_huffman_tables(data) {
+        marked = [&[0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x07, b'A', b'V', b'I', b'1', 0x00][..], &data[2..]].concat();
+        &marked[..]
+    } else {
+        data
+    };
+    let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(data), opts);
+    let rgb = d.decode().map_err(|e| CameraError::Frame(format!("MJPEG frame ({} bytes): {e:?}", data.len())))?;
+    let (w, h) = d.dimensions().ok_or_else(|| CameraError::Frame("MJPEG frame without a size".into()))?;
+    if rgb.len() != w * h * 3 {
+        return Err(CameraError::Frame(format!("MJPEG frame decoded to {} bytes, not {w}×{h} RGB", rgb.len())));
+    }
+    Ok((w, h, rgb))
+}
+
+/// True when a JPEG defines Huffman tables (a DHT segment) before its first scan.
+fn has_huffman_tables(data: &[u8]) -> bool {
+    let mut i = 2;
+    while let (Some(&0xFF), Some(&m)) = (data.get(i), data.get(i + 1)) {
+        match m {
+            0xC4 => return true,
+            0xDA | 0xD9 => return false,
+            // Fill bytes and markers without a length.
+            0xFF => i += 1,
+            0x01 | 0xD0..=0xD7 => i += 2,
+            _ => {
+                let Some(len) = data.get(i + 2..i + 4).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else { return false };
+                i += 2 + len;
+            }
+        }
+    }
+    false
+}
+
+/// Decodes a PNG (8-bit RGB, RGBA or grey) to packed RGB.
+pub fn decode_png(data: &[u8]) -> Result<(usize, usize, Vec<u8>), CameraError> {
+    let bad = |m: String| CameraError::Frame(format!("PNG: {m}"));
+    let mut dec = png::Decoder::new(std::io::Cursor::new(data));
+    dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = dec.read_info().map_err(|e| bad(e.to_string()))?;
+    let mut buf = vec![0u8; reader.output_buffer_size().ok_or_else(|| bad("too large".into()))?];
+    let info = reader.next_frame(&mut buf).map_err(|e| bad(e.to_string()))?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    let px = &buf[..info.buffer_size()];
+    let rgb = match info.color_type {
+        png::ColorType::Rgb => px.to_vec(),
+        png::ColorType::Rgba => px.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        png::ColorType::Grayscale => px.iter().flat_map(|&g| [g, g, g]).collect(),
+        png::ColorType::GrayscaleAlpha => px.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect(),
+        other => return Err(bad(format!("colour type {other:?}"))),
+    };
+    if rgb.len() != w * h * 3 {
+        return Err(bad(format!("{} bytes for {w}×{h}", rgb.len())));
+    }
+    Ok((w, h, rgb))
+}
+
+/// Frames from a folder of images (PNG or JPEG, in file-name order) or a video file (decoded with
+/// ffmpeg): a recorded camera, for replaying a session or checking a model on saved frames.
+/// At the end it starts again from the first frame when `looped`, else reports [`CameraError::Closed`].
+#[derive(Debug)]
+pub struct FileCamera {
+    source: String,
+    frames: Vec<(usize, usize, Vec<u8>)>,
+    next: usize,
+    seq: u64,
+    looped: bool,
+}
+
+impl FileCamera {
+    /// Opens a folder of `.png` / `.jpg` / `.jpeg` files or a video file.
+    pub fn open(path: &std::path::Path, looped: bool) -> Result<Self, CameraError> {
+        let source = path.display().to_string();
+        let err = |message: String| CameraError::Device { device: source.clone(), message };
+        let mut frames = Vec::new();
+        if path.is_dir() {
+            let mut files: Vec<_> = std::fs::read_dir(path)
+                .map_err(|e| err(e.to_string()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().and_then(|x| x.to_str()).is_some_and(|x| ["png", "jpg", "jpeg"].contains(&x.to_ascii_lowercase().as_str())))
+                .collect();
+            files.sort();
+            for f in &files {
+                let bytes = std::fs::read(f).map_err(|e| err(format!("{}: {e}", f.display())))?;
+                let frame = if f.extension().is_some_and(|x| x.eq_ignore_ascii_case("png")) {
+                    decode_png(&bytes).map_err(|e| err(format!("{}: {e}", f.display())))?
+                } else {
+                    decode_mjpeg(&bytes).map_err(|e| err(format!("{}: {e}", f.display())))?
+                };
+                frames.push(frame);
+            }
+            if frames.is_empty() {
+                return Err(err("no .png, .jpg or .jpeg files in the folder".into()));
+            }
+        } else if path.is_file() {
+            let probe = lapa_dataset::video::probe(path).map_err(|e| err(e.to_string()))?;
+            let (w, h, data) = lapa_dataset::video::decode(path, 0.0, None, probe.fps).map_err(|e| err(e.to_string()))?;
+            let n = w * h * 3;
+            if n == 0 || data.is_empty() {
+                return Err(err("the video has no frames".into()));
+            }
+            frames.extend(data.chunks_exact(n).map(|c| (w, h, c.to_vec())));
+        } else {
+            return Err(err("no such folder or video file".into()));
+        }
+        Ok(Self { source, frames, next: 0, seq: 0, looped })
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+}
+
+impl Camera for FileCamera {
+    fn describe(&self) -> String {
+        let (w, h, _) = &self.frames[0];
+        format!("{} ({} frames {w}×{h}{})", self.source, self.frames.len(), if self.looped { ", looped" } else { "" })
+    }
+
+    fn capture(&mut self) -> Result<CapturedFrame, CameraError> {
+        if self.next >= self.frames.len() {
+            if !self.looped {
+                return Err(CameraError::Closed);
+            }
+            self.next = 0;
+        }
+        let (w, h, rgb) = &self.frames[self.next];
+        self.next += 1;
+        self.seq += 1;
+        Ok(CapturedFrame { seq: self.seq, width: *w, height: *h, rgb: rgb.clone() })
+    }
 }

@@ -10,7 +10,8 @@
 //!   gripper load cap, hold on missing or non-finite actions.
 //! - [`pace`]: absolute-deadline pacing (sleep, then spin) and timing histograms.
 //! - [`cyclelog`]: the compact per-cycle log a run writes and `lapa-edge replay` reads back.
-//! - [`camera`]: the camera trait and its sources.
+//! - [`camera`]: the camera trait, recorded-frame sources, crop/resize, YUYV and MJPEG decode.
+//! - [`v4l2`]: the board's USB camera: format negotiation and capture.
 //! - [`sim`]: the simulator as arm, camera and scripted-expert policy, so the whole board loop
 //!   runs here end to end (`lapa-edge run --sim`).
 //! - [`runtime`]: the control loop, the inference thread and what they share.
@@ -32,5 +33,6 @@ pub mod runtime;
 pub mod safety;
 pub mod sim;
 pub mod teleop;
+pub mod v4l2;
 
 pub use lapa_boards::Joints;
