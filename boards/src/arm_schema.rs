@@ -65,8 +65,9 @@ pub const ARM_JOINTS: usize = 6;
 impl ArmFile {
     /// Checks every field; the error names the field (`joints[2].min`).
     pub fn validate(&self) -> Result<(), String> {
-        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
-            return Err(format!("name: {:?} must be lower-case letters, digits and '_'", self.name));
+        // The build script makes a Rust constant of it: a letter first.
+        if !self.name.starts_with(|c: char| c.is_ascii_lowercase()) || !self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            return Err(format!("name: {:?} must be lower-case letters, digits and '_', starting with a letter", self.name));
         }
         if !SERVO_MODELS.contains(&self.servo.as_str()) {
             return Err(format!("servo: {:?} is not a known servo model (known: {})", self.servo, SERVO_MODELS.join(", ")));

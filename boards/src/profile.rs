@@ -279,7 +279,12 @@ pub fn locate(text: &str, path: &str) -> Option<usize> {
             return Some(i + 1);
         }
     }
-    None
+    // Not written as a key: the error is about a whole table (`[leader_serial]`), or a key missing
+    // from one (`serial.port`): point at the table's header.
+    let header = |name: &str| {
+        text.lines().position(|l| l.trim().trim_start_matches('[').split(']').next().map(str::trim) == Some(name) && l.trim().starts_with('[')).map(|k| k + 1)
+    };
+    header(path).or_else(|| table.and_then(header))
 }
 
 fn invalid(file: &str, text: &str, b: Bad) -> ProfileError {
@@ -464,8 +469,11 @@ mod tests {
         assert!(e.contains("serial.usb: give `port` or `usb`, not both"), "{e}");
         let e = parse_board("nano", &nano.replace("usb = \"1a86:55d3\"", "usb = \"1a86-55d3\"")).expect_err("bad usb").to_string();
         assert!(e.contains("serial.usb"), "{e}");
-        let e = parse_board("nano", &nano.replace("usb = \"1a86:55d3\"\n", "")).expect_err("neither").to_string();
+        let text = nano.replace("usb = \"1a86:55d3\"\n", "");
+        let e = parse_board("nano", &text).expect_err("neither").to_string();
         assert!(e.contains("serial.port: missing"), "{e}");
+        let header = text.lines().position(|l| l == "[serial]").expect("header") + 1;
+        assert!(e.starts_with(&format!("nano:{header}: ")), "the [serial] line: {e}");
     }
 
     #[test]

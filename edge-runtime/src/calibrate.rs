@@ -164,6 +164,19 @@ pub trait Guide {
 pub fn calibrate(arm: &mut dyn Arm, guide: &mut dyn Guide, poll: Duration) -> Result<[JointCalibration; JOINTS], CalibrateError> {
     let desc = arm.description();
     arm.set_torque(false)?;
+    // What the servos hold now goes back on them if the procedure does not finish, so an aborted
+    // calibration leaves the arm as it was (and as its calibration file says).
+    let before = arm.read_calibration()?;
+    match procedure(arm, desc, guide, poll) {
+        Ok(c) => Ok(c),
+        Err(e) => match arm.write_calibration(&before) {
+            Ok(()) => Err(e),
+            Err(w) => Err(CalibrateError::Procedure(format!("{e}; and restoring the previous calibration failed: {w}"))),
+        },
+    }
+}
+
+fn procedure(arm: &mut dyn Arm, desc: &ArmDescription, guide: &mut dyn Guide, poll: Duration) -> Result<[JointCalibration; JOINTS], CalibrateError> {
     arm.write_calibration(&factory(desc))?;
     guide.centre(desc)?;
     let raw = arm.read_state()?.state.positions;
@@ -199,7 +212,7 @@ pub fn calibrate(arm: &mut dyn Arm, guide: &mut dyn Guide, poll: Duration) -> Re
     let still: Vec<&str> = (0..JOINTS).filter(|&j| i32::from(max[j]) - i32::from(min[j]) < MIN_SWEEP_COUNTS).map(|j| desc.joints[j].name).collect();
     if !still.is_empty() {
         return Err(CalibrateError::Procedure(format!(
-            "{} did not move (less than {MIN_SWEEP_COUNTS} counts): sweep every joint end to end; nothing was saved, the arm keeps its homing offsets",
+            "{} did not move (less than {MIN_SWEEP_COUNTS} counts): sweep every joint end to end; nothing was saved, the servos keep their previous calibration",
             still.join(", ")
         )));
     }
@@ -297,7 +310,7 @@ impl ScriptedHand {
             bus,
             ids: desc.ids(),
             assembly: [-547, 310, 112, -905, 20, 1210],
-            reach: [(1250, 1300), (1150, 1120), (1100, 1100), (1080, 1060), (1780, 1860), (20, 1400)],
+            reach: [(1250, 1300), (1150, 1120), (1100, 1100), (1080, 1060), (1780, 1860), (20, 800)],
             steps: 12,
             tick: 0,
         }

@@ -49,8 +49,8 @@ pub struct CameraSpec {
 
 impl CameraSpec {
     pub fn validate(&self) -> Result<(), String> {
-        if !(8..=4096).contains(&self.width) || !(8..=4096).contains(&self.height) {
-            return Err(format!("camera input {}×{}: each side in 8..=4096", self.width, self.height));
+        if !(1..=MAX_SIDE).contains(&self.width) || !(1..=MAX_SIDE).contains(&self.height) {
+            return Err(format!("camera input {}×{}: each side in 1..={MAX_SIDE}", self.width, self.height));
         }
         if let Some([x, y, w, h]) = self.crop {
             let ok = [x, y, w, h].iter().all(|v| v.is_finite()) && x >= 0.0 && y >= 0.0 && w > 0.0 && h > 0.0 && x + w <= 1.0 + 1e-6 && y + h <= 1.0 + 1e-6;
@@ -61,8 +61,12 @@ impl CameraSpec {
         Ok(())
     }
 
-    /// The crop box in pixels of a `fw`×`fh` frame: `(x, y, w, h)`, at least one pixel.
+    /// The crop box in pixels of a `fw`×`fh` frame: `(x, y, w, h)`, at least one pixel (a frame
+    /// with no pixels gives an empty box).
     pub fn crop_box(&self, fw: usize, fh: usize) -> (usize, usize, usize, usize) {
+        if fw == 0 || fh == 0 || self.width == 0 || self.height == 0 {
+            return (0, 0, 0, 0);
+        }
         match self.crop {
             Some([x, y, w, h]) => {
                 let px = |v: f32, n: usize| ((v * n as f32).round() as usize).min(n.saturating_sub(1));
@@ -83,7 +87,8 @@ impl CameraSpec {
     /// Crops and resizes a packed RGB frame to the model's input. Downscaling averages the source
     /// pixels each output pixel covers (no aliasing); upscaling is bilinear.
     pub fn apply(&self, fw: usize, fh: usize, rgb: &[u8]) -> Result<Vec<u8>, CameraError> {
-        if fw == 0 || fh == 0 || rgb.len() != fw * fh * 3 {
+        self.validate().map_err(CameraError::Frame)?;
+        if fw == 0 || fh == 0 || fw.checked_mul(fh).and_then(|n| n.checked_mul(3)) != Some(rgb.len()) {
             return Err(CameraError::Frame(format!("{} bytes is not a {fw}×{fh} RGB frame", rgb.len())));
         }
         let (x0, y0, cw, ch) = self.crop_box(fw, fh);
@@ -127,11 +132,23 @@ impl CameraSpec {
 /// YUYV 4:2:2 (V4L2 `YUYV`, two pixels in four bytes Y0 U Y1 V) to packed RGB, BT.601 limited
 /// range as UVC webcams send it.
 pub fn yuyv_to_rgb(width: usize, height: usize, data: &[u8]) -> Result<Vec<u8>, CameraError> {
-    if width == 0 || !width.is_multiple_of(2) || data.len() < width * height * 2 {
-        return Err(CameraError::Frame(format!("{} bytes is not a {width}×{height} YUYV frame (even width, 2 bytes a pixel)", data.len())));
+    yuyv_to_rgb_strided(width, height, width.saturating_mul(2), data)
+}
+
+/// [`yuyv_to_rgb`] for rows `stride` bytes apart (V4L2's `bytesperline`, which drivers may pad).
+pub fn yuyv_to_rgb_strided(width: usize, height: usize, stride: usize, data: &[u8]) -> Result<Vec<u8>, CameraError> {
+    let row = width.checked_mul(2);
+    let need = row.and_then(|r| stride.checked_mul(height.saturating_sub(1)).and_then(|n| n.checked_add(r)));
+    let ok = width > 0 && height > 0 && width.is_multiple_of(2) && row.is_some_and(|r| stride >= r) && need.is_some_and(|n| data.len() >= n);
+    if !ok {
+        return Err(CameraError::Frame(format!(
+            "{} bytes is not a {width}×{height} YUYV frame (even width, 2 bytes a pixel, rows {stride} bytes apart)",
+            data.len()
+        )));
     }
+    let row = width * 2;
     let mut out = Vec::with_capacity(width * height * 3);
-    for q in data[..width * height * 2].chunks_exact(4) {
+    for q in (0..height).flat_map(|y| data[y * stride..y * stride + row].chunks_exact(4)) {
         let (u, v) = (f32::from(q[1]) - 128.0, f32::from(q[3]) - 128.0);
         for y in [q[0], q[2]] {
             let c = 1.164 * (f32::from(y) - 16.0);
@@ -149,7 +166,8 @@ pub fn decode_mjpeg(data: &[u8]) -> Result<(usize, usize, Vec<u8>), CameraError>
     use zune_jpeg::zune_core::bytestream::ZCursor;
     use zune_jpeg::zune_core::colorspace::ColorSpace;
     use zune_jpeg::zune_core::options::DecoderOptions;
-    let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
+    // Larger than any camera lapa negotiates: a corrupt header cannot ask for gigabytes.
+    let opts = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB).set_max_width(MAX_SIDE).set_max_height(MAX_SIDE);
     // A frame without Huffman tables: mark it as MJPEG (an `AVI1` APP0 segment, what UVC cameras
     // that do mark their frames send), which makes the decoder use the standard tables.
     let marked;
@@ -167,6 +185,11 @@ pub fn decode_mjpeg(data: &[u8]) -> Result<(usize, usize, Vec<u8>), CameraError>
     }
     Ok((w, h, rgb))
 }
+
+/// The largest frame side decoded (4K UHD is 3840).
+pub const MAX_SIDE: usize = 4096;
+/// The most decoded frames a [`FileCamera`] holds in memory.
+pub const MAX_FILE_BYTES: usize = 1 << 30;
 
 /// True when a JPEG defines Huffman tables (a DHT segment) before its first scan.
 fn has_huffman_tables(data: &[u8]) -> bool {
@@ -235,13 +258,18 @@ impl FileCamera {
                 .filter(|p| p.extension().and_then(|x| x.to_str()).is_some_and(|x| ["png", "jpg", "jpeg"].contains(&x.to_ascii_lowercase().as_str())))
                 .collect();
             files.sort();
+            let mut total = 0usize;
             for f in &files {
+                if total > MAX_FILE_BYTES {
+                    return Err(err(format!("more than {} MiB of decoded frames; use a shorter folder", MAX_FILE_BYTES >> 20)));
+                }
                 let bytes = std::fs::read(f).map_err(|e| err(format!("{}: {e}", f.display())))?;
                 let frame = if f.extension().is_some_and(|x| x.eq_ignore_ascii_case("png")) {
                     decode_png(&bytes).map_err(|e| err(format!("{}: {e}", f.display())))?
                 } else {
                     decode_mjpeg(&bytes).map_err(|e| err(format!("{}: {e}", f.display())))?
                 };
+                total += frame.2.len();
                 frames.push(frame);
             }
             if frames.is_empty() {
@@ -249,6 +277,16 @@ impl FileCamera {
             }
         } else if path.is_file() {
             let probe = lapa_dataset::video::probe(path).map_err(|e| err(e.to_string()))?;
+            let bytes = probe.width.saturating_mul(probe.height).saturating_mul(3).saturating_mul(probe.frames.max(1));
+            if bytes > MAX_FILE_BYTES {
+                return Err(err(format!(
+                    "{} frames of {}×{} decode to more than {} MiB; cut the video shorter",
+                    probe.frames,
+                    probe.width,
+                    probe.height,
+                    MAX_FILE_BYTES >> 20
+                )));
+            }
             let (w, h, data) = lapa_dataset::video::decode(path, 0.0, None, probe.fps).map_err(|e| err(e.to_string()))?;
             let n = w * h * 3;
             if n == 0 || data.is_empty() {

@@ -166,10 +166,13 @@ fn writer_loop(rx: Receiver<Record>, mut out: BufWriter<std::fs::File>, counters
 }
 
 impl LogFile {
-    /// Creates the log (replacing an old one at `path`) and starts its writer thread.
+    /// Creates the log and starts its writer thread. An existing file is never replaced: the
+    /// log of an earlier run may be the one that explains a failure.
     pub fn create(path: &Path, header: &LogHeader) -> Result<Self, LogError> {
         let io = |source| LogError::Io { path: path.to_path_buf(), source };
-        let file = std::fs::File::create(path).map_err(io)?;
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists { io(std::io::Error::new(e.kind(), "exists; choose another --log or remove it")) } else { io(e) }
+        })?;
         let mut out = BufWriter::with_capacity(1 << 16, file);
         let json = serde_json::to_vec(header).map_err(|e| LogError::Header { path: path.to_path_buf(), message: e.to_string() })?;
         let len = u32::try_from(json.len()).map_err(|e| io(std::io::Error::other(e)))?;
@@ -268,6 +271,14 @@ pub fn read(path: &Path) -> Result<Log, LogError> {
     if header.format != FORMAT {
         return Err(header_err(format!("format {} is not the {FORMAT} this build reads", header.format)));
     }
+    // Records hold one value per joint of the SO-101; a header that says otherwise is not ours.
+    let joints = lapa_boards::so101::JOINTS;
+    if header.joints.len() != joints || header.units.len() != joints {
+        return Err(header_err(format!("joints/units: {} and {} given, the records hold {joints}", header.joints.len(), header.units.len())));
+    }
+    if !(header.rate_hz.is_finite() && header.rate_hz > 0.0 && header.rate_hz <= 1000.0) {
+        return Err(header_err(format!("rate_hz: {} is not a rate in (0, 1000]", header.rate_hz)));
+    }
     let mut records = Vec::new();
     let mut truncated = None;
     let mut off = end;
@@ -300,8 +311,8 @@ mod tests {
         LogHeader {
             format: FORMAT,
             arm: "so101_follower".into(),
-            joints: vec!["a".into()],
-            units: vec!["deg".into()],
+            joints: ["a", "b", "c", "d", "e", "gripper"].map(String::from).to_vec(),
+            units: ["deg", "deg", "deg", "deg", "deg", "%"].map(String::from).to_vec(),
             rate_hz: 50.0,
             policy: "test".into(),
             camera: "none".into(),
@@ -376,6 +387,18 @@ mod tests {
         std::fs::write(&path, &b).unwrap();
         let e = read(&path).unwrap_err().to_string();
         assert!(e.contains("bad.cyclelog") && e.contains("header"), "{e}");
+        // An existing file is not replaced.
+        let e = LogFile::create(&path, &header()).unwrap_err().to_string();
+        assert!(e.contains("exists"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        // A header that does not describe six joints.
+        let mut h = header();
+        h.joints.push("extra".into());
+        h.units.push("deg".into());
+        LogFile::create(&path, &h).unwrap().finish().unwrap();
+        let e = read(&path).unwrap_err().to_string();
+        assert!(e.contains("joints/units: 7 and 7"), "{e}");
+        std::fs::remove_file(&path).unwrap();
         // A good header, then a record whose length is absurd, then one of garbage.
         let file = LogFile::create(&path, &header()).unwrap();
         file.finish().unwrap();

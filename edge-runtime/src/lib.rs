@@ -18,6 +18,8 @@
 //! - [`control`]: the control socket (change the instruction, pause, stop while running).
 //! - [`calibrate`]: LeRobot's calibration procedure and calibration files.
 //! - [`hw`]: the real servo bus a board profile names.
+//! - [`doctor`]: board checks in plain words (servos that do not answer, voltages, calibration).
+//! - [`estop`]: the e-stop button (GPIO, normally closed), watched on its own thread.
 //! - [`record`]: what the robot saw and did, as a LeRobot v3.0 dataset.
 //! - [`teleop`]: a leader arm drives the follower through the safety filter; episodes recorded.
 
@@ -26,6 +28,8 @@ pub mod camera;
 pub mod chunk;
 pub mod control;
 pub mod cyclelog;
+pub mod doctor;
+pub mod estop;
 pub mod hw;
 pub mod pace;
 pub mod record;

@@ -380,10 +380,15 @@ pub fn run(
     let mut stats = Stats::new();
     let mut pacer = Pacer::new(Duration::from_secs_f64(1.0 / f64::from(cfg.rate_hz)), cfg.spin);
     let (mut version, mut instruction) = controls.instruction();
+    // Bumped by every instruction change, e-stop and pause: a chunk asked for before one of them
+    // is refused when it arrives, so nothing planned before a stop runs after it.
+    let mut epoch = 0u64;
+    let mut paused_latched = false;
     let mut inflight = false;
     let mut got_chunk = false;
     let mut estop_latched = false;
     let mut arm_errors = 0u32;
+    let mut send_errors = 0u32;
     let mut last_start: Option<Instant> = None;
     let event = |tick: u64, text: String| log.log(Record::Event(EventRecord { tick, text }));
     event(0, format!("start: instruction {instruction:?}"));
@@ -425,7 +430,7 @@ pub fn run(
                             stats.inference.record(rep.latency);
                             stats.chunks += 1;
                             let chunk = Chunk { id: rep.id, start_tick: rep.tick, ticks_per_action, actions };
-                            let accepted = rep.version == version && queue.push(chunk.clone(), tick);
+                            let accepted = rep.version == epoch && queue.push(chunk.clone(), tick);
                             if accepted {
                                 got_chunk = true;
                             } else {
@@ -456,6 +461,7 @@ pub fn run(
         let (v, text) = controls.instruction();
         if v != version {
             version = v;
+            epoch += 1;
             instruction = text;
             queue.clear();
             event(tick, format!("instruction {instruction:?}"));
@@ -465,6 +471,7 @@ pub fn run(
             estop_latched = estop;
             if estop {
                 queue.clear();
+                epoch += 1;
                 event(tick, format!("e-stop engaged ({:?})", cfg.estop));
                 if cfg.estop == EStopMode::TorqueOff
                     && let Err(e) = arm.set_torque(false)
@@ -483,6 +490,14 @@ pub fn run(
             }
         }
         let paused = controls.paused();
+        if paused != paused_latched {
+            paused_latched = paused;
+            if paused {
+                queue.clear();
+                epoch += 1;
+            }
+            event(tick, if paused { "paused".into() } else { "resumed".into() });
+        }
         let mut extra = 0;
         if estop {
             extra |= flag::ESTOP;
@@ -503,15 +518,22 @@ pub fn run(
         let mut sent = false;
         if !torque_off {
             match arm.send_targets(&filtered.command) {
-                Ok(()) => sent = true,
+                Ok(()) => {
+                    sent = true;
+                    send_errors = 0;
+                }
                 Err(e) => {
                     stats.arm_errors += 1;
-                    event(tick, format!("arm send failed: {e}"));
+                    send_errors += 1;
+                    event(tick, format!("arm send failed ({send_errors} in a row): {e}"));
+                    if send_errors >= cfg.max_arm_errors {
+                        break 'run EndReason::Failed(format!("commands to the arm failed {send_errors} times in a row; last: {e}"));
+                    }
                 }
             }
         }
         if !inflight && !estop && !paused && queue.remaining(tick) < refill_ticks.max(1.0) {
-            let req = Request { tick, state: reading.joints, time_s: tick as f64 / f64::from(cfg.rate_hz), version, instruction: instruction.clone() };
+            let req = Request { tick, state: reading.joints, time_s: tick as f64 / f64::from(cfg.rate_hz), version: epoch, instruction: instruction.clone() };
             inflight = req_tx.send(req).is_ok();
         }
         stats.flags.add(filtered.flags);

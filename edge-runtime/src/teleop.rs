@@ -248,6 +248,8 @@ pub fn teleop(
         if let Some(r) = rec.as_deref_mut() {
             r.discard();
         }
+        // A `next` or `rerecord` sent before the episode began is not for this episode.
+        let _ = controls.take_episode_command();
         let mut rerecord = false;
         let mut tick = 0u64;
         while tick < cfg.episode_ticks {
@@ -267,14 +269,20 @@ pub fn teleop(
             let filtered = safety.filter(proposal.as_ref(), &reading.joints, gripper_load(&reading), extra);
             follower.send_targets(&filtered.command).map_err(|e| format!("follower: {e}"))?;
             sum.flags.add(filtered.flags);
+            // While stopped the follower holds; held frames are not demonstrations.
             if let Some(r) = rec.as_deref_mut()
-                && tick % u64::from(cfg.record_every) == 0
+                && extra == 0
+                && tick.is_multiple_of(u64::from(cfg.record_every))
             {
                 let f = camera.capture().map_err(|e| e.to_string())?;
                 r.push(f.width, f.height, &f.rgb, &reading.joints, &filtered.command).map_err(|e| e.to_string())?;
             }
             tick += 1;
             sum.ticks += 1;
+            if controls.quitting() {
+                sum.quit = true;
+                break;
+            }
             match controls.take_episode_command() {
                 Some(EpisodeCommand::Next) => break,
                 Some(EpisodeCommand::Rerecord) => {
@@ -282,10 +290,6 @@ pub fn teleop(
                     break;
                 }
                 None => {}
-            }
-            if controls.quitting() {
-                sum.quit = true;
-                break;
             }
             if operator.episode_done(tick) {
                 break;
@@ -296,24 +300,28 @@ pub fn teleop(
             if let Some(r) = rec.as_deref_mut() {
                 r.discard();
             }
-            continue;
+        } else {
+            let frames = match rec.as_deref_mut() {
+                Some(r) => r.end_episode(&instruction).map_err(|e| e.to_string())?,
+                None => 0,
+            };
+            sum.frames += frames;
+            sum.episodes += 1;
+            on_episode(k, &instruction, frames);
+            k += 1;
         }
-        let frames = match rec.as_deref_mut() {
-            Some(r) => r.end_episode(&instruction).map_err(|e| e.to_string())?,
-            None => 0,
-        };
-        sum.frames += frames;
-        sum.episodes += 1;
-        on_episode(k, &instruction, frames);
-        k += 1;
-        // Reset time: the leader keeps driving the follower, nothing is recorded.
-        for _ in 0..cfg.reset_ticks.min(if sum.quit || k >= cfg.episodes { 0 } else { u64::MAX }) {
+        // Reset time (also before a re-record): the leader keeps driving the follower, the
+        // e-stop still holds it, nothing is recorded.
+        let resets = if sum.quit || k >= cfg.episodes { 0 } else { cfg.reset_ticks };
+        for _ in 0..resets {
             if cfg.paced {
-                pacer.wait();
+                let _ = pacer.wait();
             }
             let lead = leader.read_state().map_err(|e| format!("leader: {e}"))?;
             let reading = follower.read_state().map_err(|e| format!("follower: {e}"))?;
-            let filtered = safety.filter(Some(&lead.joints), &reading.joints, gripper_load(&reading), 0);
+            let extra = if controls.estopped() { flag::ESTOP } else { 0 };
+            let proposal = (extra == 0).then_some(lead.joints);
+            let filtered = safety.filter(proposal.as_ref(), &reading.joints, gripper_load(&reading), extra);
             follower.send_targets(&filtered.command).map_err(|e| format!("follower: {e}"))?;
             if controls.quitting() {
                 sum.quit = true;

@@ -86,6 +86,8 @@ pub struct Choice {
     pub width: u32,
     pub height: u32,
     pub fps: u32,
+    /// Bytes per row the driver uses (0 until the device says).
+    pub stride: u32,
     pub notes: Vec<String>,
 }
 
@@ -154,7 +156,7 @@ pub fn negotiate(offers: &[Offer], want: &Want) -> Result<Choice, String> {
     if fps != want.fps {
         notes.push(format!("{fps} fps instead of {} (not offered at {width}×{height})", want.fps));
     }
-    Ok(Choice { format, width, height, fps, notes })
+    Ok(Choice { format, width, height, fps, stride: 0, notes })
 }
 
 #[cfg(feature = "v4l2")]
@@ -163,7 +165,7 @@ pub use device::V4l2Camera;
 #[cfg(feature = "v4l2")]
 mod device {
     use super::{Choice, Offer, PixelFormat, Want, negotiate};
-    use crate::camera::{Camera, CameraError, CapturedFrame, decode_mjpeg, yuyv_to_rgb};
+    use crate::camera::{Camera, CameraError, CapturedFrame, decode_mjpeg, yuyv_to_rgb_strided};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Condvar, Mutex};
     use std::time::Duration;
@@ -198,15 +200,22 @@ mod device {
     }
 
     /// Everything the device offers for capture, in the [`Offer`] form.
-    pub fn enumerate(dev: &Device) -> std::io::Result<Vec<Offer>> {
+    pub fn enumerate(dev: &Device, want: &Want) -> std::io::Result<Vec<Offer>> {
         let mut offers = Vec::new();
         for d in dev.enum_formats()? {
             let fourcc = String::from_utf8_lossy(&d.fourcc.repr).into_owned();
             for fs in dev.enum_framesizes(d.fourcc).unwrap_or_default() {
                 let sizes: Vec<(u32, u32)> = match fs.size {
                     FrameSizeEnum::Discrete(s) => vec![(s.width, s.height)],
-                    // A continuous range: its two ends (negotiation then asks for the nearest).
-                    FrameSizeEnum::Stepwise(s) => vec![(s.min_width, s.min_height), (s.max_width, s.max_height)],
+                    // A continuous range: its ends and the request fitted into it on its steps.
+                    FrameSizeEnum::Stepwise(s) => {
+                        let fit = |v: u32, lo: u32, hi: u32, step: u32| {
+                            let v = v.clamp(lo, hi.max(lo));
+                            if step > 1 { lo + (v - lo).div_ceil(step).saturating_mul(step).min(hi.max(lo) - lo) } else { v }
+                        };
+                        let mid = (fit(want.width, s.min_width, s.max_width, s.step_width), fit(want.height, s.min_height, s.max_height, s.step_height));
+                        vec![(s.min_width, s.min_height), mid, (s.max_width, s.max_height)]
+                    }
                 };
                 for (w, h) in sizes {
                     let mut fps: Vec<u32> = dev
@@ -231,7 +240,7 @@ mod device {
         /// Opens `device`, negotiates `want` and starts capturing.
         pub fn open(device: &str, want: &Want) -> Result<Self, CameraError> {
             let dev = Device::with_path(device).map_err(|e| err(device, "open", format!("{e} (is the camera plugged in, and are you in the video group?)")))?;
-            let offers = enumerate(&dev).map_err(|e| err(device, "listing formats", e))?;
+            let offers = enumerate(&dev, want).map_err(|e| err(device, "listing formats", e))?;
             let mut choice = negotiate(&offers, want).map_err(|e| err(device, "format", e))?;
             let mut fmt = dev.format().map_err(|e| err(device, "reading the format", e))?;
             fmt.width = choice.width;
@@ -243,6 +252,7 @@ mod device {
                 choice.notes.push(format!("the driver set {got} {}×{}", set.width, set.height));
                 (choice.format, choice.width, choice.height) = (got, set.width, set.height);
             }
+            choice.stride = set.stride;
             if let Ok(p) = dev.set_params(&v4l::video::capture::Parameters::with_fps(choice.fps))
                 && p.interval.numerator > 0
             {
@@ -277,24 +287,36 @@ mod device {
             Ok(s) => s,
             Err(e) => return put(Err(format!("{name}: starting the stream: {e}"))),
         };
+        stream.set_timeout(Duration::from_secs(2));
         let (w, h) = (choice.width as usize, choice.height as usize);
+        let stride = if choice.stride >= choice.width * 2 { choice.stride as usize } else { w * 2 };
         let mut seq = 0u64;
+        let mut last_error: Option<String> = None;
         while !stop.load(Ordering::SeqCst) {
             let (buf, meta) = match stream.next() {
                 Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    let why = last_error.as_deref().map_or(String::new(), |l| format!("; the last frame could not be decoded: {l}"));
+                    put(Err(format!("{name}: no frame for 2 s{why}")));
+                    continue;
+                }
                 Err(e) => return put(Err(format!("{name}: capture: {e}"))),
             };
             let used = (meta.bytesused as usize).min(buf.len());
             let data = buf.get(..used).unwrap_or(buf);
             let frame = match choice.format {
-                PixelFormat::Mjpeg => decode_mjpeg(data).map(|(fw, fh, rgb)| (fw, fh, rgb)),
-                PixelFormat::Yuyv => yuyv_to_rgb(w, h, data).map(|rgb| (w, h, rgb)),
+                PixelFormat::Mjpeg => decode_mjpeg(data),
+                PixelFormat::Yuyv => yuyv_to_rgb_strided(w, h, stride, data).map(|rgb| (w, h, rgb)),
             };
             seq += 1;
             match frame {
-                Ok((width, height, rgb)) => put(Ok(CapturedFrame { seq, width, height, rgb })),
-                // A corrupt frame (USB hiccup) is skipped, not fatal.
-                Err(_) => continue,
+                Ok((width, height, rgb)) => {
+                    last_error = None;
+                    put(Ok(CapturedFrame { seq, width, height, rgb }));
+                }
+                // A corrupt frame (a USB hiccup) is skipped, not fatal; its error is kept for the
+                // message if no good frame follows.
+                Err(e) => last_error = Some(e.to_string()),
             }
         }
     }

@@ -44,8 +44,7 @@ fn the_scripted_sweep_calibrates_the_simulated_arm_as_lerobot_would() {
     assert_eq!(joint_calibrations(&arm.read_calibration().expect("reads")), cal);
     // The arm, centred again by hand, reads the middle of every joint's range: degrees near 0
     // (0° is the middle of the calibrated range) and the gripper at its centre's share.
-    let centre = hand.centre(&SO101);
-    assert!(centre.is_ok());
+    hand.centre(&SO101).expect("the hand centres the arm");
     let q = arm.read_state().expect("reads").joints;
     for (j, spec) in SO101.joints.iter().enumerate() {
         let span = f32::from(cal[j].range_max - cal[j].range_min);
@@ -68,11 +67,13 @@ fn a_joint_that_was_not_swept_is_named_and_nothing_is_saved() {
     arm.connect().expect("connects");
     let mut hand = ScriptedHand::new(arm.bus.clone(), &SO101);
     hand.reach[3] = (10, 10);
+    // The arm holds a calibration from before (LeRobot's file, applied).
+    let previous = calib::parse_lerobot_json("fixture", FIXTURE, &SO101).expect("fixture");
+    arm.write_calibration(&calib::to_wire(&previous)).expect("applies");
     let e = calib::calibrate(&mut arm, &mut hand, Duration::ZERO).expect_err("wrist not swept").to_string();
     assert!(e.contains("wrist_flex did not move"), "{e}");
-    // The limits on the servos are still the full range (only the offsets were written).
-    let c = joint_calibrations(&arm.read_calibration().expect("reads"));
-    assert!(c.iter().all(|j| j.range_min == 0 && j.range_max == 4095), "{c:?}");
+    // The servos hold that calibration again, offsets and limits.
+    assert_eq!(joint_calibrations(&arm.read_calibration().expect("reads")), previous);
 }
 
 #[test]
@@ -83,6 +84,9 @@ fn a_horn_at_the_end_of_its_turn_is_refused() {
     hand.assembly[0] = 4095 - HALF_TURN; // centred pose reads 4095: offset 2048 does not fit ±2047
     let e = calib::calibrate(&mut arm, &mut hand, Duration::ZERO).expect_err("offset out of range").to_string();
     assert!(e.contains("shoulder_pan reads 4095") && e.contains("re-seat the horn"), "{e}");
+    // Nothing changed on the servos: still the factory calibration.
+    let c = joint_calibrations(&arm.read_calibration().expect("reads"));
+    assert!(c.iter().all(|j| j.homing_offset == 0 && j.range_min == 0 && j.range_max == 4095), "{c:?}");
 }
 
 #[test]

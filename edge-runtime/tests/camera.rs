@@ -134,10 +134,17 @@ fn crop_and_resize_to_the_model_input() {
     // An explicit crop of the right half.
     let right = CameraSpec { width: 1, height: 1, crop: Some([0.5, 0.0, 0.5, 1.0]) };
     assert_eq!(right.apply(4, 2, &rgb).expect("applies"), vec![255, 255, 255]);
-    // A 640×480 camera frame to 64×64 keeps size and range.
+    // A 160×120 camera frame to 64×64 (a centre crop of 120×120): averaging keeps the crop's
+    // mean colour.
     let (w, h, big) = decode_mjpeg(&std::fs::read(data("cam_160x120.jpg")).expect("frame")).expect("decodes");
     let small = CameraSpec { width: 64, height: 64, crop: None }.apply(w, h, &big).expect("applies");
-    assert_eq!(small.len(), 64 * 64 * 3);
+    let mean = |px: &mut dyn Iterator<Item = u8>| {
+        let v: Vec<f64> = px.map(f64::from).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let crop_mean = mean(&mut (0..120).flat_map(|y| big[(y * 160 + 20) * 3..(y * 160 + 140) * 3].to_vec()));
+    let small_mean = mean(&mut small.iter().copied());
+    assert!((crop_mean - small_mean).abs() < 2.0, "{crop_mean} vs {small_mean}");
     // Bad specs and frames.
     assert!(CameraSpec { width: 64, height: 64, crop: Some([0.6, 0.0, 0.6, 1.0]) }.validate().is_err());
     assert!(CameraSpec { width: 0, height: 64, crop: None }.validate().is_err());

@@ -50,6 +50,35 @@ enum Cmd {
     /// r (re-record) or q (save, stop) and Enter, or send next / rerecord / quit on --socket.
     /// --sim: the simulated leader, moved by the scripted expert, drives the simulated follower.
     Teleop(TeleopArgs),
+    /// Check a board: profile, memory, camera, serial port, every servo (which did not answer, at
+    /// which baud, what voltage it reports), the calibration file against the servos' EEPROM, the
+    /// GPIO e-stop. Says what is wrong in plain words; exits non-zero on a failure.
+    Doctor(DoctorArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct DoctorArgs {
+    /// Check the simulated SO-101 bus instead of a board.
+    #[arg(long, conflicts_with = "board")]
+    sim: bool,
+    /// Board profile (built-in name or .toml path).
+    #[arg(long, required_unless_present = "sim")]
+    board: Option<String>,
+    /// Check the leader arm's bus instead of the follower's.
+    #[arg(long)]
+    leader: bool,
+    /// Compare this arm's LeRobot calibration file (<ARM_ID>.json in LeRobot's folder) with the servos.
+    #[arg(long)]
+    arm_id: Option<String>,
+    /// The calibration file to compare, instead of LeRobot's folder.
+    #[arg(long)]
+    calibration: Option<PathBuf>,
+    /// Sim: make this servo id silent (a cut cable).
+    #[arg(long)]
+    sim_silent: Vec<u8>,
+    /// Sim: supply voltage of every servo, volts.
+    #[arg(long)]
+    sim_volts: Option<f32>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -216,6 +245,7 @@ fn main() -> Result<()> {
         Cmd::Replay(a) => replay(a),
         Cmd::Calibrate(a) => calibrate(a),
         Cmd::Teleop(a) => teleop(a),
+        Cmd::Doctor(a) => doctor(a),
     }
 }
 
@@ -399,7 +429,7 @@ fn teleop(a: TeleopArgs) -> Result<()> {
     if !(1..=100).contains(&rate) {
         bail!("--rate {rate}: 1..=100 Hz");
     }
-    if a.fps == 0 || rate % a.fps != 0 {
+    if a.fps == 0 || !rate.is_multiple_of(a.fps) {
         bail!("--fps {}: must divide the loop rate ({rate} Hz) so every recorded frame is one tick", a.fps);
     }
     for (flag, v) in [("--episode-seconds", a.episode_seconds), ("--reset-seconds", a.reset_seconds), ("--settle-seconds", a.settle_seconds)] {
@@ -457,7 +487,7 @@ fn teleop(a: TeleopArgs) -> Result<()> {
         a.fps,
         if a.record.is_some() { "" } else { " (not recording: no --record)" }
     );
-    let summary = lapa_edge::teleop::teleop(
+    let result = lapa_edge::teleop::teleop(
         &mut leader,
         &mut follower,
         &mut camera,
@@ -469,8 +499,21 @@ fn teleop(a: TeleopArgs) -> Result<()> {
         |k, task, frames| {
             eprintln!("episode {k}: {frames} frames, {task:?}");
         },
-    )
-    .map_err(|e| anyhow!(e))?;
+    );
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            // Keep the episodes already saved: the dataset is finished with them.
+            if let Some(r) = recorder.filter(|r| r.episodes() > 0) {
+                let n = r.episodes();
+                match r.finish() {
+                    Ok(w) => eprintln!("saved the {n} finished episode(s) to {}", w.root.display()),
+                    Err(f) => eprintln!("could not save the finished episodes: {f}"),
+                }
+            }
+            bail!("teleop stopped: {e}");
+        }
+    };
     println!(
         "teleop: {} episodes ({} re-recorded), {} ticks; the scripted operator achieved {} of {} tasks; safety: {}",
         summary.episodes,
@@ -488,6 +531,160 @@ fn teleop(a: TeleopArgs) -> Result<()> {
         println!("recorded {}: {} episodes, {} frames, {} tasks", w.root.display(), w.episodes, w.frames, w.tasks);
     }
     Ok(())
+}
+
+fn doctor(a: DoctorArgs) -> Result<()> {
+    use lapa_edge::doctor::{self, Check, Level};
+    if let Some(id) = &a.arm_id {
+        calib::check_arm_id(id)?;
+    }
+    let mut checks = Vec::new();
+    let (desc, reports) = if a.sim {
+        let desc: &'static ArmDescription = if a.leader { &SO101_LEADER } else { &SO101 };
+        let arm = SimArm::new();
+        {
+            let mut bus = arm.bus.lock();
+            for &id in &a.sim_silent {
+                bus.servo_mut(id).ok_or_else(|| anyhow!("--sim-silent {id}: the simulated bus has servos 1..=6"))?.silent = true;
+            }
+            if let Some(v) = a.sim_volts {
+                if !(v.is_finite() && (0.0..=25.0).contains(&v)) {
+                    bail!("--sim-volts {v}: 0..=25 V");
+                }
+                for s in &mut bus.servos {
+                    s.voltage_dv = (v * 10.0).round() as u8;
+                    s.advance(0.0);
+                }
+            }
+        }
+        checks.push(Check { level: Level::Ok, what: "board".into(), detail: "simulated SO-101 bus (six simulated STS3215s, real Feetech driver)".into() });
+        let mut bus = lapa_bridge::feetech::FeetechBus::new(lapa_bridge::simwire::SimWire::new(arm.bus.clone()), lapa_bridge::simwire::StdClock::default());
+        let (c, r) = doctor::check_servos(&mut bus, desc, 1_000_000, |_| Vec::new());
+        checks.extend(c);
+        (desc, r)
+    } else {
+        let (board, file) = load_board(a.board.as_deref().unwrap_or_default())?;
+        let here = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+        checks.push(Check {
+            level: if board.target == here { Level::Ok } else { Level::Warn },
+            what: "board".into(),
+            detail: format!(
+                "{} ({}){}",
+                board.name,
+                file.display(),
+                if board.target == here { String::new() } else { format!(": the profile is for {}, this is {here}", board.target) }
+            ),
+        });
+        checks.push(doctor::check_memory(300));
+        checks.push(check_camera(&board.camera));
+        let (name, serial) = if a.leader {
+            (
+                board.leader.clone().ok_or_else(|| anyhow!("{}: no leader arm", file.display()))?,
+                board.leader_serial.clone().ok_or_else(|| anyhow!("{}: no [leader_serial]", file.display()))?,
+            )
+        } else {
+            (board.arm.clone(), board.serial.clone())
+        };
+        let desc = arm_by_name(&name).ok_or_else(|| anyhow!("no arm profile {name:?}"))?;
+        let mut reports = vec![None; desc.joints.len()];
+        match hw::port_path(&serial) {
+            Err(e) => checks.push(Check { level: Level::Fail, what: "serial".into(), detail: e }),
+            Ok(path) if serial.link == "bridge" => {
+                checks.push(Check { level: Level::Warn, what: "serial".into(), detail: format!("{path}: a bridge MCU; check it with `lapa-bridge doctor`") })
+            }
+            Ok(path) => match lapa_bridge::serial::SerialIo::open_at(&path, serial.baud) {
+                Err(e) => checks.push(Check { level: Level::Fail, what: "serial".into(), detail: format!("{path}: {e} (plugged in? in the dialout group?)") }),
+                Ok(io) => {
+                    checks.push(Check { level: Level::Ok, what: "serial".into(), detail: format!("{path} at {} baud", serial.baud) });
+                    let mut bus = lapa_bridge::feetech::FeetechBus::new(io, lapa_bridge::simwire::StdClock::default());
+                    let other = |silent: &[u8]| -> Vec<(u32, Vec<u8>)> {
+                        lapa_boards::profile::BAUDS
+                            .iter()
+                            .filter(|&&b| b != serial.baud)
+                            .filter_map(|&b| {
+                                let io = lapa_bridge::serial::SerialIo::open_at(&path, b).ok()?;
+                                let mut bus = lapa_bridge::feetech::FeetechBus::new(io, lapa_bridge::simwire::StdClock::default());
+                                let ids: Vec<u8> = silent.iter().copied().filter(|&id| bus.ping(id).is_ok()).collect();
+                                (!ids.is_empty()).then_some((b, ids))
+                            })
+                            .collect()
+                    };
+                    let (c, r) = doctor::check_servos(&mut bus, desc, serial.baud, other);
+                    checks.extend(c);
+                    reports = r;
+                }
+            },
+        }
+        match board.gpio.as_ref().and_then(|g| g.estop) {
+            None => checks.push(Check {
+                level: Level::Warn,
+                what: "e-stop".into(),
+                detail: "no GPIO e-stop in the profile: stop with the control socket or the keyboard".into(),
+            }),
+            Some(pin) => checks.push(check_estop_pin(pin)),
+        }
+        (desc, reports)
+    };
+    if a.arm_id.is_some() || a.calibration.is_some() {
+        checks.push(doctor::check_calibration(desc, a.leader, a.arm_id.as_deref().unwrap_or("arm"), a.calibration.as_deref(), &reports));
+    }
+    let fails = doctor::print(&checks);
+    if fails > 0 {
+        bail!("{fails} check(s) failed");
+    }
+    println!("all checks passed");
+    Ok(())
+}
+
+#[cfg(feature = "v4l2")]
+fn check_camera(c: &lapa_boards::profile::CameraSection) -> lapa_edge::doctor::Check {
+    use lapa_edge::doctor::{Check, Level};
+    use lapa_edge::v4l2::{PixelFormat, V4l2Camera, Want};
+    let format = PixelFormat::from_name(&c.format).unwrap_or(PixelFormat::Mjpeg);
+    let want = Want { format, width: c.width, height: c.height, fps: c.fps };
+    match V4l2Camera::open(&c.device, &want) {
+        Err(e) => Check { level: Level::Fail, what: "camera".into(), detail: e.to_string() },
+        Ok(mut cam) => match lapa_edge::camera::Camera::capture(&mut cam) {
+            Ok(f) => Check {
+                level: Level::Ok,
+                what: "camera".into(),
+                detail: format!("{} (a {}×{} frame arrived)", lapa_edge::camera::Camera::describe(&cam), f.width, f.height),
+            },
+            Err(e) => Check { level: Level::Fail, what: "camera".into(), detail: format!("{}: {e}", lapa_edge::camera::Camera::describe(&cam)) },
+        },
+    }
+}
+
+#[cfg(not(feature = "v4l2"))]
+fn check_camera(c: &lapa_boards::profile::CameraSection) -> lapa_edge::doctor::Check {
+    lapa_edge::doctor::Check {
+        level: lapa_edge::doctor::Level::Warn,
+        what: "camera".into(),
+        detail: format!("{}: this lapa-edge was built without the v4l2 feature", c.device),
+    }
+}
+
+#[cfg(feature = "gpio")]
+fn check_estop_pin(pin: u8) -> lapa_edge::doctor::Check {
+    use lapa_edge::doctor::{Check, Level};
+    match lapa_edge::estop::pi_pin(pin) {
+        Err(e) => Check { level: Level::Fail, what: "e-stop".into(), detail: e },
+        Ok(p) if p.is_high() => Check {
+            level: Level::Fail,
+            what: "e-stop".into(),
+            detail: format!("GPIO{pin}: open — pressed, or the button is not wired (normally closed, to ground)"),
+        },
+        Ok(_) => Check { level: Level::Ok, what: "e-stop".into(), detail: format!("GPIO{pin}: closed (not pressed)") },
+    }
+}
+
+#[cfg(not(feature = "gpio"))]
+fn check_estop_pin(pin: u8) -> lapa_edge::doctor::Check {
+    lapa_edge::doctor::Check {
+        level: lapa_edge::doctor::Level::Warn,
+        what: "e-stop".into(),
+        detail: format!("GPIO{pin}: this lapa-edge was built without the gpio feature"),
+    }
 }
 
 fn print_calibration(desc: &ArmDescription, cal: &[JointCalibration; 6]) {
@@ -626,12 +823,15 @@ fn plot(h: &LogHeader, cycles: &[&cyclelog::CycleRecord], png: &Path) -> Result<
     let e = |x: &dyn std::fmt::Display| anyhow!("{}: plotting: {x}", png.display());
     let root = BitMapBackend::new(png, (1200, 1100)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(&x))?;
-    let panels = root.split_evenly((h.joints.len().max(1), 1));
+    // `cyclelog::read` checked the header names one joint per record value.
+    let panels = root.split_evenly((h.joints.len().clamp(1, 6), 1));
     let t = |c: &cyclelog::CycleRecord| c.deadline_us as f64 / 1e6;
     let (t0, t1) = (t(cycles[0]), t(cycles[cycles.len() - 1]).max(t(cycles[0]) + 1e-3));
     for (j, area) in panels.iter().enumerate() {
-        let vals = cycles.iter().flat_map(|c| [c.command[j], c.measured[j]].into_iter().chain(c.proposal.map(|p| p[j])));
+        // Non-finite values (a proposal the safety filter refused) do not set the axis.
+        let vals = cycles.iter().flat_map(|c| [c.command[j], c.measured[j]].into_iter().chain(c.proposal.map(|p| p[j]))).filter(|v| v.is_finite());
         let (lo, hi) = vals.fold((f32::MAX, f32::MIN), |(a, b), v| (a.min(v), b.max(v)));
+        let (lo, hi) = if lo <= hi { (lo, hi) } else { (-1.0, 1.0) };
         let pad = ((hi - lo) * 0.1).max(0.5);
         let (lo, hi) = (f64::from(lo - pad), f64::from(hi + pad));
         let name = h.joints.get(j).map_or("?", String::as_str);
@@ -644,8 +844,12 @@ fn plot(h: &LogHeader, cycles: &[&cyclelog::CycleRecord], png: &Path) -> Result<
             .build_cartesian_2d(t0..t1, lo..hi)
             .map_err(|x| e(&x))?;
         c.configure_mesh().label_style(("sans-serif", 11)).x_desc(if j + 1 == h.joints.len() { "s" } else { "" }).draw().map_err(|x| e(&x))?;
-        c.draw_series(cycles.iter().filter_map(|r| r.proposal.map(|p| Circle::new((t(r), f64::from(p[j])), 1, RGBColor(170, 170, 255).filled()))))
-            .map_err(|x| e(&x))?;
+        c.draw_series(
+            cycles
+                .iter()
+                .filter_map(|r| r.proposal.filter(|p| p[j].is_finite()).map(|p| Circle::new((t(r), f64::from(p[j])), 1, RGBColor(170, 170, 255).filled()))),
+        )
+        .map_err(|x| e(&x))?;
         c.draw_series(LineSeries::new(cycles.iter().map(|r| (t(r), f64::from(r.measured[j]))), &BLACK)).map_err(|x| e(&x))?;
         c.draw_series(LineSeries::new(cycles.iter().map(|r| (t(r), f64::from(r.command[j]))), &BLUE)).map_err(|x| e(&x))?;
         c.draw_series(
