@@ -3,7 +3,9 @@
 # what the tests need itself:
 #   - apt: ffmpeg (video), libudev-dev + pkg-config (serial port enumeration);
 #   - rustup: the thumbv6m-none-eabi target (RP2040), clippy and rustfmt;
-#   - pip (in a venv under ~/.cache): feetech-servo-sdk + pyserial (vendor-SDK interop check).
+#   - pip (in a venv under ~/.cache): feetech-servo-sdk + pyserial (vendor-SDK interop check);
+#   - for the aarch64 board build (scripts/cross-check.sh): gcc-aarch64-linux-gnu, libclang-dev,
+#     libudev-dev:arm64, qemu-user and the rustup target.
 # Then: rustfmt check; cargo test --workspace; clippy with -D warnings (workspace, all targets, and
 # the firmware); the no_std bridge core and the RP2040 firmware for thumbv6m; the official Feetech
 # SDK against the simulated servo bus.
@@ -14,6 +16,7 @@ if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
 missing=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 pkg-config --exists libudev 2>/dev/null || missing+=(libudev-dev pkg-config)
+ls /usr/lib/llvm-*/lib/libclang*.so >/dev/null 2>&1 || missing+=(libclang-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   $SUDO apt-get update -qq
@@ -48,3 +51,6 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 cargo build --locked -q -p lapa-bridge --bin lapa-bridge
 "$target_dir/debug/lapa-bridge" uf2 "$root_target/mcu/thumbv6m-none-eabi/release/lapa-bridge-mcu" "$root_target/mcu/lapa-bridge.uf2"
 "$venv/bin/python" scripts/feetech_sdk_check.py "$target_dir/debug/lapa-bridge"
+
+echo "test.sh: lapa-edge for aarch64 (Raspberry Pi 5, Jetson), run under qemu-aarch64"
+bash scripts/cross-check.sh

@@ -34,100 +34,9 @@ pub trait Camera: Send {
     fn capture(&mut self) -> Result<CapturedFrame, CameraError>;
 }
 
-/// What the model wants from a camera frame: its input size, and the part of the frame it sees
-/// (a centre crop to the input's aspect unless a crop box is given).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CameraSpec {
-    pub width: usize,
-    pub height: usize,
-    /// `[x, y, w, h]` as fractions of the frame (0..1); `None`: the largest centred box with the
-    /// input's aspect ratio.
-    #[serde(default)]
-    pub crop: Option<[f32; 4]>,
-}
-
-impl CameraSpec {
-    pub fn validate(&self) -> Result<(), String> {
-        if !(1..=MAX_SIDE).contains(&self.width) || !(1..=MAX_SIDE).contains(&self.height) {
-            return Err(format!("camera input {}×{}: each side in 1..={MAX_SIDE}", self.width, self.height));
-        }
-        if let Some([x, y, w, h]) = self.crop {
-            let ok = [x, y, w, h].iter().all(|v| v.is_finite()) && x >= 0.0 && y >= 0.0 && w > 0.0 && h > 0.0 && x + w <= 1.0 + 1e-6 && y + h <= 1.0 + 1e-6;
-            if !ok {
-                return Err(format!("camera crop {:?}: x, y ≥ 0, w, h > 0 and the box inside the frame (fractions 0..1)", [x, y, w, h]));
-            }
-        }
-        Ok(())
-    }
-
-    /// The crop box in pixels of a `fw`×`fh` frame: `(x, y, w, h)`, at least one pixel (a frame
-    /// with no pixels gives an empty box).
-    pub fn crop_box(&self, fw: usize, fh: usize) -> (usize, usize, usize, usize) {
-        if fw == 0 || fh == 0 || self.width == 0 || self.height == 0 {
-            return (0, 0, 0, 0);
-        }
-        match self.crop {
-            Some([x, y, w, h]) => {
-                let px = |v: f32, n: usize| ((v * n as f32).round() as usize).min(n.saturating_sub(1));
-                let (x0, y0) = (px(x, fw), px(y, fh));
-                let w = ((w * fw as f32).round() as usize).clamp(1, fw - x0);
-                let h = ((h * fh as f32).round() as usize).clamp(1, fh - y0);
-                (x0, y0, w, h)
-            }
-            None => {
-                // The largest box of the input's aspect ratio, centred.
-                let (w, h) = if fw * self.height > fh * self.width { (fh * self.width / self.height, fh) } else { (fw, fw * self.height / self.width) };
-                let (w, h) = (w.clamp(1, fw), h.clamp(1, fh));
-                ((fw - w) / 2, (fh - h) / 2, w, h)
-            }
-        }
-    }
-
-    /// Crops and resizes a packed RGB frame to the model's input. Downscaling averages the source
-    /// pixels each output pixel covers (no aliasing); upscaling is bilinear.
-    pub fn apply(&self, fw: usize, fh: usize, rgb: &[u8]) -> Result<Vec<u8>, CameraError> {
-        self.validate().map_err(CameraError::Frame)?;
-        if fw == 0 || fh == 0 || fw.checked_mul(fh).and_then(|n| n.checked_mul(3)) != Some(rgb.len()) {
-            return Err(CameraError::Frame(format!("{} bytes is not a {fw}×{fh} RGB frame", rgb.len())));
-        }
-        let (x0, y0, cw, ch) = self.crop_box(fw, fh);
-        let (ow, oh) = (self.width, self.height);
-        let mut out = vec![0u8; ow * oh * 3];
-        let px = |x: usize, y: usize, c: usize| f32::from(rgb[((y0 + y) * fw + x0 + x) * 3 + c]);
-        for oy in 0..oh {
-            for ox in 0..ow {
-                // Source span of this output pixel.
-                let (sx0, sx1) = (ox as f32 * cw as f32 / ow as f32, (ox + 1) as f32 * cw as f32 / ow as f32);
-                let (sy0, sy1) = (oy as f32 * ch as f32 / oh as f32, (oy + 1) as f32 * ch as f32 / oh as f32);
-                for c in 0..3 {
-                    let v = if cw >= ow && ch >= oh {
-                        let (xa, xb) = (sx0.floor() as usize, (sx1.ceil() as usize).min(cw).max(sx0.floor() as usize + 1));
-                        let (ya, yb) = (sy0.floor() as usize, (sy1.ceil() as usize).min(ch).max(sy0.floor() as usize + 1));
-                        let mut s = 0.0;
-                        for y in ya..yb {
-                            for x in xa..xb {
-                                s += px(x, y, c);
-                            }
-                        }
-                        s / ((yb - ya) * (xb - xa)) as f32
-                    } else {
-                        let fx = ((sx0 + sx1) / 2.0 - 0.5).clamp(0.0, (cw - 1) as f32);
-                        let fy = ((sy0 + sy1) / 2.0 - 0.5).clamp(0.0, (ch - 1) as f32);
-                        let (xa, ya) = (fx.floor() as usize, fy.floor() as usize);
-                        let (xb, yb) = ((xa + 1).min(cw - 1), (ya + 1).min(ch - 1));
-                        let (tx, ty) = (fx - xa as f32, fy - ya as f32);
-                        let top = px(xa, ya, c) * (1.0 - tx) + px(xb, ya, c) * tx;
-                        let bot = px(xa, yb, c) * (1.0 - tx) + px(xb, yb, c) * tx;
-                        top * (1.0 - ty) + bot * ty
-                    };
-                    out[(oy * ow + ox) * 3 + c] = v.round().clamp(0.0, 255.0) as u8;
-                }
-            }
-        }
-        Ok(out)
-    }
-}
+/// The model's camera input (size and crop): a fact of the model bundle, defined with the policy
+/// interface.
+pub use lapa_model::policy::CameraSpec;
 
 /// YUYV 4:2:2 (V4L2 `YUYV`, two pixels in four bytes Y0 U Y1 V) to packed RGB, BT.601 limited
 /// range as UVC webcams send it.
@@ -187,7 +96,7 @@ pub fn decode_mjpeg(data: &[u8]) -> Result<(usize, usize, Vec<u8>), CameraError>
 }
 
 /// The largest frame side decoded (4K UHD is 3840).
-pub const MAX_SIDE: usize = 4096;
+pub const MAX_SIDE: usize = lapa_model::policy::MAX_CAMERA_SIDE;
 /// The most decoded frames a [`FileCamera`] holds in memory.
 pub const MAX_FILE_BYTES: usize = 1 << 30;
 

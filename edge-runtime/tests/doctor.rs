@@ -49,3 +49,28 @@ fn a_calibration_file_that_disagrees_with_the_servos_is_caught() {
     let (ok, text) = doctor(&["--sim", "--sim-silent", "9"]);
     assert!(!ok && text.contains("--sim-silent 9"), "{text}");
 }
+
+#[test]
+fn doctor_verifies_a_bundle() {
+    use lapa_model::bundle::{Manifest, write};
+    use lapa_model::policy::{ActionSpec, CameraSpec};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = Manifest {
+        format: 1,
+        name: "test".into(),
+        created_by: "test".into(),
+        model: serde_json::json!({ "preset": "tiny" }),
+        action: ActionSpec { names: vec!["a".into()], units: vec!["deg".into()], fps: 10.0, chunk: 2 },
+        camera: CameraSpec { width: 64, height: 64, crop: None },
+        text_encoder: None,
+        weights: vec!["model.bpk".into()],
+        parts: Default::default(),
+        signature: None,
+    };
+    let b = write(&dir.path().join("b"), m, &[("model.bpk", b"abc")]).expect("bundle");
+    let (ok, text) = doctor(&["--sim", "--bundle", b.root.to_str().expect("utf-8")]);
+    assert!(ok && text.contains("1 parts verified"), "{text}");
+    std::fs::write(b.root.join("model.bpk"), b"abd").expect("write");
+    let (ok, text) = doctor(&["--sim", "--bundle", b.root.to_str().expect("utf-8")]);
+    assert!(!ok && text.contains("SHA-256"), "{text}");
+}

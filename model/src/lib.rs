@@ -5,6 +5,7 @@
 
 pub mod artifact;
 pub mod blocks;
+pub mod bundle;
 pub mod fsq;
 pub mod laq;
 pub mod nsvq;

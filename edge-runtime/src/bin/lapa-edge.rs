@@ -73,6 +73,9 @@ struct DoctorArgs {
     /// The calibration file to compare, instead of LeRobot's folder.
     #[arg(long)]
     calibration: Option<PathBuf>,
+    /// Check this model bundle: format version, every field, every part's size and SHA-256.
+    #[arg(long)]
+    bundle: Option<PathBuf>,
     /// Sim: make this servo id silent (a cut cable).
     #[arg(long)]
     sim_silent: Vec<u8>,
@@ -625,6 +628,29 @@ fn doctor(a: DoctorArgs) -> Result<()> {
         }
         (desc, reports)
     };
+    if let Some(b) = &a.bundle {
+        checks.push(match lapa_model::bundle::Bundle::open(b) {
+            Ok(b) => {
+                let m = &b.manifest;
+                Check {
+                    level: Level::Ok,
+                    what: "bundle".into(),
+                    detail: format!(
+                        "{} ({}): {} parts verified; actions {} × {} at {} fps; camera {}×{}",
+                        m.name,
+                        m.created_by,
+                        m.parts.len(),
+                        m.action.chunk,
+                        m.action.names.len(),
+                        m.action.fps,
+                        m.camera.width,
+                        m.camera.height
+                    ),
+                }
+            }
+            Err(e) => Check { level: Level::Fail, what: "bundle".into(), detail: e.to_string() },
+        });
+    }
     if a.arm_id.is_some() || a.calibration.is_some() {
         checks.push(doctor::check_calibration(desc, a.leader, a.arm_id.as_deref().unwrap_or("arm"), a.calibration.as_deref(), &reports));
     }

@@ -1,0 +1,330 @@
+//! The model bundle: what the workstation hands the board (`lapa export` writes it, `lapa-edge
+//! run --bundle` reads it). A folder holding `manifest.json` and the parts it names:
+//!
+//! ```json
+//! { "format": 1, "name": "...", "created_by": "lapa 0.1.0",
+//!   "model": { ...the model's whole config... },
+//!   "action": { "names": [...], "units": [...], "fps": 10, "chunk": 10 },
+//!   "camera": { "width": 64, "height": 64, "crop": null },
+//!   "text_encoder": { "kind": "minilm-l6-v2", "parts": ["tokenizer.json", "text.safetensors"] },
+//!   "weights": ["model.bpk"],
+//!   "parts": { "model.bpk": { "bytes": 123, "sha256": "..." }, ... },
+//!   "signature": null }
+//! ```
+//!
+//! The board trusts nothing that is not in the manifest: [`Bundle::open`] checks the format
+//! version, every field, that every part named is listed, present, of its size and of its SHA-256,
+//! and that no part name leaves the folder. [`write`] builds the folder beside the target and
+//! renames it into place, so a bundle is whole or absent. `signature` is reserved for the
+//! compression issue's signed bundles (a bundle that carries one is refused until a verifier
+//! exists, rather than silently trusted).
+
+use crate::policy::{ActionSpec, CameraSpec};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The bundle format this build writes and reads.
+pub const FORMAT: u32 = 1;
+/// The manifest's file name.
+pub const MANIFEST: &str = "manifest.json";
+/// Largest manifest read (the model config is small; a huge file is not a manifest).
+const MAX_MANIFEST: u64 = 4 << 20;
+
+/// Bundle failures; each names the bundle and the part or field.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("{bundle}: manifest: {message}")]
+    Manifest { bundle: PathBuf, message: String },
+    #[error("{bundle}: bundle format {found}, but this build reads format {FORMAT}{}", if *found > FORMAT { " (the bundle is newer: update lapa-edge)" } else { " (re-export it with this lapa)" })]
+    Version { bundle: PathBuf, found: u32 },
+    #[error("{bundle}: part {part:?}: {message}")]
+    Part { bundle: PathBuf, part: String, message: String },
+}
+
+/// The text encoder a bundle carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextEncoderSpec {
+    /// Which encoder (`minilm-l6-v2`, `tiny`).
+    pub kind: String,
+    /// Its files among the parts (tokenizer, weights).
+    pub parts: Vec<String>,
+}
+
+/// Size and hash of one part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartInfo {
+    pub bytes: u64,
+    /// Lower-case hex SHA-256 of the file.
+    pub sha256: String,
+}
+
+/// The manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: u32,
+    pub name: String,
+    pub created_by: String,
+    /// The model's whole config (the type that reads it checks it).
+    pub model: serde_json::Value,
+    pub action: ActionSpec,
+    pub camera: CameraSpec,
+    #[serde(default)]
+    pub text_encoder: Option<TextEncoderSpec>,
+    /// The weight files among the parts.
+    pub weights: Vec<String>,
+    pub parts: BTreeMap<String, PartInfo>,
+    #[serde(default)]
+    pub signature: Option<String>,
+}
+
+/// A bundle that passed every check.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub root: PathBuf,
+    pub manifest: Manifest,
+}
+
+/// Lower-case hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A part name stays inside the bundle: one plain file name.
+fn check_part_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name != MANIFEST
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok { Ok(()) } else { Err("a part is one file name of letters, digits, '.', '_' or '-' (no folders, not hidden, not the manifest)".into()) }
+}
+
+impl Manifest {
+    /// Checks every field but the parts' contents.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.trim().is_empty() || self.name.len() > 200 {
+            return Err("name: empty or longer than 200 bytes".into());
+        }
+        self.action.validate().map_err(|e| format!("action: {e}"))?;
+        self.camera.validate().map_err(|e| format!("camera: {e}"))?;
+        if !self.model.is_object() {
+            return Err("model: the model's config must be an object".into());
+        }
+        if self.weights.is_empty() {
+            return Err("weights: no weight file named".into());
+        }
+        for (name, info) in &self.parts {
+            check_part_name(name).map_err(|e| format!("parts.{name:?}: {e}"))?;
+            if info.sha256.len() != 64 || !info.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                return Err(format!("parts.{name:?}.sha256: not 64 lower-case hex digits"));
+            }
+        }
+        let named = self.weights.iter().map(|w| ("weights", w)).chain(self.text_encoder.iter().flat_map(|t| t.parts.iter().map(|p| ("text_encoder.parts", p))));
+        for (field, part) in named {
+            if !self.parts.contains_key(part) {
+                return Err(format!("{field}: {part:?} is not among the parts"));
+            }
+        }
+        if let Some(t) = &self.text_encoder
+            && t.kind.trim().is_empty()
+        {
+            return Err("text_encoder.kind: empty".into());
+        }
+        Ok(())
+    }
+}
+
+impl Bundle {
+    /// Opens and checks a bundle folder.
+    pub fn open(root: &Path) -> Result<Self, BundleError> {
+        let mpath = root.join(MANIFEST);
+        let manifest_err = |message: String| BundleError::Manifest { bundle: root.to_path_buf(), message };
+        let meta = std::fs::metadata(&mpath).map_err(|e| BundleError::Io { path: mpath.clone(), message: format!("{e} (is this a bundle folder?)") })?;
+        if meta.len() > MAX_MANIFEST {
+            return Err(manifest_err(format!("{} bytes; a manifest is at most {MAX_MANIFEST}", meta.len())));
+        }
+        let text = std::fs::read_to_string(&mpath).map_err(|e| BundleError::Io { path: mpath.clone(), message: e.to_string() })?;
+        // The version first, so a newer bundle says so rather than failing on a field it added.
+        let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| manifest_err(format!("not JSON: {e}")))?;
+        let found = raw.get("format").and_then(serde_json::Value::as_u64).ok_or_else(|| manifest_err("format: missing or not a number".into()))?;
+        if found != u64::from(FORMAT) {
+            return Err(BundleError::Version { bundle: root.to_path_buf(), found: u32::try_from(found).unwrap_or(u32::MAX) });
+        }
+        let manifest: Manifest = serde_json::from_value(raw).map_err(|e| manifest_err(e.to_string()))?;
+        manifest.validate().map_err(manifest_err)?;
+        if manifest.signature.is_some() {
+            return Err(manifest_err("signature: this build cannot verify signed bundles yet, and does not run one unverified".into()));
+        }
+        for (name, info) in &manifest.parts {
+            let part_err = |message: String| BundleError::Part { bundle: root.to_path_buf(), part: name.clone(), message };
+            let path = root.join(name);
+            let meta = std::fs::symlink_metadata(&path).map_err(|e| part_err(format!("missing: {e}")))?;
+            if !meta.is_file() {
+                return Err(part_err("not a regular file".into()));
+            }
+            if meta.len() != info.bytes {
+                return Err(part_err(format!("{} bytes, the manifest says {}", meta.len(), info.bytes)));
+            }
+            let bytes = std::fs::read(&path).map_err(|e| part_err(e.to_string()))?;
+            let got = sha256_hex(&bytes);
+            if got != info.sha256 {
+                return Err(part_err(format!("SHA-256 {got} does not match the manifest's {} (the file changed or is damaged)", info.sha256)));
+            }
+        }
+        Ok(Self { root: root.to_path_buf(), manifest })
+    }
+
+    /// The path of a part (checked at open).
+    pub fn part(&self, name: &str) -> Option<PathBuf> {
+        self.manifest.parts.contains_key(name).then(|| self.root.join(name))
+    }
+}
+
+/// Writes a bundle at `root` (which must not exist): the manifest's `parts` are filled from
+/// `parts` (name, bytes); the folder is staged beside `root` and renamed into place.
+pub fn write(root: &Path, mut manifest: Manifest, parts: &[(&str, &[u8])]) -> Result<Bundle, BundleError> {
+    let io = |path: &Path, e: std::io::Error| BundleError::Io { path: path.to_path_buf(), message: e.to_string() };
+    if root.exists() {
+        return Err(BundleError::Io { path: root.to_path_buf(), message: "already exists; choose another folder or remove it".into() });
+    }
+    manifest.format = FORMAT;
+    manifest.parts = BTreeMap::new();
+    for (name, bytes) in parts {
+        check_part_name(name).map_err(|message| BundleError::Part { bundle: root.to_path_buf(), part: name.to_string(), message })?;
+        if manifest.parts.insert(name.to_string(), PartInfo { bytes: bytes.len() as u64, sha256: sha256_hex(bytes) }).is_some() {
+            return Err(BundleError::Part { bundle: root.to_path_buf(), part: name.to_string(), message: "given twice".into() });
+        }
+    }
+    manifest.validate().map_err(|message| BundleError::Manifest { bundle: root.to_path_buf(), message })?;
+    let name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bundle".into());
+    let staging = root.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| io(&staging, e))?;
+    }
+    std::fs::create_dir_all(&staging).map_err(|e| io(&staging, e))?;
+    let result = (|| {
+        for (name, bytes) in parts {
+            std::fs::write(staging.join(name), bytes).map_err(|e| io(&staging.join(name), e))?;
+        }
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| BundleError::Manifest { bundle: root.to_path_buf(), message: e.to_string() })?;
+        std::fs::write(staging.join(MANIFEST), json).map_err(|e| io(&staging.join(MANIFEST), e))?;
+        std::fs::rename(&staging, root).map_err(|e| io(root, e))
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    Bundle::open(root)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            format: FORMAT,
+            name: "tiny random".into(),
+            created_by: "test".into(),
+            model: serde_json::json!({ "preset": "tiny", "dim": 32 }),
+            action: ActionSpec { names: vec!["shoulder_pan".into(), "gripper".into()], units: vec!["deg".into(), "%".into()], fps: 10.0, chunk: 4 },
+            camera: CameraSpec { width: 64, height: 64, crop: None },
+            text_encoder: Some(TextEncoderSpec { kind: "tiny".into(), parts: vec!["vocab.json".into()] }),
+            weights: vec!["model.bpk".into()],
+            parts: BTreeMap::new(),
+            signature: None,
+        }
+    }
+
+    fn make(dir: &Path) -> Bundle {
+        write(&dir.join("b"), manifest(), &[("model.bpk", b"weights bytes"), ("vocab.json", b"{\"a\": 1}")]).expect("writes")
+    }
+
+    fn edit(root: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+        let p = root.join(MANIFEST);
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_bundle_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = make(dir.path());
+        let again = Bundle::open(&b.root).unwrap();
+        assert_eq!(again.manifest, b.manifest);
+        assert_eq!(again.manifest.parts["model.bpk"].sha256, sha256_hex(b"weights bytes"));
+        assert_eq!(std::fs::read(again.part("vocab.json").unwrap()).unwrap(), b"{\"a\": 1}");
+        assert!(again.part("nope").is_none());
+        // Nothing left beside it.
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("b")]);
+        assert!(write(&b.root, manifest(), &[("model.bpk", b"x")]).unwrap_err().to_string().contains("already exists"));
+    }
+
+    #[test]
+    fn every_corruption_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = make(dir.path()).root;
+        let expect = |want: &str| {
+            let e = Bundle::open(&root).expect_err(want).to_string();
+            assert!(e.contains(want), "want {want:?} in {e}");
+            assert!(e.contains(&*root.to_string_lossy()), "{e}");
+        };
+        // A changed part: same size, other bytes.
+        std::fs::write(root.join("model.bpk"), b"weights bytez").unwrap();
+        expect("\"model.bpk\": SHA-256");
+        std::fs::write(root.join("model.bpk"), b"weights").unwrap();
+        expect("7 bytes, the manifest says 13");
+        std::fs::remove_file(root.join("model.bpk")).unwrap();
+        expect("\"model.bpk\": missing");
+        std::fs::write(root.join("model.bpk"), b"weights bytes").unwrap();
+        Bundle::open(&root).unwrap();
+        // Versions, fields, names.
+        let original = std::fs::read(root.join(MANIFEST)).unwrap();
+        type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (Box::new(|v| v["format"] = 2.into()), "bundle format 2, but this build reads format 1 (the bundle is newer"),
+            (Box::new(|v| v["format"] = 0.into()), "re-export it"),
+            (Box::new(|v| v["format"] = "one".into()), "format: missing or not a number"),
+            (Box::new(|v| v["extra"] = 1.into()), "unknown field `extra`"),
+            (Box::new(|v| v["action"]["chunk"] = 0.into()), "action: "),
+            (Box::new(|v| v["camera"]["width"] = 0.into()), "camera: "),
+            (Box::new(|v| v["weights"] = serde_json::json!(["other.bpk"])), "weights: \"other.bpk\" is not among the parts"),
+            (Box::new(|v| v["text_encoder"]["parts"] = serde_json::json!(["gone.json"])), "text_encoder.parts: \"gone.json\""),
+            (Box::new(|v| v["parts"]["../../etc/passwd"] = serde_json::json!({"bytes": 1, "sha256": "0".repeat(64)})), "parts.\"../../etc/passwd\""),
+            (Box::new(|v| v["parts"]["model.bpk"]["sha256"] = "XYZ".into()), "not 64 lower-case hex digits"),
+            (Box::new(|v| v["signature"] = "abc".into()), "cannot verify signed bundles"),
+            (Box::new(|v| v["model"] = 3.into()), "model: the model's config must be an object"),
+        ];
+        for (f, want) in cases {
+            std::fs::write(root.join(MANIFEST), &original).unwrap();
+            edit(&root, f);
+            expect(want);
+        }
+        std::fs::write(root.join(MANIFEST), b"{ not json").unwrap();
+        expect("not JSON");
+        std::fs::remove_file(root.join(MANIFEST)).unwrap();
+        expect("is this a bundle folder?");
+    }
+
+    #[test]
+    fn bad_part_names_are_refused_when_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["../x", "a/b", ".hidden", "manifest.json", ""] {
+            let e = write(&dir.path().join("b"), manifest(), &[("model.bpk", b"w"), ("vocab.json", b"v"), (bad, b"x")]).unwrap_err().to_string();
+            assert!(e.contains("a part is one file name"), "{bad:?}: {e}");
+            assert!(!dir.path().join("b").exists());
+        }
+        let e = write(&dir.path().join("b"), manifest(), &[("model.bpk", b"w")]).unwrap_err().to_string();
+        assert!(e.contains("text_encoder.parts: \"vocab.json\" is not among the parts"), "{e}");
+    }
+}
