@@ -48,11 +48,22 @@ pub struct RunConfig {
     pub max_ticks: Option<u64>,
     /// Consecutive arm errors after which the run stops.
     pub max_arm_errors: u32,
+    /// The run fails when one inference takes longer than this.
+    pub policy_timeout: Duration,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
-        Self { rate_hz: 30.0, refill: 0.5, ensemble_decay: 0.85, estop: EStopMode::Hold, spin: Duration::from_micros(1500), max_ticks: None, max_arm_errors: 5 }
+        Self {
+            rate_hz: 30.0,
+            refill: 0.5,
+            ensemble_decay: 0.85,
+            estop: EStopMode::Hold,
+            spin: Duration::from_micros(1500),
+            max_ticks: None,
+            max_arm_errors: 5,
+            policy_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -103,6 +114,8 @@ pub struct Controls {
     instruction: Mutex<String>,
     /// 0: none, else an [`EpisodeCommand`] waiting for the teleop loop.
     episode: AtomicU8,
+    estop_presses: AtomicU64,
+    pauses: AtomicU64,
 }
 
 /// A recording command for teleoperation.
@@ -124,6 +137,8 @@ impl Controls {
             version: AtomicU64::new(0),
             instruction: Mutex::new(instruction),
             episode: AtomicU8::new(0),
+            estop_presses: AtomicU64::new(0),
+            pauses: AtomicU64::new(0),
         }))
     }
 
@@ -142,6 +157,17 @@ impl Controls {
 
     pub fn estop(&self) {
         self.estop.store(true, Ordering::SeqCst);
+        self.estop_presses.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many times the e-stop was engaged (the loop acts on a press it did not see held).
+    pub fn estop_presses(&self) -> u64 {
+        self.estop_presses.load(Ordering::SeqCst)
+    }
+
+    /// How many times a pause was asked for.
+    pub fn pauses(&self) -> u64 {
+        self.pauses.load(Ordering::SeqCst)
     }
 
     pub fn release_estop(&self) {
@@ -154,6 +180,9 @@ impl Controls {
 
     pub fn set_paused(&self, on: bool) {
         self.paused.store(on, Ordering::SeqCst);
+        if on {
+            self.pauses.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     pub fn paused(&self) -> bool {
@@ -384,7 +413,9 @@ pub fn run(
     // is refused when it arrives, so nothing planned before a stop runs after it.
     let mut epoch = 0u64;
     let mut paused_latched = false;
+    let (mut seen_estop, mut seen_pauses) = (controls.estop_presses(), controls.pauses());
     let mut inflight = false;
+    let mut inflight_since = Instant::now();
     let mut got_chunk = false;
     let mut estop_latched = false;
     let mut arm_errors = 0u32;
@@ -458,6 +489,9 @@ pub fn run(
             }
         }
 
+        if inflight && inflight_since.elapsed() > cfg.policy_timeout {
+            break 'run EndReason::Failed(format!("the policy has not answered for {:.1} s (a camera or model that hangs)", cfg.policy_timeout.as_secs_f32()));
+        }
         let (v, text) = controls.instruction();
         if v != version {
             version = v;
@@ -466,38 +500,48 @@ pub fn run(
             queue.clear();
             event(tick, format!("instruction {instruction:?}"));
         }
-        let estop = controls.estopped();
-        if estop != estop_latched {
-            estop_latched = estop;
-            if estop {
-                queue.clear();
-                epoch += 1;
-                event(tick, format!("e-stop engaged ({:?})", cfg.estop));
-                if cfg.estop == EStopMode::TorqueOff
-                    && let Err(e) = arm.set_torque(false)
-                {
-                    event(tick, format!("torque off failed: {e}"));
-                }
-            } else {
-                event(tick, "e-stop released".into());
-                if cfg.estop == EStopMode::TorqueOff {
-                    // The arm may have been moved by hand: start again from where it is.
-                    safety.rebase();
-                    if let Err(e) = arm.set_torque(true) {
-                        event(tick, format!("torque on failed: {e}"));
-                    }
+        // Counted presses, so a stop (or pause) released again within one period still holds
+        // the arm for a tick and throws away everything planned before it.
+        let presses = controls.estop_presses();
+        let pressed = presses != seen_estop;
+        seen_estop = presses;
+        if (pressed || controls.estopped()) && !estop_latched {
+            estop_latched = true;
+            queue.clear();
+            epoch += 1;
+            event(tick, format!("e-stop engaged ({:?})", cfg.estop));
+            if cfg.estop == EStopMode::TorqueOff
+                && let Err(e) = arm.set_torque(false)
+            {
+                event(tick, format!("torque off failed: {e}"));
+            }
+        } else if pressed {
+            queue.clear();
+            epoch += 1;
+        } else if estop_latched && !controls.estopped() {
+            estop_latched = false;
+            event(tick, "e-stop released".into());
+            if cfg.estop == EStopMode::TorqueOff {
+                // The arm may have been moved by hand: start again from where it is.
+                safety.rebase();
+                if let Err(e) = arm.set_torque(true) {
+                    event(tick, format!("torque on failed: {e}"));
                 }
             }
         }
-        let paused = controls.paused();
-        if paused != paused_latched {
-            paused_latched = paused;
-            if paused {
-                queue.clear();
-                epoch += 1;
-            }
-            event(tick, if paused { "paused".into() } else { "resumed".into() });
+        let estop = estop_latched;
+        let pauses = controls.pauses();
+        let paused_now = pauses != seen_pauses || controls.paused();
+        if pauses != seen_pauses {
+            seen_pauses = pauses;
+            queue.clear();
+            epoch += 1;
         }
+        if paused_now != paused_latched {
+            paused_latched = paused_now;
+            event(tick, if paused_now { "paused".into() } else { "resumed".into() });
+        }
+        let paused = paused_latched;
         let mut extra = 0;
         if estop {
             extra |= flag::ESTOP;
@@ -535,6 +579,7 @@ pub fn run(
         if !inflight && !estop && !paused && queue.remaining(tick) < refill_ticks.max(1.0) {
             let req = Request { tick, state: reading.joints, time_s: tick as f64 / f64::from(cfg.rate_hz), version: epoch, instruction: instruction.clone() };
             inflight = req_tx.send(req).is_ok();
+            inflight_since = Instant::now();
         }
         stats.flags.add(filtered.flags);
         stats.queue = queue.len();

@@ -145,6 +145,17 @@ fn crop_and_resize_to_the_model_input() {
     let crop_mean = mean(&mut (0..120).flat_map(|y| big[(y * 160 + 20) * 3..(y * 160 + 140) * 3].to_vec()));
     let small_mean = mean(&mut small.iter().copied());
     assert!((crop_mean - small_mean).abs() < 2.0, "{crop_mean} vs {small_mean}");
+    // Near 1:1 (65 → 64 columns) a box filter barely blurs: a vertical edge stays sharp.
+    let (w65, h65) = (65usize, 4usize);
+    let edge: Vec<u8> = (0..h65).flat_map(|_| (0..w65).flat_map(|x| if x < 32 { [0u8; 3] } else { [255u8; 3] })).collect();
+    let out = CameraSpec { width: 64, height: 4, crop: Some([0.0, 0.0, 1.0, 1.0]) }.apply(w65, h65, &edge).expect("applies");
+    let row: Vec<u8> = (0..64).map(|x| out[x * 3]).collect();
+    assert!(row[..31].iter().all(|&v| v == 0) && row[33..].iter().all(|&v| v == 255), "{row:?}");
+    // Down on one axis, up on the other (8×2 → 4×4): means per column pair, rows repeated.
+    let stripes: Vec<u8> = (0..2).flat_map(|_| (0..8).flat_map(|x| [(x * 30) as u8; 3])).collect();
+    let out = CameraSpec { width: 4, height: 4, crop: Some([0.0, 0.0, 1.0, 1.0]) }.apply(8, 2, &stripes).expect("applies");
+    assert_eq!((0..4).map(|x| out[x * 3]).collect::<Vec<_>>(), vec![15, 75, 135, 195]);
+    assert_eq!(out[..12], out[36..48], "rows of a vertical upscale of a uniform column match");
     // Bad specs and frames.
     assert!(CameraSpec { width: 64, height: 64, crop: Some([0.6, 0.0, 0.6, 1.0]) }.validate().is_err());
     assert!(CameraSpec { width: 0, height: 64, crop: None }.validate().is_err());

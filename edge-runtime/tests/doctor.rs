@@ -65,7 +65,7 @@ fn doctor_verifies_a_bundle() {
         text_encoder: None,
         weights: vec!["model.bpk".into()],
         parts: Default::default(),
-        signature: None,
+        requires: Vec::new(),
     };
     let b = write(&dir.path().join("b"), m, &[("model.bpk", b"abc")]).expect("bundle");
     let (ok, text) = doctor(&["--sim", "--bundle", b.root.to_str().expect("utf-8")]);

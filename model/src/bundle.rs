@@ -1,5 +1,5 @@
-//! The model bundle: what the workstation hands the board (`lapa export` writes it, `lapa-edge
-//! run --bundle` reads it). A folder holding `manifest.json` and the parts it names:
+//! The model bundle: what the workstation hands the board (the exporter writes it with [`write`],
+//! `lapa-edge` reads it with [`Bundle::open`]). A folder holding `manifest.json` and the parts it names:
 //!
 //! ```json
 //! { "format": 1, "name": "...", "created_by": "lapa 0.1.0",
@@ -9,15 +9,17 @@
 //!   "text_encoder": { "kind": "minilm-l6-v2", "parts": ["tokenizer.json", "text.safetensors"] },
 //!   "weights": ["model.bpk"],
 //!   "parts": { "model.bpk": { "bytes": 123, "sha256": "..." }, ... },
-//!   "signature": null }
+//!   "requires": [] }
 //! ```
 //!
 //! The board trusts nothing that is not in the manifest: [`Bundle::open`] checks the format
 //! version, every field, that every part named is listed, present, of its size and of its SHA-256,
 //! and that no part name leaves the folder. [`write`] builds the folder beside the target and
-//! renames it into place, so a bundle is whole or absent. `signature` is reserved for the
-//! compression issue's signed bundles (a bundle that carries one is refused until a verifier
-//! exists, rather than silently trusted).
+//! renames it into place, so a bundle is whole or absent. A signature will be a detached file
+//! over the manifest's exact bytes ([`SIGNATURE`], the compression issue's signed bundles); a
+//! bundle that carries one is refused until a verifier exists, rather than silently trusted.
+//! `requires` names features a reader must have (an int8 policy's parts), so a later bundle is
+//! refused by name by an older reader instead of misread.
 
 use crate::policy::{ActionSpec, CameraSpec};
 use serde::{Deserialize, Serialize};
@@ -25,8 +27,14 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The bundle format this build writes and reads.
+/// The bundle format this build writes; it reads `MIN_FORMAT..=FORMAT`.
 pub const FORMAT: u32 = 1;
+/// The oldest bundle format this build reads.
+pub const MIN_FORMAT: u32 = 1;
+/// A detached signature of the manifest's exact bytes (the compression issue's signed bundles).
+pub const SIGNATURE: &str = "manifest.json.sig";
+/// Features a reader must have to run a bundle; this build has none beyond format 1.
+pub const KNOWN_REQUIREMENTS: [&str; 0] = [];
 /// The manifest's file name.
 pub const MANIFEST: &str = "manifest.json";
 /// Largest manifest read (the model config is small; a huge file is not a manifest).
@@ -39,7 +47,7 @@ pub enum BundleError {
     Io { path: PathBuf, message: String },
     #[error("{bundle}: manifest: {message}")]
     Manifest { bundle: PathBuf, message: String },
-    #[error("{bundle}: bundle format {found}, but this build reads format {FORMAT}{}", if *found > FORMAT { " (the bundle is newer: update lapa-edge)" } else { " (re-export it with this lapa)" })]
+    #[error("{bundle}: bundle format {found}, but this build reads formats {MIN_FORMAT}..={FORMAT}{}", if *found > FORMAT { " (the bundle is newer: update lapa-edge)" } else { " (re-export it with this lapa)" })]
     Version { bundle: PathBuf, found: u32 },
     #[error("{bundle}: part {part:?}: {message}")]
     Part { bundle: PathBuf, part: String, message: String },
@@ -80,8 +88,10 @@ pub struct Manifest {
     /// The weight files among the parts.
     pub weights: Vec<String>,
     pub parts: BTreeMap<String, PartInfo>,
+    /// Features the reader must support (an int8 policy's parts, say); a reader that lacks one
+    /// refuses the bundle by name instead of misreading it.
     #[serde(default)]
-    pub signature: Option<String>,
+    pub requires: Vec<String>,
 }
 
 /// A bundle that passed every check.
@@ -154,26 +164,40 @@ impl Bundle {
         // The version first, so a newer bundle says so rather than failing on a field it added.
         let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| manifest_err(format!("not JSON: {e}")))?;
         let found = raw.get("format").and_then(serde_json::Value::as_u64).ok_or_else(|| manifest_err("format: missing or not a number".into()))?;
-        if found != u64::from(FORMAT) {
+        if !(u64::from(MIN_FORMAT)..=u64::from(FORMAT)).contains(&found) {
             return Err(BundleError::Version { bundle: root.to_path_buf(), found: u32::try_from(found).unwrap_or(u32::MAX) });
         }
         let manifest: Manifest = serde_json::from_value(raw).map_err(|e| manifest_err(e.to_string()))?;
         manifest.validate().map_err(manifest_err)?;
-        if manifest.signature.is_some() {
-            return Err(manifest_err("signature: this build cannot verify signed bundles yet, and does not run one unverified".into()));
+        if let Some(r) = manifest.requires.iter().find(|r| !KNOWN_REQUIREMENTS.contains(&r.as_str())) {
+            return Err(manifest_err(format!("requires: {r:?}, which this build does not support (update lapa-edge)")));
+        }
+        if root.join(SIGNATURE).exists() {
+            return Err(manifest_err(format!("{SIGNATURE}: this build cannot verify signed bundles yet, and does not run one unverified")));
         }
         for (name, info) in &manifest.parts {
             let part_err = |message: String| BundleError::Part { bundle: root.to_path_buf(), part: name.clone(), message };
             let path = root.join(name);
             let meta = std::fs::symlink_metadata(&path).map_err(|e| part_err(format!("missing: {e}")))?;
             if !meta.is_file() {
-                return Err(part_err("not a regular file".into()));
+                return Err(part_err("not a regular file (a link or a folder)".into()));
             }
-            if meta.len() != info.bytes {
-                return Err(part_err(format!("{} bytes, the manifest says {}", meta.len(), info.bytes)));
+            let mut file = std::fs::File::open(&path).map_err(|e| part_err(e.to_string()))?;
+            // The file opened is the one checked (not a link swapped in between).
+            let opened = file.metadata().map_err(|e| part_err(e.to_string()))?;
+            {
+                use std::os::unix::fs::MetadataExt;
+                if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
+                    return Err(part_err("changed while it was being checked".into()));
+                }
             }
-            let bytes = std::fs::read(&path).map_err(|e| part_err(e.to_string()))?;
-            let got = sha256_hex(&bytes);
+            if opened.len() != info.bytes {
+                return Err(part_err(format!("{} bytes, the manifest says {}", opened.len(), info.bytes)));
+            }
+            // Hashed in blocks: a part of gigabytes costs no more memory than a small one.
+            let mut hasher = Sha256::new();
+            std::io::copy(&mut file, &mut hasher).map_err(|e| part_err(e.to_string()))?;
+            let got: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
             if got != info.sha256 {
                 return Err(part_err(format!("SHA-256 {got} does not match the manifest's {} (the file changed or is damaged)", info.sha256)));
             }
@@ -240,7 +264,7 @@ mod tests {
             text_encoder: Some(TextEncoderSpec { kind: "tiny".into(), parts: vec!["vocab.json".into()] }),
             weights: vec!["model.bpk".into()],
             parts: BTreeMap::new(),
-            signature: None,
+            requires: Vec::new(),
         }
     }
 
@@ -260,8 +284,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = make(dir.path());
         let again = Bundle::open(&b.root).unwrap();
-        assert_eq!(again.manifest, b.manifest);
-        assert_eq!(again.manifest.parts["model.bpk"].sha256, sha256_hex(b"weights bytes"));
+        // What was given comes back, with the parts listed.
+        let mut want = manifest();
+        want.parts = again.manifest.parts.clone();
+        assert_eq!(again.manifest, want);
+        assert_eq!(again.manifest.parts.len(), 2);
+        // sha256(b"weights bytes"), computed independently (Python's hashlib).
+        assert_eq!(again.manifest.parts["model.bpk"].sha256, "09448063cc786651132795b34e752a3d1e60b603722ca7ed97d4f386bcb47639");
+        assert_eq!(again.manifest.parts["model.bpk"].bytes, 13);
         assert_eq!(std::fs::read(again.part("vocab.json").unwrap()).unwrap(), b"{\"a\": 1}");
         assert!(again.part("nope").is_none());
         // Nothing left beside it.
@@ -292,7 +322,7 @@ mod tests {
         let original = std::fs::read(root.join(MANIFEST)).unwrap();
         type Edit = Box<dyn Fn(&mut serde_json::Value)>;
         let cases: Vec<(Edit, &str)> = vec![
-            (Box::new(|v| v["format"] = 2.into()), "bundle format 2, but this build reads format 1 (the bundle is newer"),
+            (Box::new(|v| v["format"] = 2.into()), "bundle format 2, but this build reads formats 1..=1 (the bundle is newer"),
             (Box::new(|v| v["format"] = 0.into()), "re-export it"),
             (Box::new(|v| v["format"] = "one".into()), "format: missing or not a number"),
             (Box::new(|v| v["extra"] = 1.into()), "unknown field `extra`"),
@@ -302,7 +332,7 @@ mod tests {
             (Box::new(|v| v["text_encoder"]["parts"] = serde_json::json!(["gone.json"])), "text_encoder.parts: \"gone.json\""),
             (Box::new(|v| v["parts"]["../../etc/passwd"] = serde_json::json!({"bytes": 1, "sha256": "0".repeat(64)})), "parts.\"../../etc/passwd\""),
             (Box::new(|v| v["parts"]["model.bpk"]["sha256"] = "XYZ".into()), "not 64 lower-case hex digits"),
-            (Box::new(|v| v["signature"] = "abc".into()), "cannot verify signed bundles"),
+            (Box::new(|v| v["requires"] = serde_json::json!(["int8-gemm"])), "requires: \"int8-gemm\""),
             (Box::new(|v| v["model"] = 3.into()), "model: the model's config must be an object"),
         ];
         for (f, want) in cases {
@@ -310,6 +340,19 @@ mod tests {
             edit(&root, f);
             expect(want);
         }
+        std::fs::write(root.join(MANIFEST), &original).unwrap();
+        std::fs::write(root.join(SIGNATURE), b"sig").unwrap();
+        expect("cannot verify signed bundles");
+        std::fs::remove_file(root.join(SIGNATURE)).unwrap();
+        // A part swapped for a link to a file outside.
+        let outside = root.parent().unwrap().join("outside.bin");
+        std::fs::write(&outside, b"weights bytes").unwrap();
+        std::fs::remove_file(root.join("model.bpk")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("model.bpk")).unwrap();
+        expect("not a regular file");
+        std::fs::remove_file(root.join("model.bpk")).unwrap();
+        std::fs::write(root.join("model.bpk"), b"weights bytes").unwrap();
+        Bundle::open(&root).unwrap();
         std::fs::write(root.join(MANIFEST), b"{ not json").unwrap();
         expect("not JSON");
         std::fs::remove_file(root.join(MANIFEST)).unwrap();

@@ -92,8 +92,9 @@ impl CameraSpec {
         }
     }
 
-    /// Crops and resizes a packed RGB frame to the model's input. Downscaling averages the source
-    /// pixels each output pixel covers (no aliasing); upscaling is bilinear.
+    /// Crops and resizes a packed RGB frame to the model's input. Each axis is resampled on its
+    /// own: downscaling averages the source pixels an output pixel covers, each weighted by the
+    /// fraction it covers (a box filter, no aliasing); upscaling interpolates linearly.
     pub fn apply(&self, fw: usize, fh: usize, rgb: &[u8]) -> Result<Vec<u8>, String> {
         self.validate()?;
         if fw == 0 || fh == 0 || fw.checked_mul(fh).and_then(|n| n.checked_mul(3)) != Some(rgb.len()) {
@@ -101,40 +102,60 @@ impl CameraSpec {
         }
         let (x0, y0, cw, ch) = self.crop_box(fw, fh);
         let (ow, oh) = (self.width, self.height);
+        let wx = axis_weights(cw, ow);
+        let wy = axis_weights(ch, oh);
         let mut out = vec![0u8; ow * oh * 3];
-        let px = |x: usize, y: usize, c: usize| f32::from(rgb[((y0 + y) * fw + x0 + x) * 3 + c]);
-        for oy in 0..oh {
-            for ox in 0..ow {
-                // Source span of this output pixel.
-                let (sx0, sx1) = (ox as f32 * cw as f32 / ow as f32, (ox + 1) as f32 * cw as f32 / ow as f32);
-                let (sy0, sy1) = (oy as f32 * ch as f32 / oh as f32, (oy + 1) as f32 * ch as f32 / oh as f32);
-                for c in 0..3 {
-                    let v = if cw >= ow && ch >= oh {
-                        let (xa, xb) = (sx0.floor() as usize, (sx1.ceil() as usize).min(cw).max(sx0.floor() as usize + 1));
-                        let (ya, yb) = (sy0.floor() as usize, (sy1.ceil() as usize).min(ch).max(sy0.floor() as usize + 1));
-                        let mut s = 0.0;
-                        for y in ya..yb {
-                            for x in xa..xb {
-                                s += px(x, y, c);
-                            }
+        for (oy, ys) in wy.iter().enumerate() {
+            for (ox, xs) in wx.iter().enumerate() {
+                let mut acc = [0f32; 3];
+                for &(y, wyv) in ys {
+                    let row = (y0 + y) * fw;
+                    for &(x, wxv) in xs {
+                        let i = (row + x0 + x) * 3;
+                        let w = wyv * wxv;
+                        for (a, v) in acc.iter_mut().zip(&rgb[i..i + 3]) {
+                            *a += w * f32::from(*v);
                         }
-                        s / ((yb - ya) * (xb - xa)) as f32
-                    } else {
-                        let fx = ((sx0 + sx1) / 2.0 - 0.5).clamp(0.0, (cw - 1) as f32);
-                        let fy = ((sy0 + sy1) / 2.0 - 0.5).clamp(0.0, (ch - 1) as f32);
-                        let (xa, ya) = (fx.floor() as usize, fy.floor() as usize);
-                        let (xb, yb) = ((xa + 1).min(cw - 1), (ya + 1).min(ch - 1));
-                        let (tx, ty) = (fx - xa as f32, fy - ya as f32);
-                        let top = px(xa, ya, c) * (1.0 - tx) + px(xb, ya, c) * tx;
-                        let bot = px(xa, yb, c) * (1.0 - tx) + px(xb, yb, c) * tx;
-                        top * (1.0 - ty) + bot * ty
-                    };
-                    out[(oy * ow + ox) * 3 + c] = v.round().clamp(0.0, 255.0) as u8;
+                    }
+                }
+                let o = (oy * ow + ox) * 3;
+                for (d, a) in out[o..o + 3].iter_mut().zip(acc) {
+                    *d = a.round().clamp(0.0, 255.0) as u8;
                 }
             }
         }
         Ok(out)
     }
+}
+
+/// For each of `n_out` output samples along an axis of `n_in` source samples: the source indices
+/// and weights (summing to 1) that make it.
+fn axis_weights(n_in: usize, n_out: usize) -> Vec<Vec<(usize, f32)>> {
+    let scale = n_in as f64 / n_out as f64;
+    (0..n_out)
+        .map(|o| {
+            if scale >= 1.0 {
+                // Box: the span [o·s, (o+1)·s) of the source, partial pixels weighted by overlap.
+                let (a, b) = (o as f64 * scale, (o + 1) as f64 * scale);
+                let mut w = Vec::new();
+                let mut i = a.floor() as usize;
+                while (i as f64) < b && i < n_in {
+                    let cover = ((i + 1) as f64).min(b) - (i as f64).max(a);
+                    if cover > 1e-9 {
+                        w.push((i, (cover / scale) as f32));
+                    }
+                    i += 1;
+                }
+                w
+            } else {
+                // Linear: the output pixel's centre mapped into the source.
+                let c = ((o as f64 + 0.5) * scale - 0.5).clamp(0.0, (n_in - 1) as f64);
+                let i = c.floor() as usize;
+                let t = (c - i as f64) as f32;
+                if i + 1 < n_in && t > 0.0 { vec![(i, 1.0 - t), (i + 1, t)] } else { vec![(i, 1.0)] }
+            }
+        })
+        .collect()
 }
 
 /// One camera frame, packed RGB, row-major.
