@@ -14,7 +14,12 @@ pub type BoxedArm = Box<dyn Arm + Send>;
 pub fn port_path(s: &SerialSection) -> Result<String, String> {
     match (&s.port, s.usb_ids()) {
         (Some(p), _) => Ok(p.clone()),
-        (None, Some(Ok((vid, pid)))) => find_usb_port(vid, pid),
+        (None, Some(Ok((vid, pid)))) => find_usb_port(vid, pid).map_err(|found| {
+            format!(
+                "no serial port with USB id {vid:04x}:{pid:04x} (USB serial ports here: {})",
+                if found.is_empty() { "none".into() } else { found.join(", ") }
+            )
+        }),
         (None, Some(Err(e))) => Err(e),
         (None, None) => Err("the profile names neither a port nor a USB id".into()),
     }

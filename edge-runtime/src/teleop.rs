@@ -207,6 +207,23 @@ pub struct TeleopSummary {
     pub quit: bool,
 }
 
+/// One tick of following: the leader's joints, through the safety filter (held while the e-stop
+/// is engaged), to the follower. Returns the follower's reading, what was sent and the extra flags.
+fn follow(
+    leader: &mut dyn Arm,
+    follower: &mut dyn Arm,
+    safety: &mut SafetyFilter,
+    controls: &Controls,
+) -> Result<(lapa_bridge::arm::ArmReading, crate::safety::Filtered, u16), String> {
+    let lead = leader.read_state().map_err(|e| format!("leader: {e}"))?;
+    let reading = follower.read_state().map_err(|e| format!("follower: {e}"))?;
+    let extra = if controls.estopped() { flag::ESTOP } else { 0 };
+    let proposal = (extra == 0).then_some(lead.joints);
+    let filtered = safety.filter(proposal.as_ref(), &reading.joints, gripper_load(&reading), extra);
+    follower.send_targets(&filtered.command).map_err(|e| format!("follower: {e}"))?;
+    Ok((reading, filtered, extra))
+}
+
 /// Runs a session: `cfg.episodes` episodes (fewer on quit), each recorded into `rec` when given.
 #[allow(clippy::too_many_arguments)] // the parts of a session, each owned by the caller
 pub fn teleop(
@@ -262,12 +279,7 @@ pub fn teleop(
                 sum.dropped += t.dropped;
             }
             operator.before_tick(tick)?;
-            let lead = leader.read_state().map_err(|e| format!("leader: {e}"))?;
-            let reading = follower.read_state().map_err(|e| format!("follower: {e}"))?;
-            let extra = if controls.estopped() { flag::ESTOP } else { 0 };
-            let proposal = (extra == 0).then_some(lead.joints);
-            let filtered = safety.filter(proposal.as_ref(), &reading.joints, gripper_load(&reading), extra);
-            follower.send_targets(&filtered.command).map_err(|e| format!("follower: {e}"))?;
+            let (reading, filtered, extra) = follow(leader, follower, safety, controls)?;
             sum.flags.add(filtered.flags);
             // While stopped the follower holds; held frames are not demonstrations.
             if let Some(r) = rec.as_deref_mut()
@@ -317,12 +329,7 @@ pub fn teleop(
             if cfg.paced {
                 let _ = pacer.wait();
             }
-            let lead = leader.read_state().map_err(|e| format!("leader: {e}"))?;
-            let reading = follower.read_state().map_err(|e| format!("follower: {e}"))?;
-            let extra = if controls.estopped() { flag::ESTOP } else { 0 };
-            let proposal = (extra == 0).then_some(lead.joints);
-            let filtered = safety.filter(proposal.as_ref(), &reading.joints, gripper_load(&reading), extra);
-            follower.send_targets(&filtered.command).map_err(|e| format!("follower: {e}"))?;
+            follow(leader, follower, safety, controls)?;
             if controls.quitting() {
                 sum.quit = true;
                 break;

@@ -122,17 +122,10 @@ impl Link {
 
     /// Opens the first serial port with this USB vendor/product id.
     pub fn open_usb(vid: u16, pid: u16) -> Result<Self, LinkError> {
-        let ports = serialport::available_ports().unwrap_or_default();
-        let mut found = Vec::new();
-        for p in &ports {
-            if let serialport::SerialPortType::UsbPort(u) = &p.port_type {
-                if u.vid == vid && u.pid == pid {
-                    return Self::open(&p.port_name);
-                }
-                found.push(format!("{} {:04x}:{:04x}", p.port_name, u.vid, u.pid));
-            }
+        match crate::serial::find_usb_port(vid, pid) {
+            Ok(path) => Self::open(&path),
+            Err(found) => Err(LinkError::NoSuchUsbDevice { vid, pid, found: if found.is_empty() { "none".into() } else { found.join(", ") } }),
         }
-        Err(LinkError::NoSuchUsbDevice { vid, pid, found: if found.is_empty() { "none".into() } else { found.join(", ") } })
     }
 
     pub fn path(&self) -> &str {

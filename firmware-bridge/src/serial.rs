@@ -28,9 +28,9 @@ impl SerialIo {
     }
 }
 
-/// The device path of the first serial port with this USB vendor/product id; the error lists the
-/// USB serial ports there are.
-pub fn find_usb_port(vid: u16, pid: u16) -> Result<String, String> {
+/// The device path of the first serial port with this USB vendor/product id; otherwise the USB
+/// serial ports there are (`"/dev/ttyACM0 2e8a:000a"`), for the error.
+pub fn find_usb_port(vid: u16, pid: u16) -> Result<String, Vec<String>> {
     let ports = serialport::available_ports().unwrap_or_default();
     let mut found = Vec::new();
     for p in &ports {
@@ -41,7 +41,7 @@ pub fn find_usb_port(vid: u16, pid: u16) -> Result<String, String> {
             found.push(format!("{} {:04x}:{:04x}", p.port_name, u.vid, u.pid));
         }
     }
-    Err(format!("no serial port with USB id {vid:04x}:{pid:04x} (USB serial ports here: {})", if found.is_empty() { "none".into() } else { found.join(", ") }))
+    Err(found)
 }
 
 impl embedded_io::ErrorType for SerialIo {

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use lapa_boards::profile::load_board;
+use lapa_boards::profile::{BoardProfile, SerialSection, load_board};
 use lapa_boards::{ArmDescription, JointCalibration, SO101, SO101_LEADER, Unit, arm_by_name};
 use lapa_bridge::arm::{Arm, SimArm, joint_calibrations};
 use lapa_edge::calibrate as calib;
@@ -58,15 +58,8 @@ enum Cmd {
 
 #[derive(clap::Args, Debug)]
 struct DoctorArgs {
-    /// Check the simulated SO-101 bus instead of a board.
-    #[arg(long, conflicts_with = "board")]
-    sim: bool,
-    /// Board profile (built-in name or .toml path).
-    #[arg(long, required_unless_present = "sim")]
-    board: Option<String>,
-    /// Check the leader arm's bus instead of the follower's.
-    #[arg(long)]
-    leader: bool,
+    #[command(flatten)]
+    arm: ArmSelect,
     /// Compare this arm's LeRobot calibration file (<ARM_ID>.json in LeRobot's folder) with the servos.
     #[arg(long)]
     arm_id: Option<String>,
@@ -135,20 +128,47 @@ struct TeleopArgs {
     socket: Option<PathBuf>,
 }
 
+/// Which arm a command works on.
 #[derive(clap::Args, Debug)]
-struct CalibrateArgs {
-    /// The simulated SO-101 (six simulated STS3215 servos behind the real Feetech driver), swept
-    /// by a scripted hand.
+struct ArmSelect {
+    /// The simulated SO-101 bus: six simulated STS3215 servos behind the real Feetech driver
+    /// (calibrate: swept by a scripted hand).
     #[arg(long, conflicts_with = "board")]
     sim: bool,
     /// Board profile: a built-in name (raspberry_pi_5, jetson_orin_nano, jetson_agx_orin,
     /// x86_64_dev) or a .toml path. Its [serial] section says where the arm is.
     #[arg(long, required_unless_present = "sim")]
     board: Option<String>,
-    /// Calibrate the leader arm (the profile's [leader_serial]); its file goes under LeRobot's
-    /// teleoperators/ folder.
+    /// The leader arm instead of the follower (the profile's [leader_serial]; its calibration
+    /// file lives under LeRobot's teleoperators/ folder).
     #[arg(long)]
     leader: bool,
+}
+
+impl ArmSelect {
+    /// The simulated arm's description.
+    fn sim_description(&self) -> &'static ArmDescription {
+        if self.leader { &SO101_LEADER } else { &SO101 }
+    }
+
+    /// The board, the arm's description and its bus.
+    fn board(&self) -> Result<(BoardProfile, PathBuf, &'static ArmDescription, SerialSection)> {
+        let (board, file) = load_board(self.board.as_deref().unwrap_or_default())?;
+        let (name, serial) = if self.leader {
+            let name = board.leader.clone().ok_or_else(|| anyhow!("{}: the board has no leader arm (`leader = ...`)", file.display()))?;
+            (name, board.leader_serial.clone().ok_or_else(|| anyhow!("{}: no [leader_serial]", file.display()))?)
+        } else {
+            (board.arm.clone(), board.serial.clone())
+        };
+        let desc = arm_by_name(&name).ok_or_else(|| anyhow!("{}: no arm profile {name:?}", file.display()))?;
+        Ok((board, file, desc, serial))
+    }
+}
+
+#[derive(clap::Args, Debug)]
+struct CalibrateArgs {
+    #[command(flatten)]
+    arm: ArmSelect,
     /// Name of this arm: the calibration file is <ARM_ID>.json (LeRobot's `--robot.id`).
     #[arg(long)]
     arm_id: String,
@@ -252,17 +272,23 @@ fn main() -> Result<()> {
     }
 }
 
-fn run(a: RunArgs) -> Result<()> {
-    if !a.sim {
-        bail!("only --sim runs exist so far: driving a real arm needs a board profile and a model bundle, which this build does not read yet");
-    }
-    let family = match &a.family {
+/// `--family` and `--split` of a sim scene.
+fn scene_choice(family: Option<&str>, split: &str) -> Result<(Option<TaskFamily>, Split)> {
+    let family = match family {
         None => None,
         Some(f) => Some(
             TaskFamily::from_name(f).ok_or_else(|| anyhow!("--family {f:?}: not a task family; one of {}", TaskFamily::ALL.map(|f| f.name()).join(", ")))?,
         ),
     };
-    let split = Split::from_name(&a.split).ok_or_else(|| anyhow!("--split {:?}: one of {}", a.split, Split::ALL.map(|s| s.name()).join(", ")))?;
+    let split = Split::from_name(split).ok_or_else(|| anyhow!("--split {split:?}: one of {}", Split::ALL.map(|s| s.name()).join(", ")))?;
+    Ok((family, split))
+}
+
+fn run(a: RunArgs) -> Result<()> {
+    if !a.sim {
+        bail!("only --sim runs exist so far: driving a real arm needs a board profile and a model bundle, which this build does not read yet");
+    }
+    let (family, split) = scene_choice(a.family.as_deref(), &a.split)?;
     if !(a.max_seconds.is_finite() && a.max_seconds > 0.0) {
         bail!("--max-seconds {}: must be a positive number", a.max_seconds);
     }
@@ -375,21 +401,14 @@ fn run(a: RunArgs) -> Result<()> {
 
 fn calibrate(a: CalibrateArgs) -> Result<()> {
     calib::check_arm_id(&a.arm_id)?;
-    let (desc, mut arm, mut guide): (&'static ArmDescription, BoxedArm, Box<dyn calib::Guide>) = if a.sim {
-        let desc = if a.leader { &SO101_LEADER } else { &SO101 };
+    let (desc, mut arm, mut guide): (&'static ArmDescription, BoxedArm, Box<dyn calib::Guide>) = if a.arm.sim {
+        let desc = a.arm.sim_description();
         let arm = SimArm::new();
         let hand = calib::ScriptedHand::new(arm.bus.clone(), desc);
         (desc, Box::new(arm), Box::new(hand))
     } else {
-        let (board, file) = load_board(a.board.as_deref().unwrap_or_default())?;
-        let (name, serial) = if a.leader {
-            let name = board.leader.as_deref().ok_or_else(|| anyhow!("{}: the board has no leader arm (`leader = ...`)", file.display()))?;
-            (name, board.leader_serial.as_ref().ok_or_else(|| anyhow!("{}: no [leader_serial]", file.display()))?)
-        } else {
-            (board.arm.as_str(), &board.serial)
-        };
-        let desc = arm_by_name(name).ok_or_else(|| anyhow!("{}: no arm profile {name:?}", file.display()))?;
-        let arm = hw::open_arm(serial).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+        let (_, file, desc, serial) = a.arm.board()?;
+        let arm = hw::open_arm(&serial).map_err(|e| anyhow!("{}: {e}", file.display()))?;
         (desc, arm, Box::new(calib::TerminalGuide::new()))
     };
     let info = arm.connect().with_context(|| format!("connecting the {}", desc.name))?;
@@ -403,11 +422,11 @@ fn calibrate(a: CalibrateArgs) -> Result<()> {
     }
     let out = match &a.out {
         Some(p) => p.clone(),
-        None => calib::lerobot_dir(desc.name, a.leader)
+        None => calib::lerobot_dir(desc.name, a.arm.leader)
             .ok_or_else(|| anyhow!("no HOME or HF_LEROBOT_CALIBRATION to find LeRobot's calibration folder: give --out"))?
             .join(format!("{}.json", a.arm_id)),
     };
-    let cal = calib::calibrate(arm.as_mut(), guide.as_mut(), Duration::from_millis(if a.sim { 0 } else { 20 }))?;
+    let cal = calib::calibrate(arm.as_mut(), guide.as_mut(), Duration::from_millis(if a.arm.sim { 0 } else { 20 }))?;
     let existed = out.exists();
     calib::write_lerobot(&out, desc, &cal)?;
     print_calibration(desc, &cal);
@@ -443,13 +462,7 @@ fn teleop(a: TeleopArgs) -> Result<()> {
     if a.episodes == 0 || a.episode_seconds <= 0.0 {
         bail!("--episodes and --episode-seconds must be positive");
     }
-    let family = match &a.family {
-        None => None,
-        Some(f) => Some(
-            TaskFamily::from_name(f).ok_or_else(|| anyhow!("--family {f:?}: not a task family; one of {}", TaskFamily::ALL.map(|f| f.name()).join(", ")))?,
-        ),
-    };
-    let split = Split::from_name(&a.split).ok_or_else(|| anyhow!("--split {:?}: one of {}", a.split, Split::ALL.map(|s| s.name()).join(", ")))?;
+    let (family, split) = scene_choice(a.family.as_deref(), &a.split)?;
     let scene = SimScene::new(&SceneSpec { seed: a.seed, family, split, rate_hz: rate, ..SceneSpec::default() }).map_err(|e| anyhow!("--rate: {e}"))?;
     let mut follower = SceneArm::new(scene.clone());
     let mut leader = SimArm::new();
@@ -542,8 +555,8 @@ fn doctor(a: DoctorArgs) -> Result<()> {
         calib::check_arm_id(id)?;
     }
     let mut checks = Vec::new();
-    let (desc, reports) = if a.sim {
-        let desc: &'static ArmDescription = if a.leader { &SO101_LEADER } else { &SO101 };
+    let (desc, reports) = if a.arm.sim {
+        let desc = a.arm.sim_description();
         let arm = SimArm::new();
         {
             let mut bus = arm.bus.lock();
@@ -566,7 +579,7 @@ fn doctor(a: DoctorArgs) -> Result<()> {
         checks.extend(c);
         (desc, r)
     } else {
-        let (board, file) = load_board(a.board.as_deref().unwrap_or_default())?;
+        let (board, file, desc, serial) = a.arm.board()?;
         let here = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
         checks.push(Check {
             level: if board.target == here { Level::Ok } else { Level::Warn },
@@ -580,15 +593,6 @@ fn doctor(a: DoctorArgs) -> Result<()> {
         });
         checks.push(doctor::check_memory(300));
         checks.push(check_camera(&board.camera));
-        let (name, serial) = if a.leader {
-            (
-                board.leader.clone().ok_or_else(|| anyhow!("{}: no leader arm", file.display()))?,
-                board.leader_serial.clone().ok_or_else(|| anyhow!("{}: no [leader_serial]", file.display()))?,
-            )
-        } else {
-            (board.arm.clone(), board.serial.clone())
-        };
-        let desc = arm_by_name(&name).ok_or_else(|| anyhow!("no arm profile {name:?}"))?;
         let mut reports = vec![None; desc.joints.len()];
         match hw::port_path(&serial) {
             Err(e) => checks.push(Check { level: Level::Fail, what: "serial".into(), detail: e }),
@@ -652,7 +656,7 @@ fn doctor(a: DoctorArgs) -> Result<()> {
         });
     }
     if a.arm_id.is_some() || a.calibration.is_some() {
-        checks.push(doctor::check_calibration(desc, a.leader, a.arm_id.as_deref().unwrap_or("arm"), a.calibration.as_deref(), &reports));
+        checks.push(doctor::check_calibration(desc, a.arm.leader, a.arm_id.as_deref().unwrap_or("arm"), a.calibration.as_deref(), &reports));
     }
     let fails = doctor::print(&checks);
     if fails > 0 {
