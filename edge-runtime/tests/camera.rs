@@ -4,7 +4,7 @@
 //! The frames are ffmpeg's `testsrc2` pattern encoded the way a UVC camera sends them (4:2:2
 //! baseline JPEG with the Huffman tables left out; packed YUYV), and one 4:4:4 JPEG.
 
-use lapa_edge::camera::{Camera, CameraError, CameraSpec, FileCamera, decode_mjpeg, yuyv_to_rgb};
+use lapa_edge::camera::{Camera, CameraError, CameraSpec, FileCamera, decode_mjpeg, yuyv_to_rgb, yuyv_to_rgb_strided};
 use lapa_edge::v4l2::{Offer, PixelFormat, Want, negotiate};
 use std::path::Path;
 use std::process::Command;
@@ -108,6 +108,12 @@ fn yuyv_frames_convert_like_ffmpeg() {
     let reference = ffmpeg_rgb(&["-f", "rawvideo", "-pix_fmt", "yuyv422", "-s", "160x120", "-i", p.to_str().expect("utf-8")]);
     let (mean, max) = diff(&ours, &reference);
     assert!(mean < 1.5 && max <= 3, "mean {mean:.2}, p99 {max} against ffmpeg");
+    // Rows padded to 336 bytes (a driver's bytesperline) convert to the same pixels.
+    let padded: Vec<u8> = raw.chunks_exact(320).flat_map(|row| row.iter().copied().chain([0x55u8; 16])).collect();
+    assert_eq!(yuyv_to_rgb_strided(160, 120, 336, &padded).expect("strided"), ours);
+    assert!(yuyv_to_rgb_strided(160, 120, 300, &raw).is_err(), "a stride shorter than a row");
+    assert!(yuyv_to_rgb_strided(160, 120, 336, &raw).is_err(), "too few bytes for the stride");
+    assert!(yuyv_to_rgb_strided(160, usize::MAX, usize::MAX, &raw).is_err(), "sizes that overflow");
     assert!(yuyv_to_rgb(160, 120, &raw[..100]).is_err(), "short frame");
     assert!(yuyv_to_rgb(161, 120, &raw).is_err(), "odd width");
 }
