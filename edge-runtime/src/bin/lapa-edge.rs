@@ -110,13 +110,8 @@ struct TeleopArgs {
     /// Frames per second recorded (divides the rate; the sim data and the models use 10).
     #[arg(long, default_value_t = 10)]
     fps: u32,
-    /// Sim: first scene seed (episode k uses seed + k), task family and split.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    #[arg(long)]
-    family: Option<String>,
-    #[arg(long, default_value = "seen")]
-    split: String,
+    #[command(flatten)]
+    scene: SceneArgs,
     /// Sim: seconds an episode goes on after its task succeeds.
     #[arg(long, default_value_t = 0.5)]
     settle_seconds: f32,
@@ -194,17 +189,8 @@ struct RunArgs {
     /// Run against the simulated scene (required today).
     #[arg(long)]
     sim: bool,
-    /// Scene seed (sim).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Task family (sim): push_to_side, move_next_to, pick_place, separate, line_up, point_at;
-    /// drawn from the seed when absent.
-    #[arg(long)]
-    family: Option<String>,
-    /// Generalisation split of the scene (sim): seen, unseen-objects, unseen-instructions,
-    /// unseen-environment.
-    #[arg(long, default_value = "seen")]
-    split: String,
+    #[command(flatten)]
+    scene: SceneArgs,
     /// Control rate, Hz (the servo loop; the policy's actions are interpolated onto it).
     #[arg(long, default_value_t = 50)]
     rate: u32,
@@ -272,30 +258,49 @@ fn main() -> Result<()> {
     }
 }
 
-/// `--family` and `--split` of a sim scene.
-fn scene_choice(family: Option<&str>, split: &str) -> Result<(Option<TaskFamily>, Split)> {
-    let family = match family {
-        None => None,
-        Some(f) => Some(
-            TaskFamily::from_name(f).ok_or_else(|| anyhow!("--family {f:?}: not a task family; one of {}", TaskFamily::ALL.map(|f| f.name()).join(", ")))?,
-        ),
-    };
-    let split = Split::from_name(split).ok_or_else(|| anyhow!("--split {split:?}: one of {}", Split::ALL.map(|s| s.name()).join(", ")))?;
-    Ok((family, split))
+/// The simulated scene a command builds.
+#[derive(clap::Args, Debug)]
+struct SceneArgs {
+    /// Scene seed (sim; teleop: episode k uses seed + k).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Task family (sim): push_to_side, move_next_to, pick_place, separate, line_up, point_at;
+    /// drawn from the seed when absent.
+    #[arg(long)]
+    family: Option<String>,
+    /// Generalisation split of the scene (sim): seen, unseen-objects, unseen-instructions,
+    /// unseen-environment.
+    #[arg(long, default_value = "seen")]
+    split: String,
+}
+
+impl SceneArgs {
+    /// `--family` and `--split`, parsed.
+    fn choice(&self) -> Result<(Option<TaskFamily>, Split)> {
+        let family = match self.family.as_deref() {
+            None => None,
+            Some(f) => Some(
+                TaskFamily::from_name(f)
+                    .ok_or_else(|| anyhow!("--family {f:?}: not a task family; one of {}", TaskFamily::ALL.map(|f| f.name()).join(", ")))?,
+            ),
+        };
+        let split = Split::from_name(&self.split).ok_or_else(|| anyhow!("--split {:?}: one of {}", self.split, Split::ALL.map(|s| s.name()).join(", ")))?;
+        Ok((family, split))
+    }
 }
 
 fn run(a: RunArgs) -> Result<()> {
     if !a.sim {
         bail!("only --sim runs exist so far: driving a real arm needs a board profile and a model bundle, which this build does not read yet");
     }
-    let (family, split) = scene_choice(a.family.as_deref(), &a.split)?;
+    let (family, split) = a.scene.choice()?;
     if !(a.max_seconds.is_finite() && a.max_seconds > 0.0) {
         bail!("--max-seconds {}: must be a positive number", a.max_seconds);
     }
     if !(a.settle_seconds.is_finite() && a.settle_seconds >= 0.0) {
         bail!("--settle-seconds {}: must be a number ≥ 0", a.settle_seconds);
     }
-    let scene = SimScene::new(&SceneSpec { seed: a.seed, family, split, rate_hz: a.rate, ..SceneSpec::default() }).map_err(|e| anyhow!("--rate: {e}"))?;
+    let scene = SimScene::new(&SceneSpec { seed: a.scene.seed, family, split, rate_hz: a.rate, ..SceneSpec::default() }).map_err(|e| anyhow!("--rate: {e}"))?;
     let policy = SimExpertPolicy::new(scene.clone(), a.policy_fps, a.chunk).map_err(|e| anyhow!("--policy-fps/--chunk: {e}"))?;
     let scene_instruction = lock(&scene).instruction();
     let instruction = a.instruction.clone().unwrap_or_else(|| scene_instruction.clone());
@@ -462,15 +467,16 @@ fn teleop(a: TeleopArgs) -> Result<()> {
     if a.episodes == 0 || a.episode_seconds <= 0.0 {
         bail!("--episodes and --episode-seconds must be positive");
     }
-    let (family, split) = scene_choice(a.family.as_deref(), &a.split)?;
-    let scene = SimScene::new(&SceneSpec { seed: a.seed, family, split, rate_hz: rate, ..SceneSpec::default() }).map_err(|e| anyhow!("--rate: {e}"))?;
+    let (family, split) = a.scene.choice()?;
+    let scene = SimScene::new(&SceneSpec { seed: a.scene.seed, family, split, rate_hz: rate, ..SceneSpec::default() }).map_err(|e| anyhow!("--rate: {e}"))?;
     let mut follower = SceneArm::new(scene.clone());
     let mut leader = SimArm::new();
     leader.connect().context("connecting the simulated leader")?;
     follower.connect().context("connecting the follower")?;
     let leader_cal = leader.read_calibration()?;
-    let mut operator = SimOperator::new(scene.clone(), leader.bus.clone(), &SO101_LEADER, &leader_cal, rate as f32, a.seed, family, split, a.settle_seconds)
-        .map_err(|e| anyhow!(e))?;
+    let mut operator =
+        SimOperator::new(scene.clone(), leader.bus.clone(), &SO101_LEADER, &leader_cal, rate as f32, a.scene.seed, family, split, a.settle_seconds)
+            .map_err(|e| anyhow!(e))?;
     let mut camera = SceneCamera::new(scene.clone());
     let cal = joint_calibrations(&follower.read_calibration()?);
     let limits = joint_limits(&SO101, &cal).context("the follower's calibration")?;
