@@ -7,13 +7,39 @@ use burn::module::Module;
 use burn::store::ModuleRecord;
 use burn::tensor::Device;
 
-use crate::{Laq, LaqConfig, ModelError};
+use crate::{Laq, LaqConfig, ModelError, Vla, VlaConfig};
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.bpk";
 
 /// Saves the LAQ's config and weights into `dir`.
 pub fn save_laq(dir: &Path, config: &LaqConfig, model: &Laq) -> Result<(), ModelError> {
+    save_module(dir, config, model)
+}
+
+/// Saves the policy's config and weights into `dir`.
+pub fn save_vla(dir: &Path, config: &VlaConfig, model: &Vla) -> Result<(), ModelError> {
+    save_module(dir, config, model)
+}
+
+/// Reads a policy's `dir/config.json` and checks it.
+pub fn load_vla_config(dir: &Path) -> Result<VlaConfig, ModelError> {
+    let path = dir.join(CONFIG_FILE);
+    let bytes = std::fs::read(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
+    let config: VlaConfig =
+        serde_json::from_slice(&bytes).map_err(|e| ModelError::Artifact { path: path.clone(), message: format!("not a policy config: {e}") })?;
+    config.validate().map_err(|e| ModelError::Artifact { path, message: e.to_string() })?;
+    Ok(config)
+}
+
+/// Loads a policy artifact folder onto `device`.
+pub fn load_vla(dir: &Path, device: &Device) -> Result<(VlaConfig, Vla), ModelError> {
+    let config = load_vla_config(dir)?;
+    let model = load_weights(&dir.join(WEIGHTS_FILE), config.init(device)?)?;
+    Ok((config, model))
+}
+
+fn save_module<C: serde::Serialize, M: Module>(dir: &Path, config: &C, model: &M) -> Result<(), ModelError> {
     let json = serde_json::to_vec_pretty(config).map_err(|e| ModelError::Artifact { path: dir.join(CONFIG_FILE), message: e.to_string() })?;
     lapa_fs::atomic_write(&dir.join(CONFIG_FILE), &json)?;
     let path = dir.join(WEIGHTS_FILE);

@@ -4,17 +4,21 @@
 //! everything downstream reads sizes from the config, nothing hard-codes a dimension.
 
 pub mod artifact;
+pub mod bins;
 pub mod blocks;
 pub mod bundle;
 pub mod fsq;
 pub mod laq;
 pub mod nsvq;
 pub mod policy;
+pub mod text;
+pub mod vla;
 
-pub use artifact::{load_laq, save_laq};
+pub use artifact::{load_laq, load_vla, save_laq, save_vla};
 pub use burn;
 pub use laq::{Laq, LaqConfig, LaqStep, Quantizer, QuantizerKind, patchify, unpatchify};
 pub use policy::{ActionSpec, Policy, PolicyError, PolicyInput};
+pub use vla::{HeadConfig, Vla, VlaConfig, VlaInput};
 
 use burn::tensor::Device;
 
@@ -22,6 +26,8 @@ use burn::tensor::Device;
 pub enum ModelError {
     #[error("invalid model config: {0}")]
     Config(String),
+    #[error("invalid input: {0}")]
+    Input(String),
     #[error("{path}: {message}")]
     Artifact { path: std::path::PathBuf, message: String },
     #[error("{path}: {source}")]

@@ -1,3 +1,4 @@
 //! lapa's workstation pipeline as a library (the `lapa` binary is a thin CLI over it).
 
 pub mod laq;
+pub mod trainer;

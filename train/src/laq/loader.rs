@@ -3,8 +3,6 @@
 //! an uninterrupted run, and lets worker threads build batches ahead of the training step.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::thread::JoinHandle;
 
 use lapa_model::patchify;
 use lapa_sim::rng::Rng;
@@ -138,52 +136,4 @@ pub fn make_batch(pool: &PairPool, spec: &BatchSpec, step: u64) -> Batch {
     }
     let noise = (0..n * spec.noise_len_per_sample).map(|_| rng.normal()).collect();
     Batch { step, size: n, first, second, noise, action, labeled }
-}
-
-/// Worker threads building batches `start..end` ahead of the trainer, in order.
-#[derive(Debug)]
-pub struct Loader {
-    rxs: Vec<Receiver<Batch>>,
-    next: u64,
-    handles: Vec<JoinHandle<()>>,
-}
-
-impl Loader {
-    pub fn start(pool: Arc<PairPool>, spec: BatchSpec, start: u64, end: u64, workers: usize, prefetch: usize) -> Self {
-        let workers = workers.max(1);
-        let mut rxs = Vec::new();
-        let mut handles = Vec::new();
-        for w in 0..workers as u64 {
-            let (tx, rx): (SyncSender<Batch>, Receiver<Batch>) = sync_channel(prefetch.max(1));
-            let pool = pool.clone();
-            handles.push(std::thread::spawn(move || {
-                let mut step = start + w;
-                while step < end {
-                    if tx.send(make_batch(&pool, &spec, step)).is_err() {
-                        return;
-                    }
-                    step += workers as u64;
-                }
-            }));
-            rxs.push(rx);
-        }
-        Self { rxs, next: start, handles }
-    }
-
-    /// The next batch in step order; `None` past the end.
-    pub fn next_batch(&mut self) -> Option<Batch> {
-        let w = (self.next % self.rxs.len() as u64) as usize;
-        let b = self.rxs[w].recv().ok()?;
-        self.next += 1;
-        Some(b)
-    }
-}
-
-impl Drop for Loader {
-    fn drop(&mut self) {
-        self.rxs.clear();
-        for h in self.handles.drain(..) {
-            let _ = h.join();
-        }
-    }
 }

@@ -1,18 +1,15 @@
 //! `lapa train laq`: the LAQ training loop (Adam, constant lr, gradient clipping, LAPA's dead-code
 //! schedule), with atomic checkpoints, exact resume, a metrics CSV and PNG curves.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use lapa_model::Quantizer;
 use lapa_model::burn::grad_clipping::GradientClippingConfig;
 use lapa_model::burn::module::Module;
 use lapa_model::burn::nn::{Linear, LinearConfig};
-use lapa_model::burn::optim::{AdamConfig, GradientsParams, OptimizerRecord};
+use lapa_model::burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
 use lapa_model::burn::tensor::{Device, Tensor, TensorData};
 use lapa_model::nsvq::{code_counts, perplexity};
 use lapa_model::{Laq, LaqConfig, artifact};
@@ -20,7 +17,8 @@ use lapa_sim::rng::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::cache::{FrameCache, Pair, Source};
-use super::loader::{Augment, BatchSpec, LabeledPair, Loader, PairPool};
+use super::loader::{Augment, BatchSpec, LabeledPair, PairPool};
+use crate::trainer::{Cadence, Loader};
 
 /// LAPA's dead-code schedule: replace at steps 10–90 (every 10), 100–900 (every 100) and
 /// 500–4500 (every 500); then every 1000 steps, never after `last_step` (LAPA: 5000).
@@ -143,15 +141,11 @@ pub struct TrainSummary {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct CkptState {
-    step: u64,
     /// Code usage since the last dead-code replacement.
     dead_counts: Vec<usize>,
 }
 
-pub const TRAIN_FILE: &str = "train.json";
-pub const MODEL_DIR: &str = "model";
-pub const CKPT_DIR: &str = "checkpoint";
-pub const METRICS_FILE: &str = "metrics.csv";
+pub use crate::trainer::{CKPT_DIR, METRICS_FILE, MODEL_DIR, TRAIN_FILE, checkpoint_step, find_checkpoint};
 const METRICS_HEADER: &str = "step,loss,perplexity,codes_used,samples_per_s,elapsed_s,replaced_codes";
 const HEAD_WEIGHTS: &str = "action_head.bpk";
 const HEAD_OPTIM: &str = "action_head_optim.bpk";
@@ -225,57 +219,188 @@ fn labeled_pairs(path: &Path, camera: Option<&str>, cache: &FrameCache, pairs: &
     Ok(out)
 }
 
-fn checkpoint(run: &Path, model: &Laq, optim_record: OptimizerRecord, head: Option<(&Linear, OptimizerRecord)>, state: &CkptState) -> Result<()> {
-    let new = run.join(format!("{CKPT_DIR}.new"));
-    let old = run.join(format!("{CKPT_DIR}.old"));
-    let cur = run.join(CKPT_DIR);
-    if new.exists() {
-        std::fs::remove_dir_all(&new)?;
+/// The LAQ as a [`crate::trainer::Stage`]: reconstruction (and, with action supervision, the
+/// head's MSE), LAPA's dead-code replacement, code-usage metrics.
+struct LaqStage {
+    cfg: LaqTrainConfig,
+    model_cfg: LaqConfig,
+    model: Option<Laq>,
+    opt: ModuleOptimizer,
+    head: Option<Linear>,
+    head_opt: ModuleOptimizer,
+    device: Device,
+    vocab: usize,
+    action_dim: usize,
+    dead_counts: Vec<usize>,
+    win: LaqWindow,
+    first_loss: f32,
+    last_loss: f32,
+    last_ppl: f64,
+    last_used: usize,
+    last_sps: f64,
+}
+
+#[derive(Default)]
+struct LaqWindow {
+    loss: f64,
+    n: u64,
+    counts: Vec<usize>,
+    replaced: usize,
+    action: f64,
+}
+
+impl LaqStage {
+    fn model(&self) -> &Laq {
+        self.model.as_ref().expect("the model is only taken inside a step")
     }
-    std::fs::create_dir_all(&new)?;
-    let mbytes = model.clone().into_record().into_bytes().map_err(|e| anyhow::anyhow!("serialising weights: {e:?}"))?;
-    lapa_fs::atomic_write(&new.join("model.bpk"), &mbytes)?;
-    let obytes = optim_record.into_bytes().map_err(|e| anyhow::anyhow!("serialising optimiser state: {e:?}"))?;
-    lapa_fs::atomic_write(&new.join("optim.bpk"), &obytes)?;
-    if let Some((h, hrec)) = head {
-        let hb = h.clone().into_record().into_bytes().map_err(|e| anyhow::anyhow!("serialising the action head: {e:?}"))?;
-        lapa_fs::atomic_write(&new.join(HEAD_WEIGHTS), &hb)?;
-        let ob = hrec.into_bytes().map_err(|e| anyhow::anyhow!("serialising the action head's optimiser state: {e:?}"))?;
-        lapa_fs::atomic_write(&new.join(HEAD_OPTIM), &ob)?;
+}
+
+impl crate::trainer::Stage for LaqStage {
+    type Batch = super::loader::Batch;
+
+    fn header(&self) -> String {
+        format!("{METRICS_HEADER}{}", if self.cfg.action_supervision.is_some() { ",action_loss" } else { "" })
     }
-    lapa_fs::atomic_write(&new.join("state.json"), &serde_json::to_vec_pretty(state)?)?;
-    if cur.exists() {
-        if old.exists() {
-            std::fs::remove_dir_all(&old)?;
+
+    fn step(&mut self, step: u64, batch: Self::Batch) -> Result<()> {
+        let (cfg, mc) = (&self.cfg, &self.model_cfg);
+        let (b, t, c) = (cfg.batch_size, mc.n_tokens, mc.code_dim);
+        let shape = [b, mc.n_patches(), mc.patch_dim()];
+        let ad = &self.device;
+        debug_assert_eq!(batch.step, step);
+        let x0 = Tensor::<3>::from_data(TensorData::new(batch.first, shape), ad);
+        let x1 = Tensor::<3>::from_data(TensorData::new(batch.second, shape), ad);
+        let noise = Tensor::<2>::from_data(TensorData::new(batch.noise, [b * t, c]), ad);
+        let mut model = self.model.take().expect("model present between steps");
+        let out = model.forward_train(x0, x1, noise);
+        let loss: f32 = out.loss.clone().into_scalar();
+        if !loss.is_finite() {
+            bail!("loss became {loss} at step {step}; lower --lr or check the data");
         }
-        std::fs::rename(&cur, &old)?;
+        let idx: Vec<i64> = out.indices.into_data().convert::<i64>().try_into_vec::<i64>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let latents = out.latents;
+        let mut total = out.loss;
+        if let (Some(h), Some(s)) = (&self.head, &cfg.action_supervision) {
+            let a = self.action_dim;
+            let labeled = batch.labeled.iter().filter(|&&m| m > 0.0).count().max(1);
+            let mask: Vec<f32> = batch.labeled.iter().flat_map(|&m| std::iter::repeat_n(m, a)).collect();
+            let pred = h.forward(out.quantized.reshape([b, t * c])); // [b, action_dim]
+            let target = Tensor::<2>::from_data(TensorData::new(batch.action, [b, a]), ad);
+            let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, a]), ad);
+            let action_loss = ((pred - target).powi_scalar(2) * mask).sum().div_scalar((labeled * a) as f32); // [1]
+            let al: f32 = action_loss.clone().into_scalar();
+            if !al.is_finite() {
+                bail!("the action head's loss became {al} at step {step}");
+            }
+            self.win.action += f64::from(al);
+            total = total + action_loss.mul_scalar(s.weight);
+        }
+        let mut grads = total.backward();
+        let model_grads = GradientsParams::from_module(&mut grads, &model);
+        model = self.opt.step(cfg.lr, model, model_grads);
+        if let Some(h) = self.head.take() {
+            let hg = GradientsParams::from_module(&mut grads, &h);
+            self.head = Some(self.head_opt.step(cfg.lr, h, hg));
+        }
+        let counts = code_counts(&idx, self.vocab);
+        for (k, &n) in counts.iter().enumerate() {
+            self.win.counts[k] += n;
+            self.dead_counts[k] += n;
+        }
+        if self.first_loss.is_nan() {
+            self.first_loss = loss;
+        }
+        self.last_loss = loss;
+        self.win.loss += f64::from(loss);
+        self.win.n += 1;
+        let done = step + 1;
+        // Dead-code replacement is NSVQ's; FSQ has no codebook.
+        if cfg.dead_code.due(done)
+            && let Quantizer::Nsvq(nsvq) = &model.quantizer
+        {
+            let mut rng = Rng::new(cfg.seed ^ done.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ 0xDEAD);
+            let mut rng2 = rng.fork(1);
+            let cand: Option<Vec<f32>> = if cfg.dead_code.from_batch {
+                Some(latents.clone().into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?)
+            } else {
+                None
+            };
+            let (q, dead) = nsvq
+                .clone()
+                .replace_dead_codes(
+                    &self.dead_counts,
+                    cfg.dead_code.threshold * b as f32,
+                    cfg.dead_code.noise,
+                    cand.as_deref(),
+                    |n| rng.below(n),
+                    || rng2.normal(),
+                )
+                .with_context(|| format!("step {done}: dead-code replacement"))?;
+            model.quantizer = Quantizer::Nsvq(q);
+            self.win.replaced += dead.len();
+            self.dead_counts.iter_mut().for_each(|x| *x = 0);
+        }
+        self.model = Some(model);
+        Ok(())
     }
-    std::fs::rename(&new, &cur)?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old)?;
+
+    fn log(&mut self, window_steps: u64, window: std::time::Duration, elapsed: std::time::Duration) -> (String, String) {
+        let b = self.cfg.batch_size;
+        let w = std::mem::take(&mut self.win);
+        let n = w.n.max(1);
+        debug_assert_eq!(w.n, window_steps);
+        let sps = (w.n as usize * b) as f64 / window.as_secs_f64().max(1e-9);
+        self.last_ppl = perplexity(&w.counts);
+        self.last_used = w.counts.iter().filter(|&&x| x > 0).count();
+        self.last_sps = sps;
+        let mean = w.loss / n as f64;
+        let action_col = if self.cfg.action_supervision.is_some() { format!(",{:.6}", w.action / n as f64) } else { String::new() };
+        self.win.counts = vec![0; self.vocab];
+        let row = format!("{mean:.6},{:.4},{},{sps:.2},{:.2},{}{action_col}", self.last_ppl, self.last_used, elapsed.as_secs_f64(), w.replaced);
+        (row, format!("loss {mean:.5} ppl {:.2} codes {}/{} {sps:.0} samples/s", self.last_ppl, self.last_used, self.vocab))
     }
-    Ok(())
-}
 
-/// The step of a run's last checkpoint, if it has one.
-pub fn checkpoint_step(run: &Path) -> Option<u64> {
-    let ck = find_checkpoint(run)?;
-    let state: CkptState = serde_json::from_slice(&std::fs::read(ck.join("state.json")).ok()?).ok()?;
-    Some(state.step)
-}
+    fn save_checkpoint(&self, dir: &Path) -> Result<serde_json::Value> {
+        let mbytes = self.model().clone().into_record().into_bytes().map_err(|e| anyhow::anyhow!("serialising weights: {e:?}"))?;
+        lapa_fs::atomic_write(&dir.join("model.bpk"), &mbytes)?;
+        let obytes = self.opt.to_record().into_bytes().map_err(|e| anyhow::anyhow!("serialising optimiser state: {e:?}"))?;
+        lapa_fs::atomic_write(&dir.join("optim.bpk"), &obytes)?;
+        if let Some(h) = &self.head {
+            let hb = h.clone().into_record().into_bytes().map_err(|e| anyhow::anyhow!("serialising the action head: {e:?}"))?;
+            lapa_fs::atomic_write(&dir.join(HEAD_WEIGHTS), &hb)?;
+            let ob = self.head_opt.to_record().into_bytes().map_err(|e| anyhow::anyhow!("serialising the action head's optimiser state: {e:?}"))?;
+            lapa_fs::atomic_write(&dir.join(HEAD_OPTIM), &ob)?;
+        }
+        Ok(serde_json::to_value(CkptState { dead_counts: self.dead_counts.clone() })?)
+    }
 
-/// The folder of a run's last complete checkpoint, if it has one.
-pub fn find_checkpoint(run: &Path) -> Option<PathBuf> {
-    [CKPT_DIR, "checkpoint.old"].iter().map(|d| run.join(d)).find(|d| d.join("state.json").is_file())
-}
+    fn load_checkpoint(&mut self, ck: &Path, state: &serde_json::Value) -> Result<()> {
+        let state: CkptState = serde_json::from_value(state.clone()).with_context(|| format!("{}: bad state.json", ck.display()))?;
+        if state.dead_counts.len() != self.vocab {
+            bail!("{}: code counts do not match the vocabulary of {}", ck.display(), self.vocab);
+        }
+        self.dead_counts = state.dead_counts;
+        let model = self.model.take().expect("model present");
+        self.model = Some(artifact::load_weights(&ck.join("model.bpk"), model)?);
+        let orec = OptimizerRecord::load(ck.join("optim.bpk"))
+            .map_err(|e| anyhow::anyhow!("{}: unreadable optimiser state: {e:?}", ck.join("optim.bpk").display()))?;
+        self.opt = std::mem::replace(&mut self.opt, AdamConfig::new().init()).load_record(orec);
+        if let Some(h) = self.head.take() {
+            self.head = Some(artifact::load_weights(&ck.join(HEAD_WEIGHTS), h)?);
+            let rec = OptimizerRecord::load(ck.join(HEAD_OPTIM))
+                .map_err(|e| anyhow::anyhow!("{}: unreadable action-head optimiser state: {e:?}", ck.join(HEAD_OPTIM).display()))?;
+            self.head_opt = std::mem::replace(&mut self.head_opt, AdamConfig::new().init()).load_record(rec);
+        }
+        Ok(())
+    }
 
-/// Keeps the CSV rows up to `step` (a resumed run rewrites what came after its checkpoint).
-fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
-    let kept: Vec<&str> =
-        text.lines().filter(|l| l.starts_with("step") || l.split(',').next().and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s <= step)).collect();
-    lapa_fs::atomic_write(path, (kept.join("\n") + "\n").as_bytes())?;
-    Ok(())
+    fn save_artifact(&self, dir: &Path) -> Result<()> {
+        Ok(artifact::save_laq(dir, &self.model_cfg, self.model())?)
+    }
+
+    fn plot(&self, metrics: &Path, png: &Path) -> Result<()> {
+        super::plot::curves(metrics, png)
+    }
 }
 
 /// Trains (or resumes) a LAQ run in `run`.
@@ -293,54 +418,40 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
     // so anything between would let other work in the process change the head's start.
     let ad = device.clone().autodiff();
     ad.seed(cfg.seed);
-    let mut model = model_cfg.init(&ad)?;
-    let mut head: Option<Linear> = sup.map(|_| LinearConfig::new(model_cfg.n_tokens * model_cfg.code_dim, action_dim).init(&ad));
+    let model = model_cfg.init(&ad)?;
+    let head: Option<Linear> = sup.map(|_| LinearConfig::new(model_cfg.n_tokens * model_cfg.code_dim, action_dim).init(&ad));
     // One optimiser config for the LAQ and (with action supervision) its head.
     let adam = || AdamConfig::new().with_beta_1(cfg.beta_1).with_beta_2(cfg.beta_2).with_grad_clipping(cfg.grad_clip.map(GradientClippingConfig::Norm));
-    let mut opt = adam().init();
-    let mut start = 0u64;
-    let mut resumed_from: Option<PathBuf> = None;
     let vocab = model_cfg.vocabulary();
-    let mut dead_counts = vec![0usize; vocab];
-    if resume {
-        let ck = find_checkpoint(run).with_context(|| format!("{}: --resume but no checkpoint in the run folder", run.display()))?;
-        let state: CkptState = serde_json::from_slice(&std::fs::read(ck.join("state.json"))?).with_context(|| format!("{}: bad state.json", ck.display()))?;
-        model = artifact::load_weights(&ck.join("model.bpk"), model)?;
-        let orec = OptimizerRecord::load(ck.join("optim.bpk"))
-            .map_err(|e| anyhow::anyhow!("{}: unreadable optimiser state: {e:?}", ck.join("optim.bpk").display()))?;
-        opt = opt.load_record(orec);
-        start = state.step;
-        resumed_from = Some(ck.clone());
-        dead_counts = state.dead_counts;
-        if dead_counts.len() != vocab {
-            bail!("{}: code counts do not match the vocabulary of {vocab}", ck.display());
-        }
-        truncate_metrics(&run.join(METRICS_FILE), start)?;
+    let mut stage = LaqStage {
+        cfg: cfg.clone(),
+        model_cfg: model_cfg.clone(),
+        model: Some(model),
+        opt: adam().init(),
+        head,
+        head_opt: adam().init(),
+        device: ad,
+        vocab,
+        action_dim,
+        dead_counts: vec![0; vocab],
+        win: LaqWindow { counts: vec![0; vocab], ..LaqWindow::default() },
+        first_loss: f32::NAN,
+        last_loss: f32::NAN,
+        last_ppl: 0.0,
+        last_used: 0,
+        last_sps: 0.0,
+    };
+    let begin = crate::trainer::prepare(run, resume)?;
+    if let Some((ck, state)) = &begin.checkpoint {
+        use crate::trainer::Stage as _;
+        stage.load_checkpoint(ck, state)?;
         if !quiet {
-            println!("resuming {} at step {start}", run.display());
-        }
-    } else {
-        for stale in [CKPT_DIR, "checkpoint.old", METRICS_FILE] {
-            let p = run.join(stale);
-            if p.is_dir() {
-                std::fs::remove_dir_all(&p)?;
-            } else if p.is_file() {
-                std::fs::remove_file(&p)?;
-            }
+            println!("resuming {} at step {}", run.display(), begin.step);
         }
     }
+    let start = begin.step;
     lapa_fs::atomic_write(&run.join(TRAIN_FILE), &serde_json::to_vec_pretty(cfg)?)?;
-    artifact::save_laq(&run.join(MODEL_DIR), model_cfg, &model)?;
-
-    let mut head_opt = adam().init();
-    if let Some(ck) = &resumed_from
-        && let Some(h) = head.take()
-    {
-        head = Some(artifact::load_weights(&ck.join(HEAD_WEIGHTS), h)?);
-        let rec = OptimizerRecord::load(ck.join(HEAD_OPTIM))
-            .map_err(|e| anyhow::anyhow!("{}: unreadable action-head optimiser state: {e:?}", ck.join(HEAD_OPTIM).display()))?;
-        head_opt = head_opt.load_record(rec);
-    }
+    artifact::save_laq(&run.join(MODEL_DIR), model_cfg, stage.model())?;
     if let Some(s) = &sup
         && !quiet
     {
@@ -359,14 +470,14 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
             "{} training pairs from {} source(s); {} parameters; batch {}; steps {start}..{}",
             pool.pairs.len(),
             pool.caches.len(),
-            model.num_params(),
+            stage.model().num_params(),
             cfg.batch_size,
             cfg.steps
         );
     }
-    let (b, t, c) = (cfg.batch_size, model_cfg.n_tokens, model_cfg.code_dim);
+    let (t, c) = (model_cfg.n_tokens, model_cfg.code_dim);
     let spec = BatchSpec {
-        batch_size: b,
+        batch_size: cfg.batch_size,
         side: model_cfg.image_size,
         patch: model_cfg.patch_size,
         noise_len_per_sample: t * c,
@@ -375,135 +486,17 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
         labeled_per_batch: sup.map_or(0, |s| s.per_batch),
         action_dim,
     };
-    let mut loader = Loader::start(pool, spec, start, cfg.steps, cfg.loader_threads, 4);
-    let shape = [b, model_cfg.n_patches(), model_cfg.patch_dim()];
-
-    let metrics_path = run.join(METRICS_FILE);
-    let new_file = !metrics_path.is_file();
-    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
-    if new_file {
-        writeln!(metrics, "{METRICS_HEADER}{}", if sup.is_some() { ",action_loss" } else { "" })?;
-    }
-    let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(cfg.steps) };
-    pb.set_style(ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} {msg} ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
-    pb.set_position(start);
-
-    let t0 = Instant::now();
-    let mut win_loss = 0.0f64;
-    let mut win_n = 0u64;
-    let mut win_counts = vec![0usize; vocab];
-    let mut win_t = Instant::now();
-    let mut win_replaced = 0usize;
-    let mut win_action = 0.0f64;
-    let (mut first_loss, mut last_loss) = (f32::NAN, f32::NAN);
-    let (mut last_ppl, mut last_used, mut last_sps) = (0.0, 0, 0.0);
-    for step in start..cfg.steps {
-        let Some(batch) = loader.next_batch() else { bail!("the data loader stopped early at step {step}") };
-        debug_assert_eq!(batch.step, step);
-        let x0 = Tensor::<3>::from_data(TensorData::new(batch.first, shape), &ad);
-        let x1 = Tensor::<3>::from_data(TensorData::new(batch.second, shape), &ad);
-        let noise = Tensor::<2>::from_data(TensorData::new(batch.noise, [b * t, c]), &ad);
-        let out = model.forward_train(x0, x1, noise);
-        let loss: f32 = out.loss.clone().into_scalar();
-        if !loss.is_finite() {
-            bail!("loss became {loss} at step {step}; lower --lr or check the data");
-        }
-        let idx: Vec<i64> = out.indices.into_data().convert::<i64>().try_into_vec::<i64>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        let latents = out.latents;
-        let mut total = out.loss;
-        if let (Some(h), Some(s)) = (&head, &sup) {
-            let a = action_dim;
-            let labeled = batch.labeled.iter().filter(|&&m| m > 0.0).count().max(1);
-            let mask: Vec<f32> = batch.labeled.iter().flat_map(|&m| std::iter::repeat_n(m, a)).collect();
-            let pred = h.forward(out.quantized.reshape([b, t * c])); // [b, action_dim]
-            let target = Tensor::<2>::from_data(TensorData::new(batch.action, [b, a]), &ad);
-            let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, a]), &ad);
-            let action_loss = ((pred - target).powi_scalar(2) * mask).sum().div_scalar((labeled * a) as f32); // [1]
-            let al: f32 = action_loss.clone().into_scalar();
-            if !al.is_finite() {
-                bail!("the action head's loss became {al} at step {step}");
-            }
-            win_action += f64::from(al);
-            total = total + action_loss.mul_scalar(s.weight);
-        }
-        let mut grads = total.backward();
-        let model_grads = GradientsParams::from_module(&mut grads, &model);
-        model = opt.step(cfg.lr, model, model_grads);
-        if let Some(h) = head.take() {
-            let hg = GradientsParams::from_module(&mut grads, &h);
-            head = Some(head_opt.step(cfg.lr, h, hg));
-        }
-        let counts = code_counts(&idx, vocab);
-        for k in 0..counts.len() {
-            win_counts[k] += counts[k];
-            dead_counts[k] += counts[k];
-        }
-        if first_loss.is_nan() {
-            first_loss = loss;
-        }
-        last_loss = loss;
-        win_loss += f64::from(loss);
-        win_n += 1;
-        let done = step + 1;
-        // Dead-code replacement is NSVQ's; FSQ has no codebook.
-        if cfg.dead_code.due(done)
-            && let Quantizer::Nsvq(nsvq) = &model.quantizer
-        {
-            let mut rng = Rng::new(cfg.seed ^ done.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ 0xDEAD);
-            let mut rng2 = rng.fork(1);
-            let cand: Option<Vec<f32>> = if cfg.dead_code.from_batch {
-                Some(latents.clone().into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?)
-            } else {
-                None
-            };
-            let (q, dead) = nsvq
-                .clone()
-                .replace_dead_codes(&dead_counts, cfg.dead_code.threshold * b as f32, cfg.dead_code.noise, cand.as_deref(), |n| rng.below(n), || rng2.normal())
-                .with_context(|| format!("step {done}: dead-code replacement"))?;
-            model.quantizer = Quantizer::Nsvq(q);
-            win_replaced += dead.len();
-            dead_counts.iter_mut().for_each(|x| *x = 0);
-        }
-        if done % cfg.log_every.max(1) == 0 || done == cfg.steps {
-            let sps = (win_n as usize * b) as f64 / win_t.elapsed().as_secs_f64().max(1e-9);
-            last_ppl = perplexity(&win_counts);
-            last_used = win_counts.iter().filter(|&&x| x > 0).count();
-            last_sps = sps;
-            let mean = win_loss / win_n.max(1) as f64;
-            let action_col = if sup.is_some() { format!(",{:.6}", win_action / win_n.max(1) as f64) } else { String::new() };
-            writeln!(metrics, "{done},{mean:.6},{last_ppl:.4},{last_used},{sps:.2},{:.2},{win_replaced}{action_col}", t0.elapsed().as_secs_f64())?;
-            metrics.flush()?;
-            pb.set_message(format!("loss {mean:.5} ppl {last_ppl:.2} codes {last_used}/{vocab} {sps:.0} samples/s"));
-            win_loss = 0.0;
-            win_n = 0;
-            win_counts.iter_mut().for_each(|x| *x = 0);
-            win_replaced = 0;
-            win_action = 0.0;
-            win_t = Instant::now();
-        }
-        if done % cfg.checkpoint_every.max(1) == 0 || done == cfg.steps {
-            checkpoint(
-                run,
-                &model,
-                opt.to_record(),
-                head.as_ref().map(|h| (h, head_opt.to_record())),
-                &CkptState { step: done, dead_counts: dead_counts.clone() },
-            )?;
-            artifact::save_laq(&run.join(MODEL_DIR), model_cfg, &model)?;
-            super::plot::curves(&metrics_path, &run.join("curves.png"))
-                .with_context(|| format!("{}: step {done}: cannot write the training curves", run.display()))?;
-        }
-        pb.inc(1);
-    }
-    pb.finish();
-    super::plot::curves(&metrics_path, &run.join("curves.png")).with_context(|| format!("{}: cannot write the training curves", run.display()))?;
+    let make = Arc::new(move |step: u64| super::loader::make_batch(&pool, &spec, step));
+    let mut loader = Loader::start(make, start, cfg.steps, cfg.loader_threads, 4);
+    let cadence = Cadence { steps: cfg.steps, log_every: cfg.log_every, checkpoint_every: cfg.checkpoint_every };
+    crate::trainer::fit(&mut stage, run, cadence, start, &mut loader, quiet)?;
     Ok(TrainSummary {
         steps: cfg.steps,
-        first_loss,
-        last_loss,
-        perplexity: last_ppl,
-        codes_used: last_used,
-        samples_per_s: last_sps,
+        first_loss: stage.first_loss,
+        last_loss: stage.last_loss,
+        perplexity: stage.last_ppl,
+        codes_used: stage.last_used,
+        samples_per_s: stage.last_sps,
         model_dir: run.join(MODEL_DIR),
     })
 }

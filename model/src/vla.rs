@@ -1,0 +1,454 @@
+//! The latent vision-language-action policy (LAPA stages 2 and 3).
+//!
+//! ```text
+//! instruction ─ text encoder ──────────────────────────────► 1 token  ┐
+//! frame x_t ─ patches ─ LN → Linear → LN, + learned positions ► N tokens ├ transformer ─ queries ─ head
+//! state (optional) ─ standardise ─ Linear ──────────────────► 1 token  │   (pre-norm, full
+//! head queries (learned) ───────────────────────────────────► Q tokens ┘    self-attention)
+//! ```
+//! Heads, read at the query tokens, all giving logits `[batch, targets, classes]`:
+//! - latent: one query and one classifier per latent-action token over the LAQ's vocabulary
+//!   (predicted in parallel; the sizes come from the LAQ's labels, never a constant);
+//! - action: one query per future action of the chunk, each giving per-dimension logits over
+//!   quantile bins ([`crate::bins`]); targets are absolute or deltas from the current state.
+//!
+//! Finetuning replaces the latent head by a freshly initialised action head
+//! ([`Vla::with_head`]); the trunk keeps its weights, as in LAPA.
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Distribution, Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::ModelError;
+use crate::bins::QuantileBins;
+use crate::blocks::{Transformer, TransformerConfig};
+use crate::policy::ActionSpec;
+use crate::text::TextConfig;
+
+/// What the action head's targets are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionTarget {
+    /// The commanded joint positions themselves.
+    Absolute,
+    /// The commanded positions minus the measured state at the observation.
+    Delta,
+}
+
+/// Standardisation of the proprioceptive state token (from the training data).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateInput {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+/// The action head: a chunk of `spec.chunk` actions, each dimension over its quantile bins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionHeadConfig {
+    pub spec: ActionSpec,
+    pub target: ActionTarget,
+    /// Bins per dimension (LAPA: 256).
+    pub bins: usize,
+    /// One set of bins per action dimension (in `spec.names` order).
+    pub edges: Vec<QuantileBins>,
+}
+
+/// Which head the policy carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum HeadConfig {
+    /// `tokens` latent-action tokens, each over `vocabulary` classes.
+    Latent {
+        tokens: usize,
+        vocabulary: usize,
+    },
+    Action(ActionHeadConfig),
+}
+
+impl HeadConfig {
+    /// (targets, classes) of the logits.
+    pub fn logits_shape(&self) -> (usize, usize) {
+        match self {
+            Self::Latent { tokens, vocabulary } => (*tokens, *vocabulary),
+            Self::Action(a) => (a.spec.chunk * a.spec.names.len(), a.bins),
+        }
+    }
+
+    /// Query tokens of the head.
+    pub fn queries(&self) -> usize {
+        match self {
+            Self::Latent { tokens, .. } => *tokens,
+            Self::Action(a) => a.spec.chunk,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |m: String| Err(ModelError::Config(format!("head: {m}")));
+        match self {
+            Self::Latent { tokens, vocabulary } => {
+                if !(1..=256).contains(tokens) || !(2..=1 << 20).contains(vocabulary) {
+                    return bad(format!("latent tokens {tokens} must be in 1..=256 and vocabulary {vocabulary} in 2..=2^20"));
+                }
+            }
+            Self::Action(a) => {
+                a.spec.validate().map_err(|e| ModelError::Config(format!("head: {e}")))?;
+                if !(2..=4096).contains(&a.bins) {
+                    return bad(format!("bins {} must be in 2..=4096", a.bins));
+                }
+                if a.edges.len() != a.spec.names.len() {
+                    return bad(format!("{} sets of bin edges for {} action dimensions", a.edges.len(), a.spec.names.len()));
+                }
+                for (name, e) in a.spec.names.iter().zip(&a.edges) {
+                    e.validate().map_err(|m| ModelError::Config(format!("head: bins of {name}: {m}")))?;
+                    if e.bins() != a.bins {
+                        return bad(format!("bins of {name}: {} bins, the head has {}", e.bins(), a.bins));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every size of the policy; saved as `config.json` beside the weights.
+#[derive(Config, Debug, PartialEq)]
+pub struct VlaConfig {
+    /// Square input side in pixels.
+    pub image_size: usize,
+    /// Square patch side (`image_size` must be a multiple).
+    pub patch_size: usize,
+    pub dim: usize,
+    pub depth: usize,
+    pub heads: usize,
+    pub dim_head: usize,
+    #[config(default = 4)]
+    pub ff_mult: usize,
+    pub text: TextConfig,
+    /// Proprioceptive state token (`None`: the policy sees no state, as video-only pretraining
+    /// data has none).
+    #[config(default = "None")]
+    pub state: Option<StateInput>,
+    pub head: HeadConfig,
+}
+
+/// Multiply-adds of a linear layer over `tokens` tokens, as FLOPs (2 per multiply-add).
+fn linear_flops(tokens: usize, i: usize, o: usize) -> u64 {
+    2 * (tokens * i * o) as u64
+}
+
+impl VlaConfig {
+    /// Tests and the README's quick start: seconds per hundred steps on a CPU.
+    pub fn tiny(head: HeadConfig) -> Self {
+        Self::new(64, 16, 64, 2, 2, 32, TextConfig::Hashed { buckets: 512, max_words: 32 }, head)
+    }
+
+    /// The board-sized policy: 64 image tokens, 4 layers of width 192.
+    pub fn small(head: HeadConfig) -> Self {
+        Self::new(64, 8, 192, 4, 4, 48, TextConfig::hashed(), head)
+    }
+
+    /// A larger trunk for GPU runs: 6 layers of width 384.
+    pub fn base(head: HeadConfig) -> Self {
+        Self::new(64, 8, 384, 6, 6, 64, TextConfig::hashed(), head)
+    }
+
+    pub fn preset(name: &str, head: HeadConfig) -> Result<Self, ModelError> {
+        match name {
+            "tiny" => Ok(Self::tiny(head)),
+            "small" => Ok(Self::small(head)),
+            "base" => Ok(Self::base(head)),
+            other => Err(ModelError::Config(format!("unknown policy preset {other:?} (expected tiny, small or base)"))),
+        }
+    }
+
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+
+    pub fn n_patches(&self) -> usize {
+        self.grid() * self.grid()
+    }
+
+    pub fn patch_dim(&self) -> usize {
+        self.patch_size * self.patch_size * 3
+    }
+
+    pub fn state_dim(&self) -> usize {
+        self.state.as_ref().map_or(0, |s| s.mean.len())
+    }
+
+    /// Tokens the trunk attends over: instruction, image, state, queries.
+    pub fn sequence(&self) -> usize {
+        1 + self.n_patches() + usize::from(self.state.is_some()) + self.head.queries()
+    }
+
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |m: String| Err(ModelError::Config(m));
+        if self.patch_size == 0 || self.image_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
+            return bad(format!("image_size {} must be a positive multiple of patch_size {}", self.image_size, self.patch_size));
+        }
+        if self.image_size > crate::policy::MAX_CAMERA_SIDE {
+            return bad(format!("image_size {} is larger than {}", self.image_size, crate::policy::MAX_CAMERA_SIDE));
+        }
+        if self.dim == 0 || self.depth == 0 || self.heads == 0 || self.dim_head == 0 || self.ff_mult == 0 {
+            return bad("dim, depth, heads, dim_head and ff_mult must be positive".into());
+        }
+        self.text.validate()?;
+        if let Some(s) = &self.state {
+            if s.mean.is_empty() || s.mean.len() != s.std.len() || s.mean.len() > 1024 {
+                return bad(format!("state: {} means and {} standard deviations (1..=1024 each, equal)", s.mean.len(), s.std.len()));
+            }
+            if s.mean.iter().chain(&s.std).any(|v| !v.is_finite()) || s.std.iter().any(|&v| v <= 0.0) {
+                return bad("state: means must be finite and standard deviations positive".into());
+            }
+        }
+        self.head.validate()
+    }
+
+    /// Floating-point operations of one forward pass for one observation (matrix products;
+    /// norms and activations are a few percent more).
+    pub fn flops(&self) -> u64 {
+        let n = self.sequence();
+        let (d, inner) = (self.dim, self.heads * self.dim_head);
+        let ff = (self.ff_mult * d * 2).div_ceil(3);
+        let per_layer =
+            linear_flops(n, d, 3 * inner) + 2 * 2 * (n * n * inner) as u64 + linear_flops(n, inner, d) + linear_flops(n, d, 2 * ff) + linear_flops(n, ff, d);
+        let stem = linear_flops(self.n_patches(), self.patch_dim(), d) + linear_flops(1, self.state_dim(), d);
+        let (t, c) = self.head.logits_shape();
+        let head = match &self.head {
+            HeadConfig::Latent { .. } => linear_flops(t, d, c),
+            HeadConfig::Action(a) => linear_flops(a.spec.chunk, d, a.spec.names.len() * a.bins),
+        };
+        stem + self.depth as u64 * per_layer + head
+    }
+
+    pub fn init(&self, device: &Device) -> Result<Vla, ModelError> {
+        self.validate()?;
+        let d = self.dim;
+        let text = match self.text {
+            TextConfig::Hashed { buckets, .. } => TextEncoder::Hashed(EmbeddingConfig::new(buckets, d).init(device)),
+        };
+        Ok(Vla {
+            patch_norm: LayerNormConfig::new(self.patch_dim()).init(device),
+            patch_proj: LinearConfig::new(self.patch_dim(), d).init(device),
+            embed_norm: LayerNormConfig::new(d).init(device),
+            pos: Param::from_tensor(Tensor::random([self.n_patches(), d], Distribution::Normal(0.0, 0.02), device)),
+            kinds: Param::from_tensor(Tensor::random([3, d], Distribution::Normal(0.0, 0.02), device)),
+            text,
+            state_proj: self.state.as_ref().map(|s| LinearConfig::new(s.mean.len(), d).init(device)),
+            trunk: TransformerConfig::new(d, self.depth, self.heads, self.dim_head).with_ff_mult(self.ff_mult).init(device),
+            head: init_head(&self.head, d, device),
+            n_patches: self.n_patches(),
+            dim: d,
+        })
+    }
+}
+
+fn init_head(cfg: &HeadConfig, dim: usize, device: &Device) -> Head {
+    let queries = Param::from_tensor(Tensor::random([cfg.queries(), dim], Distribution::Normal(0.0, 0.02), device));
+    match cfg {
+        HeadConfig::Latent { tokens, vocabulary } => {
+            Head::Latent(LatentHead { queries, out: (0..*tokens).map(|_| LinearConfig::new(dim, *vocabulary).init(device)).collect() })
+        }
+        HeadConfig::Action(a) => {
+            Head::Action(ActionHead { queries, out: LinearConfig::new(dim, a.spec.names.len() * a.bins).init(device), dims: a.spec.names.len(), bins: a.bins })
+        }
+    }
+}
+
+/// The instruction's encoder.
+#[derive(Module, Debug)]
+pub enum TextEncoder {
+    /// Mean of the learned embeddings of the hashed words and bigrams.
+    Hashed(Embedding),
+}
+
+#[derive(Module, Debug)]
+pub struct LatentHead {
+    queries: Param<Tensor<2>>,
+    /// One classifier per latent token.
+    out: Vec<Linear>,
+}
+
+#[derive(Module, Debug)]
+pub struct ActionHead {
+    queries: Param<Tensor<2>>,
+    out: Linear,
+    dims: usize,
+    bins: usize,
+}
+
+#[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Head {
+    Latent(LatentHead),
+    Action(ActionHead),
+}
+
+/// The policy module.
+#[derive(Module, Debug)]
+pub struct Vla {
+    patch_norm: LayerNorm,
+    patch_proj: Linear,
+    embed_norm: LayerNorm,
+    /// Learned position of each image patch, [patches, dim].
+    pos: Param<Tensor<2>>,
+    /// Learned kind embeddings of the instruction, state and query tokens, [3, dim].
+    kinds: Param<Tensor<2>>,
+    text: TextEncoder,
+    state_proj: Option<Linear>,
+    trunk: Transformer,
+    head: Head,
+    n_patches: usize,
+    dim: usize,
+}
+
+/// One batch of inputs, host side already turned into tensors.
+#[derive(Debug, Clone)]
+pub struct VlaInput {
+    /// [batch, patches, patch_dim], values in [0, 1].
+    pub patches: Tensor<3>,
+    /// Hashed text: ids [batch, max_ids] and their weights [batch, max_ids].
+    pub text_ids: Tensor<2, Int>,
+    pub text_weights: Tensor<2>,
+    /// [batch, state_dim], already standardised; required when the config has a state token.
+    pub state: Option<Tensor<2>>,
+}
+
+impl Vla {
+    fn kind(&self, k: usize, b: usize) -> Tensor<3> {
+        self.kinds.val().slice([k..k + 1, 0..self.dim]).unsqueeze::<3>().repeat_dim(0, b) // [b, 1, dim]
+    }
+
+    /// Logits `[batch, targets, classes]` (see [`HeadConfig::logits_shape`]).
+    pub fn forward(&self, input: VlaInput) -> Tensor<3> {
+        let [b, n, _] = input.patches.dims();
+        debug_assert_eq!(n, self.n_patches);
+        let img = self.embed_norm.forward(self.patch_proj.forward(self.patch_norm.forward(input.patches))); // [b, N, dim]
+        let img = img + self.pos.val().unsqueeze::<3>(); // [b, N, dim]
+        let text = match &self.text {
+            TextEncoder::Hashed(emb) => {
+                let e = emb.forward(input.text_ids); // [b, L, dim]
+                (e * input.text_weights.unsqueeze_dim::<3>(2)).sum_dim(1) // [b, 1, dim]
+            }
+        };
+        let mut parts = vec![text + self.kind(0, b), img];
+        if let (Some(proj), Some(s)) = (&self.state_proj, input.state) {
+            parts.push(proj.forward(s).unsqueeze_dim::<3>(1) + self.kind(1, b)); // [b, 1, dim]
+        }
+        let queries = match &self.head {
+            Head::Latent(h) => h.queries.val(),
+            Head::Action(h) => h.queries.val(),
+        };
+        let q = queries.dims()[0];
+        parts.push(queries.unsqueeze::<3>().repeat_dim(0, b) + self.kind(2, b)); // [b, Q, dim]
+        let x = self.trunk.forward(Tensor::cat(parts, 1), None, None); // [b, S, dim]
+        let s = x.dims()[1];
+        let out = x.slice([0..b, s - q..s, 0..self.dim]); // [b, Q, dim]
+        match &self.head {
+            Head::Latent(h) => {
+                let per: Vec<Tensor<3>> = h.out.iter().enumerate().map(|(i, lin)| lin.forward(out.clone().slice([0..b, i..i + 1, 0..self.dim]))).collect();
+                Tensor::cat(per, 1) // [b, tokens, vocabulary]
+            }
+            Head::Action(h) => h.out.forward(out).reshape([b, q * h.dims, h.bins]), // [b, chunk·dims, bins]
+        }
+    }
+
+    /// Mean cross-entropy of `logits` [b, targets, classes] against `targets` [b, targets],
+    /// counting only the entries where `mask` [b, targets] is 1.
+    pub fn loss(logits: Tensor<3>, targets: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<1> {
+        let logp = log_softmax(logits, 2); // [b, t, c]
+        let picked = logp.gather(2, targets.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2); // [b, t]
+        let count = mask.clone().sum().clamp_min(1.0);
+        -(picked * mask).sum() / count
+    }
+
+    /// The same trunk with a freshly initialised head (LAPA's head swap before finetuning).
+    pub fn with_head(mut self, cfg: &HeadConfig, device: &Device) -> Self {
+        self.head = init_head(cfg, self.dim, device);
+        self
+    }
+
+    /// The same model with a state token added (newly initialised) or removed.
+    pub fn with_state_token(mut self, state_dim: Option<usize>, device: &Device) -> Self {
+        self.state_proj = state_dim.map(|n| LinearConfig::new(n, self.dim).init(device));
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    fn action_head(chunk: usize) -> HeadConfig {
+        let spec = ActionSpec { names: vec!["a".into(), "b".into()], units: vec!["deg".into(), "%".into()], fps: 10.0, chunk };
+        let edges = vec![QuantileBins::fit(&[0.0, 1.0, 2.0, 3.0], 8).expect("fit"); 2];
+        HeadConfig::Action(ActionHeadConfig { spec, target: ActionTarget::Absolute, bins: 8, edges })
+    }
+
+    fn input(cfg: &VlaConfig, b: usize, device: &Device) -> VlaInput {
+        let n = cfg.n_patches() * cfg.patch_dim();
+        let patches = Tensor::<3>::from_data(
+            TensorData::new((0..b * n).map(|i| (i % 7) as f32 / 7.0).collect::<Vec<_>>(), [b, cfg.n_patches(), cfg.patch_dim()]),
+            device,
+        );
+        let (ids, w) = cfg.text.tokenize("push the red block").expect("tokenize");
+        let l = ids.len();
+        let text_ids = Tensor::<2, Int>::from_data(TensorData::new(ids.repeat(b), [b, l]), device);
+        let text_weights = Tensor::<2>::from_data(TensorData::new(w.repeat(b), [b, l]), device);
+        let state = cfg.state.as_ref().map(|s| Tensor::<2>::zeros([b, s.mean.len()], device));
+        VlaInput { patches, text_ids, text_weights, state }
+    }
+
+    #[test]
+    fn heads_give_logits_of_their_shape_and_bad_configs_are_refused() {
+        let device = crate::device("cpu").expect("cpu device");
+        let cfg = VlaConfig::tiny(HeadConfig::Latent { tokens: 4, vocabulary: 10 });
+        let m = cfg.init(&device).expect("init");
+        assert_eq!(m.forward(input(&cfg, 3, &device)).dims(), [3, 4, 10]);
+        let cfg = VlaConfig::tiny(action_head(5)).with_state(Some(StateInput { mean: vec![0.0; 6], std: vec![1.0; 6] }));
+        let m = cfg.init(&device).expect("init");
+        assert_eq!(m.forward(input(&cfg, 2, &device)).dims(), [2, 10, 8]);
+        assert!(cfg.flops() > 0);
+        let bad = VlaConfig { patch_size: 7, ..cfg.clone() };
+        assert!(bad.validate().is_err_and(|e| e.to_string().contains("multiple")));
+        let bad = VlaConfig { state: Some(StateInput { mean: vec![0.0; 2], std: vec![0.0; 2] }), ..cfg.clone() };
+        assert!(bad.validate().is_err_and(|e| e.to_string().contains("positive")));
+        let HeadConfig::Action(mut h) = action_head(2) else { unreachable!() };
+        h.edges.pop();
+        assert!(HeadConfig::Action(h).validate().is_err_and(|e| e.to_string().contains("1 sets of bin edges for 2")));
+    }
+
+    #[test]
+    fn head_swap_keeps_the_trunk_weights() {
+        let device = crate::device("cpu").expect("cpu device");
+        let cfg = VlaConfig::tiny(HeadConfig::Latent { tokens: 4, vocabulary: 10 });
+        let m = cfg.init(&device).expect("init");
+        let before = m.trunk.clone().into_record().into_bytes().expect("bytes");
+        let stem = m.patch_proj.weight.val().into_data();
+        let swapped = m.with_head(&action_head(3), &device);
+        assert_eq!(swapped.trunk.clone().into_record().into_bytes().expect("bytes"), before);
+        assert_eq!(swapped.patch_proj.weight.val().into_data(), stem);
+        assert!(matches!(swapped.head, Head::Action(_)));
+    }
+
+    #[test]
+    fn masked_cross_entropy_counts_only_masked_entries() {
+        let device = crate::device("cpu").expect("cpu device");
+        // Two targets; logits favour class 0 strongly for both.
+        let logits = Tensor::<3>::from_data(TensorData::new(vec![10.0f32, 0.0, 10.0, 0.0], [1, 2, 2]), &device);
+        let t = Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 1], [1, 2]), &device);
+        let only_first = Vla::loss(logits.clone(), t.clone(), Tensor::from_data(TensorData::new(vec![1.0f32, 0.0], [1, 2]), &device));
+        let both = Vla::loss(logits, t, Tensor::from_data(TensorData::new(vec![1.0f32, 1.0], [1, 2]), &device));
+        let a: f32 = only_first.into_scalar();
+        let b: f32 = both.into_scalar();
+        assert!(a < 1e-3, "{a}");
+        assert!((b - 5.0).abs() < 1e-2, "{b}");
+    }
+}
