@@ -452,3 +452,126 @@ mod tests {
         assert!((b - 5.0).abs() < 1e-2, "{b}");
     }
 }
+
+/// A loaded policy with an action head behind the runtime's [`crate::Policy`] trait: frames of
+/// any size are cropped and resized as the training frames were ([`crate::policy::CameraSpec`]),
+/// instructions are tokenized once per distinct string, and the logits are decoded at the bin
+/// midpoints (plus the state for delta targets).
+#[derive(Debug)]
+pub struct VlaPolicy {
+    cfg: VlaConfig,
+    head: ActionHeadConfig,
+    model: Vla,
+    device: Device,
+    camera: crate::policy::CameraSpec,
+    text_cache: std::collections::HashMap<String, (Vec<i64>, Vec<f32>)>,
+    label: String,
+}
+
+/// Distinct instructions kept tokenized (a long session with many typed instructions evicts).
+const TEXT_CACHE: usize = 4096;
+
+impl VlaPolicy {
+    pub fn new(cfg: VlaConfig, model: Vla, device: Device, label: impl Into<String>) -> Result<Self, ModelError> {
+        cfg.validate()?;
+        let HeadConfig::Action(head) = cfg.head.clone() else {
+            return Err(ModelError::Config("this policy predicts latent actions; finetune it (`lapa train finetune`) before it can drive an arm".into()));
+        };
+        let camera = crate::policy::CameraSpec { width: cfg.image_size, height: cfg.image_size, crop: None };
+        Ok(Self { cfg, head, model, device, camera, text_cache: Default::default(), label: label.into() })
+    }
+
+    pub fn config(&self) -> &VlaConfig {
+        &self.cfg
+    }
+
+    fn text(&mut self, s: &str) -> Result<(Vec<i64>, Vec<f32>), crate::PolicyError> {
+        if let Some(t) = self.text_cache.get(s) {
+            return Ok(t.clone());
+        }
+        let t = self.cfg.text.tokenize(s).map_err(|e| crate::PolicyError::Input(e.to_string()))?;
+        if self.text_cache.len() >= TEXT_CACHE {
+            self.text_cache.clear();
+        }
+        self.text_cache.insert(s.to_string(), t.clone());
+        Ok(t)
+    }
+
+    /// One chunk per input, computed in one batch.
+    pub fn infer_batch(&mut self, inputs: &[crate::PolicyInput<'_>]) -> Result<Vec<Vec<Vec<f32>>>, crate::PolicyError> {
+        use crate::PolicyError::Input;
+        use burn::tensor::TensorData;
+        let n = inputs.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let (side, patch) = (self.cfg.image_size, self.cfg.patch_size);
+        let sd = self.cfg.state_dim();
+        let dims = self.head.spec.names.len();
+        let mut patches = Vec::with_capacity(n * side * side * 3);
+        let (mut ids, mut weights, mut state) = (Vec::new(), Vec::new(), Vec::new());
+        for inp in inputs {
+            let f = inp.frame;
+            let img = self.camera.apply(f.width, f.height, f.rgb).map_err(Input)?;
+            crate::laq::patchify(&img, side, patch, &mut patches);
+            let (i, w) = self.text(inp.instruction)?;
+            ids.extend(i);
+            weights.extend(w);
+            if let Some(s) = &self.cfg.state {
+                if inp.state.len() != sd {
+                    return Err(Input(format!("state has {} values, the policy takes {sd}", inp.state.len())));
+                }
+                state.extend(inp.state.iter().zip(&s.mean).zip(&s.std).map(|((v, m), sd)| (v - m) / sd));
+            }
+            if self.head.target == ActionTarget::Delta && inp.state.len() < dims {
+                return Err(Input(format!("state has {} values; delta actions need {dims}", inp.state.len())));
+            }
+        }
+        let l = self.cfg.text.max_ids();
+        let d = &self.device;
+        let input = VlaInput {
+            patches: Tensor::from_data(TensorData::new(patches, [n, self.cfg.n_patches(), self.cfg.patch_dim()]), d),
+            text_ids: Tensor::from_data(TensorData::new(ids, [n, l]), d),
+            text_weights: Tensor::from_data(TensorData::new(weights, [n, l]), d),
+            state: (sd > 0).then(|| Tensor::from_data(TensorData::new(state, [n, sd]), d)),
+        };
+        let best: Vec<i64> = self
+            .model
+            .forward(input)
+            .argmax(2)
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .map_err(|e| crate::PolicyError::Backend(format!("{e:?}")))?; // [n, chunk·dims]
+        let k = self.head.spec.chunk;
+        let mut out = Vec::with_capacity(n);
+        for (b, inp) in inputs.iter().enumerate() {
+            let chunk: Vec<Vec<f32>> = (0..k)
+                .map(|j| {
+                    (0..dims)
+                        .map(|i| {
+                            let v = self.head.edges[i].decode(best[(b * k + j) * dims + i].max(0) as usize);
+                            if self.head.target == ActionTarget::Delta { v + inp.state[i] } else { v }
+                        })
+                        .collect()
+                })
+                .collect();
+            out.push(chunk);
+        }
+        Ok(out)
+    }
+}
+
+impl crate::Policy for VlaPolicy {
+    fn action_spec(&self) -> &ActionSpec {
+        &self.head.spec
+    }
+
+    fn describe(&self) -> String {
+        self.label.clone()
+    }
+
+    fn infer(&mut self, input: &crate::PolicyInput<'_>) -> Result<Vec<Vec<f32>>, crate::PolicyError> {
+        Ok(self.infer_batch(std::slice::from_ref(input))?.remove(0))
+    }
+}

@@ -2,3 +2,4 @@
 
 pub mod laq;
 pub mod trainer;
+pub mod vla;

@@ -26,12 +26,16 @@ enum Command {
     /// Inspect LeRobot datasets (v3.0 and v2.1).
     #[command(subcommand)]
     Dataset(cmd::dataset::DatasetCommand),
-    /// Train a pipeline stage (stage 1: `laq`).
+    /// Train a pipeline stage: `laq` (stage 1), `latent` (stage 2), `finetune` (stage 3), `action`
+    /// (the true-action upper bound).
     #[command(subcommand)]
     Train(cmd::laq::TrainCommand),
     /// Use a trained latent action quantizer: label datasets, write the latent-quality report.
     #[command(subcommand)]
     Laq(cmd::laq::LaqCommand),
+    /// Closed-loop evaluation of a policy run in the simulator: success rate with a 95% interval
+    /// per task family, and a few rollouts as MP4.
+    Eval(cmd::vla::EvalArgs),
     /// Run the main job end to end on the built-in defaults (sim data, tiny config).
     Quickstart(cmd::quickstart::QuickstartArgs),
 }
@@ -42,6 +46,10 @@ fn main() -> Result<()> {
         Command::Sim(c) => cmd::sim::run(c),
         Command::Dataset(c) => cmd::dataset::run(c),
         Command::Train(cmd::laq::TrainCommand::Laq(a)) => cmd::laq::train_laq(&a).map(|_| ()),
+        Command::Train(cmd::laq::TrainCommand::Latent(a)) => cmd::vla::latent(&a).map(|_| ()),
+        Command::Train(cmd::laq::TrainCommand::Action(a)) => cmd::vla::action(&a).map(|_| ()),
+        Command::Train(cmd::laq::TrainCommand::Finetune(a)) => cmd::vla::finetune(&a).map(|_| ()),
+        Command::Eval(a) => cmd::vla::eval_cmd(&a).map(|_| ()),
         Command::Laq(c) => cmd::laq::run_laq(c),
         Command::Quickstart(a) => cmd::quickstart::run(a),
     }

@@ -16,6 +16,15 @@ pub enum TrainCommand {
     /// folder gets train.json, model/ (config.json + model.bpk), checkpoint/, metrics.csv and
     /// curves.png. Interrupt at any time and continue with --resume.
     Laq(TrainLaqArgs),
+    /// Stage 2: latent pretraining. The policy learns to predict the LAQ's latent-action tokens
+    /// from a frame and its episode's instruction, on video without action labels (arm or hand).
+    Latent(super::vla::LatentArgs),
+    /// Pretraining on true actions (the paper's ActionVLA upper bound): the action head on every
+    /// labeled episode given.
+    Action(super::vla::ActionTrainArgs),
+    /// Stage 3: finetuning. The pretrained trunk (--init RUN) gets a new quantile-bin action head
+    /// and trains on a few labeled episodes; --init none trains the same model from scratch.
+    Finetune(super::vla::FinetuneArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -125,7 +134,7 @@ pub struct RuntimeArgs {
 }
 
 impl RuntimeArgs {
-    fn cache_dir(&self) -> PathBuf {
+    pub fn cache_dir(&self) -> PathBuf {
         self.cache.clone().unwrap_or_else(laq::default_cache_dir)
     }
 }

@@ -1,0 +1,310 @@
+//! `lapa train latent | action | finetune` and `lapa eval`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use lapa_model::vla::{ActionTarget, VlaPolicy};
+use lapa_sim::{Split, TaskFamily};
+use lapa_train::trainer::{MODEL_DIR, TRAIN_FILE};
+use lapa_train::vla::eval::{self, Agent, EvalOptions, EvalReport, ExpertAgent, PolicyAgent, RandomAgent};
+use lapa_train::vla::{StageKind, VlaSummary, VlaTrainConfig};
+
+use super::laq::RuntimeArgs;
+
+/// Settings every policy stage shares.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Run folder (train.json, model/, checkpoint/, metrics.csv, curves.png).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run in --out from its last checkpoint (settings come from its train.json;
+    /// --steps may extend it).
+    #[arg(long)]
+    pub resume: bool,
+    /// Policy size: tiny (tests), small (board-sized, 64² frames), base (GPU). A finetune takes
+    /// its size from --init.
+    #[arg(long, default_value = "small")]
+    pub config: String,
+    #[arg(long, default_value_t = 2000)]
+    pub steps: u64,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// AdamW learning rate (after a linear warm-up).
+    #[arg(long, default_value_t = 3e-4)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 100)]
+    pub warmup: u64,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f32,
+    /// Random-crop augmentation: keep at least 1 − this of the side (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub crop: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 25)]
+    pub log_every: u64,
+    #[arg(long, default_value_t = 500)]
+    pub checkpoint_every: u64,
+    #[arg(long, default_value_t = 1)]
+    pub loader_threads: usize,
+    #[command(flatten)]
+    pub rt: RuntimeArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetArg {
+    /// Commanded joint positions.
+    Absolute,
+    /// Commanded positions minus the measured state.
+    Delta,
+}
+
+/// The action head's settings.
+#[derive(Debug, Clone, Args)]
+pub struct ActionArgs {
+    /// Future actions per prediction (1 = LAPA's single step; more, with temporal ensembling
+    /// at run time, avoids gripper chatter).
+    #[arg(long, default_value_t = 4)]
+    pub chunk: usize,
+    /// Quantile bins per action dimension (LAPA: 256).
+    #[arg(long, default_value_t = 256)]
+    pub bins: usize,
+    #[arg(long, value_enum, default_value_t = TargetArg::Absolute)]
+    pub target: TargetArg,
+    /// Give the policy the joint state as one more token.
+    #[arg(long)]
+    pub state: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LatentArgs {
+    /// LeRobot datasets whose video the policy learns from (their actions, if any, are unused).
+    #[arg(long = "data", required_unless_present = "resume")]
+    pub data: Vec<PathBuf>,
+    /// Latent labels of each --data source, in the same order (`lapa laq label --out`).
+    #[arg(long = "labels", required_unless_present = "resume")]
+    pub labels: Vec<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ActionTrainArgs {
+    /// Labeled LeRobot datasets (with an `action` feature).
+    #[arg(long = "data", required_unless_present = "resume")]
+    pub data: Vec<PathBuf>,
+    #[command(flatten)]
+    pub action: ActionArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FinetuneArgs {
+    /// The run whose trunk to start from (its head is replaced), or `none` to train from scratch.
+    #[arg(long, required_unless_present = "resume")]
+    pub init: Option<String>,
+    /// The labeled dataset.
+    #[arg(long, required_unless_present = "resume")]
+    pub data: Option<PathBuf>,
+    /// Use only its first N episodes (LAPA finetunes on a small labeled set).
+    #[arg(long)]
+    pub episodes: Option<usize>,
+    #[command(flatten)]
+    pub action: ActionArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+fn config(stage: StageKind, data: Vec<PathBuf>, c: &CommonArgs, a: Option<&ActionArgs>) -> VlaTrainConfig {
+    let mut cfg = VlaTrainConfig::new(stage, data);
+    cfg.preset = c.config.clone();
+    cfg.data.camera = c.rt.camera.clone();
+    cfg.data.crop = c.crop;
+    cfg.optimizer.lr = c.lr;
+    cfg.optimizer.warmup_steps = c.warmup;
+    cfg.optimizer.weight_decay = c.weight_decay;
+    cfg.batch_size = c.batch;
+    cfg.steps = c.steps;
+    cfg.seed = c.seed;
+    cfg.log_every = c.log_every;
+    cfg.checkpoint_every = c.checkpoint_every;
+    cfg.loader_threads = c.loader_threads;
+    if let Some(a) = a {
+        cfg.chunk = a.chunk;
+        cfg.bins = a.bins;
+        cfg.target = match a.target {
+            TargetArg::Absolute => ActionTarget::Absolute,
+            TargetArg::Delta => ActionTarget::Delta,
+        };
+        cfg.state = a.state;
+    }
+    cfg
+}
+
+fn run_stage(cfg: VlaTrainConfig, c: &CommonArgs) -> Result<VlaSummary> {
+    let device = lapa_model::device(&c.rt.device)?;
+    let cfg = if c.resume {
+        let path = c.out.join(TRAIN_FILE);
+        let saved: VlaTrainConfig = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("{}: no train.json to resume", c.out.display()))?)
+            .with_context(|| format!("{}: not a policy run's train.json", path.display()))?;
+        if saved.stage != cfg.stage {
+            bail!("{}: a {:?} run; resume it with `lapa train {}`", c.out.display(), saved.stage, format!("{:?}", saved.stage).to_lowercase());
+        }
+        VlaTrainConfig { steps: c.steps.max(saved.steps), ..saved }
+    } else {
+        cfg
+    };
+    let s = lapa_train::vla::train(&cfg, &c.out, &device, &c.rt.cache_dir(), c.resume, c.rt.quiet)?;
+    if !c.rt.quiet {
+        println!(
+            "trained {} steps on {} samples: loss {:.4} -> {:.4}, accuracy {:.1}%; {} parameters; model in {}",
+            s.steps,
+            s.samples,
+            s.first_loss,
+            s.last_loss,
+            100.0 * s.last_accuracy,
+            s.params,
+            s.model_dir.display()
+        );
+    }
+    Ok(s)
+}
+
+pub fn latent(a: &LatentArgs) -> Result<VlaSummary> {
+    let mut cfg = config(StageKind::Latent, a.data.clone(), &a.common, None);
+    cfg.data.labels = a.labels.clone();
+    run_stage(cfg, &a.common)
+}
+
+pub fn action(a: &ActionTrainArgs) -> Result<VlaSummary> {
+    run_stage(config(StageKind::Action, a.data.clone(), &a.common, Some(&a.action)), &a.common)
+}
+
+pub fn finetune(a: &FinetuneArgs) -> Result<VlaSummary> {
+    let mut cfg = config(StageKind::Finetune, a.data.iter().cloned().collect(), &a.common, Some(&a.action));
+    cfg.init = match a.init.as_deref() {
+        None | Some("none") => None,
+        Some(p) => Some(PathBuf::from(p)),
+    };
+    cfg.data.episodes = a.episodes;
+    run_stage(cfg, &a.common)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SplitArg {
+    Seen,
+    UnseenObjects,
+    UnseenInstructions,
+    UnseenEnv,
+}
+
+impl SplitArg {
+    pub fn split(self) -> Split {
+        match self {
+            SplitArg::Seen => Split::Seen,
+            SplitArg::UnseenObjects => Split::UnseenObjects,
+            SplitArg::UnseenInstructions => Split::UnseenInstructions,
+            SplitArg::UnseenEnv => Split::UnseenEnvironment,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BaselineArg {
+    /// The scripted expert, reading the simulator's state (the harness's upper reference).
+    Expert,
+    /// Uniformly random joint targets (its floor).
+    Random,
+}
+
+/// Closed-loop evaluation in the simulator.
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// A finetuned (or action-trained) policy run.
+    #[arg(long, required_unless_present = "baseline", conflicts_with = "baseline")]
+    pub run: Option<PathBuf>,
+    /// Evaluate a reference agent instead of a run.
+    #[arg(long, value_enum)]
+    pub baseline: Option<BaselineArg>,
+    #[arg(long, value_enum, default_value_t = SplitArg::Seen)]
+    pub split: SplitArg,
+    #[arg(long, default_value_t = 100)]
+    pub episodes: usize,
+    /// One task family only (push-to-side, …); all six in turn by default.
+    #[arg(long)]
+    pub family: Option<String>,
+    /// Offset of the evaluation seeds (every offset gives new scenes, never training ones).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Episodes stepped together (one policy batch).
+    #[arg(long, default_value_t = 32)]
+    pub parallel: usize,
+    /// Temporal-ensembling decay per chunk age (0: newest chunk only).
+    #[arg(long, default_value_t = 0.85)]
+    pub ensemble_decay: f32,
+    /// Save the first N rollouts as MP4 (4× scaled) beside the report.
+    #[arg(long, default_value_t = 4)]
+    pub videos: usize,
+    /// Report JSON (default: RUN/eval/SPLIT.json; for a baseline, nothing is written).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Compute device.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn eval_cmd(a: &EvalArgs) -> Result<EvalReport> {
+    let family = match &a.family {
+        None => None,
+        Some(f) => Some(
+            TaskFamily::from_name(f)
+                .with_context(|| format!("--family {f:?}: expected one of {}", TaskFamily::ALL.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")))?,
+        ),
+    };
+    let out = a.out.clone().or_else(|| a.run.as_ref().map(|r| r.join("eval").join(format!("{}.json", a.split.split().name()))));
+    let mut opts = EvalOptions::new(a.split.split(), a.episodes);
+    opts.family = family;
+    opts.seed = a.seed;
+    opts.parallel = a.parallel;
+    opts.ensemble_decay = a.ensemble_decay;
+    opts.quiet = a.quiet;
+    opts.videos = a.videos;
+    opts.video_dir = out.as_ref().and_then(|o| o.parent().map(|p| p.join(format!("{}-videos", a.split.split().name()))));
+    let mut agent: Box<dyn Agent> = match (&a.run, a.baseline) {
+        (_, Some(BaselineArg::Expert)) => Box::new(ExpertAgent::default()),
+        (_, Some(BaselineArg::Random)) => Box::new(RandomAgent::new(a.seed)),
+        (Some(run), None) => {
+            let device = lapa_model::device(&a.device)?;
+            let (cfg, model) = lapa_model::load_vla(&run.join(MODEL_DIR), &device)?;
+            let policy = VlaPolicy::new(cfg, model, device, run.display().to_string()).with_context(|| format!("{}", run.display()))?;
+            let spec = lapa_model::Policy::action_spec(&policy).clone();
+            if spec.names.len() != 6 {
+                bail!("{}: the policy drives {} action dimensions; the simulated arm has 6", run.display(), spec.names.len());
+            }
+            opts.fps = spec.fps.round() as u32;
+            opts.size = policy.config().image_size;
+            Box::new(PolicyAgent { policy, name: run.display().to_string() })
+        }
+        (None, None) => bail!("give --run RUN or --baseline expert|random"),
+    };
+    let report = eval::evaluate(agent.as_mut(), &opts)?;
+    if !a.quiet {
+        print!("{}", report.table());
+        if !report.videos.is_empty() {
+            println!("rollout videos: {}", report.videos[0].parent().map(|p| p.display().to_string()).unwrap_or_default());
+        }
+    }
+    if let Some(o) = &out
+        && a.run.is_some()
+    {
+        lapa_fs::atomic_write(o, &serde_json::to_vec_pretty(&report)?)?;
+        if !a.quiet {
+            println!("report: {}", o.display());
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,426 @@
+//! Training samples for the policy: one frame of a LeRobot dataset, its episode's instruction,
+//! optionally its joint state, and the target: the frame's latent-action tokens (from `lapa laq
+//! label`) or the chunk of actions that follows it (from the dataset's `action` column).
+//!
+//! Sizes come from the data: action and state widths and fps from `info.json`, the latent
+//! tokens and vocabulary from the labels' `latent_actions.json`. Nothing here knows the
+//! simulator's robot.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use lapa_dataset::Dataset;
+use lapa_model::text::TextConfig;
+use lapa_model::vla::ActionTarget;
+use lapa_sim::rng::Rng;
+use serde::Deserialize;
+
+use crate::laq::cache::{FrameCache, Source};
+use crate::laq::label::{LABELS_CSV, LABELS_META};
+
+/// The parts of a labels folder's `latent_actions.json` the policy needs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LabelsMeta {
+    pub n_tokens: usize,
+    pub vocabulary: usize,
+    pub laq_config: lapa_model::LaqConfig,
+    pub frames: usize,
+}
+
+/// Per-frame latent tokens of one dataset (`None` where the frame has no future frame).
+#[derive(Debug, Clone)]
+pub struct Labels {
+    pub meta: LabelsMeta,
+    /// Keyed by (episode index, frame index).
+    pub tokens: BTreeMap<(usize, usize), Vec<i64>>,
+}
+
+impl Labels {
+    pub fn read(dir: &Path) -> Result<Self> {
+        let mpath = dir.join(LABELS_META);
+        let meta: LabelsMeta =
+            serde_json::from_slice(&std::fs::read(&mpath).with_context(|| format!("{}: cannot read (made by `lapa laq label`)", mpath.display()))?)
+                .with_context(|| format!("{}: not a latent-labels description", mpath.display()))?;
+        if meta.n_tokens == 0 || meta.vocabulary < 2 || meta.laq_config.n_tokens != meta.n_tokens || meta.laq_config.vocabulary() != meta.vocabulary {
+            bail!(
+                "{}: n_tokens {} and vocabulary {} disagree with its laq_config ({} tokens, vocabulary {})",
+                mpath.display(),
+                meta.n_tokens,
+                meta.vocabulary,
+                meta.laq_config.n_tokens,
+                meta.laq_config.vocabulary()
+            );
+        }
+        let cpath = dir.join(LABELS_CSV);
+        let text = std::fs::read_to_string(&cpath).with_context(|| format!("{}: cannot read", cpath.display()))?;
+        let mut lines = text.lines();
+        let header = lines.next().unwrap_or_default();
+        let want: Vec<String> =
+            ["episode", "frame_index", "valid"].into_iter().map(String::from).chain((0..meta.n_tokens).map(|i| format!("latent_{i}"))).collect();
+        if header.split(',').collect::<Vec<_>>() != want {
+            bail!("{}: header {header:?}; expected {:?} for {} tokens", cpath.display(), want.join(","), meta.n_tokens);
+        }
+        let mut tokens = BTreeMap::new();
+        for (i, line) in lines.enumerate() {
+            let row = i + 2;
+            let f: Vec<&str> = line.split(',').collect();
+            if f.len() != want.len() {
+                bail!("{}: line {row}: {} fields, expected {}", cpath.display(), f.len(), want.len());
+            }
+            let num = |s: &str, what: &str| s.parse::<usize>().with_context(|| format!("{}: line {row}: {what} {s:?} is not a whole number", cpath.display()));
+            let (ep, fi, valid) = (num(f[0], "episode")?, num(f[1], "frame_index")?, num(f[2], "valid")?);
+            if valid > 1 {
+                bail!("{}: line {row}: valid must be 0 or 1", cpath.display());
+            }
+            let mut toks = Vec::with_capacity(meta.n_tokens);
+            for (k, s) in f[3..].iter().enumerate() {
+                let v = num(s, &format!("latent_{k}"))?;
+                if v >= meta.vocabulary {
+                    bail!("{}: line {row}: latent_{k} = {v} is outside the vocabulary of {}", cpath.display(), meta.vocabulary);
+                }
+                toks.push(v as i64);
+            }
+            if valid == 1 && tokens.insert((ep, fi), toks).is_some() {
+                bail!("{}: line {row}: episode {ep} frame {fi} appears twice", cpath.display());
+            }
+        }
+        if text.lines().count() - 1 != meta.frames {
+            bail!("{}: {} rows but {} says {} frames", cpath.display(), text.lines().count() - 1, mpath.display(), meta.frames);
+        }
+        Ok(Self { meta, tokens })
+    }
+}
+
+/// One episode of a source.
+#[derive(Debug, Clone)]
+pub struct EpisodeData {
+    /// Global index of the episode's first frame in its frame cache.
+    pub start: usize,
+    pub len: usize,
+    pub episode: usize,
+    /// Index into [`Pool::instructions`].
+    pub instruction: usize,
+    /// [len, state_dim] and [len, action_dim], when the dataset has them.
+    pub state: Option<Vec<f32>>,
+    pub action: Option<Vec<f32>>,
+}
+
+/// Every frame the policy can train on.
+#[derive(Debug)]
+pub struct Pool {
+    pub caches: Vec<Arc<FrameCache>>,
+    pub episodes: Vec<Vec<EpisodeData>>,
+    /// Distinct instructions (each tokenized once).
+    pub instructions: Vec<String>,
+    pub tokenized: Vec<(Vec<i64>, Vec<f32>)>,
+    pub state_dim: usize,
+    pub action_dim: usize,
+    pub fps: f64,
+    /// Action names, from `info.json`'s `action.names` (or `action_0..`).
+    pub action_names: Vec<String>,
+    pub samples: Vec<Sample>,
+}
+
+/// A training sample: (source, episode, frame within the episode) and its target.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub source: usize,
+    pub episode: usize,
+    pub t: usize,
+    /// Latent tokens (latent pretraining); empty for action targets, which are read from the
+    /// episode when the batch is built.
+    pub tokens: Vec<i64>,
+}
+
+/// What the samples' targets are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TargetKind {
+    Latent,
+    Action { chunk: usize, target: ActionTarget },
+}
+
+fn feature_names(ds: &Dataset, key: &str, dim: usize) -> Vec<String> {
+    let names = ds.info.features.get(key).and_then(|f| f.names.as_ref()).and_then(|v| match v {
+        serde_json::Value::Array(a) => Some(a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect::<Vec<_>>()),
+        serde_json::Value::Object(o) => o.values().next().and_then(|x| x.as_array()).map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()),
+        _ => None,
+    });
+    match names {
+        Some(n) if n.len() == dim => n.into_iter().map(|s| s.strip_suffix(".pos").map(str::to_string).unwrap_or(s)).collect(),
+        _ => (0..dim).map(|i| format!("{key}_{i}")).collect(),
+    }
+}
+
+/// What [`load`] reads.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadSpec<'a> {
+    pub data: &'a [PathBuf],
+    /// `labels[i]` labels `data[i]` (latent targets).
+    pub labels: &'a [PathBuf],
+    pub camera: Option<&'a str>,
+    /// Frame side the policy takes.
+    pub side: usize,
+    pub cache_dir: &'a Path,
+    pub kind: TargetKind,
+    /// Keep the first N episodes of each source.
+    pub episodes: Option<usize>,
+    /// Fail on a source without `observation.state`.
+    pub need_state: bool,
+    pub text: &'a TextConfig,
+    pub quiet: bool,
+}
+
+/// Loads the sources.
+pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
+    let LoadSpec { data, labels, camera, side, cache_dir, kind, episodes, need_state, text, quiet } = *spec;
+    if data.is_empty() {
+        bail!("no --data given");
+    }
+    if kind == TargetKind::Latent && labels.len() != data.len() {
+        bail!("latent pretraining needs one --labels folder per --data source ({} --data, {} --labels)", data.len(), labels.len());
+    }
+    let mut pool = Pool {
+        caches: Vec::new(),
+        episodes: Vec::new(),
+        instructions: Vec::new(),
+        tokenized: Vec::new(),
+        state_dim: 0,
+        action_dim: 0,
+        fps: 0.0,
+        action_names: Vec::new(),
+        samples: Vec::new(),
+    };
+    let mut laq_seen: Option<(PathBuf, LabelsMeta)> = None;
+    for (si, path) in data.iter().enumerate() {
+        let source = Source::detect(path, camera)?;
+        if source.kind != crate::laq::SourceKind::Dataset {
+            bail!("{}: the policy trains on LeRobot datasets (a folder of videos has no instructions)", path.display());
+        }
+        let ds = Dataset::open(path).with_context(|| format!("{}: cannot open the dataset", path.display()))?;
+        let cache = FrameCache::open_or_build(&source, side, cache_dir, quiet)?;
+        let labels = match kind {
+            TargetKind::Latent => {
+                let l = Labels::read(&labels[si])?;
+                if l.meta.frames != cache.meta.frames {
+                    bail!(
+                        "{}: labels for {} frames, but {} has {}: labels from another dataset?",
+                        labels[si].display(),
+                        l.meta.frames,
+                        path.display(),
+                        cache.meta.frames
+                    );
+                }
+                if let Some((first, m)) = &laq_seen
+                    && (m.laq_config != l.meta.laq_config)
+                {
+                    bail!(
+                        "{} and {}: labels from different LAQs (their laq_config differs); label every source with the same LAQ run",
+                        first.display(),
+                        labels[si].display()
+                    );
+                }
+                laq_seen.get_or_insert_with(|| (labels[si].clone(), l.meta.clone()));
+                Some(l)
+            }
+            TargetKind::Action { .. } => None,
+        };
+        if pool.fps == 0.0 {
+            pool.fps = ds.info.fps;
+        } else if (pool.fps - ds.info.fps).abs() > 1e-6 {
+            bail!("{}: {} fps, but the first source has {} fps; mix sources of one rate", path.display(), ds.info.fps, pool.fps);
+        }
+        let state_dim = ds.info.features.get("observation.state").and_then(|f| f.shape.first().copied()).unwrap_or(0);
+        let action_dim = ds.info.features.get("action").and_then(|f| f.shape.first().copied()).unwrap_or(0);
+        if need_state && state_dim == 0 {
+            bail!("{}: no observation.state feature in meta/info.json, but the policy takes a state token (or delta targets)", path.display());
+        }
+        if let TargetKind::Action { .. } = kind {
+            if action_dim == 0 {
+                bail!("{}: no action feature in meta/info.json: action training and finetuning need a labeled dataset", path.display());
+            }
+            if pool.action_dim == 0 {
+                pool.action_names = feature_names(&ds, "action", action_dim);
+            } else if pool.action_dim != action_dim {
+                bail!("{}: {action_dim} action dimensions, the first source has {}", path.display(), pool.action_dim);
+            }
+            pool.action_dim = action_dim;
+        }
+        if need_state {
+            if pool.state_dim != 0 && pool.state_dim != state_dim {
+                bail!("{}: {state_dim} state dimensions, the first source has {}", path.display(), pool.state_dim);
+            }
+            pool.state_dim = state_dim;
+        }
+        let mut eps = Vec::new();
+        let take = episodes.unwrap_or(usize::MAX);
+        for clip in cache.meta.clips.iter().take(take) {
+            let Some(ei) = clip.episode else { bail!("{}: clip {} has no episode index", path.display(), clip.name) };
+            let pos = ds.episodes.iter().position(|m| m.index == ei).with_context(|| format!("{}: episode {ei} missing from its metadata", path.display()))?;
+            let ep = ds.episode(pos, false).with_context(|| format!("{}: cannot read episode {ei}", path.display()))?;
+            if ep.len() != clip.len {
+                bail!("{}: episode {ei} has {} rows but {} video frames", path.display(), ep.len(), clip.len);
+            }
+            let instruction = match pool.instructions.iter().position(|s| *s == ep.task) {
+                Some(i) => i,
+                None => {
+                    let tok = text.tokenize(&ep.task).with_context(|| format!("{}: episode {ei}'s task", path.display()))?;
+                    pool.instructions.push(ep.task.clone());
+                    pool.tokenized.push(tok);
+                    pool.instructions.len() - 1
+                }
+            };
+            let state = if need_state { ep.state.map(|m| m.data) } else { None };
+            let action = match kind {
+                TargetKind::Action { .. } => Some(ep.action.with_context(|| format!("{}: episode {ei} has no action rows", path.display()))?.data),
+                TargetKind::Latent => None,
+            };
+            let e = eps.len();
+            for t in 0..clip.len {
+                let tokens = match &labels {
+                    Some(l) => match l.tokens.get(&(ei, t)) {
+                        Some(tok) => tok.clone(),
+                        None => continue,
+                    },
+                    None => Vec::new(),
+                };
+                pool.samples.push(Sample { source: si, episode: e, t, tokens });
+            }
+            eps.push(EpisodeData { start: clip.start, len: clip.len, episode: ei, instruction, state, action });
+        }
+        if episodes.is_some_and(|n| eps.len() < n) {
+            bail!("{}: asked for {} episodes, the dataset has {}", path.display(), take, eps.len());
+        }
+        pool.caches.push(Arc::new(cache));
+        pool.episodes.push(eps);
+    }
+    if pool.samples.is_empty() {
+        bail!("no training samples (every frame lacked a valid label)");
+    }
+    Ok(pool)
+}
+
+impl Pool {
+    fn episode(&self, s: &Sample) -> &EpisodeData {
+        &self.episodes[s.source][s.episode]
+    }
+
+    /// The state of a sample's frame.
+    pub fn state(&self, s: &Sample) -> Option<&[f32]> {
+        let e = self.episode(s);
+        e.state.as_ref().map(|v| &v[s.t * self.state_dim..(s.t + 1) * self.state_dim])
+    }
+
+    /// The chunk of `chunk` actions from the sample's frame on (the episode's last action
+    /// repeats past its end), minus the state for delta targets: [chunk · action_dim].
+    pub fn action_chunk(&self, s: &Sample, chunk: usize, target: ActionTarget) -> Vec<f32> {
+        let e = self.episode(s);
+        let a = e.action.as_ref().expect("action targets are loaded with their actions");
+        let d = self.action_dim;
+        let mut out = Vec::with_capacity(chunk * d);
+        for j in 0..chunk {
+            let t = (s.t + j).min(e.len - 1);
+            out.extend_from_slice(&a[t * d..(t + 1) * d]);
+        }
+        if target == ActionTarget::Delta {
+            let st = self.state(s).expect("delta targets are loaded with the state");
+            for (i, v) in out.iter_mut().enumerate() {
+                *v -= st[i % d];
+            }
+        }
+        out
+    }
+
+    /// Per-dimension (mean, std) of the state over every training frame.
+    pub fn state_stats(&self) -> (Vec<f32>, Vec<f32>) {
+        let d = self.state_dim;
+        let rows: Vec<&[f32]> = self.samples.iter().filter_map(|s| self.state(s)).collect();
+        let n = rows.len().max(1) as f64;
+        let mean: Vec<f64> = (0..d).map(|j| rows.iter().map(|r| f64::from(r[j])).sum::<f64>() / n).collect();
+        let std: Vec<f32> = (0..d).map(|j| ((rows.iter().map(|r| (f64::from(r[j]) - mean[j]).powi(2)).sum::<f64>() / n).sqrt().max(1e-3)) as f32).collect();
+        (mean.into_iter().map(|m| m as f32).collect(), std)
+    }
+}
+
+/// One batch, host side.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub step: u64,
+    pub size: usize,
+    /// [size, patches, patch_dim]
+    pub patches: Vec<f32>,
+    /// [size, max_ids] hashed-text ids and weights.
+    pub text_ids: Vec<i64>,
+    pub text_weights: Vec<f32>,
+    /// [size, state_dim] standardised (empty without a state token).
+    pub state: Vec<f32>,
+    /// [size, targets] class indices and a 0/1 mask.
+    pub targets: Vec<i64>,
+    pub mask: Vec<f32>,
+}
+
+/// How batches are made.
+#[derive(Debug, Clone)]
+pub struct BatchSpec {
+    pub batch_size: usize,
+    pub side: usize,
+    pub patch: usize,
+    pub seed: u64,
+    pub kind: TargetKind,
+    /// Per-dimension bins (action targets).
+    pub bins: Vec<lapa_model::bins::QuantileBins>,
+    /// State standardisation when the policy takes a state token.
+    pub state_norm: Option<(Vec<f32>, Vec<f32>)>,
+    /// Random crop keeping at least `1 − crop` of the side, resized back (0 = off).
+    pub crop: f32,
+}
+
+/// Batch `step`: a pure function of `(spec.seed, step)`.
+pub fn make_batch(pool: &Pool, spec: &BatchSpec, step: u64) -> Batch {
+    let mut rng = Rng::new(spec.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x71A);
+    let n = spec.batch_size;
+    let mut b =
+        Batch { step, size: n, patches: Vec::new(), text_ids: Vec::new(), text_weights: Vec::new(), state: Vec::new(), targets: Vec::new(), mask: Vec::new() };
+    for _ in 0..n {
+        let s = &pool.samples[rng.below(pool.samples.len())];
+        let e = pool.episode(s);
+        let frame = pool.caches[s.source].frame(e.start + s.t);
+        if spec.crop > 0.0 {
+            let side = spec.side;
+            let cs = side - ((side as f32 * spec.crop * rng.f32()) as usize).min(side - 1);
+            let (cx, cy) = (rng.below(side - cs + 1), rng.below(side - cs + 1));
+            let mut img = vec![0u8; side * side * 3];
+            for y in 0..side {
+                let sy = cy + y * cs / side;
+                for x in 0..side {
+                    let sx = cx + x * cs / side;
+                    img[(y * side + x) * 3..(y * side + x) * 3 + 3].copy_from_slice(&frame[(sy * side + sx) * 3..(sy * side + sx) * 3 + 3]);
+                }
+            }
+            lapa_model::patchify(&img, spec.side, spec.patch, &mut b.patches);
+        } else {
+            lapa_model::patchify(frame, spec.side, spec.patch, &mut b.patches);
+        }
+        let (ids, w) = &pool.tokenized[e.instruction];
+        b.text_ids.extend_from_slice(ids);
+        b.text_weights.extend_from_slice(w);
+        if let Some((mean, std)) = &spec.state_norm {
+            let st = pool.state(s).expect("a state token is loaded with the state");
+            b.state.extend(st.iter().zip(mean).zip(std).map(|((v, m), sd)| (v - m) / sd));
+        }
+        match spec.kind {
+            TargetKind::Latent => {
+                b.targets.extend_from_slice(&s.tokens);
+                b.mask.extend(std::iter::repeat_n(1.0, s.tokens.len()));
+            }
+            TargetKind::Action { chunk, target } => {
+                let a = pool.action_chunk(s, chunk, target);
+                let d = pool.action_dim;
+                b.targets.extend(a.iter().enumerate().map(|(i, &v)| spec.bins[i % d].encode(v) as i64));
+                b.mask.extend(std::iter::repeat_n(1.0, a.len()));
+            }
+        }
+    }
+    b
+}

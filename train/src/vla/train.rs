@@ -1,0 +1,404 @@
+//! `lapa train latent | action | finetune`: the policy's stages through the shared trainer.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use lapa_model::artifact;
+use lapa_model::bins::QuantileBins;
+use lapa_model::burn::grad_clipping::GradientClippingConfig;
+use lapa_model::burn::module::Module;
+use lapa_model::burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
+use lapa_model::burn::tensor::{Device, Int, Tensor, TensorData};
+use lapa_model::policy::ActionSpec;
+use lapa_model::vla::{ActionHeadConfig, ActionTarget, HeadConfig, StateInput, Vla, VlaConfig, VlaInput};
+use serde::{Deserialize, Serialize};
+
+use super::data::{self, Batch, BatchSpec, Pool, TargetKind};
+use crate::trainer::{Cadence, Loader, MODEL_DIR, Stage, TRAIN_FILE};
+
+/// Which stage a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageKind {
+    /// Stage 2: predict the LAQ's latent-action tokens.
+    Latent,
+    /// Pretraining on true actions (the paper's ActionVLA upper bound).
+    Action,
+    /// Stage 3: a new action head on a few labeled episodes, from `init` (or from scratch).
+    Finetune,
+}
+
+/// AdamW with linear warm-up, then constant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    pub lr: f64,
+    pub weight_decay: f32,
+    pub beta_1: f32,
+    pub beta_2: f32,
+    /// Gradient-norm clip per parameter tensor (`None`: off).
+    pub grad_clip: Option<f32>,
+    pub warmup_steps: u64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self { lr: 3e-4, weight_decay: 0.01, beta_1: 0.9, beta_2: 0.999, grad_clip: Some(1.0), warmup_steps: 100 }
+    }
+}
+
+/// What the run trains on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub data: Vec<PathBuf>,
+    /// One labels folder per data source (latent pretraining).
+    #[serde(default)]
+    pub labels: Vec<PathBuf>,
+    pub camera: Option<String>,
+    /// Keep the first N episodes of each source (finetuning's few labeled episodes).
+    pub episodes: Option<usize>,
+    /// Random-crop augmentation (0 = off).
+    pub crop: f32,
+}
+
+/// Everything a policy run needs besides the model config; saved as `train.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VlaTrainConfig {
+    pub stage: StageKind,
+    /// Policy preset the model was built from (`tiny`, `small`, `base`).
+    pub preset: String,
+    /// Run whose trunk a finetune starts from (`None`: from scratch).
+    pub init: Option<PathBuf>,
+    pub data: DataConfig,
+    pub optimizer: OptimConfig,
+    /// Action heads: actions per chunk, bins per dimension, target kind, state token.
+    pub chunk: usize,
+    pub bins: usize,
+    pub target: ActionTarget,
+    pub state: bool,
+    pub batch_size: usize,
+    pub steps: u64,
+    pub seed: u64,
+    pub log_every: u64,
+    pub checkpoint_every: u64,
+    pub loader_threads: usize,
+}
+
+impl VlaTrainConfig {
+    pub fn new(stage: StageKind, data: Vec<PathBuf>) -> Self {
+        Self {
+            stage,
+            preset: "small".into(),
+            init: None,
+            data: DataConfig { data, labels: Vec::new(), camera: None, episodes: None, crop: 0.0 },
+            optimizer: OptimConfig::default(),
+            chunk: 4,
+            bins: 256,
+            target: ActionTarget::Absolute,
+            state: false,
+            batch_size: 32,
+            steps: 2000,
+            seed: 0,
+            log_every: 25,
+            checkpoint_every: 500,
+            loader_threads: 1,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 || self.steps == 0 {
+            bail!("batch size and steps must be positive");
+        }
+        if self.stage == StageKind::Latent && self.data.labels.len() != self.data.data.len() {
+            bail!("latent pretraining needs one --labels folder per --data source ({} --data, {} --labels)", self.data.data.len(), self.data.labels.len());
+        }
+        if !(self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite()) {
+            bail!("learning rate must be positive, got {}", self.optimizer.lr);
+        }
+        if !(0.0..0.9).contains(&self.data.crop) {
+            bail!("crop must be in [0, 0.9), got {}", self.data.crop);
+        }
+        if self.chunk == 0 || self.chunk > 64 {
+            bail!("chunk must be in 1..=64, got {}", self.chunk);
+        }
+        Ok(())
+    }
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct VlaSummary {
+    pub steps: u64,
+    pub first_loss: f32,
+    pub last_loss: f32,
+    /// Target accuracy (argmax = label) over the last log window.
+    pub last_accuracy: f64,
+    pub samples: usize,
+    pub params: usize,
+    pub model_dir: PathBuf,
+}
+
+struct VlaStage {
+    cfg: VlaTrainConfig,
+    model_cfg: VlaConfig,
+    model: Option<Vla>,
+    opt: ModuleOptimizer,
+    device: Device,
+    has_state: bool,
+    /// The step last taken (for the logged learning rate).
+    cur_step: u64,
+    win_loss: f64,
+    win_acc: f64,
+    win_n: u64,
+    first_loss: f32,
+    last_loss: f32,
+    last_acc: f64,
+}
+
+impl VlaStage {
+    fn model(&self) -> &Vla {
+        self.model.as_ref().expect("the model is only taken inside a step")
+    }
+
+    fn lr(&self, step: u64) -> f64 {
+        let o = &self.cfg.optimizer;
+        if o.warmup_steps == 0 { o.lr } else { o.lr * ((step + 1) as f64 / o.warmup_steps as f64).min(1.0) }
+    }
+}
+
+/// Host batch → model input and targets on `device`.
+pub fn to_tensors(b: Batch, cfg: &VlaConfig, device: &Device) -> (VlaInput, Tensor<2, Int>, Tensor<2>) {
+    let n = b.size;
+    let l = cfg.text.max_ids();
+    let (targets, _) = cfg.head.logits_shape();
+    let input = VlaInput {
+        patches: Tensor::from_data(TensorData::new(b.patches, [n, cfg.n_patches(), cfg.patch_dim()]), device),
+        text_ids: Tensor::from_data(TensorData::new(b.text_ids, [n, l]), device),
+        text_weights: Tensor::from_data(TensorData::new(b.text_weights, [n, l]), device),
+        state: (cfg.state_dim() > 0).then(|| Tensor::from_data(TensorData::new(b.state, [n, cfg.state_dim()]), device)),
+    };
+    (input, Tensor::from_data(TensorData::new(b.targets, [n, targets]), device), Tensor::from_data(TensorData::new(b.mask, [n, targets]), device))
+}
+
+impl Stage for VlaStage {
+    type Batch = Batch;
+
+    fn header(&self) -> String {
+        "step,loss,accuracy,lr,samples_per_s,elapsed_s".into()
+    }
+
+    fn step(&mut self, step: u64, batch: Batch) -> Result<()> {
+        debug_assert_eq!(batch.step, step);
+        let (input, targets, mask) = to_tensors(batch, &self.model_cfg, &self.device);
+        let mut model = self.model.take().expect("model present between steps");
+        let logits = model.forward(input); // [b, targets, classes]
+        let correct = logits.clone().argmax(2).squeeze_dim::<2>(2).equal(targets.clone()).float() * mask.clone();
+        let acc: f32 = (correct.sum() / mask.clone().sum().clamp_min(1.0)).into_scalar();
+        let loss = Vla::loss(logits, targets, mask);
+        let lv: f32 = loss.clone().into_scalar();
+        if !lv.is_finite() {
+            bail!("loss became {lv} at step {step}; lower --lr or check the data");
+        }
+        let mut grads = loss.backward();
+        let g = GradientsParams::from_module(&mut grads, &model);
+        model = self.opt.step(self.lr(step), model, g);
+        self.model = Some(model);
+        self.cur_step = step;
+        if self.first_loss.is_nan() {
+            self.first_loss = lv;
+        }
+        self.last_loss = lv;
+        self.win_loss += f64::from(lv);
+        self.win_acc += f64::from(acc);
+        self.win_n += 1;
+        Ok(())
+    }
+
+    fn log(&mut self, window_steps: u64, window: std::time::Duration, elapsed: std::time::Duration) -> (String, String) {
+        let n = self.win_n.max(1) as f64;
+        let (loss, acc) = (self.win_loss / n, self.win_acc / n);
+        self.last_acc = acc;
+        let sps = (window_steps as usize * self.cfg.batch_size) as f64 / window.as_secs_f64().max(1e-9);
+        let lr = self.lr(self.cur_step);
+        (self.win_loss, self.win_acc, self.win_n) = (0.0, 0.0, 0);
+        (format!("{loss:.6},{acc:.4},{lr:.3e},{sps:.2},{:.2}", elapsed.as_secs_f64()), format!("loss {loss:.4} acc {:.1}% {sps:.0} samples/s", 100.0 * acc))
+    }
+
+    fn save_checkpoint(&self, dir: &Path) -> Result<serde_json::Value> {
+        let mb = self.model().clone().into_record().into_bytes().map_err(|e| anyhow::anyhow!("serialising weights: {e:?}"))?;
+        lapa_fs::atomic_write(&dir.join("model.bpk"), &mb)?;
+        let ob = self.opt.to_record().into_bytes().map_err(|e| anyhow::anyhow!("serialising optimiser state: {e:?}"))?;
+        lapa_fs::atomic_write(&dir.join("optim.bpk"), &ob)?;
+        Ok(serde_json::json!({ "has_state": self.has_state }))
+    }
+
+    fn load_checkpoint(&mut self, ck: &Path, _state: &serde_json::Value) -> Result<()> {
+        let model = self.model.take().expect("model present");
+        self.model = Some(artifact::load_weights(&ck.join("model.bpk"), model)?);
+        let rec = OptimizerRecord::load(ck.join("optim.bpk"))
+            .map_err(|e| anyhow::anyhow!("{}: unreadable optimiser state: {e:?}", ck.join("optim.bpk").display()))?;
+        self.opt = std::mem::replace(&mut self.opt, AdamWConfig::new().init()).load_record(rec);
+        Ok(())
+    }
+
+    fn save_artifact(&self, dir: &Path) -> Result<()> {
+        Ok(artifact::save_vla(dir, &self.model_cfg, self.model())?)
+    }
+
+    fn plot(&self, metrics: &Path, png: &Path) -> Result<()> {
+        super::plot::curves(metrics, png)
+    }
+}
+
+/// The action head for the pool's actions: per-dimension quantile bins over every target of
+/// every training sample.
+fn action_head(pool: &Pool, cfg: &VlaTrainConfig) -> Result<HeadConfig> {
+    let d = pool.action_dim;
+    let mut per_dim: Vec<Vec<f32>> = vec![Vec::new(); d];
+    for s in &pool.samples {
+        for (i, v) in pool.action_chunk(s, cfg.chunk, cfg.target).into_iter().enumerate() {
+            per_dim[i % d].push(v);
+        }
+    }
+    let edges = per_dim
+        .iter()
+        .zip(&pool.action_names)
+        .map(|(v, name)| QuantileBins::fit(v, cfg.bins).map_err(|e| anyhow::anyhow!("action {name}: {e}")))
+        .collect::<Result<Vec<_>>>()?;
+    let units = pool.action_names.iter().map(|n| if n == "gripper" { "%".to_string() } else { "deg".to_string() }).collect();
+    let spec = ActionSpec { names: pool.action_names.clone(), units, fps: pool.fps as f32, chunk: cfg.chunk };
+    Ok(HeadConfig::Action(ActionHeadConfig { spec, target: cfg.target, bins: cfg.bins, edges }))
+}
+
+/// Trains (or resumes) a policy run in `run`.
+pub fn train(cfg: &VlaTrainConfig, run: &Path, device: &Device, cache_dir: &Path, resume: bool, quiet: bool) -> Result<VlaSummary> {
+    cfg.validate()?;
+    // The model's image size and text encoder come from the preset, or from the run it
+    // finetunes (whose trunk it keeps).
+    // Seeded before the first initialisation it drives (burn's seed is global).
+    let ad = device.clone().autodiff();
+    ad.seed(cfg.seed);
+    let init = match (&cfg.init, cfg.stage) {
+        (Some(dir), StageKind::Finetune) => {
+            Some(artifact::load_vla(&dir.join(MODEL_DIR), &ad).with_context(|| format!("{}: --init is not a policy run", dir.display()))?)
+        }
+        (Some(_), _) => bail!("--init is for finetuning"),
+        (None, _) => None,
+    };
+    let base = match &init {
+        Some((c, _)) => c.clone(),
+        None => VlaConfig::preset(&cfg.preset, HeadConfig::Latent { tokens: 1, vocabulary: 2 })?,
+    };
+    let kind = match cfg.stage {
+        StageKind::Latent => TargetKind::Latent,
+        _ => TargetKind::Action { chunk: cfg.chunk, target: cfg.target },
+    };
+    let need_state = cfg.state || cfg.target == ActionTarget::Delta && kind != TargetKind::Latent;
+    let d = &cfg.data;
+    let pool = data::load(&data::LoadSpec {
+        data: &d.data,
+        labels: &d.labels,
+        camera: d.camera.as_deref(),
+        side: base.image_size,
+        cache_dir,
+        kind,
+        episodes: d.episodes,
+        need_state,
+        text: &base.text,
+        quiet,
+    })?;
+    let head = match kind {
+        TargetKind::Latent => {
+            let l = data::Labels::read(&d.labels[0])?;
+            HeadConfig::Latent { tokens: l.meta.n_tokens, vocabulary: l.meta.vocabulary }
+        }
+        TargetKind::Action { .. } => action_head(&pool, cfg)?,
+    };
+    let state = cfg.state.then(|| {
+        let (mean, std) = pool.state_stats();
+        StateInput { mean, std }
+    });
+    let model_cfg = VlaConfig { head: head.clone(), state: state.clone(), ..base };
+    model_cfg.validate()?;
+    let model = match init {
+        // LAPA's finetuning: the pretrained trunk, a new action head (and state token).
+        Some((_, m)) => m.with_head(&head, &ad).with_state_token(state.as_ref().map(|s| s.mean.len()), &ad),
+        None => model_cfg.init(&ad)?,
+    };
+    let o = &cfg.optimizer;
+    let adamw = AdamWConfig::new()
+        .with_beta_1(o.beta_1)
+        .with_beta_2(o.beta_2)
+        .with_weight_decay(o.weight_decay)
+        .with_grad_clipping(o.grad_clip.map(GradientClippingConfig::Norm));
+    let params = model.num_params();
+    let mut stage = VlaStage {
+        cfg: cfg.clone(),
+        model_cfg: model_cfg.clone(),
+        model: Some(model),
+        opt: adamw.init(),
+        device: ad,
+        has_state: state.is_some(),
+        cur_step: 0,
+        win_loss: 0.0,
+        win_acc: 0.0,
+        win_n: 0,
+        first_loss: f32::NAN,
+        last_loss: f32::NAN,
+        last_acc: 0.0,
+    };
+    let begin = crate::trainer::prepare(run, resume)?;
+    if let Some((ck, state)) = &begin.checkpoint {
+        stage.load_checkpoint(ck, state)?;
+        if !quiet {
+            println!("resuming {} at step {}", run.display(), begin.step);
+        }
+    }
+    let start = begin.step;
+    lapa_fs::atomic_write(&run.join(TRAIN_FILE), &serde_json::to_vec_pretty(cfg)?)?;
+    stage.save_artifact(&run.join(MODEL_DIR))?;
+    if !quiet {
+        let (t, c) = head.logits_shape();
+        println!(
+            "{:?}: {} samples from {} source(s), {} instructions; {params} parameters, {:.1} MFLOP per step; {t} targets × {c} classes; batch {}; steps {start}..{}",
+            cfg.stage,
+            pool.samples.len(),
+            pool.caches.len(),
+            pool.instructions.len(),
+            model_cfg.flops() as f64 / 1e6,
+            cfg.batch_size,
+            cfg.steps
+        );
+    }
+    let spec = BatchSpec {
+        batch_size: cfg.batch_size,
+        side: model_cfg.image_size,
+        patch: model_cfg.patch_size,
+        seed: cfg.seed,
+        kind,
+        bins: match &head {
+            HeadConfig::Action(a) => a.edges.clone(),
+            HeadConfig::Latent { .. } => Vec::new(),
+        },
+        state_norm: state.map(|s| (s.mean, s.std)),
+        crop: cfg.data.crop,
+    };
+    let samples = pool.samples.len();
+    let pool = Arc::new(pool);
+    let make = Arc::new(move |step: u64| data::make_batch(&pool, &spec, step));
+    let mut loader = Loader::start(make, start, cfg.steps, cfg.loader_threads, 4);
+    let cadence = Cadence { steps: cfg.steps, log_every: cfg.log_every, checkpoint_every: cfg.checkpoint_every };
+    crate::trainer::fit(&mut stage, run, cadence, start, &mut loader, quiet)?;
+    Ok(VlaSummary {
+        steps: cfg.steps,
+        first_loss: stage.first_loss,
+        last_loss: stage.last_loss,
+        last_accuracy: stage.last_acc,
+        samples,
+        params,
+        model_dir: run.join(MODEL_DIR),
+    })
+}
