@@ -3,7 +3,8 @@
 # what the tests need itself:
 #   - apt: ffmpeg (video), libudev-dev + pkg-config (serial port enumeration);
 #   - rustup: the thumbv6m-none-eabi target (RP2040), clippy and rustfmt;
-#   - pip (in a venv under ~/.cache): feetech-servo-sdk + pyserial (vendor-SDK interop check);
+#   - pip (in a venv under ~/.cache): feetech-servo-sdk + pyserial (vendor-SDK interop check),
+#     openpi-client (policy-server check);
 #   - for the aarch64 board build (scripts/cross-check.sh): gcc-aarch64-linux-gnu, libclang-dev,
 #     libudev-dev:arm64, qemu-user and the rustup target.
 # Then: rustfmt check; cargo test --workspace; clippy with -D warnings (workspace, all targets, and
@@ -28,6 +29,16 @@ for c in clippy rustfmt; do
   rustup component list --installed | grep -q "^$c" || rustup component add "$c"
 done
 
+# The test venv: the official Feetech SDK (checked against the simulated bus below) and
+# openpi-client (the policy server's test drives `lapa serve` with it). openpi-client 0.1.2 imports
+# typing_extensions without declaring it.
+venv="${LAPA_VENV:-$HOME/.cache/lapa-venv}"
+if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
+"$venv/bin/python" -c "import scservo_sdk, serial" 2>/dev/null || "$venv/bin/pip" install -q feetech-servo-sdk==1.0.0 pyserial
+"$venv/bin/python" -c "from openpi_client import websocket_client_policy" 2>/dev/null \
+  || "$venv/bin/pip" install -q openpi-client==0.1.2 typing_extensions "numpy<2"
+export LAPA_VENV="$venv"
+
 echo "test.sh: rustfmt"
 cargo fmt --all -- --check
 (cd firmware-bridge/mcu && cargo fmt -- --check)
@@ -45,9 +56,6 @@ root_target="${CARGO_TARGET_DIR:-$PWD/target}"
   && CARGO_TARGET_DIR="$root_target/mcu" cargo clippy --locked --release -- -D warnings)
 
 echo "test.sh: official Feetech SDK against the simulated bus"
-venv="${LAPA_VENV:-$HOME/.cache/lapa-venv}"
-if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
-"$venv/bin/python" -c "import scservo_sdk, serial" 2>/dev/null || "$venv/bin/pip" install -q feetech-servo-sdk==1.0.0 pyserial
 target_dir="${CARGO_TARGET_DIR:-target}"
 cargo build --locked -q -p lapa-bridge --bin lapa-bridge
 "$target_dir/debug/lapa-bridge" uf2 "$root_target/mcu/thumbv6m-none-eabi/release/lapa-bridge-mcu" "$root_target/mcu/lapa-bridge.uf2"

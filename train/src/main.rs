@@ -36,6 +36,9 @@ enum Command {
     /// Closed-loop evaluation of a policy run in the simulator: success rate with a 95% interval
     /// per task family, and a few rollouts as MP4.
     Eval(cmd::vla::EvalArgs),
+    /// Serve a policy run over openpi's websocket policy protocol (openpi-client's
+    /// WebsocketClientPolicy drives it unmodified).
+    Serve(cmd::vla::ServeArgs),
     /// Run the main job end to end on the built-in defaults (sim data, tiny config).
     Quickstart(cmd::quickstart::QuickstartArgs),
 }
@@ -50,6 +53,7 @@ fn main() -> Result<()> {
         Command::Train(cmd::laq::TrainCommand::Action(a)) => cmd::vla::action(&a).map(|_| ()),
         Command::Train(cmd::laq::TrainCommand::Finetune(a)) => cmd::vla::finetune(&a).map(|_| ()),
         Command::Eval(a) => cmd::vla::eval_cmd(&a).map(|_| ()),
+        Command::Serve(a) => cmd::vla::serve_cmd(&a),
         Command::Laq(c) => cmd::laq::run_laq(c),
         Command::Quickstart(a) => cmd::quickstart::run(a),
     }

@@ -2,6 +2,7 @@
 
 use super::laq::{ReportArgs, RuntimeArgs, TrainLaqArgs, UseRunArgs, train_laq};
 use super::sim::{CodecArg, EmbodimentArg, PreviewArgs, RecordArgs, SplitArg, preview, record};
+use super::vla::{ActionArgs, CommonArgs, EvalArgs, FinetuneArgs, LatentArgs, TargetArg};
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -17,6 +18,15 @@ pub struct QuickstartArgs {
     /// Training steps of the tiny LAQ.
     #[arg(long, default_value_t = 300)]
     pub laq_steps: u64,
+    /// Training steps of the tiny policy's latent pretraining, and of its finetuning.
+    #[arg(long, default_value_t = 300)]
+    pub policy_steps: u64,
+    /// Labeled arm episodes the policy finetunes on.
+    #[arg(long, default_value_t = 8)]
+    pub finetune_episodes: usize,
+    /// Closed-loop evaluation episodes in the simulator (seen split).
+    #[arg(long, default_value_t = 24)]
+    pub eval_episodes: usize,
     /// Compute device for the LAQ (cpu, or wgpu/cuda in builds with those features).
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -27,7 +37,7 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         std::fs::remove_dir_all(&a.out)?;
     }
     std::fs::create_dir_all(&a.out)?;
-    println!("[1/4] recording sim datasets (arm with actions, hand video-only) into {}", a.out.display());
+    println!("[1/7] recording sim datasets (arm with actions, hand video-only) into {}", a.out.display());
     for (emb, name) in [(EmbodimentArg::Arm, "sim-arm"), (EmbodimentArg::Hand, "sim-hand")] {
         let args = RecordArgs {
             embodiment: emb,
@@ -44,17 +54,17 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         };
         println!("      {}", record(&args, true)?);
     }
-    println!("[2/4] reading the datasets back");
+    println!("[2/7] reading the datasets back");
     for name in ["sim-arm", "sim-hand"] {
         print!("{}", super::dataset::info(&a.out.join(name))?);
         let view =
             super::dataset::ViewArgs { dir: a.out.join(name), episode: 0, out: Some(a.out.join(format!("{name}-episode-0.png"))), frames: 10, camera: None };
         super::dataset::view(&view)?;
     }
-    println!("[3/4] preview strip of both embodiments");
+    println!("[3/7] preview strip of both embodiments");
     let p = PreviewArgs { out: a.out.join("preview.png"), seed: 0, frames: 8, size: 64 };
     preview(&p)?;
-    println!("[4/4] latent action quantizer: tiny config on both embodiments' video, then its report on the arm data");
+    println!("[4/7] latent action quantizer: tiny config on both embodiments' video, then its report on the arm data");
     let run = a.out.join("laq-tiny");
     let cache = a.out.join("frame-cache");
     let train = TrainLaqArgs {
@@ -93,7 +103,7 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
             run: run.clone(),
             data: a.out.join("sim-arm"),
             spacing: None,
-            rt: RuntimeArgs { camera: None, device: a.device.clone(), cache: Some(cache), quiet: false },
+            rt: RuntimeArgs { camera: None, device: a.device.clone(), cache: Some(cache.clone()), quiet: false },
         },
         out: None,
         max_pairs: 20_000,
@@ -102,6 +112,65 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
     let r = super::laq::report(&report)?;
     let acc = r.probe_latent.as_ref().map(|p| format!("{:.1}%", 100.0 * p.accuracy)).unwrap_or_else(|| "n/a".into());
     println!("LAQ (tiny): perplexity {:.2}, probe accuracy {acc} on held-out arm episodes", r.perplexity);
-    println!("done: {} and {}", p.out.display(), run.display());
+
+    println!("[5/7] latent actions for every frame of both datasets");
+    let device = lapa_model::device(&a.device)?;
+    let mut labels = Vec::new();
+    for name in ["sim-arm", "sim-hand"] {
+        let out = a.out.join(format!("labels-{name}"));
+        let m = lapa_train::laq::label::run(&run, &a.out.join(name), None, 0.6, &out, &cache, &device, 64, true)?;
+        println!("      {name}: {} frames, {} tokens each over {} classes -> {}", m.frames, m.n_tokens, m.vocabulary, out.display());
+        labels.push(out);
+    }
+    let common = |out: PathBuf| CommonArgs {
+        out,
+        resume: false,
+        config: "tiny".into(),
+        steps: a.policy_steps,
+        batch: 32,
+        lr: 1e-3,
+        warmup: 30,
+        weight_decay: 0.01,
+        crop: 0.0,
+        seed: 0,
+        log_every: 25,
+        checkpoint_every: 100,
+        loader_threads: 1,
+        rt: RuntimeArgs { camera: None, device: a.device.clone(), cache: Some(cache.clone()), quiet: false },
+    };
+    println!("[6/7] the tiny policy: latent pretraining on both embodiments' video, then finetuning on {} labeled arm episodes", a.finetune_episodes);
+    let latent = a.out.join("policy-latent");
+    super::vla::latent(&LatentArgs { data: vec![a.out.join("sim-arm"), a.out.join("sim-hand")], labels, common: common(latent.clone()) })?;
+    let finetuned = a.out.join("policy-finetuned");
+    super::vla::finetune(&FinetuneArgs {
+        init: Some(latent.display().to_string()),
+        data: Some(a.out.join("sim-arm")),
+        episodes: Some(a.finetune_episodes.min(a.episodes)),
+        action: ActionArgs { chunk: 4, bins: 64, target: TargetArg::Absolute, state: false },
+        common: common(finetuned.clone()),
+    })?;
+    println!("[7/7] closed-loop evaluation in the simulator (seen split, {} episodes)", a.eval_episodes);
+    let ev = super::vla::eval_cmd(&EvalArgs {
+        run: Some(finetuned.clone()),
+        baseline: None,
+        split: super::vla::SplitArg::Seen,
+        episodes: a.eval_episodes,
+        family: None,
+        seed: 0,
+        parallel: 32,
+        ensemble_decay: 0.85,
+        videos: 4,
+        out: None,
+        device: a.device.clone(),
+        quiet: false,
+    })?;
+    println!(
+        "policy (tiny, {} labeled episodes): success {:.1}% ({}/{}) on the seen split; a tiny model on a dozen episodes is a smoke test of the pipeline, not of the method (results/lapa-table/ is that)",
+        a.finetune_episodes.min(a.episodes),
+        100.0 * ev.total.rate,
+        ev.total.successes,
+        ev.total.rollouts
+    );
+    println!("done: {}, {} and {}", p.out.display(), run.display(), finetuned.display());
     Ok(())
 }

@@ -308,3 +308,55 @@ pub fn eval_cmd(a: &EvalArgs) -> Result<EvalReport> {
     }
     Ok(report)
 }
+
+/// `lapa serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// A finetuned (or action-trained) policy run.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// HOST:PORT. Loopback unless --token is given.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub listen: String,
+    /// Shared secret clients must send (openpi-client: `WebsocketClientPolicy(api_key=...)`),
+    /// required to listen beyond loopback; at least 16 characters.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Observation key of the camera image (uint8 [H, W, 3] or [3, H, W], any size: it is
+    /// cropped and resized as the training frames were).
+    #[arg(long, default_value = "observation/image")]
+    pub image_key: String,
+    /// Observation key of the joint state (needed by policies with a state token or delta actions).
+    #[arg(long, default_value = "observation/state")]
+    pub state_key: String,
+    /// Observation key of the instruction.
+    #[arg(long, default_value = "prompt")]
+    pub prompt_key: String,
+    /// Largest request accepted, in MiB.
+    #[arg(long, default_value_t = 16)]
+    pub max_message_mib: usize,
+    /// Compute device.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn serve_cmd(a: &ServeArgs) -> Result<()> {
+    use lapa_train::serve::{self, ObservationKeys, ServeOptions, Served};
+    if !(1..=1024).contains(&a.max_message_mib) {
+        bail!("--max-message-mib must be in 1..=1024");
+    }
+    let keys = ObservationKeys { image: a.image_key.clone(), state: a.state_key.clone(), prompt: a.prompt_key.clone() };
+    let opts = ServeOptions { keys: keys.clone(), token: a.token.clone(), max_message: a.max_message_mib << 20, max_connections: 16, quiet: a.quiet };
+    let listener = serve::bind(&a.listen, &opts)?;
+    let device = lapa_model::device(&a.device)?;
+    let (cfg, model) = lapa_model::load_vla(&a.run.join(MODEL_DIR), &device)?;
+    let policy = VlaPolicy::new(cfg, model, device, a.run.display().to_string()).with_context(|| format!("{}", a.run.display()))?;
+    let served = std::sync::Arc::new(Served::new(policy, &a.run.display().to_string(), &keys));
+    // The port line is parsed by tests and scripts: keep its shape.
+    println!("serving {} on ws://{} (openpi websocket protocol; GET /healthz)", a.run.display(), listener.local_addr()?);
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    serve::run(listener, served, opts)
+}
