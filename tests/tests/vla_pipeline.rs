@@ -80,8 +80,10 @@ fn logits_probe(run: &Path) -> Vec<f32> {
     let l = ids.len();
     let input = lapa_model::VlaInput {
         patches: Tensor::from_data(TensorData::new(p, [1, cfg.n_patches(), cfg.patch_dim()]), &dev),
-        text_ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [1, l]), &dev),
-        text_weights: Tensor::from_data(TensorData::new(w, [1, l]), &dev),
+        text: lapa_model::vla::TextInput::Hashed {
+            ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [1, l]), &dev),
+            weights: Tensor::from_data(TensorData::new(w, [1, l]), &dev),
+        },
         state: None,
     };
     model.forward(input).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32")

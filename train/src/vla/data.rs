@@ -112,15 +112,24 @@ pub struct EpisodeData {
 pub struct Pool {
     pub caches: Vec<Arc<FrameCache>>,
     pub episodes: Vec<Vec<EpisodeData>>,
-    /// Distinct instructions (each tokenized once).
+    /// Distinct instructions (each tokenized or embedded once).
     pub instructions: Vec<String>,
-    pub tokenized: Vec<(Vec<i64>, Vec<f32>)>,
+    pub text: Vec<TextRepr>,
     pub state_dim: usize,
     pub action_dim: usize,
     pub fps: f64,
     /// Action names, from `info.json`'s `action.names` (or `action_0..`).
     pub action_names: Vec<String>,
     pub samples: Vec<Sample>,
+}
+
+/// An instruction as the policy's text encoder takes it.
+#[derive(Debug, Clone)]
+pub enum TextRepr {
+    /// Hashed ids and weights.
+    Hashed(Vec<i64>, Vec<f32>),
+    /// A frozen encoder's embedding (filled by [`Pool::embed_instructions`]).
+    Embedded(Vec<f32>),
 }
 
 /// A training sample: (source, episode, frame within the episode) and its target.
@@ -185,7 +194,7 @@ pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
         caches: Vec::new(),
         episodes: Vec::new(),
         instructions: Vec::new(),
-        tokenized: Vec::new(),
+        text: Vec::new(),
         state_dim: 0,
         action_dim: 0,
         fps: 0.0,
@@ -265,9 +274,15 @@ pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
             let instruction = match pool.instructions.iter().position(|s| *s == ep.task) {
                 Some(i) => i,
                 None => {
-                    let tok = text.tokenize(&ep.task).with_context(|| format!("{}: episode {ei}'s task", path.display()))?;
+                    let repr = match text.frozen_dim() {
+                        None => {
+                            let (ids, w) = text.tokenize(&ep.task).with_context(|| format!("{}: episode {ei}'s task", path.display()))?;
+                            TextRepr::Hashed(ids, w)
+                        }
+                        Some(_) => TextRepr::Embedded(Vec::new()),
+                    };
                     pool.instructions.push(ep.task.clone());
-                    pool.tokenized.push(tok);
+                    pool.text.push(repr);
                     pool.instructions.len() - 1
                 }
             };
@@ -302,6 +317,14 @@ pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
 }
 
 impl Pool {
+    /// Embeds every distinct instruction with the frozen encoder (once each).
+    pub fn embed_instructions(&mut self, encoder: &mut lapa_model::text::SentenceEncoder) -> Result<()> {
+        let texts: Vec<&str> = self.instructions.iter().map(String::as_str).collect();
+        let embs = encoder.embed(&texts).context("embedding the datasets' instructions")?;
+        self.text = embs.into_iter().map(TextRepr::Embedded).collect();
+        Ok(())
+    }
+
     fn episode(&self, s: &Sample) -> &EpisodeData {
         &self.episodes[s.source][s.episode]
     }
@@ -350,9 +373,11 @@ pub struct Batch {
     pub size: usize,
     /// [size, patches, patch_dim]
     pub patches: Vec<f32>,
-    /// [size, max_ids] hashed-text ids and weights.
+    /// [size, max_ids] hashed-text ids and weights (hashed text encoder).
     pub text_ids: Vec<i64>,
     pub text_weights: Vec<f32>,
+    /// [size, text_dim] sentence embeddings (frozen text encoder).
+    pub text_emb: Vec<f32>,
     /// [size, state_dim] standardised (empty without a state token).
     pub state: Vec<f32>,
     /// [size, targets] class indices and a 0/1 mask.
@@ -380,8 +405,17 @@ pub struct BatchSpec {
 pub fn make_batch(pool: &Pool, spec: &BatchSpec, step: u64) -> Batch {
     let mut rng = Rng::new(spec.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x71A);
     let n = spec.batch_size;
-    let mut b =
-        Batch { step, size: n, patches: Vec::new(), text_ids: Vec::new(), text_weights: Vec::new(), state: Vec::new(), targets: Vec::new(), mask: Vec::new() };
+    let mut b = Batch {
+        step,
+        size: n,
+        patches: Vec::new(),
+        text_ids: Vec::new(),
+        text_weights: Vec::new(),
+        text_emb: Vec::new(),
+        state: Vec::new(),
+        targets: Vec::new(),
+        mask: Vec::new(),
+    };
     for _ in 0..n {
         let s = &pool.samples[rng.below(pool.samples.len())];
         let e = pool.episode(s);
@@ -402,9 +436,13 @@ pub fn make_batch(pool: &Pool, spec: &BatchSpec, step: u64) -> Batch {
         } else {
             lapa_model::patchify(frame, spec.side, spec.patch, &mut b.patches);
         }
-        let (ids, w) = &pool.tokenized[e.instruction];
-        b.text_ids.extend_from_slice(ids);
-        b.text_weights.extend_from_slice(w);
+        match &pool.text[e.instruction] {
+            TextRepr::Hashed(ids, w) => {
+                b.text_ids.extend_from_slice(ids);
+                b.text_weights.extend_from_slice(w);
+            }
+            TextRepr::Embedded(v) => b.text_emb.extend_from_slice(v),
+        }
         if let Some((mean, std)) = &spec.state_norm {
             let st = pool.state(s).expect("a state token is loaded with the state");
             b.state.extend(st.iter().zip(mean).zip(std).map(|((v, m), sd)| (v - m) / sd));

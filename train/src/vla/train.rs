@@ -11,7 +11,7 @@ use lapa_model::burn::module::Module;
 use lapa_model::burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
 use lapa_model::burn::tensor::{Device, Int, Tensor, TensorData};
 use lapa_model::policy::ActionSpec;
-use lapa_model::vla::{ActionHeadConfig, ActionTarget, HeadConfig, StateInput, Vla, VlaConfig, VlaInput};
+use lapa_model::vla::{ActionHeadConfig, ActionTarget, HeadConfig, StateInput, TextInput, Vla, VlaConfig, VlaInput};
 use serde::{Deserialize, Serialize};
 
 use super::data::{self, Batch, BatchSpec, Pool, TargetKind};
@@ -176,8 +176,13 @@ pub fn to_tensors(b: Batch, cfg: &VlaConfig, device: &Device) -> (VlaInput, Tens
     let (targets, _) = cfg.head.logits_shape();
     let input = VlaInput {
         patches: Tensor::from_data(TensorData::new(b.patches, [n, cfg.n_patches(), cfg.patch_dim()]), device),
-        text_ids: Tensor::from_data(TensorData::new(b.text_ids, [n, l]), device),
-        text_weights: Tensor::from_data(TensorData::new(b.text_weights, [n, l]), device),
+        text: match cfg.text.frozen_dim() {
+            None => TextInput::Hashed {
+                ids: Tensor::from_data(TensorData::new(b.text_ids, [n, l]), device),
+                weights: Tensor::from_data(TensorData::new(b.text_weights, [n, l]), device),
+            },
+            Some(d) => TextInput::Embedded(Tensor::from_data(TensorData::new(b.text_emb, [n, d]), device)),
+        },
         state: (cfg.state_dim() > 0).then(|| Tensor::from_data(TensorData::new(b.state, [n, cfg.state_dim()]), device)),
     };
     (input, Tensor::from_data(TensorData::new(b.targets, [n, targets]), device), Tensor::from_data(TensorData::new(b.mask, [n, targets]), device))
@@ -298,7 +303,7 @@ pub fn train(cfg: &VlaTrainConfig, run: &Path, device: &Device, cache_dir: &Path
     };
     let need_state = cfg.state || cfg.target == ActionTarget::Delta && kind != TargetKind::Latent;
     let d = &cfg.data;
-    let pool = data::load(&data::LoadSpec {
+    let mut pool = data::load(&data::LoadSpec {
         data: &d.data,
         labels: &d.labels,
         camera: d.camera.as_deref(),
@@ -310,6 +315,12 @@ pub fn train(cfg: &VlaTrainConfig, run: &Path, device: &Device, cache_dir: &Path
         text: &base.text,
         quiet,
     })?;
+    if base.text.frozen_dim().is_some() {
+        // The frozen encoder runs on the plain device (no gradients), once per instruction.
+        let dir = lapa_model::text::minilm_dir();
+        let mut enc = lapa_model::text::SentenceEncoder::load(&dir, &base.text, device)?;
+        pool.embed_instructions(&mut enc)?;
+    }
     let head = match kind {
         TargetKind::Latent => {
             let l = data::Labels::read(&d.labels[0])?;
