@@ -39,6 +39,9 @@ enum Command {
     /// Serve a policy run over openpi's websocket policy protocol (openpi-client's
     /// WebsocketClientPolicy drives it unmodified).
     Serve(cmd::vla::ServeArgs),
+    /// Experiments that run many stages end to end (resumable).
+    #[command(subcommand)]
+    Experiment(cmd::vla::ExperimentCommand),
     /// Run the main job end to end on the built-in defaults (sim data, tiny config).
     Quickstart(cmd::quickstart::QuickstartArgs),
 }
@@ -54,6 +57,7 @@ fn main() -> Result<()> {
         Command::Train(cmd::laq::TrainCommand::Finetune(a)) => cmd::vla::finetune(&a).map(|_| ()),
         Command::Eval(a) => cmd::vla::eval_cmd(&a).map(|_| ()),
         Command::Serve(a) => cmd::vla::serve_cmd(&a),
+        Command::Experiment(c) => cmd::vla::experiment(c),
         Command::Laq(c) => cmd::laq::run_laq(c),
         Command::Quickstart(a) => cmd::quickstart::run(a),
     }

@@ -360,3 +360,76 @@ pub fn serve_cmd(a: &ServeArgs) -> Result<()> {
     std::io::stdout().flush()?;
     serve::run(listener, served, opts)
 }
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ExperimentCommand {
+    /// The paper's Language Table comparison in the simulator: scratch, LAPA on arm video, LAPA
+    /// on hand video only, and true-action pretraining (ActionVLA), each finetuned on the same N
+    /// labeled arm episodes and evaluated closed loop on the four splits, plus a few-label curve.
+    /// Resumable per cell: run it again to continue; the table is rewritten after every cell.
+    LapaTable(LapaTableArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LapaTableArgs {
+    /// A plan.json to run (its settings override the flags below).
+    #[arg(long)]
+    pub plan: Option<PathBuf>,
+    /// Policy preset of every row.
+    #[arg(long, default_value = "small")]
+    pub config: String,
+    #[arg(long, default_value = "data/sim-arm")]
+    pub arm: PathBuf,
+    #[arg(long, default_value = "data/sim-hand")]
+    pub hand: PathBuf,
+    #[arg(long, default_value = "results/laq/labels/sim-arm")]
+    pub arm_labels: PathBuf,
+    #[arg(long, default_value = "results/laq/labels/sim-hand")]
+    pub hand_labels: PathBuf,
+    /// Labeled arm episodes every row finetunes on.
+    #[arg(long, default_value_t = 40)]
+    pub n: usize,
+    /// Rollouts per (row, split).
+    #[arg(long, default_value_t = 100)]
+    pub rollouts: usize,
+    #[arg(long)]
+    pub pretrain_steps: Option<u64>,
+    #[arg(long)]
+    pub finetune_steps: Option<u64>,
+    #[arg(long, default_value = "results/lapa-table")]
+    pub out: PathBuf,
+    /// Cells run at once (child processes).
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
+    /// Threads per cell.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn experiment(c: ExperimentCommand) -> Result<()> {
+    use lapa_train::vla::experiment::{Plan, run};
+    let ExperimentCommand::LapaTable(a) = c;
+    let plan = match &a.plan {
+        Some(p) => serde_json::from_slice(&std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?)
+            .with_context(|| format!("{}: not a lapa-table plan", p.display()))?,
+        None => {
+            let mut p = Plan::default_for(a.arm.clone(), a.hand.clone(), a.arm_labels.clone(), a.hand_labels.clone());
+            p.config = a.config.clone();
+            p.n = a.n;
+            p.rollouts = a.rollouts;
+            p.pretrain_steps = a.pretrain_steps.unwrap_or(p.pretrain_steps);
+            p.finetune_steps = a.finetune_steps.unwrap_or(p.finetune_steps);
+            p
+        }
+    };
+    if !(1..=16).contains(&a.jobs) || !(1..=64).contains(&a.threads) {
+        bail!("--jobs must be in 1..=16 and --threads in 1..=64");
+    }
+    run(&plan, &a.out, a.jobs, a.threads, a.quiet)?;
+    if !a.quiet {
+        println!("table: {}", a.out.join("table.md").display());
+    }
+    Ok(())
+}

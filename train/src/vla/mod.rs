@@ -3,6 +3,7 @@
 
 pub mod data;
 pub mod eval;
+pub mod experiment;
 pub mod plot;
 pub mod train;
 

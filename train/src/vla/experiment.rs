@@ -1,0 +1,383 @@
+//! `lapa experiment lapa-table`: the paper's Language Table comparison (Table 1) in the simulator,
+//! end to end and resumable per cell.
+//!
+//! Every cell is one `lapa` command (pretraining, finetuning on N labeled episodes, or one
+//! split's closed-loop evaluation), run as a child process so that `--jobs` of them share the
+//! machine one thread each. A cell is done when its output is complete (a run trained to its
+//! step budget, an evaluation's report written); an interrupted training cell resumes from its
+//! checkpoint. After every finished cell the table, the chart and `commands.txt` (every command
+//! run, in order) are rewritten, so a partial table is always on disk with its state.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::trainer::checkpoint_step;
+
+/// The experiment's settings; `plan.json` in the output folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Policy preset of every row.
+    pub config: String,
+    /// Labeled arm dataset (its first N episodes finetune; all of its video pretrains).
+    pub arm: PathBuf,
+    /// Video-only hand dataset.
+    pub hand: PathBuf,
+    /// Latent labels of `arm` and `hand` (`lapa laq label`).
+    pub arm_labels: PathBuf,
+    pub hand_labels: PathBuf,
+    /// Labeled episodes every row finetunes on.
+    pub n: usize,
+    /// Other N for the few-label curve (LAPA and scratch).
+    pub few_label: Vec<usize>,
+    pub pretrain_steps: u64,
+    pub finetune_steps: u64,
+    pub batch: usize,
+    pub lr: f64,
+    pub chunk: usize,
+    pub bins: usize,
+    /// Rollouts per (row, split).
+    pub rollouts: usize,
+    pub splits: Vec<String>,
+    /// Rows to run, from [`ROWS`].
+    pub rows: Vec<String>,
+    pub seed: u64,
+}
+
+/// The table's rows: (name, pretraining, description).
+pub const ROWS: [(&str, &str); 5] = [
+    ("scratch", "no pretraining: the same model finetuned from random weights"),
+    ("lapa-arm", "latent pretraining on the arm episodes' video (no actions)"),
+    ("lapa-hand", "latent pretraining on the hand's video only"),
+    ("actionvla", "pretraining on the arm episodes' true actions (the upper bound)"),
+    ("vpt", "an inverse-dynamics model from the N labeled episodes pseudo-labels the video (not built yet)"),
+];
+
+impl Plan {
+    pub fn default_for(arm: PathBuf, hand: PathBuf, arm_labels: PathBuf, hand_labels: PathBuf) -> Self {
+        Self {
+            config: "small".into(),
+            arm,
+            hand,
+            arm_labels,
+            hand_labels,
+            n: 40,
+            few_label: vec![10, 20, 80],
+            pretrain_steps: 3000,
+            finetune_steps: 2000,
+            batch: 32,
+            lr: 3e-4,
+            chunk: 4,
+            bins: 256,
+            rollouts: 100,
+            splits: ["seen", "unseen-objects", "unseen-instructions", "unseen-env"].map(String::from).to_vec(),
+            rows: ["scratch", "lapa-arm", "lapa-hand", "actionvla"].map(String::from).to_vec(),
+            seed: 0,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        for r in &self.rows {
+            if !ROWS.iter().any(|(n, _)| n == r) {
+                bail!("plan: unknown row {r:?} (rows: {})", ROWS.map(|r| r.0).join(", "));
+            }
+            if r == "vpt" {
+                bail!("plan: the vpt row needs the inverse-dynamics model, which is not built yet");
+            }
+        }
+        for s in &self.splits {
+            if lapa_sim::Split::from_name(s).is_none() {
+                bail!("plan: unknown split {s:?}");
+            }
+        }
+        if self.n == 0 || self.few_label.contains(&0) || self.rollouts == 0 || self.pretrain_steps == 0 || self.finetune_steps == 0 {
+            bail!("plan: n, few_label values, rollouts and step budgets must be positive");
+        }
+        Ok(())
+    }
+
+    fn ns(&self, row: &str) -> Vec<usize> {
+        let mut v = vec![self.n];
+        if row == "scratch" || row == "lapa-arm" {
+            v.extend(self.few_label.iter().copied().filter(|&n| n != self.n));
+        }
+        v.sort_unstable();
+        v
+    }
+}
+
+/// One command of the experiment.
+#[derive(Debug, Clone)]
+struct Cell {
+    name: String,
+    args: Vec<String>,
+    /// The run it trains (training cells) or the report it writes (evaluations).
+    output: PathBuf,
+    steps: Option<u64>,
+    after: Vec<String>,
+}
+
+impl Cell {
+    fn done(&self) -> bool {
+        match self.steps {
+            Some(s) => checkpoint_step(&self.output) == Some(s) && self.output.join("model/model.bpk").is_file(),
+            None => self.output.is_file(),
+        }
+    }
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn cells(plan: &Plan, out: &Path) -> Vec<Cell> {
+    let runs = out.join("runs");
+    let common = |steps: u64, run: &Path| -> Vec<String> {
+        let mut v: Vec<String> = ["--config", &plan.config, "--steps", &steps.to_string(), "--batch", &plan.batch.to_string(), "--lr", &plan.lr.to_string()]
+            .map(String::from)
+            .to_vec();
+        v.extend(["--seed".into(), plan.seed.to_string(), "--out".into(), s(run), "--quiet".into()]);
+        v
+    };
+    let head = || vec!["--chunk".to_string(), plan.chunk.to_string(), "--bins".into(), plan.bins.to_string()];
+    let mut cells = Vec::new();
+    for row in &plan.rows {
+        let pre = runs.join(format!("pretrain-{row}"));
+        let pre_cell = match row.as_str() {
+            "lapa-arm" | "lapa-hand" => {
+                let (d, l) = if row == "lapa-arm" { (&plan.arm, &plan.arm_labels) } else { (&plan.hand, &plan.hand_labels) };
+                let mut a = vec!["train".to_string(), "latent".into(), "--data".into(), s(d), "--labels".into(), s(l)];
+                a.extend(common(plan.pretrain_steps, &pre));
+                Some(a)
+            }
+            "actionvla" => {
+                let mut a = vec!["train".to_string(), "action".into(), "--data".into(), s(&plan.arm)];
+                a.extend(head());
+                a.extend(common(plan.pretrain_steps, &pre));
+                Some(a)
+            }
+            _ => None,
+        };
+        if let Some(args) = pre_cell {
+            cells.push(Cell { name: format!("pretrain-{row}"), args, output: pre.clone(), steps: Some(plan.pretrain_steps), after: vec![] });
+        }
+        for n in plan.ns(row) {
+            let ft = runs.join(format!("ft-{row}-n{n}"));
+            let init = if row == "scratch" { "none".to_string() } else { s(&pre) };
+            let mut a = vec!["train".to_string(), "finetune".into(), "--init".into(), init, "--data".into(), s(&plan.arm), "--episodes".into(), n.to_string()];
+            a.extend(head());
+            a.extend(common(plan.finetune_steps, &ft));
+            let after = if row == "scratch" { vec![] } else { vec![format!("pretrain-{row}")] };
+            cells.push(Cell { name: format!("ft-{row}-n{n}"), args: a, output: ft.clone(), steps: Some(plan.finetune_steps), after });
+            let splits: Vec<&String> = if n == plan.n { plan.splits.iter().collect() } else { plan.splits.iter().take(1).collect() };
+            for split in splits {
+                let report = ft.join("eval").join(format!("{split}.json"));
+                let a = ["eval", "--run", &s(&ft), "--split", split, "--episodes", &plan.rollouts.to_string(), "--out", &s(&report), "--videos", "2", "--quiet"]
+                    .map(String::from)
+                    .to_vec();
+                cells.push(Cell { name: format!("eval-{row}-n{n}-{split}"), args: a, output: report, steps: None, after: vec![format!("ft-{row}-n{n}")] });
+            }
+        }
+    }
+    cells
+}
+
+/// Runs (or continues) the experiment in `out` with `jobs` cells at a time, each on `threads`
+/// threads.
+pub fn run(plan: &Plan, out: &Path, jobs: usize, threads: usize, quiet: bool) -> Result<()> {
+    plan.validate()?;
+    std::fs::create_dir_all(out)?;
+    let plan_path = out.join("plan.json");
+    if plan_path.is_file() {
+        let old: Plan = serde_json::from_slice(&std::fs::read(&plan_path)?).with_context(|| format!("{}: not a plan", plan_path.display()))?;
+        if old != *plan {
+            bail!("{}: the experiment in this folder has another plan; use another --out or delete it", plan_path.display());
+        }
+    }
+    lapa_fs::atomic_write(&plan_path, &serde_json::to_vec_pretty(plan)?)?;
+    let exe = std::env::current_exe().context("cannot find the lapa binary")?;
+    let all = cells(plan, out);
+    let mut done: BTreeMap<String, bool> = all.iter().map(|c| (c.name.clone(), c.done())).collect();
+    let mut running: Vec<(Cell, Child, Instant)> = Vec::new();
+    let log_path = out.join("commands.txt");
+    let times_path = out.join("cell_seconds.json");
+    let mut times: BTreeMap<String, f64> = std::fs::read(&times_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    write_table(plan, out, &times)?;
+    loop {
+        // Reap finished cells.
+        let mut i = 0;
+        while i < running.len() {
+            if let Some(status) = running[i].1.try_wait()? {
+                let (cell, _, t0) = running.swap_remove(i);
+                if !status.success() || !cell.done() {
+                    bail!("{} failed ({status}); its log: {}", cell.name, out.join("logs").join(format!("{}.log", cell.name)).display());
+                }
+                *times.entry(cell.name.clone()).or_default() += t0.elapsed().as_secs_f64() * threads as f64;
+                lapa_fs::atomic_write(&times_path, &serde_json::to_vec_pretty(&times)?)?;
+                done.insert(cell.name.clone(), true);
+                if !quiet {
+                    println!("done {} ({:.0} s)", cell.name, t0.elapsed().as_secs_f64());
+                }
+                write_table(plan, out, &times)?;
+            } else {
+                i += 1;
+            }
+        }
+        let ready: Vec<Cell> = all
+            .iter()
+            .filter(|c| !done[&c.name] && !running.iter().any(|r| r.0.name == c.name) && c.after.iter().all(|a| done[a]))
+            .cloned()
+            .collect();
+        if ready.is_empty() && running.is_empty() {
+            break;
+        }
+        for cell in ready.into_iter().take(jobs.saturating_sub(running.len())) {
+            let mut args = cell.args.clone();
+            if cell.steps.is_some() && checkpoint_step(&cell.output).is_some() {
+                args.push("--resume".into());
+            }
+            let line = format!("lapa {}\n", args.join(" "));
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+            std::io::Write::write_all(&mut f, line.as_bytes())?;
+            std::fs::create_dir_all(out.join("logs"))?;
+            let log = std::fs::File::create(out.join("logs").join(format!("{}.log", cell.name)))?;
+            if !quiet {
+                print!("start {line}");
+            }
+            let child = Command::new(&exe)
+                .args(&args)
+                .env("RAYON_NUM_THREADS", threads.to_string())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("cannot start {}", cell.name))?;
+            running.push((cell, child, Instant::now()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    write_table(plan, out, &times)?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct CellResult {
+    successes: usize,
+    rollouts: usize,
+    rate: f64,
+    ci95: [f64; 2],
+}
+
+fn read_eval(path: &Path) -> Option<CellResult> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let t = v.get("total")?;
+    Some(CellResult {
+        successes: t.get("successes")?.as_u64()? as usize,
+        rollouts: t.get("rollouts")?.as_u64()? as usize,
+        rate: t.get("rate")?.as_f64()?,
+        ci95: [t.get("ci95")?.get(0)?.as_f64()?, t.get("ci95")?.get(1)?.as_f64()?],
+    })
+}
+
+/// Writes `table.md`, `table.json` and `chart.png` from the evaluations done so far.
+pub fn write_table(plan: &Plan, out: &Path, times: &BTreeMap<String, f64>) -> Result<()> {
+    let runs = out.join("runs");
+    let cell = |row: &str, n: usize, split: &str| read_eval(&runs.join(format!("ft-{row}-n{n}")).join("eval").join(format!("{split}.json")));
+    let mut md = format!(
+        "# LAPA table (simulator), N = {} labeled arm episodes, `{}` policy\n\nSuccess rate (95% Wilson interval; successes/rollouts). `…` = not run yet.\n\n| row | {} |\n|---|{}\n",
+        plan.n,
+        plan.config,
+        plan.splits.join(" | "),
+        "---|".repeat(plan.splits.len())
+    );
+    let mut rows_json = BTreeMap::new();
+    for row in &plan.rows {
+        md += &format!("| {row} |");
+        let mut per = BTreeMap::new();
+        for split in &plan.splits {
+            match cell(row, plan.n, split) {
+                Some(c) => {
+                    md += &format!(" {:.1}% [{:.1}, {:.1}] ({}/{}) |", 100.0 * c.rate, 100.0 * c.ci95[0], 100.0 * c.ci95[1], c.successes, c.rollouts);
+                    per.insert(split.clone(), Some(c));
+                }
+                None => {
+                    md += " … |";
+                    per.insert(split.clone(), None);
+                }
+            }
+        }
+        md += "\n";
+        rows_json.insert(row.clone(), per);
+    }
+    let mut curve = BTreeMap::new();
+    md += "\n## Few-label curve (seen split)\n\n| N | scratch | lapa-arm |\n|---|---|---|\n";
+    let mut ns: Vec<usize> = plan.few_label.iter().copied().chain([plan.n]).collect();
+    ns.sort_unstable();
+    ns.dedup();
+    for n in &ns {
+        let a = cell("scratch", *n, &plan.splits[0]);
+        let b = cell("lapa-arm", *n, &plan.splits[0]);
+        let f = |c: &Option<CellResult>| c.as_ref().map_or("…".to_string(), |c| format!("{:.1}% ({}/{})", 100.0 * c.rate, c.successes, c.rollouts));
+        md += &format!("| {n} | {} | {} |\n", f(&a), f(&b));
+        curve.insert(n.to_string(), serde_json::json!({ "scratch": a, "lapa-arm": b }));
+    }
+    let cpu: f64 = times.values().sum();
+    md += &format!("\nCompute so far: {:.1} CPU-hours (wall time × threads of each finished cell; see cell_seconds.json).\n", cpu / 3600.0);
+    md += "\nRows: ";
+    md += &ROWS.iter().map(|(n, d)| format!("**{n}**: {d}")).collect::<Vec<_>>().join("; ");
+    md += ".\n";
+    lapa_fs::atomic_write(&out.join("table.md"), md.as_bytes())?;
+    let json = serde_json::json!({ "n": plan.n, "config": plan.config, "splits": plan.splits, "rows": rows_json, "few_label": curve, "cpu_seconds": cpu });
+    lapa_fs::atomic_write(&out.join("table.json"), &serde_json::to_vec_pretty(&json)?)?;
+    chart(plan, out, &|row, split| cell(row, plan.n, split))
+}
+
+fn chart(plan: &Plan, out: &Path, cell: &dyn Fn(&str, &str) -> Option<CellResult>) -> Result<()> {
+    use plotters::prelude::*;
+    crate::laq::plot::register_font();
+    let png = out.join("chart.png");
+    let e = |x: &dyn std::fmt::Display| anyhow::anyhow!("{}: plotting: {x}", png.display());
+    let root = BitMapBackend::new(&png, (900, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let groups = plan.splits.len();
+    let per = plan.rows.len();
+    let mut c = ChartBuilder::on(&root)
+        .caption(format!("closed-loop success, N = {} labeled episodes", plan.n), ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(44)
+        .build_cartesian_2d(0f64..groups as f64, 0f64..100f64)
+        .map_err(|x| e(&x))?;
+    let splits = plan.splits.clone();
+    c.configure_mesh()
+        .disable_x_mesh()
+        .x_labels(groups + 1)
+        .x_label_formatter(&|x| splits.get(x.floor() as usize).cloned().unwrap_or_default())
+        .y_desc("success %")
+        .label_style(("sans-serif", 12))
+        .draw()
+        .map_err(|x| e(&x))?;
+    let colours = [RGBColor(120, 120, 120), RGBColor(31, 119, 180), RGBColor(44, 160, 44), RGBColor(214, 39, 40), RGBColor(148, 103, 189)];
+    for (ri, row) in plan.rows.iter().enumerate() {
+        let col = colours[ri % colours.len()];
+        let w = 0.8 / per as f64;
+        let bars: Vec<(f64, f64, f64, f64)> = plan
+            .splits
+            .iter()
+            .enumerate()
+            .filter_map(|(si, split)| cell(row, split).map(|r| (si as f64 + 0.1 + ri as f64 * w, 100.0 * r.rate, 100.0 * r.ci95[0], 100.0 * r.ci95[1])))
+            .collect();
+        c.draw_series(bars.iter().map(|&(x, y, _, _)| Rectangle::new([(x, 0.0), (x + w * 0.9, y)], col.filled())))
+            .map_err(|x| e(&x))?
+            .label(row.clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], col.filled()));
+        c.draw_series(bars.iter().map(|&(x, _, lo, hi)| PathElement::new(vec![(x + w * 0.45, lo), (x + w * 0.45, hi)], BLACK))).map_err(|x| e(&x))?;
+    }
+    c.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 12)).draw().map_err(|x| e(&x))?;
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
