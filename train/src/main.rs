@@ -42,6 +42,9 @@ enum Command {
     /// Experiments that run many stages end to end (resumable).
     #[command(subcommand)]
     Experiment(cmd::vla::ExperimentCommand),
+    /// Benchmarks (figures for results/, never checked by tests).
+    #[command(subcommand)]
+    Bench(cmd::vla::BenchCommand),
     /// Run the main job end to end on the built-in defaults (sim data, tiny config).
     Quickstart(cmd::quickstart::QuickstartArgs),
 }
@@ -58,6 +61,7 @@ fn main() -> Result<()> {
         Command::Eval(a) => cmd::vla::eval_cmd(&a).map(|_| ()),
         Command::Serve(a) => cmd::vla::serve_cmd(&a),
         Command::Experiment(c) => cmd::vla::experiment(c),
+        Command::Bench(cmd::vla::BenchCommand::Policy(a)) => cmd::vla::bench_policy(&a),
         Command::Laq(c) => cmd::laq::run_laq(c),
         Command::Quickstart(a) => cmd::quickstart::run(a),
     }

@@ -433,3 +433,87 @@ pub fn experiment(c: ExperimentCommand) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Latency of one policy step on the CPU (a fresh policy of the preset's size).
+    Policy(BenchPolicyArgs),
+}
+
+/// `lapa bench policy`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchPolicyArgs {
+    /// Policy preset.
+    #[arg(long, default_value = "small")]
+    pub config: String,
+    /// Timed policy steps (after 5 warm-up steps).
+    #[arg(long, default_value_t = 200)]
+    pub steps: usize,
+    /// CPU threads (1 = one core, the board budget's unit).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Actions per chunk and bins per dimension of the action head.
+    #[arg(long, default_value_t = 4)]
+    pub chunk: usize,
+    #[arg(long, default_value_t = 256)]
+    pub bins: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// One policy step (camera frame → decoded action chunk) of a freshly initialised policy of
+/// `--config`, timed; the instruction's embedding is computed once and then cached, as at run
+/// time (the first step's time, with it, is printed apart).
+pub fn bench_policy(a: &BenchPolicyArgs) -> Result<()> {
+    use lapa_model::bins::QuantileBins;
+    use lapa_model::policy::{ActionSpec, Frame, PolicyInput};
+    use lapa_model::vla::{ActionHeadConfig, HeadConfig, VlaConfig};
+    rayon::ThreadPoolBuilder::new().num_threads(a.threads.max(1)).build_global().context("sizing the thread pool")?;
+    let names: Vec<String> = lapa_boards::SO101.names().iter().map(|s| s.to_string()).collect();
+    let units =
+        lapa_boards::SO101.joints.iter().map(|j| if j.unit == lapa_boards::so101::Unit::Percent { "%".to_string() } else { "deg".to_string() }).collect();
+    let spec = ActionSpec { names: names.clone(), units, fps: 10.0, chunk: a.chunk };
+    let line: Vec<f32> = (0..1000).map(|i| i as f32 * 0.1 - 50.0).collect();
+    let edges = vec![QuantileBins::fit(&line, a.bins).map_err(anyhow::Error::msg)?; names.len()];
+    let head = HeadConfig::Action(ActionHeadConfig { spec, target: ActionTarget::Absolute, bins: a.bins, edges });
+    let cfg = VlaConfig::preset(&a.config, head)?;
+    let device = lapa_model::device(&a.device)?;
+    let model = cfg.init(&device)?;
+    let params = lapa_model::burn::module::Module::num_params(&model);
+    let mut policy = VlaPolicy::new(cfg.clone(), model, device, a.config.clone())?;
+    let side = cfg.image_size;
+    let rgb: Vec<u8> = (0..side * side * 3).map(|i| (i * 31 % 251) as u8).collect();
+    let state = [0.0f32; 6];
+    let input = PolicyInput {
+        frame: Frame { width: side, height: side, rgb: &rgb },
+        state: &state,
+        instruction: "put the red cube next to the blue ball",
+        time_s: 0.0,
+    };
+    let t0 = std::time::Instant::now();
+    lapa_model::Policy::infer(&mut policy, &input)?;
+    let first = t0.elapsed().as_secs_f64() * 1e3;
+    for _ in 0..5 {
+        lapa_model::Policy::infer(&mut policy, &input)?;
+    }
+    let mut ms = Vec::with_capacity(a.steps);
+    for _ in 0..a.steps.max(1) {
+        let t = std::time::Instant::now();
+        lapa_model::Policy::infer(&mut policy, &input)?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    let q = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "policy {}: {params} parameters (text encoder: {:?}), {:.1} MFLOP per step; {} threads, {} steps: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; first step (embedding the instruction) {first:.1} ms",
+        a.config,
+        cfg.text,
+        cfg.flops() as f64 / 1e6,
+        a.threads,
+        ms.len(),
+        q(0.5),
+        q(0.99),
+        ms[ms.len() - 1]
+    );
+    Ok(())
+}

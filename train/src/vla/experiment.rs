@@ -177,9 +177,10 @@ fn cells(plan: &Plan, out: &Path) -> Vec<Cell> {
             let splits: Vec<&String> = if n == plan.n { plan.splits.iter().collect() } else { plan.splits.iter().take(1).collect() };
             for split in splits {
                 let report = ft.join("eval").join(format!("{split}.json"));
-                let a = ["eval", "--run", &s(&ft), "--split", split, "--episodes", &plan.rollouts.to_string(), "--out", &s(&report), "--videos", "2", "--quiet"]
-                    .map(String::from)
-                    .to_vec();
+                let a =
+                    ["eval", "--run", &s(&ft), "--split", split, "--episodes", &plan.rollouts.to_string(), "--out", &s(&report), "--videos", "2", "--quiet"]
+                        .map(String::from)
+                        .to_vec();
                 cells.push(Cell { name: format!("eval-{row}-n{n}-{split}"), args: a, output: report, steps: None, after: vec![format!("ft-{row}-n{n}")] });
             }
         }
@@ -228,11 +229,19 @@ pub fn run(plan: &Plan, out: &Path, jobs: usize, threads: usize, quiet: bool) ->
                 i += 1;
             }
         }
-        let ready: Vec<Cell> = all
-            .iter()
-            .filter(|c| !done[&c.name] && !running.iter().any(|r| r.0.name == c.name) && c.after.iter().all(|a| done[a]))
-            .cloned()
-            .collect();
+        // Pretraining first (it unblocks the most), then evaluations (quick, and they fill the
+        // table), then finetuning.
+        let mut ready: Vec<Cell> =
+            all.iter().filter(|c| !done[&c.name] && !running.iter().any(|r| r.0.name == c.name) && c.after.iter().all(|a| done[a])).cloned().collect();
+        ready.sort_by_key(|c| {
+            if c.name.starts_with("pretrain") {
+                0
+            } else if c.name.starts_with("eval") {
+                1
+            } else {
+                2
+            }
+        });
         if ready.is_empty() && running.is_empty() {
             break;
         }
