@@ -97,7 +97,7 @@ impl ChunkQueue {
         let mut sources = 0u8;
         for (k, c) in self.chunks.iter().rev().enumerate() {
             let Some(a) = c.at(tick) else { continue };
-            let w = (-(self.decay as f64) * k as f64).exp();
+            let w = lapa_model::policy::ensemble_weight(self.decay, k);
             for (s, v) in sum.iter_mut().zip(a) {
                 *s += w * f64::from(v);
             }

@@ -162,12 +162,17 @@ impl SafeTensors {
 impl MiniLm {
     /// Loads `dir/config.json` and `dir/model.safetensors`.
     pub fn load(dir: &Path, device: &Device) -> Result<(BertConfig, Self), ModelError> {
-        let cpath = dir.join("config.json");
+        Self::load_files(&dir.join("model.safetensors"), &dir.join("config.json"), device)
+    }
+
+    /// Loads a `config.json` and a `model.safetensors` given by path.
+    pub fn load_files(weights: &Path, config: &Path, device: &Device) -> Result<(BertConfig, Self), ModelError> {
+        let cpath = config.to_path_buf();
         let text = std::fs::read(&cpath).map_err(|source| ModelError::Io { path: cpath.clone(), source })?;
         let cfg: BertConfig =
             serde_json::from_slice(&text).map_err(|e| ModelError::Artifact { path: cpath.clone(), message: format!("not a BERT config: {e}") })?;
         cfg.validate().map_err(|e| ModelError::Artifact { path: cpath, message: e.to_string() })?;
-        let path = dir.join("model.safetensors");
+        let path = weights.to_path_buf();
         let st = SafeTensors::read(&path)?;
         let (h, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
         let p = path.as_path();

@@ -242,7 +242,9 @@ impl<'a> Reader<'a> {
 
     fn array(&mut self, n: u64, depth: usize) -> Result<Value, DecodeError> {
         let n = self.count(n, 1)?;
-        let mut v = Vec::with_capacity(n);
+        // Reserve for a few items only: a value takes ~80 bytes in memory and as little as 1 on
+        // the wire, so reserving `n` would let a small message claim 80× its size.
+        let mut v = Vec::with_capacity(n.min(64));
         for _ in 0..n {
             v.push(self.value(depth + 1)?);
         }
@@ -252,7 +254,7 @@ impl<'a> Reader<'a> {
     fn map(&mut self, n: u64, depth: usize) -> Result<Value, DecodeError> {
         let at = self.at;
         let n = self.count(n, 2)?;
-        let mut v = Vec::with_capacity(n);
+        let mut v = Vec::with_capacity(n.min(64));
         for _ in 0..n {
             let k = self.value(depth + 1)?;
             let val = self.value(depth + 1)?;
@@ -319,11 +321,32 @@ pub fn encode(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Nil => out.push(0xc0),
         Value::Bool(b) => out.push(if *b { 0xc3 } else { 0xc2 }),
+        // The smallest form, as msgpack-python packs integers.
         Value::Int(i) => {
-            if (0..=0x7f).contains(i) {
-                out.push(*i as u8);
-            } else if (-32..0).contains(i) {
-                out.push(*i as i8 as u8);
+            let i = *i;
+            if (0..=0x7f).contains(&i) {
+                out.push(i as u8);
+            } else if (-32..0).contains(&i) {
+                out.push(i as i8 as u8);
+            } else if (0..=0xff).contains(&i) {
+                out.extend([0xcc, i as u8]);
+            } else if (0..=0xffff).contains(&i) {
+                out.push(0xcd);
+                out.extend((i as u16).to_be_bytes());
+            } else if (0..=0xffff_ffff).contains(&i) {
+                out.push(0xce);
+                out.extend((i as u32).to_be_bytes());
+            } else if i > 0 {
+                out.push(0xcf);
+                out.extend((i as u64).to_be_bytes());
+            } else if i >= -0x80 {
+                out.extend([0xd0, i as i8 as u8]);
+            } else if i >= -0x8000 {
+                out.push(0xd1);
+                out.extend((i as i16).to_be_bytes());
+            } else if i >= -0x8000_0000 {
+                out.push(0xd2);
+                out.extend((i as i32).to_be_bytes());
             } else {
                 out.push(0xd3);
                 out.extend(i.to_be_bytes());
@@ -443,6 +466,13 @@ mod tests {
         out.clear();
         encode(&odd, &mut out);
         assert!(decode(&out).is_err_and(|e| e.message.contains("little-endian")));
+        // Integers take msgpack-python's smallest forms: msgpack.packb([128, 224, -33, 70000,
+        // 2**40, -2**40, 300, -200]) from msgpack 1.2.4.
+        let ints = Value::Array([128i64, 224, -33, 70_000, 1 << 40, -(1 << 40), 300, -200].map(Value::Int).to_vec());
+        out.clear();
+        encode(&ints, &mut out);
+        let python = "98cc80cce0d0dfce00011170cf0000010000000000d3ffffff0000000000cd012cd1ff38";
+        assert_eq!(out.iter().map(|b| format!("{b:02x}")).collect::<String>(), python);
         // Every integer width round-trips.
         for i in [0i64, 127, 128, -1, -32, -33, 70_000, -70_000, i64::MIN, i64::MAX] {
             out.clear();

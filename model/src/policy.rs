@@ -207,6 +207,14 @@ pub trait Policy: Send {
     fn reset(&mut self) {}
 }
 
+/// Temporal ensembling's weight of the chunk `age` places behind the newest (0 = newest):
+/// `exp(−decay·age)`. `decay = 0` averages the chunks that cover an instant; the default 0.85
+/// blends about 0.3 old + 0.7 new, as LeRobot's async inference does. The edge runtime's control
+/// loop and `lapa eval` both blend with this one rule.
+pub fn ensemble_weight(decay: f32, age: usize) -> f64 {
+    (-f64::from(decay.max(0.0)) * age as f64).exp()
+}
+
 /// Checks a chunk a policy returned against its spec: length, width, finiteness. A remote or
 /// buggy policy's output is outside input like any other.
 pub fn check_chunk(spec: &ActionSpec, chunk: &[Vec<f32>]) -> Result<(), PolicyError> {

@@ -147,11 +147,19 @@ const EMBED_CACHE: usize = 4096;
 impl SentenceEncoder {
     /// Loads the encoder from `dir` after checking its files' SHA-256 sums.
     pub fn load(dir: &std::path::Path, cfg: &TextConfig, device: &burn::tensor::Device) -> Result<Self, ModelError> {
+        let files = MINILM_FILES.map(|(name, _)| dir.join(name));
+        Self::load_files(&files, cfg, device)
+    }
+
+    /// Loads the encoder from its three files, in [`MINILM_FILES`] order (weights, tokenizer,
+    /// config), wherever they are (a bundle names them its own way).
+    pub fn load_files(files: &[std::path::PathBuf; 3], cfg: &TextConfig, device: &burn::tensor::Device) -> Result<Self, ModelError> {
         let TextConfig::MiniLm { dim, max_tokens } = *cfg else {
             return Err(ModelError::Config("a sentence encoder needs a minilm text config".into()));
         };
-        for (name, sum) in MINILM_FILES {
-            let p = dir.join(name);
+        for ((_, sum), p) in MINILM_FILES.iter().zip(files) {
+            let p = p.clone();
+            let sum = *sum;
             if !p.is_file() {
                 return Err(ModelError::Artifact {
                     path: p,
@@ -166,17 +174,17 @@ impl SentenceEncoder {
                 });
             }
         }
-        let tpath = dir.join("tokenizer.json");
+        let tpath = files[1].clone();
         let mut tokenizer = tokenizers::Tokenizer::from_file(&tpath).map_err(|e| ModelError::Artifact { path: tpath.clone(), message: e.to_string() })?;
         // tokenizer.json pads and truncates to 128; sentence-transformers does neither (it pads
         // to the batch's longest and refuses nothing): here an over-long instruction is an error.
         tokenizer.with_padding(None);
         tokenizer.with_truncation(None).map_err(|e| ModelError::Artifact { path: tpath, message: e.to_string() })?;
-        let (bert, model) = crate::minilm::MiniLm::load(dir, device)?;
+        let (bert, model) = crate::minilm::MiniLm::load_files(&files[0], &files[2], device)?;
         if bert.hidden_size != dim || max_tokens > bert.max_position_embeddings {
             return Err(ModelError::Config(format!(
                 "text: the policy expects a {dim}-wide encoder taking {max_tokens} tokens; {} is {} wide with {} positions",
-                dir.display(),
+                files[0].display(),
                 bert.hidden_size,
                 bert.max_position_embeddings
             )));

@@ -501,13 +501,27 @@ impl VlaPolicy {
         Self::with_text_dir(cfg, model, device, label, &crate::text::minilm_dir())
     }
 
-    /// A policy whose frozen text encoder is read from `text_dir` (a bundle's text-encoder parts).
+    /// A policy whose frozen text encoder is read from the folder `text_dir`.
     pub fn with_text_dir(cfg: VlaConfig, model: Vla, device: Device, label: impl Into<String>, text_dir: &std::path::Path) -> Result<Self, ModelError> {
-        cfg.validate()?;
         let encoder = match cfg.text.frozen_dim() {
             Some(_) => Some(crate::text::SentenceEncoder::load(text_dir, &cfg.text, &device)?),
             None => None,
         };
+        Self::with_encoder(cfg, model, device, label, encoder)
+    }
+
+    /// A policy with its (already loaded) frozen text encoder, if its config names one.
+    pub fn with_encoder(
+        cfg: VlaConfig,
+        model: Vla,
+        device: Device,
+        label: impl Into<String>,
+        encoder: Option<crate::text::SentenceEncoder>,
+    ) -> Result<Self, ModelError> {
+        cfg.validate()?;
+        if cfg.text.frozen_dim().is_some() != encoder.is_some() {
+            return Err(ModelError::Config("the policy's text config and its text encoder disagree".into()));
+        }
         let HeadConfig::Action(head) = cfg.head.clone() else {
             return Err(ModelError::Config("this policy predicts latent actions; finetune it (`lapa train finetune`) before it can drive an arm".into()));
         };
@@ -619,5 +633,94 @@ impl crate::Policy for VlaPolicy {
 
     fn infer(&mut self, input: &crate::PolicyInput<'_>) -> Result<Vec<Vec<f32>>, crate::PolicyError> {
         Ok(self.infer_batch(std::slice::from_ref(input))?.remove(0))
+    }
+}
+
+/// A policy run as a model bundle ([`crate::bundle`]): the config in the manifest, the weights,
+/// and for a frozen text encoder its three files. The board reads nothing else.
+pub mod export {
+    use std::path::Path;
+
+    use burn::tensor::Device;
+
+    use super::{HeadConfig, VlaConfig, VlaPolicy};
+    use crate::ModelError;
+    use crate::bundle::{Bundle, Manifest, TextEncoderSpec};
+    use crate::text::{MINILM_FILES, TextConfig};
+
+    /// The weights' part name.
+    pub const WEIGHTS_PART: &str = "policy.bpk";
+    /// The text encoder's part names, in [`MINILM_FILES`] order.
+    pub const TEXT_PARTS: [&str; 3] = ["text_model.safetensors", "text_tokenizer.json", "text_config.json"];
+
+    fn io(path: &Path) -> impl Fn(std::io::Error) -> ModelError + '_ {
+        move |source| ModelError::Io { path: path.to_path_buf(), source }
+    }
+
+    /// Writes the policy artifact `model_dir` (config.json + model.bpk) as a bundle at `out`;
+    /// `text_dir` holds the frozen text encoder's files when the config names one.
+    pub fn write_bundle(model_dir: &Path, text_dir: &Path, out: &Path, name: &str) -> Result<Bundle, ModelError> {
+        let cfg = crate::artifact::load_vla_config(model_dir)?;
+        let HeadConfig::Action(head) = &cfg.head else {
+            return Err(ModelError::Config(format!("{}: a latent-action policy cannot drive an arm; export a finetuned run", model_dir.display())));
+        };
+        let wpath = model_dir.join(crate::artifact::WEIGHTS_FILE);
+        let weights = std::fs::read(&wpath).map_err(io(&wpath))?;
+        // The weights must load into the config before they are shipped.
+        crate::artifact::load_weights(&wpath, cfg.init(&crate::device("cpu").or_else(|_| crate::device("ndarray"))?)?)?;
+        let mut parts: Vec<(&str, Vec<u8>)> = vec![(WEIGHTS_PART, weights)];
+        let text_encoder = match cfg.text {
+            TextConfig::Hashed { .. } => None,
+            TextConfig::MiniLm { .. } => {
+                for ((file, _), part) in MINILM_FILES.iter().zip(TEXT_PARTS) {
+                    let p = text_dir.join(file);
+                    parts.push((part, std::fs::read(&p).map_err(io(&p))?));
+                }
+                Some(TextEncoderSpec { kind: "all-minilm-l6-v2".into(), parts: TEXT_PARTS.map(String::from).to_vec() })
+            }
+        };
+        let manifest = Manifest {
+            format: crate::bundle::FORMAT,
+            name: name.to_string(),
+            created_by: format!("lapa {}", env!("CARGO_PKG_VERSION")),
+            model: serde_json::to_value(&cfg).map_err(|e| ModelError::Config(e.to_string()))?,
+            action: head.spec.clone(),
+            camera: crate::policy::CameraSpec { width: cfg.image_size, height: cfg.image_size, crop: None },
+            text_encoder,
+            weights: vec![WEIGHTS_PART.into()],
+            parts: Default::default(),
+            requires: Vec::new(),
+        };
+        let refs: Vec<(&str, &[u8])> = parts.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+        crate::bundle::write(out, manifest, &refs).map_err(|e| ModelError::Artifact { path: out.to_path_buf(), message: e.to_string() })
+    }
+
+    /// The burn policy of a checked bundle, on `device`. The manifest's action and camera specs
+    /// must be the model config's own.
+    pub fn load_policy(bundle: &Bundle, device: &Device) -> Result<VlaPolicy, ModelError> {
+        let m = &bundle.manifest;
+        let at = |message: String| ModelError::Artifact { path: bundle.root.join(crate::bundle::MANIFEST), message };
+        let cfg: VlaConfig = serde_json::from_value(m.model.clone()).map_err(|e| at(format!("model: not a policy config: {e}")))?;
+        cfg.validate().map_err(|e| at(format!("model: {e}")))?;
+        let HeadConfig::Action(head) = &cfg.head else { return Err(at("model: a latent-action policy cannot drive an arm".into())) };
+        if head.spec != m.action {
+            return Err(at(format!("action: {:?} differs from the model's own {:?}", m.action, head.spec)));
+        }
+        if (m.camera.width, m.camera.height) != (cfg.image_size, cfg.image_size) {
+            return Err(at(format!("camera: {}×{} but the model takes {}×{}", m.camera.width, m.camera.height, cfg.image_size, cfg.image_size)));
+        }
+        let wpath = bundle.part(WEIGHTS_PART).ok_or_else(|| at(format!("no part {WEIGHTS_PART}")))?;
+        let model = crate::artifact::load_weights(&wpath, cfg.init(device)?)?;
+        let label = format!("burn {} ({})", m.name, bundle.root.display());
+        match cfg.text {
+            TextConfig::Hashed { .. } => VlaPolicy::with_text_dir(cfg, model, device.clone(), label, &bundle.root),
+            TextConfig::MiniLm { .. } => {
+                let files = TEXT_PARTS.map(|p| bundle.part(p)).map(|p| p.ok_or_else(|| at("text_encoder: the MiniLM parts are missing".into())));
+                let [a, b, c] = files;
+                let files = [a?, b?, c?];
+                let encoder = crate::text::SentenceEncoder::load_files(&files, &cfg.text, device)?;
+                VlaPolicy::with_encoder(cfg, model, device.clone(), label, Some(encoder))
+            }
+        }
     }
 }

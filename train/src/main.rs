@@ -39,6 +39,8 @@ enum Command {
     /// Serve a policy run over openpi's websocket policy protocol (openpi-client's
     /// WebsocketClientPolicy drives it unmodified).
     Serve(cmd::vla::ServeArgs),
+    /// Write a policy run as a model bundle for the board (`lapa-edge run --bundle`).
+    Export(cmd::vla::ExportArgs),
     /// Experiments that run many stages end to end (resumable).
     #[command(subcommand)]
     Experiment(cmd::vla::ExperimentCommand),
@@ -61,6 +63,7 @@ fn main() -> Result<()> {
         Command::Eval(a) => cmd::vla::eval_cmd(&a).map(|_| ()),
         Command::Serve(a) => cmd::vla::serve_cmd(&a),
         Command::Experiment(c) => cmd::vla::experiment(c),
+        Command::Export(a) => cmd::vla::export_cmd(&a),
         Command::Bench(cmd::vla::BenchCommand::Policy(a)) => cmd::vla::bench_policy(&a),
         Command::Laq(c) => cmd::laq::run_laq(c),
         Command::Quickstart(a) => cmd::quickstart::run(a),

@@ -132,6 +132,7 @@ impl Served {
         }
         let state = if self.needs_state == 0 { Vec::new() } else { state };
         let prompt = match obs.get(&keys.prompt) {
+            Some(Value::Str(s)) if s.len() > MAX_PROMPT_BYTES => return Err(format!("{}: {} bytes; at most {MAX_PROMPT_BYTES}", keys.prompt, s.len())),
             Some(Value::Str(s)) => s.clone(),
             Some(other) => return Err(format!("{}: expected a string, got a {}", keys.prompt, other.kind())),
             None => return Err(format!("missing key {:?} (the instruction)", keys.prompt)),
@@ -239,8 +240,42 @@ fn close_with_error(ws: &mut tungstenite::WebSocket<TcpStream>, message: &str) {
     }
 }
 
+/// Longest a client may take from connecting to finishing the websocket handshake.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+/// A connected client that sends nothing for this long is disconnected (its slot freed).
+const IDLE_LIMIT: Duration = Duration::from_secs(300);
+/// Longest instruction accepted, in bytes (checked before any tokenizing).
+pub const MAX_PROMPT_BYTES: usize = 4096;
+
 fn serve_connection(mut stream: TcpStream, served: &Served, opts: &ServeOptions, peer: SocketAddr) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    // A client that trickles its request keeps no slot past the deadline: a watchdog shuts the
+    // socket if the handshake has not finished by then.
+    let handshaken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Ok(watch) = stream.try_clone() {
+        let done = handshaken.clone();
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            while t0.elapsed() < HANDSHAKE_DEADLINE {
+                if done.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if !done.load(Ordering::SeqCst) {
+                let _ = watch.shutdown(std::net::Shutdown::Both);
+            }
+        });
+    }
+    // However this function ends, the watchdog lets go of its copy of the socket (a refused
+    // handshake's reply is read to the end of the stream, so the socket must close).
+    struct Settle(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Settle {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let settle = Settle(handshaken.clone());
     if health_check(&mut stream) {
         return;
     }
@@ -262,14 +297,15 @@ fn serve_connection(mut stream: TcpStream, served: &Served, opts: &ServeOptions,
     let mut ws = match tungstenite::accept_hdr_with_config(stream, check, Some(config)) {
         Ok(ws) => ws,
         Err(e) => {
+            drop(settle);
             if !opts.quiet {
                 eprintln!("{peer}: handshake refused: {e}");
             }
             return;
         }
     };
-    // Inference can be slow on a small machine; reads wait for the next request without limit.
-    let _ = ws.get_mut().set_read_timeout(None);
+    drop(settle);
+    let _ = ws.get_mut().set_read_timeout(Some(IDLE_LIMIT));
     if ws.send(Message::binary(served.metadata.clone())).is_err() {
         return;
     }
@@ -343,8 +379,15 @@ pub fn run(listener: TcpListener, served: Arc<Served>, opts: ServeOptions) -> Re
         active.fetch_add(1, Ordering::SeqCst);
         let (served, opts, active) = (served.clone(), opts.clone(), active.clone());
         std::thread::spawn(move || {
+            // The slot is freed however the connection ends, a panic included.
+            struct Slot(Arc<AtomicUsize>);
+            impl Drop for Slot {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            let _slot = Slot(active);
             serve_connection(stream, &served, &opts, peer);
-            active.fetch_sub(1, Ordering::SeqCst);
         });
     }
     Ok(())

@@ -194,6 +194,10 @@ struct RunArgs {
     /// Control rate, Hz (the servo loop; the policy's actions are interpolated onto it).
     #[arg(long, default_value_t = 50)]
     rate: u32,
+    /// A model bundle (`lapa export`) to run: its burn policy on the CPU. Without one, the sim
+    /// runs its scripted expert (privileged: it reads the scene, not the camera).
+    #[arg(long)]
+    bundle: Option<PathBuf>,
     /// Actions per chunk of the sim expert policy.
     #[arg(long, default_value_t = 10)]
     chunk: usize,
@@ -301,7 +305,14 @@ fn run(a: RunArgs) -> Result<()> {
         bail!("--settle-seconds {}: must be a number ≥ 0", a.settle_seconds);
     }
     let scene = SimScene::new(&SceneSpec { seed: a.scene.seed, family, split, rate_hz: a.rate, ..SceneSpec::default() }).map_err(|e| anyhow!("--rate: {e}"))?;
-    let policy = SimExpertPolicy::new(scene.clone(), a.policy_fps, a.chunk).map_err(|e| anyhow!("--policy-fps/--chunk: {e}"))?;
+    let policy: Box<dyn Policy> = match &a.bundle {
+        Some(b) => {
+            let bundle = lapa_model::bundle::Bundle::open(b).with_context(|| format!("--bundle {}", b.display()))?;
+            let device = lapa_model::device("cpu")?;
+            Box::new(lapa_model::vla::export::load_policy(&bundle, &device).with_context(|| format!("--bundle {}", b.display()))?)
+        }
+        None => Box::new(SimExpertPolicy::new(scene.clone(), a.policy_fps, a.chunk).map_err(|e| anyhow!("--policy-fps/--chunk: {e}"))?),
+    };
     let scene_instruction = lock(&scene).instruction();
     let instruction = a.instruction.clone().unwrap_or_else(|| scene_instruction.clone());
     let controls = Controls::new(&instruction).map_err(|e| anyhow!("--instruction: {e}"))?;
@@ -329,7 +340,8 @@ fn run(a: RunArgs) -> Result<()> {
     eprintln!("arm: {}", info.description);
     eprintln!("policy: {}", policy.describe());
     eprintln!("task: {scene_instruction:?}{}", if a.instruction.is_some() { " (the sim expert follows the scene's task, not --instruction)" } else { "" });
-    eprintln!("loop: {} Hz, chunks of {} at {} fps, refill below {:.0}%, e-stop {:?}", a.rate, a.chunk, a.policy_fps, a.refill * 100.0, cfg.estop);
+    let spec = policy.action_spec().clone();
+    eprintln!("loop: {} Hz, chunks of {} at {} fps, refill below {:.0}%, e-stop {:?}", a.rate, spec.chunk, spec.fps, a.refill * 100.0, cfg.estop);
 
     let log_file = match &a.log {
         Some(p) => {
@@ -363,7 +375,7 @@ fn run(a: RunArgs) -> Result<()> {
     let mut last_status = Instant::now();
     let sim = scene.clone();
     let quiet = a.quiet;
-    let summary = runtime::run(&mut arm, Box::new(camera), Box::new(policy), safety, &controls, &writer, &cfg, |c| {
+    let summary = runtime::run(&mut arm, Box::new(camera), policy, safety, &controls, &writer, &cfg, |c| {
         if quiet {
         } else if last_status.elapsed() > Duration::from_millis(500) {
             last_status = Instant::now();

@@ -126,7 +126,7 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         out,
         resume: false,
         config: "tiny".into(),
-        steps: a.policy_steps,
+        steps: Some(a.policy_steps),
         batch: 32,
         lr: 1e-3,
         warmup: 30,

@@ -26,8 +26,9 @@ pub struct CommonArgs {
     /// its size from --init.
     #[arg(long, default_value = "small")]
     pub config: String,
-    #[arg(long, default_value_t = 2000)]
-    pub steps: u64,
+    /// Training steps (default 2000; a resumed run keeps its own unless this is given).
+    #[arg(long)]
+    pub steps: Option<u64>,
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
     /// AdamW learning rate (after a linear warm-up).
@@ -126,7 +127,7 @@ fn config(stage: StageKind, data: Vec<PathBuf>, c: &CommonArgs, a: Option<&Actio
     cfg.optimizer.warmup_steps = c.warmup;
     cfg.optimizer.weight_decay = c.weight_decay;
     cfg.batch_size = c.batch;
-    cfg.steps = c.steps;
+    cfg.steps = c.steps.unwrap_or(2000);
     cfg.seed = c.seed;
     cfg.log_every = c.log_every;
     cfg.checkpoint_every = c.checkpoint_every;
@@ -152,7 +153,7 @@ fn run_stage(cfg: VlaTrainConfig, c: &CommonArgs) -> Result<VlaSummary> {
         if saved.stage != cfg.stage {
             bail!("{}: a {:?} run; resume it with `lapa train {}`", c.out.display(), saved.stage, format!("{:?}", saved.stage).to_lowercase());
         }
-        VlaTrainConfig { steps: c.steps.max(saved.steps), ..saved }
+        VlaTrainConfig { steps: c.steps.unwrap_or(saved.steps), ..saved }
     } else {
         cfg
     };
@@ -241,7 +242,8 @@ pub struct EvalArgs {
     /// Episodes stepped together (one policy batch).
     #[arg(long, default_value_t = 32)]
     pub parallel: usize,
-    /// Temporal-ensembling decay per chunk age (0: newest chunk only).
+    /// Temporal-ensembling decay m: chunk weights exp(−m·age), newest first (0 averages; the
+    /// edge runtime's rule and default).
     #[arg(long, default_value_t = 0.85)]
     pub ensemble_decay: f32,
     /// Save the first N rollouts as MP4 (4× scaled) beside the report.
@@ -319,8 +321,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub listen: String,
     /// Shared secret clients must send (openpi-client: `WebsocketClientPolicy(api_key=...)`),
-    /// required to listen beyond loopback; at least 16 characters.
-    #[arg(long)]
+    /// required to listen beyond loopback; at least 16 characters. Prefer the environment
+    /// variable, which other users of the machine cannot read from the process list.
+    #[arg(long, env = "LAPA_SERVE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Observation key of the camera image (uint8 [H, W, 3] or [3, H, W], any size: it is
     /// cropped and resized as the training frames were).
@@ -515,5 +518,30 @@ pub fn bench_policy(a: &BenchPolicyArgs) -> Result<()> {
         q(0.99),
         ms[ms.len() - 1]
     );
+    Ok(())
+}
+
+/// `lapa export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// A finetuned (or action-trained) policy run.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// The bundle folder to write (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The bundle's name (default: the run folder's name).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// Writes a run's policy as a model bundle for `lapa-edge run --bundle`: the config, the action
+/// and camera specs, the weights and (for MiniLM policies) the text encoder's files, each with
+/// its SHA-256; staged and renamed into place.
+pub fn export_cmd(a: &ExportArgs) -> Result<()> {
+    let name = a.name.clone().unwrap_or_else(|| a.run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "policy".into()));
+    let b = lapa_model::vla::export::write_bundle(&a.run.join(MODEL_DIR), &lapa_model::text::minilm_dir(), &a.out, &name)?;
+    let bytes: u64 = b.manifest.parts.values().map(|p| p.bytes).sum();
+    println!("bundle {} ({} parts, {:.1} MB): {}", b.manifest.name, b.manifest.parts.len(), bytes as f64 / 1e6, b.root.display());
     Ok(())
 }

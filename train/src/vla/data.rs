@@ -43,7 +43,11 @@ impl Labels {
         let meta: LabelsMeta =
             serde_json::from_slice(&std::fs::read(&mpath).with_context(|| format!("{}: cannot read (made by `lapa laq label`)", mpath.display()))?)
                 .with_context(|| format!("{}: not a latent-labels description", mpath.display()))?;
-        if meta.n_tokens == 0 || meta.vocabulary < 2 || meta.laq_config.n_tokens != meta.n_tokens || meta.laq_config.vocabulary() != meta.vocabulary {
+        meta.laq_config.validate().with_context(|| format!("{}: laq_config", mpath.display()))?;
+        if !(1..=256).contains(&meta.n_tokens) || !(2..=1 << 20).contains(&meta.vocabulary) {
+            bail!("{}: n_tokens {} must be in 1..=256 and vocabulary {} in 2..=2^20", mpath.display(), meta.n_tokens, meta.vocabulary);
+        }
+        if meta.laq_config.n_tokens != meta.n_tokens || meta.laq_config.vocabulary() != meta.vocabulary {
             bail!(
                 "{}: n_tokens {} and vocabulary {} disagree with its laq_config ({} tokens, vocabulary {})",
                 mpath.display(),
@@ -120,6 +124,8 @@ pub struct Pool {
     pub fps: f64,
     /// Action names, from `info.json`'s `action.names` (or `action_0..`).
     pub action_names: Vec<String>,
+    /// Their units: the arm description's when `robot_type` names a known arm, else `"raw"`.
+    pub action_units: Vec<String>,
     pub samples: Vec<Sample>,
 }
 
@@ -181,6 +187,19 @@ pub struct LoadSpec<'a> {
     pub quiet: bool,
 }
 
+/// Units of the named joints from the arm description `robot_type` names (LeRobot's
+/// `so101_follower` and the like); `"raw"` for robots lapa does not describe.
+fn feature_units(ds: &Dataset, names: &[String]) -> Vec<String> {
+    let arm = ds.info.robot_type.as_deref().and_then(|t| lapa_boards::arm_by_name(t).or_else(|| lapa_boards::arm_by_name(t.trim_end_matches("_follower"))));
+    names
+        .iter()
+        .map(|n| {
+            arm.and_then(|a| a.joints.iter().find(|j| j.name == n.as_str()))
+                .map_or("raw".to_string(), |j| if j.unit == lapa_boards::so101::Unit::Percent { "%".to_string() } else { "deg".to_string() })
+        })
+        .collect()
+}
+
 /// Loads the sources.
 pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
     let LoadSpec { data, labels, camera, side, cache_dir, kind, episodes, need_state, text, quiet } = *spec;
@@ -199,6 +218,7 @@ pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
         action_dim: 0,
         fps: 0.0,
         action_names: Vec::new(),
+        action_units: Vec::new(),
         samples: Vec::new(),
     };
     let mut laq_seen: Option<(PathBuf, LabelsMeta)> = None;
@@ -251,10 +271,16 @@ pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
             }
             if pool.action_dim == 0 {
                 pool.action_names = feature_names(&ds, "action", action_dim);
+                pool.action_units = feature_units(&ds, &pool.action_names);
             } else if pool.action_dim != action_dim {
                 bail!("{}: {action_dim} action dimensions, the first source has {}", path.display(), pool.action_dim);
             }
             pool.action_dim = action_dim;
+        }
+        if let TargetKind::Action { target: ActionTarget::Delta, .. } = kind
+            && state_dim < action_dim
+        {
+            bail!("{}: delta targets subtract the state from the action, but observation.state has {state_dim} values and action {action_dim}", path.display());
         }
         if need_state {
             if pool.state_dim != 0 && pool.state_dim != state_dim {

@@ -2,9 +2,9 @@
 //!
 //! Episodes run in lockstep batches so a learned policy answers all of a batch's observations in
 //! one forward pass. Every step the agent returns a chunk of future joint targets per episode;
-//! the executed target is the temporal ensemble of every chunk that covers the step, each
-//! weighted `decay^age` (newest chunk weight 1, as the edge runtime blends them; `decay = 0`
-//! executes the newest chunk's first action only). An episode succeeds the first step its
+//! the executed target is the temporal ensemble of every chunk that covers the step, weighted
+//! `exp(−decay·age)` from the newest (the edge runtime's rule, one function for both; `decay = 0`
+//! averages them). An episode succeeds the first step its
 //! task's success check holds, and fails at the embodiment's step limit. Evaluation seeds are
 //! far from the ones `lapa sim record` uses, so no evaluated scene is a training scene.
 
@@ -239,23 +239,21 @@ struct Slot {
     frames: Option<Vec<u8>>,
 }
 
+/// The executed target at `step`: every chunk that covers it, blended by
+/// [`lapa_model::policy::ensemble_weight`] (newest first), as the edge runtime blends.
 fn blend(chunks: &[(usize, Vec<Joints>)], step: usize, decay: f32) -> Option<Joints> {
-    let mut acc = [0f32; 6];
-    let mut total = 0f32;
-    let mut w = 1f32;
-    for (start, c) in chunks.iter().rev() {
+    let mut acc = [0f64; 6];
+    let mut total = 0f64;
+    for (k, (start, c)) in chunks.iter().rev().enumerate() {
         if let Some(a) = step.checked_sub(*start).and_then(|i| c.get(i)) {
+            let w = lapa_model::policy::ensemble_weight(decay, k);
             for (x, v) in acc.iter_mut().zip(a) {
-                *x += w * v;
+                *x += w * f64::from(*v);
             }
             total += w;
-            if decay <= 0.0 {
-                break;
-            }
         }
-        w *= decay;
     }
-    (total > 0.0).then(|| acc.map(|v| v / total))
+    (total > 0.0).then(|| acc.map(|v| (v / total) as f32))
 }
 
 /// Runs `opts.episodes` rollouts of `agent`.
@@ -263,8 +261,11 @@ pub fn evaluate(agent: &mut dyn Agent, opts: &EvalOptions) -> Result<EvalReport>
     if opts.episodes == 0 {
         bail!("--episodes must be positive");
     }
-    if !(0.0..=1.0).contains(&opts.ensemble_decay) {
-        bail!("--ensemble-decay must be in [0, 1], got {}", opts.ensemble_decay);
+    if !(0.0..=20.0).contains(&opts.ensemble_decay) {
+        bail!("--ensemble-decay must be in [0, 20], got {}", opts.ensemble_decay);
+    }
+    if opts.episodes > 1_000_000 {
+        bail!("--episodes {} is more than 1,000,000", opts.episodes);
     }
     let t0 = std::time::Instant::now();
     let cfg = EnvConfig { width: opts.size, height: opts.size, fps: opts.fps, ..EnvConfig::default() };
@@ -373,4 +374,25 @@ fn write_video(path: &Path, frames: &[u8], size: usize, fps: u32) -> Result<()> 
     }
     enc.finish()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blending_weights_the_newest_chunk_most_and_skips_chunks_that_ended() {
+        let a = |v: f32| [v; 6];
+        // Planned at steps 0 (covers 0..3), 1 (1..4) and 2 (2..5).
+        let chunks = vec![(0, vec![a(0.0); 3]), (1, vec![a(10.0); 3]), (2, vec![a(20.0); 3])];
+        let w = |k| lapa_model::policy::ensemble_weight(0.85, k);
+        let want = ((20.0 * w(0) + 10.0 * w(1)) / (w(0) + w(1) + w(2))) as f32;
+        assert!((blend(&chunks, 2, 0.85).expect("covered")[0] - want).abs() < 1e-5);
+        // Step 3: the first chunk has ended; the other two blend by age.
+        let want3 = ((20.0 * w(0) + 10.0 * w(1)) / (w(0) + w(1))) as f32;
+        assert!((blend(&chunks, 3, 0.85).expect("covered")[0] - want3).abs() < 1e-5);
+        // Decay 0 averages; nothing covers step 5.
+        assert!((blend(&chunks, 2, 0.0).expect("covered")[0] - 10.0).abs() < 1e-5);
+        assert_eq!(blend(&chunks, 5, 0.85), None);
+    }
 }

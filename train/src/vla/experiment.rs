@@ -95,6 +95,9 @@ impl Plan {
                 bail!("plan: unknown split {s:?}");
             }
         }
+        if self.splits.is_empty() || self.rows.is_empty() {
+            bail!("plan: at least one row and one split");
+        }
         if self.n == 0 || self.few_label.contains(&0) || self.rollouts == 0 || self.pretrain_steps == 0 || self.finetune_steps == 0 {
             bail!("plan: n, few_label values, rollouts and step budgets must be positive");
         }
@@ -216,6 +219,12 @@ pub fn run(plan: &Plan, out: &Path, jobs: usize, threads: usize, quiet: bool) ->
             if let Some(status) = running[i].1.try_wait()? {
                 let (cell, _, t0) = running.swap_remove(i);
                 if !status.success() || !cell.done() {
+                    // Stop the other cells too: a second run of the experiment must not find
+                    // a trainer still writing into its folders.
+                    for (_, child, _) in &mut running {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
                     bail!("{} failed ({status}); its log: {}", cell.name, out.join("logs").join(format!("{}.log", cell.name)).display());
                 }
                 *times.entry(cell.name.clone()).or_default() += t0.elapsed().as_secs_f64() * threads as f64;

@@ -273,8 +273,7 @@ fn action_head(pool: &Pool, cfg: &VlaTrainConfig) -> Result<HeadConfig> {
         .zip(&pool.action_names)
         .map(|(v, name)| QuantileBins::fit(v, cfg.bins).map_err(|e| anyhow::anyhow!("action {name}: {e}")))
         .collect::<Result<Vec<_>>>()?;
-    let units = pool.action_names.iter().map(|n| if n == "gripper" { "%".to_string() } else { "deg".to_string() }).collect();
-    let spec = ActionSpec { names: pool.action_names.clone(), units, fps: pool.fps as f32, chunk: cfg.chunk };
+    let spec = ActionSpec { names: pool.action_names.clone(), units: pool.action_units.clone(), fps: pool.fps as f32, chunk: cfg.chunk };
     Ok(HeadConfig::Action(ActionHeadConfig { spec, target: cfg.target, bins: cfg.bins, edges }))
 }
 

@@ -62,8 +62,12 @@ check("timing", r["server_timing"]["infer_ms"] > 0, r)
 # Another image size is cropped and resized like the training frames; channels-first works too.
 r2 = c.infer(obs(image=np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)))
 check("other image size", r2["actions"].shape == (2, 6))
-r3 = c.infer(obs(image=np.full((3, 64, 64), 120, dtype=np.uint8)))
-check("channels first", np.array_equal(r3["actions"], a), (r3["actions"], a))
+img = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+hwc = c.infer(obs(image=img))["actions"]
+chw = c.infer(obs(image=np.ascontiguousarray(img.transpose(2, 0, 1))))["actions"]
+check("channels first", np.array_equal(chw, hwc), (chw, hwc))
+flipped = c.infer(obs(image=np.ascontiguousarray(img[::-1])))["actions"]
+check("the image reaches the policy", not np.array_equal(flipped, hwc) or not np.array_equal(hwc, a), (flipped, hwc))
 # Strict request/response: many in a row on one connection.
 for _ in range(5):
     c.infer(obs())
@@ -79,6 +83,7 @@ for name, o, needle in [
     ("non-finite state", obs(state=np.full(6, np.nan, dtype=np.float32)), "not finite"),
     ("oversized message", obs(image=np.zeros((1200, 1200, 3), dtype=np.uint8)), "too large"),
     ("long instruction", obs(prompt="push " * 300), "at most"),
+    ("huge instruction", obs(prompt="x" * 100_000), "at most 4096"),
 ]:
     ok, detail = refused(o, needle)
     check(f"refused: {name}", ok, detail)
