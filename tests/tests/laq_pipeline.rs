@@ -64,7 +64,7 @@ fn frame_cache_round_trips_and_is_keyed_by_content() {
     // Another resolution is another cache, box-filtered from the same frames.
     let c32 = FrameCache::open_or_build(&src, 32, &cache_dir, true).expect("32");
     assert_ne!(c32.meta.key, c64.meta.key);
-    assert_eq!(c32.frame(clip.start + 3), resize_square(frames.frame(3), 64, 64, 32).as_slice());
+    assert_eq!(c32.frame(clip.start + 3), resize_square(frames.frame(3), 64, 64, 32).expect("resize").as_slice());
     // Changed content, changed key: the same folder replaced by a valid dataset with one more
     // episode (same file names, other bytes) is decoded again under a new key.
     let edited = arm_dataset(tmp.path(), 3);

@@ -14,7 +14,7 @@ use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
 /// Bump when the cache layout or the resize changes.
-const CACHE_VERSION: u32 = 1;
+const CACHE_VERSION: u32 = 2;
 const VIDEO_EXTS: [&str; 5] = ["mp4", "webm", "mkv", "mov", "avi"];
 
 /// Where training frames come from.
@@ -246,39 +246,11 @@ fn source_key(source: &Source, side: usize) -> Result<String> {
     Ok(h.finalize().to_hex()[..24].to_string())
 }
 
-/// Centre-crops to a square and box-filters to `side × side` (exact copy when sizes match).
-pub fn resize_square(src: &[u8], w: usize, h: usize, side: usize) -> Vec<u8> {
-    let s = w.min(h);
-    let (x0, y0) = ((w - s) / 2, (h - s) / 2);
-    let mut out = vec![0u8; side * side * 3];
-    if s == side {
-        for y in 0..side {
-            let row = ((y0 + y) * w + x0) * 3;
-            out[y * side * 3..(y + 1) * side * 3].copy_from_slice(&src[row..row + side * 3]);
-        }
-        return out;
-    }
-    let scale = s as f64 / side as f64;
-    for oy in 0..side {
-        let (sy0, sy1) = ((oy as f64 * scale) as usize, (((oy + 1) as f64 * scale).ceil() as usize).min(s).max((oy as f64 * scale) as usize + 1));
-        for ox in 0..side {
-            let (sx0, sx1) = ((ox as f64 * scale) as usize, (((ox + 1) as f64 * scale).ceil() as usize).min(s).max((ox as f64 * scale) as usize + 1));
-            let mut acc = [0u32; 3];
-            for sy in sy0..sy1 {
-                for sx in sx0..sx1 {
-                    let p = ((y0 + sy) * w + x0 + sx) * 3;
-                    for c in 0..3 {
-                        acc[c] += u32::from(src[p + c]);
-                    }
-                }
-            }
-            let n = ((sy1 - sy0) * (sx1 - sx0)) as u32;
-            for c in 0..3 {
-                out[(oy * side + ox) * 3 + c] = ((acc[c] + n / 2) / n) as u8;
-            }
-        }
-    }
-    out
+/// Centre-crops to a square and resizes to `side × side`: the camera spec's own resampling
+/// ([`lapa_model::policy::CameraSpec::apply`], a box filter down, linear up), so the frames a
+/// policy trains on and the frames the runtime and the server feed it are made by one function.
+pub fn resize_square(src: &[u8], w: usize, h: usize, side: usize) -> Result<Vec<u8>> {
+    lapa_model::policy::CameraSpec { width: side, height: side, crop: None }.apply(w, h, src).map_err(|e| anyhow!("resizing a {w}×{h} frame to {side}²: {e}"))
 }
 
 fn bar(len: usize, what: &str, quiet: bool) -> ProgressBar {
@@ -302,7 +274,7 @@ fn build(source: &Source, side: usize, key: &str, data_path: &Path, quiet: bool)
         let n = w * h * 3;
         let len = data.len() / n.max(1);
         for i in 0..len {
-            out.write_all(&resize_square(&data[i * n..(i + 1) * n], w, h, side))?;
+            out.write_all(&resize_square(&data[i * n..(i + 1) * n], w, h, side)?)?;
         }
         clips.push(Clip { name, episode, fps, start: frames, len });
         frames += len;

@@ -268,11 +268,11 @@ pub struct ReportOptions {
 }
 
 /// Features for the frame-difference baseline: (x_{t+H} − x_t) box-filtered to 16×16×3.
-fn frame_diff(cache: &FrameCache, p: &Pair) -> Vec<f32> {
+fn frame_diff(cache: &FrameCache, p: &Pair) -> Result<Vec<f32>> {
     let s = cache.side();
-    let a = resize_square(cache.frame(p.a), s, s, 16);
-    let b = resize_square(cache.frame(p.b), s, s, 16);
-    a.iter().zip(&b).map(|(x, y)| (f32::from(*y) - f32::from(*x)) / 255.0).collect()
+    let a = resize_square(cache.frame(p.a), s, s, 16)?;
+    let b = resize_square(cache.frame(p.b), s, s, 16)?;
+    Ok(a.iter().zip(&b).map(|(x, y)| (f32::from(*y) - f32::from(*x)) / 255.0).collect())
 }
 
 /// The report's held-out episodes: every fifth clip of the probe data (clip index a multiple of
@@ -404,7 +404,7 @@ pub fn run(opts: &ReportOptions, device: &Device) -> Result<Report> {
             let reg: Vec<f32> = (0..6).map(|j| qb[j] - qa[j]).collect();
             let onehot = token_features(&cfg, &idx[i * t..(i + 1) * t]);
             let (lat, pre, dif) = if is_test(p) { (&mut lat_te, &mut pre_te, &mut dif_te) } else { (&mut lat_tr, &mut pre_tr, &mut dif_tr) };
-            for (set, x) in [(lat, onehot), (pre, z[i * zd..(i + 1) * zd].to_vec()), (dif, frame_diff(&cache, p))] {
+            for (set, x) in [(lat, onehot), (pre, z[i * zd..(i + 1) * zd].to_vec()), (dif, frame_diff(&cache, p)?)] {
                 set.x.extend(x);
                 set.class.push(class);
                 set.reg.extend(&reg);
