@@ -126,12 +126,21 @@ struct Cell {
 }
 
 impl Cell {
+    /// A training cell is done when its weights are there and it reached its budget: by its
+    /// checkpoint, or (on another machine, where checkpoints are not kept) by the last row of
+    /// its committed metrics.
     fn done(&self) -> bool {
         match self.steps {
-            Some(s) => checkpoint_step(&self.output) == Some(s) && self.output.join("model/model.bpk").is_file(),
+            Some(s) => self.output.join("model/model.bpk").is_file() && (checkpoint_step(&self.output) == Some(s) || last_logged_step(&self.output) == Some(s)),
             None => self.output.is_file(),
         }
     }
+}
+
+/// The step of the last row of a run's metrics.csv.
+fn last_logged_step(run: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(run.join(crate::trainer::METRICS_FILE)).ok()?;
+    text.lines().last()?.split(',').next()?.parse().ok()
 }
 
 fn s(p: &Path) -> String {
