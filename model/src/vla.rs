@@ -342,8 +342,8 @@ impl Vla {
         self.kinds.val().slice([k..k + 1, 0..self.dim]).unsqueeze::<3>().repeat_dim(0, b) // [b, 1, dim]
     }
 
-    /// Logits `[batch, targets, classes]` (see [`HeadConfig::logits_shape`]).
-    pub fn forward(&self, input: VlaInput) -> Tensor<3> {
+    /// The instruction, image and (optional) state tokens the trunk attends over, in order.
+    fn context_tokens(&self, input: VlaInput) -> Vec<Tensor<3>> {
         let [b, n, _] = input.patches.dims();
         debug_assert_eq!(n, self.n_patches);
         let img = self.embed_norm.forward(self.patch_proj.forward(self.patch_norm.forward(input.patches))); // [b, N, dim]
@@ -360,6 +360,13 @@ impl Vla {
         if let (Some(proj), Some(s)) = (&self.state_proj, input.state) {
             parts.push(proj.forward(s).unsqueeze_dim::<3>(1) + self.kind(1, b)); // [b, 1, dim]
         }
+        parts
+    }
+
+    /// Logits `[batch, targets, classes]` (see [`HeadConfig::logits_shape`]).
+    pub fn forward(&self, input: VlaInput) -> Tensor<3> {
+        let b = input.patches.dims()[0];
+        let mut parts = self.context_tokens(input);
         let queries = match &self.head {
             Head::Latent(h) => h.queries.val(),
             Head::Action(h) => h.queries.val(),
@@ -376,6 +383,12 @@ impl Vla {
             }
             Head::Action(h) => h.out.forward(out).reshape([b, q * h.dims, h.bins]), // [b, chunk·dims, bins]
         }
+    }
+
+    /// The trunk's output over the instruction, image and state tokens alone (no head queries):
+    /// what the pretrained part of the policy computes, independent of its head. [b, S, dim]
+    pub fn encode_context(&self, input: VlaInput) -> Tensor<3> {
+        self.trunk.forward(Tensor::cat(self.context_tokens(input), 1), None, None)
     }
 
     /// Mean cross-entropy of `logits` [b, targets, classes] against `targets` [b, targets],

@@ -68,8 +68,19 @@ fn tiny(stage: StageKind, data: PathBuf, steps: u64) -> VlaTrainConfig {
     c
 }
 
+/// The trunk's output (no head) of a run's model on a fixed frame and instruction.
+fn context_probe(run: &Path) -> Vec<f32> {
+    let (model, input) = probe_input(run);
+    model.encode_context(input).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32")
+}
+
 /// The logits of a run's model on a fixed frame and instruction.
 fn logits_probe(run: &Path) -> Vec<f32> {
+    let (model, input) = probe_input(run);
+    model.forward(input).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32")
+}
+
+fn probe_input(run: &Path) -> (lapa_model::Vla, lapa_model::VlaInput) {
     use lapa_model::burn::tensor::{Int, Tensor, TensorData};
     let dev = device();
     let (cfg, model) = lapa_model::load_vla(&run.join(MODEL_DIR), &dev).expect("load");
@@ -86,7 +97,7 @@ fn logits_probe(run: &Path) -> Vec<f32> {
         },
         state: None,
     };
-    model.forward(input).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32")
+    (model, input)
 }
 
 fn last_metrics(run: &Path) -> (f64, f64) {
@@ -131,6 +142,22 @@ fn latent_pretraining_memorises_a_handful_of_frames_then_finetuning_swaps_the_he
     assert_eq!(head.spec.fps, 10.0);
     assert_eq!((fcfg.dim, fcfg.depth), (lcfg.dim, lcfg.depth), "the finetune's trunk is not the pretrained one's shape");
 
+    // The finetune starts from the pretrained trunk's weights, not just its shape: one step at
+    // a negligible learning rate leaves the trunk's output the latent run's, while a scratch
+    // model's differs.
+    let mut still = ft.clone();
+    (still.steps, still.optimizer.lr) = (1, 1e-12);
+    let ft0 = tmp.path().join("ft-still");
+    train(&still, &ft0, &device(), &cache, false, true).expect("one-step finetune");
+    let mut scratch = still.clone();
+    scratch.init = None;
+    let sc0 = tmp.path().join("scratch-still");
+    train(&scratch, &sc0, &device(), &cache, false, true).expect("one-step scratch");
+    let max_diff = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let (c_latent, c_ft, c_scratch) = (context_probe(&latent), context_probe(&ft0), context_probe(&sc0));
+    assert!(max_diff(&c_latent, &c_ft) < 1e-4, "the finetune's trunk is not the pretrained one: {}", max_diff(&c_latent, &c_ft));
+    assert!(max_diff(&c_latent, &c_scratch) > 1e-2, "a scratch trunk matches the pretrained one");
+
     // Resume: 20 steps, stop, 20 more = 40 straight, bit for bit.
     let mut half = ft.clone();
     half.steps = 20;
@@ -147,7 +174,6 @@ fn latent_pretraining_memorises_a_handful_of_frames_then_finetuning_swaps_the_he
             .collect::<Vec<_>>()
     };
     assert_eq!(m(&straight), m(&resumed), "the resumed run logged other losses");
-    let max_diff = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     let (a, b) = (logits_probe(&straight), logits_probe(&resumed));
     assert!(max_diff(&a, &b) < 1e-4, "resumed run differs from the straight one by {}", max_diff(&a, &b));
     // Not vacuous: the resumed steps 20..40 moved the model well beyond the tolerance.
