@@ -107,6 +107,37 @@ pub trait Stage {
     fn plot(&self, metrics: &Path, png: &Path) -> Result<()>;
 }
 
+/// Writes a module's weights and its optimiser's state into a checkpoint folder as
+/// `{name}.bpk` and `{optim}.bpk` (the parts every stage's checkpoint holds).
+pub fn save_state<M: lapa_model::burn::module::Module>(
+    dir: &Path,
+    name: &str,
+    optim: &str,
+    model: &M,
+    opt: &lapa_model::burn::optim::ModuleOptimizer,
+) -> Result<()> {
+    let mb = model.clone().into_record().into_bytes().map_err(|e| anyhow::anyhow!("serialising {name}: {e:?}"))?;
+    lapa_fs::atomic_write(&dir.join(format!("{name}.bpk")), &mb)?;
+    let ob = opt.to_record().into_bytes().map_err(|e| anyhow::anyhow!("serialising {optim}: {e:?}"))?;
+    lapa_fs::atomic_write(&dir.join(format!("{optim}.bpk")), &ob)?;
+    Ok(())
+}
+
+/// Restores what [`save_state`] wrote into `model` and `opt`.
+pub fn load_state<M: lapa_model::burn::module::Module>(
+    dir: &Path,
+    name: &str,
+    optim: &str,
+    model: M,
+    opt: &mut lapa_model::burn::optim::ModuleOptimizer,
+) -> Result<M> {
+    let model = lapa_model::artifact::load_weights(&dir.join(format!("{name}.bpk")), model)?;
+    let path = dir.join(format!("{optim}.bpk"));
+    let rec = lapa_model::burn::optim::OptimizerRecord::load(&path).map_err(|e| anyhow::anyhow!("{}: unreadable optimiser state: {e:?}", path.display()))?;
+    *opt = std::mem::replace(opt, lapa_model::burn::optim::AdamConfig::new().init()).load_record(rec);
+    Ok(model)
+}
+
 /// The loop's cadence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cadence {

@@ -9,7 +9,7 @@ use lapa_model::Quantizer;
 use lapa_model::burn::grad_clipping::GradientClippingConfig;
 use lapa_model::burn::module::Module;
 use lapa_model::burn::nn::{Linear, LinearConfig};
-use lapa_model::burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
+use lapa_model::burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use lapa_model::burn::tensor::{Device, Tensor, TensorData};
 use lapa_model::nsvq::{code_counts, perplexity};
 use lapa_model::{Laq, LaqConfig, artifact};
@@ -147,8 +147,9 @@ struct CkptState {
 
 pub use crate::trainer::{CKPT_DIR, METRICS_FILE, MODEL_DIR, TRAIN_FILE, checkpoint_step, find_checkpoint};
 const METRICS_HEADER: &str = "step,loss,perplexity,codes_used,samples_per_s,elapsed_s,replaced_codes";
-const HEAD_WEIGHTS: &str = "action_head.bpk";
-const HEAD_OPTIM: &str = "action_head_optim.bpk";
+// Checkpoint parts of the action head (`.bpk` is added).
+const HEAD_WEIGHTS: &str = "action_head";
+const HEAD_OPTIM: &str = "action_head_optim";
 
 /// Opens (decoding if needed) every source's frame cache and collects the training pairs.
 pub fn load_pool(data: &[PathBuf], camera: Option<&str>, side: usize, spacing_s: f64, cache_dir: &Path, quiet: bool) -> Result<PairPool> {
@@ -361,15 +362,9 @@ impl crate::trainer::Stage for LaqStage {
     }
 
     fn save_checkpoint(&self, dir: &Path) -> Result<serde_json::Value> {
-        let mbytes = self.model().clone().into_record().into_bytes().map_err(|e| anyhow::anyhow!("serialising weights: {e:?}"))?;
-        lapa_fs::atomic_write(&dir.join("model.bpk"), &mbytes)?;
-        let obytes = self.opt.to_record().into_bytes().map_err(|e| anyhow::anyhow!("serialising optimiser state: {e:?}"))?;
-        lapa_fs::atomic_write(&dir.join("optim.bpk"), &obytes)?;
+        crate::trainer::save_state(dir, "model", "optim", self.model(), &self.opt)?;
         if let Some(h) = &self.head {
-            let hb = h.clone().into_record().into_bytes().map_err(|e| anyhow::anyhow!("serialising the action head: {e:?}"))?;
-            lapa_fs::atomic_write(&dir.join(HEAD_WEIGHTS), &hb)?;
-            let ob = self.head_opt.to_record().into_bytes().map_err(|e| anyhow::anyhow!("serialising the action head's optimiser state: {e:?}"))?;
-            lapa_fs::atomic_write(&dir.join(HEAD_OPTIM), &ob)?;
+            crate::trainer::save_state(dir, HEAD_WEIGHTS, HEAD_OPTIM, h, &self.head_opt)?;
         }
         Ok(serde_json::to_value(CkptState { dead_counts: self.dead_counts.clone() })?)
     }
@@ -381,15 +376,9 @@ impl crate::trainer::Stage for LaqStage {
         }
         self.dead_counts = state.dead_counts;
         let model = self.model.take().expect("model present");
-        self.model = Some(artifact::load_weights(&ck.join("model.bpk"), model)?);
-        let orec = OptimizerRecord::load(ck.join("optim.bpk"))
-            .map_err(|e| anyhow::anyhow!("{}: unreadable optimiser state: {e:?}", ck.join("optim.bpk").display()))?;
-        self.opt = std::mem::replace(&mut self.opt, AdamConfig::new().init()).load_record(orec);
+        self.model = Some(crate::trainer::load_state(ck, "model", "optim", model, &mut self.opt)?);
         if let Some(h) = self.head.take() {
-            self.head = Some(artifact::load_weights(&ck.join(HEAD_WEIGHTS), h)?);
-            let rec = OptimizerRecord::load(ck.join(HEAD_OPTIM))
-                .map_err(|e| anyhow::anyhow!("{}: unreadable action-head optimiser state: {e:?}", ck.join(HEAD_OPTIM).display()))?;
-            self.head_opt = std::mem::replace(&mut self.head_opt, AdamConfig::new().init()).load_record(rec);
+            self.head = Some(crate::trainer::load_state(ck, HEAD_WEIGHTS, HEAD_OPTIM, h, &mut self.head_opt)?);
         }
         Ok(())
     }

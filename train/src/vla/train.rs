@@ -8,7 +8,7 @@ use lapa_model::artifact;
 use lapa_model::bins::QuantileBins;
 use lapa_model::burn::grad_clipping::GradientClippingConfig;
 use lapa_model::burn::module::Module;
-use lapa_model::burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
+use lapa_model::burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use lapa_model::burn::tensor::{Device, Int, Tensor, TensorData};
 use lapa_model::policy::ActionSpec;
 use lapa_model::vla::{ActionHeadConfig, ActionTarget, HeadConfig, StateInput, TextInput, Vla, VlaConfig, VlaInput};
@@ -233,19 +233,13 @@ impl Stage for VlaStage {
     }
 
     fn save_checkpoint(&self, dir: &Path) -> Result<serde_json::Value> {
-        let mb = self.model().clone().into_record().into_bytes().map_err(|e| anyhow::anyhow!("serialising weights: {e:?}"))?;
-        lapa_fs::atomic_write(&dir.join("model.bpk"), &mb)?;
-        let ob = self.opt.to_record().into_bytes().map_err(|e| anyhow::anyhow!("serialising optimiser state: {e:?}"))?;
-        lapa_fs::atomic_write(&dir.join("optim.bpk"), &ob)?;
+        crate::trainer::save_state(dir, "model", "optim", self.model(), &self.opt)?;
         Ok(serde_json::json!({ "has_state": self.has_state }))
     }
 
     fn load_checkpoint(&mut self, ck: &Path, _state: &serde_json::Value) -> Result<()> {
         let model = self.model.take().expect("model present");
-        self.model = Some(artifact::load_weights(&ck.join("model.bpk"), model)?);
-        let rec = OptimizerRecord::load(ck.join("optim.bpk"))
-            .map_err(|e| anyhow::anyhow!("{}: unreadable optimiser state: {e:?}", ck.join("optim.bpk").display()))?;
-        self.opt = std::mem::replace(&mut self.opt, AdamWConfig::new().init()).load_record(rec);
+        self.model = Some(crate::trainer::load_state(ck, "model", "optim", model, &mut self.opt)?);
         Ok(())
     }
 
