@@ -227,6 +227,22 @@ fn checkpoint<S: Stage>(run: &Path, stage: &S, step: u64) -> Result<()> {
     Ok(())
 }
 
+/// Starts (or resumes) a run of `stage` in `run`: prepares the folder, restores the stage's last
+/// checkpoint when resuming, writes `train.json` from `train` and the artifact the next stage
+/// reads. Returns the step to start from.
+pub fn begin<S: Stage>(stage: &mut S, run: &Path, resume: bool, train: &impl serde::Serialize, quiet: bool) -> Result<u64> {
+    let start = prepare(run, resume)?;
+    if let Some((ck, state)) = &start.checkpoint {
+        stage.load_checkpoint(ck, state)?;
+        if !quiet {
+            println!("resuming {} at step {}", run.display(), start.step);
+        }
+    }
+    lapa_fs::atomic_write(&run.join(TRAIN_FILE), &serde_json::to_vec_pretty(train)?)?;
+    stage.save_artifact(&run.join(MODEL_DIR))?;
+    Ok(start.step)
+}
+
 /// Runs `stage` from `start` to `cadence.steps` on the loader's batches, logging, plotting and
 /// checkpointing as it goes. The stage has already restored its checkpoint when resuming.
 pub fn fit<S: Stage>(stage: &mut S, run: &Path, cadence: Cadence, start: u64, loader: &mut Loader<S::Batch>, quiet: bool) -> Result<()> {

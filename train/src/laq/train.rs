@@ -430,17 +430,7 @@ pub fn train(cfg: &LaqTrainConfig, model_cfg: &LaqConfig, run: &Path, device: &D
         last_used: 0,
         last_sps: 0.0,
     };
-    let begin = crate::trainer::prepare(run, resume)?;
-    if let Some((ck, state)) = &begin.checkpoint {
-        use crate::trainer::Stage as _;
-        stage.load_checkpoint(ck, state)?;
-        if !quiet {
-            println!("resuming {} at step {}", run.display(), begin.step);
-        }
-    }
-    let start = begin.step;
-    lapa_fs::atomic_write(&run.join(TRAIN_FILE), &serde_json::to_vec_pretty(cfg)?)?;
-    artifact::save_laq(&run.join(MODEL_DIR), model_cfg, stage.model())?;
+    let start = crate::trainer::begin(&mut stage, run, resume, cfg, quiet)?;
     if let Some(s) = &sup
         && !quiet
     {

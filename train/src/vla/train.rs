@@ -15,7 +15,7 @@ use lapa_model::vla::{ActionHeadConfig, ActionTarget, HeadConfig, StateInput, Te
 use serde::{Deserialize, Serialize};
 
 use super::data::{self, Batch, BatchSpec, Pool, TargetKind};
-use crate::trainer::{Cadence, Loader, MODEL_DIR, Stage, TRAIN_FILE};
+use crate::trainer::{Cadence, Loader, MODEL_DIR, Stage};
 
 /// Which stage a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -354,16 +354,7 @@ pub fn train(cfg: &VlaTrainConfig, run: &Path, device: &Device, cache_dir: &Path
         last_loss: f32::NAN,
         last_acc: 0.0,
     };
-    let begin = crate::trainer::prepare(run, resume)?;
-    if let Some((ck, state)) = &begin.checkpoint {
-        stage.load_checkpoint(ck, state)?;
-        if !quiet {
-            println!("resuming {} at step {}", run.display(), begin.step);
-        }
-    }
-    let start = begin.step;
-    lapa_fs::atomic_write(&run.join(TRAIN_FILE), &serde_json::to_vec_pretty(cfg)?)?;
-    stage.save_artifact(&run.join(MODEL_DIR))?;
+    let start = crate::trainer::begin(&mut stage, run, resume, cfg, quiet)?;
     if !quiet {
         let (t, c) = head.logits_shape();
         println!(
