@@ -15,23 +15,48 @@ pub(crate) fn register_font() {
     });
 }
 
-/// Reads `step,loss,perplexity,codes_used,…` rows.
-fn read_metrics(csv: &Path) -> Result<Vec<[f64; 4]>> {
+/// Reads the first `N` columns of a metrics CSV's rows (the header skipped, rows that do not
+/// parse dropped): `step,loss,…` as every stage of the trainer writes them.
+pub(crate) fn read_columns<const N: usize>(csv: &Path) -> Result<Vec<[f64; N]>> {
     let text = std::fs::read_to_string(csv).with_context(|| format!("{}: cannot read", csv.display()))?;
     Ok(text
         .lines()
         .skip(1)
         .filter_map(|l| {
-            let v: Vec<f64> = l.split(',').take(4).filter_map(|x| x.parse().ok()).collect();
-            (v.len() == 4).then(|| [v[0], v[1], v[2], v[3]])
+            let v: Vec<f64> = l.split(',').take(N).filter_map(|x| x.parse().ok()).collect();
+            v.try_into().ok()
         })
         .collect())
+}
+
+/// The loss panel every stage's curves start with: column 1 against step, log scale, values
+/// floored at `floor`.
+pub(crate) fn loss_panel(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    rows: &[(f64, f64)],
+    caption: &str,
+    unit: &str,
+    floor: f64,
+) -> Result<()> {
+    let e = |e: &dyn std::fmt::Display| anyhow!("plotting {caption}: {e}");
+    let max_step = rows.iter().map(|r| r.0).fold(1.0, f64::max);
+    let (lmin, lmax) = rows.iter().fold((f64::MAX, f64::MIN), |(a, b), r| (a.min(r.1), b.max(r.1)));
+    let mut c = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0f64..max_step, (lmin.max(floor) * 0.8..lmax.max(floor) * 1.25).log_scale())
+        .map_err(|x| e(&x))?;
+    c.configure_mesh().x_desc("step").y_desc(unit).y_label_formatter(&|v| format!("{v:.3}")).label_style(("sans-serif", 12)).draw().map_err(|x| e(&x))?;
+    c.draw_series(LineSeries::new(rows.iter().map(|r| (r.0, r.1.max(floor))), &BLUE)).map_err(|x| e(&x))?;
+    Ok(())
 }
 
 /// Loss (log scale) and codebook perplexity / codes used against step, side by side.
 pub fn curves(csv: &Path, png: &Path) -> Result<()> {
     register_font();
-    let rows = read_metrics(csv)?;
+    let rows = read_columns::<4>(csv)?;
     if rows.is_empty() {
         return Ok(());
     }
@@ -40,16 +65,7 @@ pub fn curves(csv: &Path, png: &Path) -> Result<()> {
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let (left, right) = root.split_horizontally(550);
     let max_step = rows.iter().map(|r| r[0]).fold(1.0, f64::max);
-    let (lmin, lmax) = rows.iter().fold((f64::MAX, f64::MIN), |(a, b), r| (a.min(r[1]), b.max(r[1])));
-    let mut c = ChartBuilder::on(&left)
-        .caption("reconstruction loss (pixel MSE)", ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0f64..max_step, (lmin.max(1e-6) * 0.8..lmax * 1.25).log_scale())
-        .map_err(|x| e(&x))?;
-    c.configure_mesh().x_desc("step").y_desc("MSE").y_label_formatter(&|v| format!("{v:.3}")).label_style(("sans-serif", 12)).draw().map_err(|x| e(&x))?;
-    c.draw_series(LineSeries::new(rows.iter().map(|r| (r[0], r[1].max(1e-6))), &BLUE)).map_err(|x| e(&x))?;
+    loss_panel(&left, &rows.iter().map(|r| (r[0], r[1])).collect::<Vec<_>>(), "reconstruction loss (pixel MSE)", "MSE", 1e-6)?;
     let kmax = rows.iter().map(|r| r[3].max(r[2])).fold(1.0, f64::max).ceil() + 1.0;
     let mut c2 = ChartBuilder::on(&right)
         .caption("codebook perplexity and codes used", ("sans-serif", 18))
