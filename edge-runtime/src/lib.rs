@@ -14,6 +14,7 @@
 //! - [`v4l2`]: the board's USB camera: format negotiation and capture.
 //! - [`sim`]: the simulator as arm, camera and scripted-expert policy, so the whole board loop
 //!   runs here end to end (`lapa-edge run --sim`).
+//! - [`remote`]: the policy on another machine, through openpi's websocket protocol.
 //! - [`runtime`]: the control loop, the inference thread and what they share.
 //! - [`control`]: the control socket (change the instruction, pause, stop while running).
 //! - [`calibrate`]: LeRobot's calibration procedure and calibration files.
@@ -33,6 +34,7 @@ pub mod estop;
 pub mod hw;
 pub mod pace;
 pub mod record;
+pub mod remote;
 pub mod runtime;
 pub mod safety;
 pub mod sim;

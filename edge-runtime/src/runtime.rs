@@ -371,6 +371,17 @@ fn inference_thread(mut camera: Box<dyn Camera>, mut policy: Box<dyn Policy>, rx
     }
 }
 
+/// The action spec of a policy that commands `arm`'s joints (names and units from the arm's one
+/// description) in chunks of `chunk` at `fps`.
+pub fn arm_action_spec(arm: &lapa_boards::ArmDescription, fps: f32, chunk: usize) -> lapa_model::policy::ActionSpec {
+    lapa_model::policy::ActionSpec {
+        names: arm.names().iter().map(|s| s.to_string()).collect(),
+        units: arm.joints.iter().map(|j| j.unit.symbol().to_string()).collect(),
+        fps,
+        chunk,
+    }
+}
+
 /// The gripper servo's load magnitude (the last joint's), what the safety filter's cap reads.
 pub fn gripper_load(r: &ArmReading) -> Option<u16> {
     r.state.loads.last().map(|l| l.unsigned_abs())

@@ -224,12 +224,7 @@ pub struct SimExpertPolicy {
 impl SimExpertPolicy {
     /// `fps` and `chunk` as a trained policy would have them (the sim data is 10 fps).
     pub fn new(scene: SharedScene, fps: f32, chunk: usize) -> Result<Self, PolicyError> {
-        let spec = ActionSpec {
-            names: SO101.names().iter().map(|s| s.to_string()).collect(),
-            units: SO101.joints.iter().map(|j| j.unit.symbol().to_string()).collect(),
-            fps,
-            chunk,
-        };
+        let spec = crate::runtime::arm_action_spec(&SO101, fps, chunk);
         spec.validate()?;
         Ok(Self { scene, spec, plan: Vec::new(), plan_time: 0.0 })
     }

@@ -10,6 +10,21 @@
 
 use std::collections::BTreeMap;
 
+/// Where the observation's parts are in a request (the server's metadata names them under
+/// `observation_keys`; these are openpi's LIBERO-style defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservationKeys {
+    pub image: String,
+    pub state: String,
+    pub prompt: String,
+}
+
+impl Default for ObservationKeys {
+    fn default() -> Self {
+        Self { image: "observation/image".into(), state: "observation/state".into(), prompt: "prompt".into() }
+    }
+}
+
 /// A decoded msgpack value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use lapa_model::Policy;
+pub use lapa_model::openpi::ObservationKeys;
 use lapa_model::openpi::{self, NdArray, Value};
 use lapa_model::policy::{Frame, PolicyInput};
 use lapa_model::vla::VlaPolicy;
@@ -26,20 +27,6 @@ use tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
-
-/// Where the observation's parts are in a request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ObservationKeys {
-    pub image: String,
-    pub state: String,
-    pub prompt: String,
-}
-
-impl Default for ObservationKeys {
-    fn default() -> Self {
-        Self { image: "observation/image".into(), state: "observation/state".into(), prompt: "prompt".into() }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {

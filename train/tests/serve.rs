@@ -64,8 +64,49 @@ fn openpi_client_drives_the_server_and_bad_requests_do_not_kill_it() {
     let (host, port) = addr.rsplit_once(':').expect("host:port");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/openpi_client_check.py");
     let out = Command::new(&python).args([script, host, port, token]).output().expect("run the client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let python_ok = out.status.success() && text.contains("all checks passed");
+    // The edge runtime's own client, against the same server after openpi-client's bad requests.
+    let remote = std::panic::catch_unwind(|| edge_remote_matches_the_local_policy(&format!("ws://{addr}"), token, &dir.path().join("run")));
     let _ = server.kill();
     let _ = server.wait();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("all checks passed"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(python_ok, "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    if let Err(e) = remote {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// `lapa-edge`'s [`RemotePolicy`] reads the server's spec and gets, frame for frame, the chunk
+/// the same weights give locally; a wrong key is refused at the handshake.
+fn edge_remote_matches_the_local_policy(url: &str, token: &str, run: &std::path::Path) {
+    use lapa_edge::remote::{RemoteOptions, RemotePolicy};
+    use lapa_model::policy::{Frame, Policy, PolicyInput};
+    let wrong = RemotePolicy::connect(url, RemoteOptions { api_key: Some("not-the-token".into()), ..RemoteOptions::default() });
+    assert!(wrong.as_ref().is_err_and(|e| e.to_string().contains("401")), "{wrong:?}");
+    let mut remote = RemotePolicy::connect(url, RemoteOptions { api_key: Some(token.into()), ..RemoteOptions::default() }).expect("connect");
+    let device = lapa_model::device("cpu").expect("cpu");
+    let (cfg, model) = lapa_model::load_vla(&run.join("model"), &device).expect("load the run");
+    let state_dim = cfg.state_dim();
+    let mut local = lapa_model::vla::VlaPolicy::new(cfg, model, device, "local").expect("policy");
+    assert_eq!(remote.action_spec(), local.action_spec());
+    assert!(remote.describe().starts_with(&format!("remote {url}")), "{}", remote.describe());
+    for (k, (w, h)) in [(64usize, 64usize), (96, 72), (64, 64)].into_iter().enumerate() {
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| ((i * 31 + k * 7) % 251) as u8).collect();
+        let state: Vec<f32> = (0..state_dim).map(|i| (i as f32 - 2.0) * 10.0 + k as f32).collect();
+        let input = PolicyInput { frame: Frame { width: w, height: h, rgb: &rgb }, state: &state, instruction: "push the red block to the left", time_s: 0.0 };
+        let got = remote.infer(&input).expect("remote infer");
+        assert_eq!(got, local.infer(&input).expect("local infer"), "frame {k} ({w}×{h})");
+        assert!(remote.last_server_ms().is_some_and(|ms| ms >= 0.0));
+    }
+    // A request the server refuses (a state of the wrong length) is a clear error, and the next
+    // good one reconnects.
+    let rgb = vec![0u8; 64 * 64 * 3];
+    let short = vec![0.0f32; state_dim.saturating_sub(1)];
+    let bad = PolicyInput { frame: Frame { width: 64, height: 64, rgb: &rgb }, state: &short, instruction: "x", time_s: 0.0 };
+    let e = remote.infer(&bad).expect_err("the server refuses a short state");
+    assert!(e.to_string().contains("refused the request") && e.to_string().contains("values"), "{e}");
+    let state = vec![0.0f32; state_dim];
+    let good = PolicyInput { state: &state, ..bad };
+    assert!(remote.infer(&good).is_ok());
+    assert_eq!(remote.reconnects(), 1);
 }

@@ -11,6 +11,7 @@ use lapa_edge::cyclelog::{self, LogFile, LogHeader, LogWriter};
 use lapa_edge::hw::{self, BoxedArm};
 use lapa_edge::pace::Histogram;
 use lapa_edge::record::Recorder;
+use lapa_edge::remote::{RemoteOptions, RemotePolicy};
 use lapa_edge::runtime::{self, Controls, EStopMode, EndReason, Flow, RunConfig, Summary};
 use lapa_edge::safety::{SafetyConfig, SafetyFilter, flag, joint_limits};
 use lapa_edge::sim::{SceneArm, SceneCamera, SceneSpec, SimExpertPolicy, SimScene, lock};
@@ -196,9 +197,23 @@ struct RunArgs {
     rate: u32,
     /// A model bundle (`lapa export`) to run: its burn policy on the CPU. Without one, the sim
     /// runs its scripted expert (privileged: it reads the scene, not the camera).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "remote")]
     bundle: Option<PathBuf>,
-    /// Actions per chunk of the sim expert policy.
+    /// A remote policy server speaking openpi's websocket protocol (`lapa serve` on a GPU
+    /// workstation, or an openpi server): `ws://host:8000`. The board keeps the camera, the loop
+    /// and the safety filter; only the observation and the actions cross the network.
+    #[arg(long, value_name = "URL")]
+    remote: Option<String>,
+    /// The server's API key (`lapa serve --token`), sent as `Authorization: Api-Key …`; also read
+    /// from LAPA_SERVE_TOKEN.
+    #[arg(long, env = "LAPA_SERVE_TOKEN", hide_env_values = true, requires = "remote")]
+    api_key: Option<String>,
+    /// A remote reply must arrive within this, ms; a late one drops the connection (the loop
+    /// holds meanwhile) and the next request reconnects.
+    #[arg(long, default_value_t = 2000, requires = "remote")]
+    remote_timeout_ms: u64,
+    /// Actions per chunk of the sim expert policy (and of a remote server whose metadata does not
+    /// say: its longer replies are cut to this).
     #[arg(long, default_value_t = 10)]
     chunk: usize,
     /// Rate of the policy's actions, fps (the sim data is recorded at 10).
@@ -311,7 +326,22 @@ fn run(a: RunArgs) -> Result<()> {
             let device = lapa_model::device("cpu")?;
             Box::new(lapa_model::vla::export::load_policy(&bundle, &device).with_context(|| format!("--bundle {}", b.display()))?)
         }
-        None => Box::new(SimExpertPolicy::new(scene.clone(), a.policy_fps, a.chunk).map_err(|e| anyhow!("--policy-fps/--chunk: {e}"))?),
+        None => match &a.remote {
+            Some(url) => {
+                if a.remote_timeout_ms == 0 {
+                    bail!("--remote-timeout-ms must be positive");
+                }
+                let fallback = runtime::arm_action_spec(&SO101, a.policy_fps, a.chunk);
+                let opts = RemoteOptions {
+                    api_key: a.api_key.clone(),
+                    reply_timeout: Duration::from_millis(a.remote_timeout_ms),
+                    fallback_spec: Some(fallback),
+                    ..RemoteOptions::default()
+                };
+                Box::new(RemotePolicy::connect(url, opts).with_context(|| format!("--remote {url}"))?)
+            }
+            None => Box::new(SimExpertPolicy::new(scene.clone(), a.policy_fps, a.chunk).map_err(|e| anyhow!("--policy-fps/--chunk: {e}"))?),
+        },
     };
     let scene_instruction = lock(&scene).instruction();
     let instruction = a.instruction.clone().unwrap_or_else(|| scene_instruction.clone());
