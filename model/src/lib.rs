@@ -62,7 +62,7 @@ pub fn available_devices() -> Vec<&'static str> {
     v
 }
 
-/// Resolves `cpu` (burn's flex backend), `ndarray`, `wgpu` or `cuda` to a burn device. The same
+/// Resolves `cpu` (burn's flex backend), `ndarray`, `wgpu`, `cuda` or `cuda:N` to a burn device. The same
 /// model code runs on each; GPU backends exist only in builds with the matching cargo feature.
 pub fn device(name: &str) -> Result<Device, ModelError> {
     let missing = |feature: &str| ModelError::Device {
@@ -95,6 +95,31 @@ pub fn device(name: &str) -> Result<Device, ModelError> {
             #[allow(unreachable_code)]
             Err(missing("cuda"))
         }
+        other if other.starts_with("cuda:") => {
+            let index: usize = other["cuda:".len()..]
+                .parse()
+                .map_err(|_| ModelError::Device { name: other.to_string(), message: "expected cuda:N with N the GPU's index".into() })?;
+            #[cfg(feature = "cuda")]
+            return Ok(Device::cuda(index));
+            #[allow(unreachable_code)]
+            {
+                let _ = index;
+                Err(missing("cuda"))
+            }
+        }
         other => Err(ModelError::Device { name: other.to_string(), message: format!("unknown device; available: {}", available_devices().join(", ")) }),
     }
+}
+
+/// A comma-separated device list for data-parallel training (`cuda:0,cuda:1`; `cpu,cpu` runs two
+/// replicas on the one CPU device), each entry as [`device`] reads it.
+pub fn devices(list: &str) -> Result<Vec<Device>, ModelError> {
+    let names: Vec<&str> = list.split(',').map(str::trim).collect();
+    if names.iter().any(|n| n.is_empty()) {
+        return Err(ModelError::Device { name: list.to_string(), message: "an empty entry in the device list".into() });
+    }
+    if names.len() > 64 {
+        return Err(ModelError::Device { name: list.to_string(), message: format!("{} devices; at most 64", names.len()) });
+    }
+    names.into_iter().map(device).collect()
 }

@@ -121,7 +121,7 @@ fn latent_pretraining_memorises_a_handful_of_frames_then_finetuning_swaps_the_he
     let mut cfg = tiny(StageKind::Latent, data.clone(), 400);
     cfg.data.labels = vec![labels.clone()];
     let latent = tmp.path().join("latent");
-    let s = train(&cfg, &latent, &device(), &cache, false, true).expect("latent pretraining");
+    let s = train(&cfg, &latent, &[device()], &cache, false, true).expect("latent pretraining");
     assert_eq!(s.samples, frames);
     assert!(s.first_loss > 1.7, "first loss {}", s.first_loss);
     let (loss, acc) = last_metrics(&latent);
@@ -134,7 +134,7 @@ fn latent_pretraining_memorises_a_handful_of_frames_then_finetuning_swaps_the_he
     ft.init = Some(latent.clone());
     ft.data.episodes = Some(1);
     let straight = tmp.path().join("ft-straight");
-    train(&ft, &straight, &device(), &cache, false, true).expect("finetune");
+    train(&ft, &straight, &[device()], &cache, false, true).expect("finetune");
     let (fcfg, _) = lapa_model::load_vla(&straight.join(MODEL_DIR), &device()).expect("load");
     let HeadConfig::Action(head) = &fcfg.head else { panic!("finetuning kept the latent head") };
     assert_eq!((head.spec.chunk, head.bins, head.spec.names.len()), (2, 16, 6));
@@ -148,11 +148,11 @@ fn latent_pretraining_memorises_a_handful_of_frames_then_finetuning_swaps_the_he
     let mut still = ft.clone();
     (still.steps, still.optimizer.lr) = (1, 1e-12);
     let ft0 = tmp.path().join("ft-still");
-    train(&still, &ft0, &device(), &cache, false, true).expect("one-step finetune");
+    train(&still, &ft0, &[device()], &cache, false, true).expect("one-step finetune");
     let mut scratch = still.clone();
     scratch.init = None;
     let sc0 = tmp.path().join("scratch-still");
-    train(&scratch, &sc0, &device(), &cache, false, true).expect("one-step scratch");
+    train(&scratch, &sc0, &[device()], &cache, false, true).expect("one-step scratch");
     let max_diff = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     let (c_latent, c_ft, c_scratch) = (context_probe(&latent), context_probe(&ft0), context_probe(&sc0));
     assert!(max_diff(&c_latent, &c_ft) < 1e-4, "the finetune's trunk is not the pretrained one: {}", max_diff(&c_latent, &c_ft));
@@ -163,9 +163,9 @@ fn latent_pretraining_memorises_a_handful_of_frames_then_finetuning_swaps_the_he
     half.steps = 20;
     half.checkpoint_every = 20;
     let resumed = tmp.path().join("ft-resumed");
-    train(&half, &resumed, &device(), &cache, false, true).expect("first half");
+    train(&half, &resumed, &[device()], &cache, false, true).expect("first half");
     let half_probe = logits_probe(&resumed);
-    train(&ft, &resumed, &device(), &cache, true, true).expect("resume");
+    train(&ft, &resumed, &[device()], &cache, true, true).expect("resume");
     let m = |run: &Path| {
         std::fs::read_to_string(run.join("metrics.csv"))
             .expect("metrics")
@@ -179,6 +179,31 @@ fn latent_pretraining_memorises_a_handful_of_frames_then_finetuning_swaps_the_he
     // Not vacuous: the resumed steps 20..40 moved the model well beyond the tolerance.
     assert!(max_diff(&half_probe, &b) > 1e-2, "steps 20..40 moved the logits by only {}", max_diff(&half_probe, &b));
     assert!(straight.join("curves.png").is_file());
+
+    // Data parallelism: two replicas (each half of every batch, on its own thread) train as the
+    // one-device run does: the summed gradient of the halves is the batch's gradient.
+    let dp = tmp.path().join("ft-two-replicas");
+    train(&ft, &dp, &[device(), device()], &cache, false, true).expect("two replicas");
+    let losses = |run: &Path| -> Vec<f64> {
+        std::fs::read_to_string(run.join("metrics.csv"))
+            .expect("metrics")
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(1).expect("loss").parse().expect("number"))
+            .collect()
+    };
+    let (l1, l2) = (losses(&straight), losses(&dp));
+    assert_eq!(l1.len(), l2.len());
+    assert!(l1.iter().zip(&l2).all(|(a, b)| (a - b).abs() < 1e-4), "one device {l1:?}, two replicas {l2:?}");
+    let d = max_diff(&a, &logits_probe(&dp));
+    assert!(d < 1e-3, "two replicas end {d} away from one device");
+    // Not vacuous: half the batch on one device (what each replica sees) trains differently.
+    let mut halfbatch = ft.clone();
+    halfbatch.batch_size /= 2;
+    let hb = tmp.path().join("ft-half-batch");
+    train(&halfbatch, &hb, &[device()], &cache, false, true).expect("half batch");
+    let l3 = losses(&hb);
+    assert!(l1.iter().zip(&l3).any(|(a, b)| (a - b).abs() > 1e-3), "half the batch logged the same losses {l3:?}");
 
     // The finetuned policy drives the simulator through the eval harness and the policy trait;
     // frames of another size are resized as the camera spec says.
@@ -226,14 +251,14 @@ fn bad_training_input_is_named() {
     let cache = tmp.path().join("cache");
     let run = tmp.path().join("run");
     // A video-only dataset given to finetune.
-    let err = train(&tiny(StageKind::Finetune, hand.clone(), 2), &run, &device(), &cache, false, true).expect_err("hand data has no actions");
+    let err = train(&tiny(StageKind::Finetune, hand.clone(), 2), &run, &[device()], &cache, false, true).expect_err("hand data has no actions");
     assert!(format!("{err:#}").contains("no action feature"), "{err:#}");
     // Labels made for another dataset (other frame count).
     let labels = tmp.path().join("labels");
     synthetic_labels(&hand, &labels, 8);
     let mut cfg = tiny(StageKind::Latent, arm.clone(), 2);
     cfg.data.labels = vec![labels.clone()];
-    let err = train(&cfg, &run, &device(), &cache, false, true).expect_err("labels of another dataset");
+    let err = train(&cfg, &run, &[device()], &cache, false, true).expect_err("labels of another dataset");
     assert!(format!("{err:#}").contains("labels from another dataset"), "{err:#}");
     // A token outside the vocabulary the labels declare.
     let arm_labels = tmp.path().join("arm-labels");
@@ -243,14 +268,14 @@ fn bad_training_input_is_named() {
     lines[1] = "0,0,1,9,0,0,0".into();
     std::fs::write(arm_labels.join("latent_actions.csv"), lines.join("\n") + "\n").expect("write");
     cfg.data.labels = vec![arm_labels];
-    let err = train(&cfg, &run, &device(), &cache, false, true).expect_err("token outside the vocabulary");
+    let err = train(&cfg, &run, &[device()], &cache, false, true).expect_err("token outside the vocabulary");
     assert!(format!("{err:#}").contains("line 2: latent_0 = 9 is outside the vocabulary of 8"), "{err:#}");
     // Asking for more episodes than there are.
     let mut ft = tiny(StageKind::Finetune, arm.clone(), 2);
     ft.data.episodes = Some(5);
-    let err = train(&ft, &run, &device(), &cache, false, true).expect_err("too few episodes");
+    let err = train(&ft, &run, &[device()], &cache, false, true).expect_err("too few episodes");
     assert!(format!("{err:#}").contains("asked for 5 episodes, the dataset has 2"), "{err:#}");
     // Latent pretraining without labels.
-    let err = train(&tiny(StageKind::Latent, arm, 2), &run, &device(), &cache, false, true).expect_err("no labels");
+    let err = train(&tiny(StageKind::Latent, arm, 2), &run, &[device()], &cache, false, true).expect_err("no labels");
     assert!(format!("{err:#}").contains("one --labels folder per --data"), "{err:#}");
 }

@@ -10,7 +10,8 @@
 //!   window, truncated back to the checkpoint on resume), curves PNG, the artifact folder the
 //!   next stage reads, and checkpoints swapped atomically (`checkpoint.new` written in full,
 //!   then renamed over `checkpoint`; a crash leaves either the old or the new one complete);
-//! - the progress bar.
+//! - the progress bar;
+//! - data parallelism over several devices ([`Replicas`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use lapa_model::burn::module::Module;
+use lapa_model::burn::optim::{GradientsAccumulator, GradientsParams};
+use lapa_model::burn::tensor::Tensor;
 use serde_json::Value;
 
 pub const TRAIN_FILE: &str = "train.json";
@@ -28,6 +32,99 @@ pub const MODEL_DIR: &str = "model";
 pub const CKPT_DIR: &str = "checkpoint";
 pub const METRICS_FILE: &str = "metrics.csv";
 const STATE_FILE: &str = "state.json";
+
+/// Data parallelism: one replica of the model per device. Each step's batch is cut into one
+/// shard per device; every replica (the model forked onto its device, a fresh autodiff leaf per
+/// parameter) computes its shard's loss and gradient on its own thread; the gradients move to
+/// the first device and are summed there, and the optimiser steps once on the first device's
+/// model, which the next step forks again. Each shard's loss is weighted by its share of the
+/// batch, so the summed gradient is the whole batch's (up to summation order): two replicas of
+/// batch 32 train like one of batch 32, not like batch 16.
+///
+/// This is burn's own data-parallel recipe (`Module::fork`, `GradientsParams::to_device`,
+/// `GradientsAccumulator`), the one its `burn-train` learner runs on several devices. Several
+/// entries may name the same device (`cpu,cpu`: burn's flex backend has one CPU device, so the
+/// replicas then share it and gain only what their threads overlap).
+#[derive(Debug, Clone)]
+pub struct Replicas {
+    devices: Vec<lapa_model::burn::tensor::Device>,
+}
+
+impl Replicas {
+    /// `devices`: autodiff devices, the first one holds the model and the optimiser.
+    pub fn new(devices: Vec<lapa_model::burn::tensor::Device>) -> Result<Self> {
+        if devices.is_empty() {
+            bail!("at least one device is needed");
+        }
+        Ok(Self { devices })
+    }
+
+    pub fn main(&self) -> &lapa_model::burn::tensor::Device {
+        &self.devices[0]
+    }
+
+    pub fn len(&self) -> usize {
+        self.devices.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+
+    /// Sizes of the shards a batch of `n` is cut into: as even as possible, no empty shard
+    /// (a batch smaller than the replica count uses fewer replicas).
+    pub fn shard_sizes(&self, n: usize) -> Vec<usize> {
+        let k = self.devices.len().min(n).max(1);
+        (0..k).map(|i| n / k + usize::from(i < n % k)).collect()
+    }
+
+    /// The summed gradient of `shards` (at most one per device) on the main device, and what
+    /// `shard_loss` returned beside each shard's loss. `shard_loss(replica, shard, device)` runs
+    /// the replica's forward pass and returns its loss already weighted by the shard's share of
+    /// the batch. One shard runs on the calling thread without forking.
+    pub fn gradients<M, S, T, F>(&self, model: &M, shards: Vec<S>, shard_loss: F) -> Result<(GradientsParams, Vec<T>)>
+    where
+        M: Module + Clone + Send,
+        S: Send,
+        T: Send,
+        F: Fn(&M, S, &lapa_model::burn::tensor::Device) -> Result<(Tensor<1>, T)> + Sync,
+    {
+        if shards.is_empty() || shards.len() > self.devices.len() {
+            bail!("{} shards for {} devices", shards.len(), self.devices.len());
+        }
+        if shards.len() == 1 {
+            let shard = shards.into_iter().next().expect("one shard");
+            let (loss, out) = shard_loss(model, shard, self.main())?;
+            return Ok((GradientsParams::from_grads(loss.backward(), model), vec![out]));
+        }
+        let main = self.main();
+        let shard_loss = &shard_loss;
+        let results: Vec<Result<(GradientsParams, T)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = shards
+                .into_iter()
+                .zip(&self.devices)
+                .map(|(shard, device)| {
+                    let replica = model.clone();
+                    s.spawn(move || {
+                        let replica = replica.fork(device);
+                        let (loss, out) = shard_loss(&replica, shard, device)?;
+                        let grads = GradientsParams::from_grads(loss.backward(), &replica).to_device(main, &replica);
+                        Ok((grads, out))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a replica's thread panicked")))).collect()
+        });
+        let mut acc = GradientsAccumulator::<M>::new();
+        let mut outs = Vec::with_capacity(results.len());
+        for r in results {
+            let (grads, out) = r?;
+            acc.accumulate(model, grads);
+            outs.push(out);
+        }
+        Ok((acc.grads(), outs))
+    }
+}
 
 /// Worker threads building batches `start..end` ahead of the trainer, in step order.
 #[derive(Debug)]

@@ -122,7 +122,10 @@ pub struct RuntimeArgs {
     /// Dataset camera (video key); the first one by default.
     #[arg(long)]
     pub camera: Option<String>,
-    /// Compute device: cpu (burn flex), ndarray, wgpu, cuda (GPU ones need a build with that feature).
+    /// Compute device: cpu (burn flex), ndarray, wgpu, cuda or cuda:N (GPU ones need a build with
+    /// that feature). Policy training (`lapa train latent|action|finetune`) also takes a
+    /// comma-separated list for data parallelism: `cuda:0,cuda:1`, or `cpu,cpu` (two replicas on
+    /// the one CPU device).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Frame-cache folder (default: $LAPA_CACHE or ~/.cache/lapa/frames).

@@ -145,7 +145,7 @@ fn config(stage: StageKind, data: Vec<PathBuf>, c: &CommonArgs, a: Option<&Actio
 }
 
 fn run_stage(cfg: VlaTrainConfig, c: &CommonArgs) -> Result<VlaSummary> {
-    let device = lapa_model::device(&c.rt.device)?;
+    let devices = lapa_model::devices(&c.rt.device)?;
     let cfg = if c.resume {
         let path = c.out.join(TRAIN_FILE);
         let saved: VlaTrainConfig = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("{}: no train.json to resume", c.out.display()))?)
@@ -157,7 +157,7 @@ fn run_stage(cfg: VlaTrainConfig, c: &CommonArgs) -> Result<VlaSummary> {
     } else {
         cfg
     };
-    let s = lapa_train::vla::train(&cfg, &c.out, &device, &c.rt.cache_dir(), c.resume, c.rt.quiet)?;
+    let s = lapa_train::vla::train(&cfg, &c.out, &devices, &c.rt.cache_dir(), c.resume, c.rt.quiet)?;
     if !c.rt.quiet {
         println!(
             "trained {} steps on {} samples: loss {:.4} -> {:.4}, accuracy {:.1}%; {} parameters; model in {}",

@@ -411,6 +411,47 @@ pub struct Batch {
     pub mask: Vec<f32>,
 }
 
+impl Batch {
+    /// Cuts the batch into consecutive shards of `sizes` samples (one per data-parallel replica).
+    pub fn split(self, sizes: &[usize]) -> Vec<Batch> {
+        assert_eq!(sizes.iter().sum::<usize>(), self.size, "shard sizes must add up to the batch");
+        fn cut<T: Clone>(v: &[T], n: usize, sizes: &[usize]) -> Vec<Vec<T>> {
+            let per = v.len().checked_div(n).unwrap_or(0);
+            let mut at = 0;
+            sizes
+                .iter()
+                .map(|&k| {
+                    let part = v[at * per..(at + k) * per].to_vec();
+                    at += k;
+                    part
+                })
+                .collect()
+        }
+        let n = self.size;
+        let mut patches = cut(&self.patches, n, sizes).into_iter();
+        let mut ids = cut(&self.text_ids, n, sizes).into_iter();
+        let mut weights = cut(&self.text_weights, n, sizes).into_iter();
+        let mut emb = cut(&self.text_emb, n, sizes).into_iter();
+        let mut state = cut(&self.state, n, sizes).into_iter();
+        let mut targets = cut(&self.targets, n, sizes).into_iter();
+        let mut mask = cut(&self.mask, n, sizes).into_iter();
+        let mut next = || -> Option<Batch> {
+            Some(Batch {
+                step: self.step,
+                size: 0,
+                patches: patches.next()?,
+                text_ids: ids.next()?,
+                text_weights: weights.next()?,
+                text_emb: emb.next()?,
+                state: state.next()?,
+                targets: targets.next()?,
+                mask: mask.next()?,
+            })
+        };
+        sizes.iter().map(|&k| Batch { size: k, ..next().expect("one part per size") }).collect()
+    }
+}
+
 /// How batches are made.
 #[derive(Debug, Clone)]
 pub struct BatchSpec {
@@ -487,4 +528,34 @@ pub fn make_batch(pool: &Pool, spec: &BatchSpec, step: u64) -> Batch {
         }
     }
     b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_splits_into_consecutive_shards_field_by_field() {
+        let n = 5;
+        let b = Batch {
+            step: 7,
+            size: n,
+            patches: (0..n * 6).map(|i| i as f32).collect(),
+            text_ids: (0..n as i64 * 2).collect(),
+            text_weights: vec![1.0; n * 2],
+            text_emb: Vec::new(),
+            state: (0..n * 3).map(|i| -(i as f32)).collect(),
+            targets: (0..n as i64 * 4).collect(),
+            mask: (0..n * 4).map(|i| (i % 2) as f32).collect(),
+        };
+        let whole = b.clone();
+        let parts = b.split(&[3, 2]);
+        assert_eq!(parts.iter().map(|p| p.size).collect::<Vec<_>>(), [3, 2]);
+        assert!(parts.iter().all(|p| p.step == 7 && p.text_emb.is_empty()));
+        assert_eq!(parts[1].patches, whole.patches[18..]);
+        assert_eq!(parts[0].state, whole.state[..9]);
+        assert_eq!(parts[1].targets, whole.targets[12..]);
+        let joined: Vec<f32> = parts.iter().flat_map(|p| p.mask.clone()).collect();
+        assert_eq!(joined, whole.mask);
+    }
 }

@@ -8,14 +8,14 @@ use lapa_model::artifact;
 use lapa_model::bins::QuantileBins;
 use lapa_model::burn::grad_clipping::GradientClippingConfig;
 use lapa_model::burn::module::Module;
-use lapa_model::burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use lapa_model::burn::optim::{AdamWConfig, ModuleOptimizer};
 use lapa_model::burn::tensor::{Device, Int, Tensor, TensorData};
 use lapa_model::policy::ActionSpec;
 use lapa_model::vla::{ActionHeadConfig, ActionTarget, HeadConfig, StateInput, TextInput, Vla, VlaConfig, VlaInput};
 use serde::{Deserialize, Serialize};
 
 use super::data::{self, Batch, BatchSpec, Pool, TargetKind};
-use crate::trainer::{Cadence, Loader, MODEL_DIR, Stage};
+use crate::trainer::{Cadence, Loader, MODEL_DIR, Replicas, Stage};
 
 /// Which stage a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,7 +146,8 @@ struct VlaStage {
     model_cfg: VlaConfig,
     model: Option<Vla>,
     opt: ModuleOptimizer,
-    device: Device,
+    /// The devices the batch is spread over (the first holds the model).
+    replicas: Replicas,
     has_state: bool,
     /// The step last taken (for the logged learning rate).
     cur_step: u64,
@@ -197,20 +198,35 @@ impl Stage for VlaStage {
 
     fn step(&mut self, step: u64, batch: Batch) -> Result<()> {
         debug_assert_eq!(batch.step, step);
-        let (input, targets, mask) = to_tensors(batch, &self.model_cfg, &self.device);
-        let mut model = self.model.take().expect("model present between steps");
-        let logits = model.forward(input); // [b, targets, classes]
-        let correct = logits.clone().argmax(2).squeeze_dim::<2>(2).equal(targets.clone()).float() * mask.clone();
-        let acc: f32 = (correct.sum() / mask.clone().sum().clamp_min(1.0)).into_scalar();
-        let loss = Vla::loss(logits, targets, mask);
-        let lv: f32 = loss.clone().into_scalar();
+        // Each replica's share of the loss: its masked targets over the batch's.
+        let total = batch.mask.iter().sum::<f32>().max(1.0);
+        let sizes = self.replicas.shard_sizes(batch.size);
+        let shards = batch.split(&sizes);
+        let model = self.model.take().expect("model present between steps");
+        let cfg = &self.model_cfg;
+        let r = self.replicas.gradients(&model, shards, |m, b, device| {
+            let share = b.mask.iter().sum::<f32>() / total;
+            let (input, targets, mask) = to_tensors(b, cfg, device);
+            let logits = m.forward(input); // [b, targets, classes]
+            let correct: f32 = (logits.clone().argmax(2).squeeze_dim::<2>(2).equal(targets.clone()).float() * mask.clone()).sum().into_scalar();
+            let loss = Vla::loss(logits, targets, mask);
+            let lv: f32 = loss.clone().into_scalar();
+            Ok((loss.mul_scalar(share), (lv * share, correct)))
+        });
+        let (g, parts) = match r {
+            Ok(r) => r,
+            Err(e) => {
+                self.model = Some(model);
+                return Err(e);
+            }
+        };
+        let lv: f32 = parts.iter().map(|p| p.0).sum();
+        let acc = parts.iter().map(|p| p.1).sum::<f32>() / total;
         if !lv.is_finite() {
+            self.model = Some(model);
             bail!("loss became {lv} at step {step}; lower --lr or check the data");
         }
-        let mut grads = loss.backward();
-        let g = GradientsParams::from_module(&mut grads, &model);
-        model = self.opt.step(self.lr(step), model, g);
-        self.model = Some(model);
+        self.model = Some(self.opt.step(self.lr(step), model, g));
         self.cur_step = step;
         if self.first_loss.is_nan() {
             self.first_loss = lv;
@@ -272,8 +288,15 @@ fn action_head(pool: &Pool, cfg: &VlaTrainConfig) -> Result<HeadConfig> {
 }
 
 /// Trains (or resumes) a policy run in `run`.
-pub fn train(cfg: &VlaTrainConfig, run: &Path, device: &Device, cache_dir: &Path, resume: bool, quiet: bool) -> Result<VlaSummary> {
+///
+/// `devices`: one or more (data parallelism, see [`Replicas`]); the first holds the model.
+pub fn train(cfg: &VlaTrainConfig, run: &Path, devices: &[Device], cache_dir: &Path, resume: bool, quiet: bool) -> Result<VlaSummary> {
     cfg.validate()?;
+    let device = devices.first().context("no device given")?;
+    if devices.len() > cfg.batch_size {
+        bail!("{} devices for a batch of {}: each device needs at least one sample", devices.len(), cfg.batch_size);
+    }
+    let replicas = Replicas::new(devices.iter().map(|d| d.clone().autodiff()).collect())?;
     // The model's image size and text encoder come from the preset, or from the run it
     // finetunes (whose trunk it keeps).
     // Seeded before the first initialisation it drives (burn's seed is global).
@@ -344,7 +367,7 @@ pub fn train(cfg: &VlaTrainConfig, run: &Path, device: &Device, cache_dir: &Path
         model_cfg: model_cfg.clone(),
         model: Some(model),
         opt: adamw.init(),
-        device: ad,
+        replicas,
         has_state: state.is_some(),
         cur_step: 0,
         win_loss: 0.0,
