@@ -197,6 +197,17 @@ fn cells(plan: &Plan, out: &Path) -> Vec<Cell> {
             }
         }
     }
+    // The main table (every row at N) before the few-label curve, so a partial run has whole rows.
+    let main = format!("-n{}", plan.n);
+    cells.sort_by_key(|c| {
+        if c.name.starts_with("pretrain-") {
+            0
+        } else if c.name.ends_with(&main) || c.name.contains(&format!("{main}-")) {
+            1
+        } else {
+            2
+        }
+    });
     cells
 }
 
@@ -216,6 +227,14 @@ pub fn run(plan: &Plan, out: &Path, jobs: usize, threads: usize, quiet: bool) ->
     let exe = std::env::current_exe().context("cannot find the lapa binary")?;
     let all = cells(plan, out);
     let mut done: BTreeMap<String, bool> = all.iter().map(|c| (c.name.clone(), c.done())).collect();
+    // A training cell whose every dependent is done (a finetune evaluated on all its splits) is
+    // not run again: its weights are not kept in the repository, its results are.
+    for c in all.iter().filter(|c| c.steps.is_some()) {
+        let mut dependents = all.iter().filter(|d| d.after.contains(&c.name)).peekable();
+        if dependents.peek().is_some() && dependents.all(|d| done[&d.name]) {
+            done.insert(c.name.clone(), true);
+        }
+    }
     let mut running: Vec<(Cell, Child, Instant)> = Vec::new();
     let log_path = out.join("commands.txt");
     let times_path = out.join("cell_seconds.json");
