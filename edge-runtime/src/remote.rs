@@ -93,8 +93,7 @@ impl RemotePolicy {
         if opts.reply_timeout.is_zero() || opts.connect_timeout.is_zero() {
             return Err(remote("the connect and reply timeouts must be positive"));
         }
-        let (ws, meta) = open(url, &opts)?;
-        let info = server_info(&meta, &opts).map_err(|e| remote(format!("{url}: the server's metadata: {e}")))?;
+        let (ws, info) = handshake(url, &opts)?;
         Ok(Self { url: url.to_string(), opts, info, ws: Some(ws), last_server_ms: None, reconnects: 0 })
     }
 
@@ -114,8 +113,7 @@ impl RemotePolicy {
     }
 
     fn reconnect(&mut self) -> Result<(), PolicyError> {
-        let (ws, meta) = open(&self.url, &self.opts)?;
-        let info = server_info(&meta, &self.opts).map_err(|e| remote(format!("{}: the server's metadata: {e}", self.url)))?;
+        let (ws, info) = handshake(&self.url, &self.opts)?;
         if info.spec != self.info.spec || info.keys != self.info.keys {
             return Err(remote(format!(
                 "{}: after reconnecting the server describes different actions or keys ({:?}) than when the run started ({:?}); restart the run",
@@ -231,6 +229,13 @@ fn truncate(s: &str, n: usize) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
+}
+
+/// Connects and reads what the server says about itself.
+fn handshake(url: &str, opts: &RemoteOptions) -> Result<(WebSocket<TcpStream>, ServerInfo), PolicyError> {
+    let (ws, meta) = open(url, opts)?;
+    let info = server_info(&meta, opts).map_err(|e| remote(format!("{url}: the server's metadata: {e}")))?;
+    Ok((ws, info))
 }
 
 /// Opens the websocket and reads the metadata frame.

@@ -63,14 +63,6 @@ impl Replicas {
         &self.devices[0]
     }
 
-    pub fn len(&self) -> usize {
-        self.devices.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.devices.is_empty()
-    }
-
     /// Sizes of the shards a batch of `n` is cut into: as even as possible, no empty shard
     /// (a batch smaller than the replica count uses fewer replicas).
     pub fn shard_sizes(&self, n: usize) -> Vec<usize> {
