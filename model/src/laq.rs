@@ -377,6 +377,24 @@ pub fn patchify(img: &[u8], side: usize, patch: usize, out: &mut Vec<f32>) {
     }
 }
 
+/// Like [`patchify`] for several frames of one side, stacked patch by patch: patch k of the
+/// output is patch k of every frame in turn, `[patches, frames · patch² · 3]`.
+pub fn patchify_stacked(frames: &[&[u8]], side: usize, patch: usize, out: &mut Vec<f32>) {
+    let g = side / patch;
+    for gy in 0..g {
+        for gx in 0..g {
+            for img in frames {
+                for py in 0..patch {
+                    let row = (gy * patch + py) * side + gx * patch;
+                    for &v in &img[row * 3..(row + patch) * 3] {
+                        out.push(f32::from(v) / 255.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Patch vectors (one image) back to HWC u8, clamping to [0, 1].
 pub fn unpatchify(patches: &[f32], side: usize, patch: usize) -> Vec<u8> {
     let g = side / patch;

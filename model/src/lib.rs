@@ -18,7 +18,7 @@ pub mod vla;
 
 pub use artifact::{load_laq, load_vla, save_laq, save_vla};
 pub use burn;
-pub use laq::{Laq, LaqConfig, LaqStep, Quantizer, QuantizerKind, patchify, unpatchify};
+pub use laq::{Laq, LaqConfig, LaqStep, Quantizer, QuantizerKind, patchify, patchify_stacked, unpatchify};
 pub use policy::{ActionSpec, Policy, PolicyError, PolicyInput};
 pub use vla::{HeadConfig, Vla, VlaConfig, VlaInput};
 

@@ -134,6 +134,10 @@ pub struct VlaConfig {
     #[config(default = "None")]
     pub state: Option<StateInput>,
     pub head: HeadConfig,
+    /// Frames per observation, stacked patch by patch: 1 for a policy; 2 for the VPT
+    /// inverse-dynamics model, which sees x_t and x_{t+1} and predicts the action between them.
+    #[config(default = 1)]
+    pub frames: usize,
 }
 
 /// Multiply-adds of a linear layer over `tokens` tokens, as FLOPs (2 per multiply-add).
@@ -175,8 +179,9 @@ impl VlaConfig {
         self.grid() * self.grid()
     }
 
+    /// Values per image token: `frames` RGB patches side by side.
     pub fn patch_dim(&self) -> usize {
-        self.patch_size * self.patch_size * 3
+        self.frames * self.patch_size * self.patch_size * 3
     }
 
     pub fn state_dim(&self) -> usize {
@@ -195,6 +200,9 @@ impl VlaConfig {
         }
         if self.image_size > crate::policy::MAX_CAMERA_SIDE {
             return bad(format!("image_size {} is larger than {}", self.image_size, crate::policy::MAX_CAMERA_SIDE));
+        }
+        if !(1..=8).contains(&self.frames) {
+            return bad(format!("frames {} must be in 1..=8", self.frames));
         }
         if self.dim == 0 || self.depth == 0 || self.heads == 0 || self.dim_head == 0 || self.ff_mult == 0 {
             return bad("dim, depth, heads, dim_head and ff_mult must be positive".into());
@@ -538,6 +546,12 @@ impl VlaPolicy {
         let HeadConfig::Action(head) = cfg.head.clone() else {
             return Err(ModelError::Config("this policy predicts latent actions; finetune it (`lapa train finetune`) before it can drive an arm".into()));
         };
+        if cfg.frames != 1 {
+            return Err(ModelError::Config(format!(
+                "this model takes {} frames per observation: it is an inverse-dynamics model (`lapa train idm`), which labels video, not a policy that drives an arm",
+                cfg.frames
+            )));
+        }
         let camera = crate::policy::CameraSpec { width: cfg.image_size, height: cfg.image_size, crop: None };
         Ok(Self { cfg, head, model, device, camera, text_cache: Default::default(), encoder, label: label.into() })
     }

@@ -5,7 +5,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use lapa_model::fsq::Fsq;
 use lapa_model::nsvq::{Nsvq, code_counts, perplexity};
-use lapa_model::{LaqConfig, QuantizerKind, load_laq, patchify, save_laq, unpatchify};
+use lapa_model::{LaqConfig, QuantizerKind, load_laq, patchify, patchify_stacked, save_laq, unpatchify};
 
 fn device() -> Device {
     lapa_model::device("cpu").expect("cpu device").autodiff()
@@ -31,6 +31,24 @@ fn patchify_round_trips() {
     // The first patch's second row starts at image row 1.
     assert_eq!(p[8 * 3], f32::from(img[32 * 3]) / 255.0);
     assert_eq!(unpatchify(&p, 32, 8), img);
+}
+
+#[test]
+fn stacked_patches_put_each_frames_patch_side_by_side() {
+    let a: Vec<u8> = (0..32 * 32 * 3).map(|i| (i * 7 % 251) as u8).collect();
+    let b: Vec<u8> = (0..32 * 32 * 3).map(|i| (i * 13 % 241) as u8).collect();
+    let (mut pa, mut pb, mut one, mut two) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    patchify(&a, 32, 8, &mut pa);
+    patchify(&b, 32, 8, &mut pb);
+    patchify_stacked(&[&a], 32, 8, &mut one);
+    patchify_stacked(&[&a, &b], 32, 8, &mut two);
+    assert_eq!(one, pa);
+    let pd = 8 * 8 * 3;
+    assert_eq!(two.len(), 2 * pa.len());
+    for k in 0..16 {
+        assert_eq!(two[2 * k * pd..(2 * k + 1) * pd], pa[k * pd..(k + 1) * pd], "patch {k} of frame 0");
+        assert_eq!(two[(2 * k + 1) * pd..(2 * k + 2) * pd], pb[k * pd..(k + 1) * pd], "patch {k} of frame 1");
+    }
 }
 
 #[test]
