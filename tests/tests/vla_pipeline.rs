@@ -279,3 +279,114 @@ fn bad_training_input_is_named() {
     let err = train(&tiny(StageKind::Latent, arm, 2), &run, &[device()], &cache, false, true).expect_err("no labels");
     assert!(format!("{err:#}").contains("one --labels folder per --data"), "{err:#}");
 }
+
+/// The VPT baseline end to end: an inverse-dynamics model on two labeled episodes learns the
+/// action between a frame and the next, labels video (its own episodes, a held-out one, and a
+/// hand dataset without actions), and action pretraining trains on those pseudo-actions.
+#[test]
+fn vpt_idm_pseudo_labels_video_that_action_pretraining_trains_on() {
+    use lapa_train::vla::vpt::{self, LabelOptions, PSEUDO_CSV, PSEUDO_META, PseudoActions, PseudoMeta};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let arm = dataset(tmp.path(), Embodiment::Arm, 3);
+    let hand = dataset(tmp.path(), Embodiment::Hand, 1);
+    let cache = tmp.path().join("cache");
+    let _g = training();
+
+    // The IDM predicts one absolute action: anything else is refused before training.
+    let mut bad = tiny(StageKind::Idm, arm.clone(), 2);
+    bad.chunk = 2;
+    let err = train(&bad, &tmp.path().join("bad"), &[device()], &cache, false, true).expect_err("chunk 2");
+    assert!(format!("{err:#}").contains("chunk 1"), "{err:#}");
+
+    let mut cfg = tiny(StageKind::Idm, arm.clone(), 300);
+    cfg.chunk = 1;
+    cfg.data.episodes = Some(2);
+    let idm = tmp.path().join("idm");
+    let s = train(&cfg, &idm, &[device()], &cache, false, true).expect("idm");
+    assert!(s.last_loss < 0.5 * s.first_loss, "the IDM did not fit its two episodes: loss {} -> {}", s.first_loss, s.last_loss);
+    let (icfg, _) = lapa_model::load_vla(&idm.join(MODEL_DIR), &device()).expect("load idm");
+    assert_eq!(icfg.frames, 2);
+    assert_eq!(icfg.patch_dim(), 2 * icfg.patch_size * icfg.patch_size * 3);
+
+    // Labelling the arm data: every frame, checked against the true actions.
+    let labels = tmp.path().join("vpt-arm");
+    let opts = |data: &Path, out: &Path| LabelOptions {
+        idm: idm.clone(),
+        data: data.to_path_buf(),
+        out: out.to_path_buf(),
+        camera: None,
+        cache_dir: cache.clone(),
+        batch: 7,
+        quiet: true,
+    };
+    let meta = vpt::label(&opts(&arm, &labels), &device()).expect("label arm");
+    let ds = lapa_dataset::Dataset::open(&arm).expect("open");
+    let frames: usize = ds.episodes.iter().map(|e| e.length).sum();
+    assert_eq!(meta.frames, frames);
+    let check = meta.check.clone().expect("the arm data has actions");
+    assert_eq!(check.train_episodes, 2);
+    assert_eq!(check.heldout_frames, ds.episodes[2].length);
+    // On its training episodes the IDM beats predicting each joint's mean action.
+    let mut truth = Vec::new();
+    for k in 0..2 {
+        truth.extend(ds.episode(k, false).expect("episode").action.expect("actions").data);
+    }
+    let d = meta.names.len();
+    let rows = truth.len() / d;
+    let mean_mae: f64 = (0..d)
+        .map(|j| {
+            let m = (0..rows).map(|r| f64::from(truth[r * d + j])).sum::<f64>() / rows as f64;
+            (0..rows).map(|r| (f64::from(truth[r * d + j]) - m).abs()).sum::<f64>() / rows as f64
+        })
+        .sum::<f64>()
+        / d as f64;
+    let idm_mae = check.mae_train.iter().sum::<f64>() / d as f64;
+    assert!(idm_mae < 0.5 * mean_mae, "IDM error {idm_mae:.3} vs the mean predictor's {mean_mae:.3}");
+    let read = PseudoActions::read(&labels).expect("read back");
+    // JSON keeps the figures to the last digit or so (serde_json's float parsing is not exact).
+    let close = |a: &[f64], b: &[f64]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-9 * x.abs().max(1.0));
+    let rc = read.meta.check.clone().expect("the check is kept");
+    assert!(close(&rc.mae_train, &check.mae_train) && close(&rc.mae_heldout, &check.mae_heldout), "{rc:?} vs {check:?}");
+    assert_eq!(PseudoMeta { check: None, ..read.meta.clone() }, PseudoMeta { check: None, ..meta.clone() });
+    assert_eq!(read.episode(ds.episodes[0].index, ds.episodes[0].length).expect("episode 0").len(), ds.episodes[0].length * d);
+
+    // Video without actions: the hand data gets labels too, and action pretraining takes them
+    // where it refuses the bare dataset.
+    let hand_labels = tmp.path().join("vpt-hand");
+    let hmeta = vpt::label(&opts(&hand, &hand_labels), &device()).expect("label hand");
+    assert!(hmeta.check.is_none());
+    let run = tmp.path().join("pre-vpt");
+    let err = train(&tiny(StageKind::Action, hand.clone(), 5), &run, &[device()], &cache, false, true).expect_err("bare hand data");
+    assert!(format!("{err:#}").contains("no action feature"), "{err:#}");
+    let mut pre = tiny(StageKind::Action, hand.clone(), 20);
+    pre.data.action_labels = vec![hand_labels.clone()];
+    let s = train(&pre, &run, &[device()], &cache, false, true).expect("pretraining on pseudo-actions");
+    assert!(s.last_loss.is_finite() && s.last_loss < s.first_loss, "loss {} -> {}", s.first_loss, s.last_loss);
+    let (pcfg, _) = lapa_model::load_vla(&run.join(MODEL_DIR), &device()).expect("load");
+    assert_eq!(pcfg.frames, 1);
+    let HeadConfig::Action(head) = &pcfg.head else { panic!("not an action head") };
+    assert_eq!(head.spec.names, meta.names);
+
+    // Labels of another dataset, a damaged row and a missing description are named.
+    pre.data.action_labels = vec![labels.clone()];
+    let err = train(&pre, &run.with_extension("x"), &[device()], &cache, false, true).expect_err("arm labels for hand data");
+    assert!(format!("{err:#}").contains("labels of another dataset"), "{err:#}");
+    let csv = std::fs::read_to_string(hand_labels.join(PSEUDO_CSV)).expect("csv");
+    let mut lines: Vec<String> = csv.lines().map(String::from).collect();
+    lines[2] = format!("0,1,NaN{}", ",0".repeat(d - 1));
+    std::fs::write(hand_labels.join(PSEUDO_CSV), lines.join("\n") + "\n").expect("write");
+    let err = PseudoActions::read(&hand_labels).expect_err("NaN");
+    assert!(format!("{err:#}").contains("line 3"), "{err:#}");
+    std::fs::remove_file(hand_labels.join(PSEUDO_META)).expect("rm");
+    let err = PseudoActions::read(&hand_labels).expect_err("no description");
+    assert!(format!("{err:#}").contains("incomplete"), "{err:#}");
+
+    // The IDM is not a policy: it neither drives the arm nor initialises a finetune.
+    let (c, m) = lapa_model::load_vla(&idm.join(MODEL_DIR), &device()).expect("load");
+    let Err(err) = VlaPolicy::new(c, m, device(), "idm") else { panic!("the IDM was taken as a policy") };
+    assert!(err.to_string().contains("inverse-dynamics"), "{err}");
+    let mut ft = tiny(StageKind::Finetune, arm.clone(), 2);
+    ft.init = Some(idm.clone());
+    let err = train(&ft, &tmp.path().join("ft"), &[device()], &cache, false, true).expect_err("finetune from the IDM");
+    assert!(format!("{err:#}").contains("inverse-dynamics"), "{err:#}");
+}

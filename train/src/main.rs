@@ -33,6 +33,9 @@ enum Command {
     /// Use a trained latent action quantizer: label datasets, write the latent-quality report.
     #[command(subcommand)]
     Laq(cmd::laq::LaqCommand),
+    /// The VPT baseline: pseudo-label video with an inverse-dynamics model (`lapa train idm`).
+    #[command(subcommand)]
+    Vpt(cmd::vla::VptCommand),
     /// Closed-loop evaluation of a policy run in the simulator: success rate with a 95% interval
     /// per task family, and a few rollouts as MP4.
     Eval(cmd::vla::EvalArgs),
@@ -60,6 +63,8 @@ fn main() -> Result<()> {
         Command::Train(cmd::laq::TrainCommand::Latent(a)) => cmd::vla::latent(&a).map(|_| ()),
         Command::Train(cmd::laq::TrainCommand::Action(a)) => cmd::vla::action(&a).map(|_| ()),
         Command::Train(cmd::laq::TrainCommand::Finetune(a)) => cmd::vla::finetune(&a).map(|_| ()),
+        Command::Train(cmd::laq::TrainCommand::Idm(a)) => cmd::vla::idm(&a).map(|_| ()),
+        Command::Vpt(c) => cmd::vla::vpt(c),
         Command::Eval(a) => cmd::vla::eval_cmd(&a).map(|_| ()),
         Command::Serve(a) => cmd::vla::serve_cmd(&a),
         Command::Experiment(c) => cmd::vla::experiment(c),

@@ -25,6 +25,10 @@ pub enum TrainCommand {
     /// Stage 3: finetuning. The pretrained trunk (--init RUN) gets a new quantile-bin action head
     /// and trains on a few labeled episodes; --init none trains the same model from scratch.
     Finetune(super::vla::FinetuneArgs),
+    /// The VPT baseline's inverse-dynamics model: the policy's trunk over a frame and the next
+    /// one, predicting the action between them, trained on a few labeled episodes. `lapa vpt
+    /// label` then pseudo-labels action-free video with it.
+    Idm(super::vla::IdmArgs),
 }
 
 #[derive(Debug, Clone, Args)]

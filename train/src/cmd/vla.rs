@@ -95,8 +95,29 @@ pub struct ActionTrainArgs {
     /// Labeled LeRobot datasets (with an `action` feature).
     #[arg(long = "data", required_unless_present = "resume")]
     pub data: Vec<PathBuf>,
+    /// Pseudo-actions of each --data source, in the same order (`lapa vpt label --out`), used
+    /// instead of the datasets' own actions: the VPT baseline's pretraining. The sources then
+    /// need no action feature.
+    #[arg(long = "action-labels")]
+    pub action_labels: Vec<PathBuf>,
     #[command(flatten)]
     pub action: ActionArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `lapa train idm`.
+#[derive(Debug, Clone, Args)]
+pub struct IdmArgs {
+    /// The labeled dataset.
+    #[arg(long, required_unless_present = "resume")]
+    pub data: Option<PathBuf>,
+    /// Use only its first N episodes (the VPT row trains its IDM on the finetuning set).
+    #[arg(long)]
+    pub episodes: Option<usize>,
+    /// Quantile bins per action dimension.
+    #[arg(long, default_value_t = 256)]
+    pub bins: usize,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -180,7 +201,66 @@ pub fn latent(a: &LatentArgs) -> Result<VlaSummary> {
 }
 
 pub fn action(a: &ActionTrainArgs) -> Result<VlaSummary> {
-    run_stage(config(StageKind::Action, a.data.clone(), &a.common, Some(&a.action)), &a.common)
+    let mut cfg = config(StageKind::Action, a.data.clone(), &a.common, Some(&a.action));
+    cfg.data.action_labels = a.action_labels.clone();
+    run_stage(cfg, &a.common)
+}
+
+pub fn idm(a: &IdmArgs) -> Result<VlaSummary> {
+    let mut cfg = config(StageKind::Idm, a.data.iter().cloned().collect(), &a.common, None);
+    (cfg.chunk, cfg.bins, cfg.data.episodes) = (1, a.bins, a.episodes);
+    run_stage(cfg, &a.common)
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum VptCommand {
+    /// Label every frame of a dataset with an inverse-dynamics model's action between it and the
+    /// next frame (`pseudo_actions.csv` + `pseudo_actions.json`), for `lapa train action
+    /// --action-labels`. Where the dataset has its own actions, their mean absolute error is
+    /// printed and kept, on the IDM's training episodes and on the others apart.
+    Label(VptLabelArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VptLabelArgs {
+    /// The inverse-dynamics run (`lapa train idm --out`).
+    #[arg(long)]
+    pub idm: PathBuf,
+    /// The LeRobot dataset whose video to label.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Labels folder to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Frames per forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub rt: RuntimeArgs,
+}
+
+pub fn vpt(c: VptCommand) -> Result<()> {
+    let VptCommand::Label(a) = c;
+    let device = lapa_model::device(&a.rt.device)?;
+    let o = lapa_train::vla::vpt::LabelOptions {
+        idm: a.idm.clone(),
+        data: a.data.clone(),
+        out: a.out.clone(),
+        camera: a.rt.camera.clone(),
+        cache_dir: a.rt.cache_dir(),
+        batch: a.batch,
+        quiet: a.rt.quiet,
+    };
+    let meta = lapa_train::vla::vpt::label(&o, &device)?;
+    if !a.rt.quiet {
+        println!("labelled {} frames of {} with {} actions: {}", meta.frames, a.data.display(), meta.names.len(), a.out.display());
+        if let Some(c) = &meta.check {
+            let f = |v: &[f64]| v.iter().zip(&meta.names).map(|(x, n)| format!("{n} {x:.2}")).collect::<Vec<_>>().join(", ");
+            println!("mean absolute error vs the dataset's actions: IDM's {} training episodes: {}", c.train_episodes, f(&c.mae_train));
+            println!("  on the other {} frames: {}", c.heldout_frames, f(&c.mae_heldout));
+        }
+    }
+    Ok(())
 }
 
 pub fn finetune(a: &FinetuneArgs) -> Result<VlaSummary> {

@@ -174,6 +174,9 @@ pub struct LoadSpec<'a> {
     pub data: &'a [PathBuf],
     /// `labels[i]` labels `data[i]` (latent targets).
     pub labels: &'a [PathBuf],
+    /// `action_labels[i]` replaces `data[i]`'s actions with pseudo-actions (`lapa vpt label`);
+    /// empty: the datasets' own actions.
+    pub action_labels: &'a [PathBuf],
     pub camera: Option<&'a str>,
     /// Frame side the policy takes.
     pub side: usize,
@@ -202,12 +205,19 @@ fn feature_units(ds: &Dataset, names: &[String]) -> Vec<String> {
 
 /// Loads the sources.
 pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
-    let LoadSpec { data, labels, camera, side, cache_dir, kind, episodes, need_state, text, quiet } = *spec;
+    let LoadSpec { data, labels, action_labels, camera, side, cache_dir, kind, episodes, need_state, text, quiet } = *spec;
     if data.is_empty() {
         bail!("no --data given");
     }
     if kind == TargetKind::Latent && labels.len() != data.len() {
         bail!("latent pretraining needs one --labels folder per --data source ({} --data, {} --labels)", data.len(), labels.len());
+    }
+    if !action_labels.is_empty() && (action_labels.len() != data.len() || kind == TargetKind::Latent) {
+        bail!(
+            "--action-labels: one pseudo-action folder per --data source ({} --data, {} --action-labels), for action training only",
+            data.len(),
+            action_labels.len()
+        );
     }
     let mut pool = Pool {
         caches: Vec::new(),
@@ -260,8 +270,27 @@ pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
         } else if (pool.fps - ds.info.fps).abs() > 1e-6 {
             bail!("{}: {} fps, but the first source has {} fps; mix sources of one rate", path.display(), ds.info.fps, pool.fps);
         }
+        let pseudo = match action_labels.get(si) {
+            Some(dir) => {
+                let p = super::vpt::PseudoActions::read(dir)?;
+                if p.meta.frames != cache.meta.frames {
+                    bail!(
+                        "{}: pseudo-actions for {} frames, but {} has {}: labels of another dataset?",
+                        dir.display(),
+                        p.meta.frames,
+                        path.display(),
+                        cache.meta.frames
+                    );
+                }
+                Some(p)
+            }
+            None => None,
+        };
         let state_dim = ds.info.features.get("observation.state").and_then(|f| f.shape.first().copied()).unwrap_or(0);
-        let action_dim = ds.info.features.get("action").and_then(|f| f.shape.first().copied()).unwrap_or(0);
+        let action_dim = match &pseudo {
+            Some(p) => p.meta.names.len(),
+            None => ds.info.features.get("action").and_then(|f| f.shape.first().copied()).unwrap_or(0),
+        };
         if need_state && state_dim == 0 {
             bail!("{}: no observation.state feature in meta/info.json, but the policy takes a state token (or delta targets)", path.display());
         }
@@ -270,8 +299,14 @@ pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
                 bail!("{}: no action feature in meta/info.json: action training and finetuning need a labeled dataset", path.display());
             }
             if pool.action_dim == 0 {
-                pool.action_names = feature_names(&ds, "action", action_dim);
-                pool.action_units = feature_units(&ds, &pool.action_names);
+                (pool.action_names, pool.action_units) = match &pseudo {
+                    Some(p) => (p.meta.names.clone(), p.meta.units.clone()),
+                    None => {
+                        let names = feature_names(&ds, "action", action_dim);
+                        let units = feature_units(&ds, &names);
+                        (names, units)
+                    }
+                };
             } else if pool.action_dim != action_dim {
                 bail!("{}: {action_dim} action dimensions, the first source has {}", path.display(), pool.action_dim);
             }
@@ -313,9 +348,10 @@ pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
                 }
             };
             let state = if need_state { ep.state.map(|m| m.data) } else { None };
-            let action = match kind {
-                TargetKind::Action { .. } => Some(ep.action.with_context(|| format!("{}: episode {ei} has no action rows", path.display()))?.data),
-                TargetKind::Latent => None,
+            let action = match (kind, &pseudo) {
+                (TargetKind::Action { .. }, Some(p)) => Some(p.episode(ei, clip.len)?),
+                (TargetKind::Action { .. }, None) => Some(ep.action.with_context(|| format!("{}: episode {ei} has no action rows", path.display()))?.data),
+                (TargetKind::Latent, _) => None,
             };
             let e = eps.len();
             for t in 0..clip.len {
@@ -466,6 +502,9 @@ pub struct BatchSpec {
     pub state_norm: Option<(Vec<f32>, Vec<f32>)>,
     /// Random crop keeping at least `1 − crop` of the side, resized back (0 = off).
     pub crop: f32,
+    /// Frames per sample, t, t+1, … (the last frame of an episode repeats): 1 for a policy,
+    /// 2 for the inverse-dynamics model.
+    pub frames: usize,
 }
 
 /// Batch `step`: a pure function of `(spec.seed, step)`.
@@ -486,22 +525,28 @@ pub fn make_batch(pool: &Pool, spec: &BatchSpec, step: u64) -> Batch {
     for _ in 0..n {
         let s = &pool.samples[rng.below(pool.samples.len())];
         let e = pool.episode(s);
-        let frame = pool.caches[s.source].frame(e.start + s.t);
+        let frames: Vec<&[u8]> = (0..spec.frames.max(1)).map(|k| pool.caches[s.source].frame(e.start + (s.t + k).min(e.len - 1))).collect();
         if spec.crop > 0.0 {
+            // One crop for every frame of the sample.
             let side = spec.side;
             let cs = side - ((side as f32 * spec.crop * rng.f32()) as usize).min(side - 1);
             let (cx, cy) = (rng.below(side - cs + 1), rng.below(side - cs + 1));
-            let mut img = vec![0u8; side * side * 3];
-            for y in 0..side {
-                let sy = cy + y * cs / side;
-                for x in 0..side {
-                    let sx = cx + x * cs / side;
-                    img[(y * side + x) * 3..(y * side + x) * 3 + 3].copy_from_slice(&frame[(sy * side + sx) * 3..(sy * side + sx) * 3 + 3]);
+            let crop = |frame: &[u8]| {
+                let mut img = vec![0u8; side * side * 3];
+                for y in 0..side {
+                    let sy = cy + y * cs / side;
+                    for x in 0..side {
+                        let sx = cx + x * cs / side;
+                        img[(y * side + x) * 3..(y * side + x) * 3 + 3].copy_from_slice(&frame[(sy * side + sx) * 3..(sy * side + sx) * 3 + 3]);
+                    }
                 }
-            }
-            lapa_model::patchify(&img, spec.side, spec.patch, &mut b.patches);
+                img
+            };
+            let imgs: Vec<Vec<u8>> = frames.iter().map(|f| crop(f)).collect();
+            let refs: Vec<&[u8]> = imgs.iter().map(Vec::as_slice).collect();
+            lapa_model::patchify_stacked(&refs, spec.side, spec.patch, &mut b.patches);
         } else {
-            lapa_model::patchify(frame, spec.side, spec.patch, &mut b.patches);
+            lapa_model::patchify_stacked(&frames, spec.side, spec.patch, &mut b.patches);
         }
         match &pool.text[e.instruction] {
             TextRepr::Hashed(ids, w) => {

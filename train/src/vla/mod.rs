@@ -6,5 +6,6 @@ pub mod eval;
 pub mod experiment;
 pub mod plot;
 pub mod train;
+pub mod vpt;
 
 pub use train::{StageKind, VlaSummary, VlaTrainConfig, train};

@@ -27,6 +27,9 @@ pub enum StageKind {
     Action,
     /// Stage 3: a new action head on a few labeled episodes, from `init` (or from scratch).
     Finetune,
+    /// The VPT baseline's inverse-dynamics model: (x_t, x_{t+1}) → the action between them,
+    /// on the few labeled episodes.
+    Idm,
 }
 
 /// AdamW with linear warm-up, then constant.
@@ -56,6 +59,10 @@ pub struct DataConfig {
     /// One labels folder per data source (latent pretraining).
     #[serde(default)]
     pub labels: Vec<PathBuf>,
+    /// One pseudo-actions folder per data source replacing its actions (`lapa vpt label`; the
+    /// VPT row's pretraining).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub action_labels: Vec<PathBuf>,
     pub camera: Option<String>,
     /// Keep the first N episodes of each source (finetuning's few labeled episodes).
     pub episodes: Option<usize>,
@@ -93,7 +100,7 @@ impl VlaTrainConfig {
             stage,
             preset: "small".into(),
             init: None,
-            data: DataConfig { data, labels: Vec::new(), camera: None, episodes: None, crop: 0.0 },
+            data: DataConfig { data, labels: Vec::new(), action_labels: Vec::new(), camera: None, episodes: None, crop: 0.0 },
             optimizer: OptimConfig::default(),
             chunk: 4,
             bins: 256,
@@ -123,6 +130,16 @@ impl VlaTrainConfig {
         }
         if self.chunk == 0 || self.chunk > 64 {
             bail!("chunk must be in 1..=64, got {}", self.chunk);
+        }
+        if self.stage == StageKind::Idm && (self.chunk != 1 || self.target != ActionTarget::Absolute || self.state) {
+            bail!("the inverse-dynamics model predicts the one absolute action between its two frames, without a state token (chunk 1, absolute targets)");
+        }
+        if !self.data.action_labels.is_empty() && (self.stage != StageKind::Action || self.data.action_labels.len() != self.data.data.len()) {
+            bail!(
+                "pseudo-action labels are for action pretraining (`lapa train action`), one folder per --data source ({} --data, {} --action-labels)",
+                self.data.data.len(),
+                self.data.action_labels.len()
+            );
         }
         Ok(())
     }
@@ -309,9 +326,18 @@ pub fn train(cfg: &VlaTrainConfig, run: &Path, devices: &[Device], cache_dir: &P
         (Some(_), _) => bail!("--init is for finetuning"),
         (None, _) => None,
     };
+    if let (Some((c, _)), Some(dir)) = (&init, &cfg.init)
+        && c.frames != 1
+    {
+        bail!("{}: an inverse-dynamics model ({} frames per observation) labels video; it is not a policy trunk to finetune", dir.display(), c.frames);
+    }
     let base = match &init {
         Some((c, _)) => c.clone(),
-        None => VlaConfig::preset(&cfg.preset, HeadConfig::Latent { tokens: 1, vocabulary: 2 })?,
+        None => {
+            let p = VlaConfig::preset(&cfg.preset, HeadConfig::Latent { tokens: 1, vocabulary: 2 })?;
+            // The IDM: the same trunk over stacked (x_t, x_{t+1}) patches.
+            if cfg.stage == StageKind::Idm { VlaConfig { frames: 2, ..p } } else { p }
+        }
     };
     let kind = match cfg.stage {
         StageKind::Latent => TargetKind::Latent,
@@ -322,6 +348,7 @@ pub fn train(cfg: &VlaTrainConfig, run: &Path, devices: &[Device], cache_dir: &P
     let mut pool = data::load(&data::LoadSpec {
         data: &d.data,
         labels: &d.labels,
+        action_labels: &d.action_labels,
         camera: d.camera.as_deref(),
         side: base.image_size,
         cache_dir,
@@ -403,6 +430,7 @@ pub fn train(cfg: &VlaTrainConfig, run: &Path, devices: &[Device], cache_dir: &P
         },
         state_norm: state.map(|s| (s.mean, s.std)),
         crop: cfg.data.crop,
+        frames: model_cfg.frames,
     };
     let samples = pool.samples.len();
     let pool = Arc::new(pool);
