@@ -55,7 +55,7 @@ pub const ROWS: [(&str, &str); 5] = [
     ("lapa-arm", "latent pretraining on the arm episodes' video (no actions)"),
     ("lapa-hand", "latent pretraining on the hand's video only"),
     ("actionvla", "pretraining on the arm episodes' true actions (the upper bound)"),
-    ("vpt", "an inverse-dynamics model from the N labeled episodes pseudo-labels the video (not built yet)"),
+    ("vpt", "an inverse-dynamics model trained on the N labeled episodes pseudo-labels the arm video with actions; the policy pretrains on them"),
 ];
 
 impl Plan {
@@ -76,7 +76,7 @@ impl Plan {
             bins: 256,
             rollouts: 100,
             splits: ["seen", "unseen-objects", "unseen-instructions", "unseen-env"].map(String::from).to_vec(),
-            rows: ["scratch", "lapa-arm", "lapa-hand", "actionvla"].map(String::from).to_vec(),
+            rows: ["scratch", "lapa-arm", "lapa-hand", "actionvla", "vpt"].map(String::from).to_vec(),
             seed: 0,
         }
     }
@@ -85,9 +85,6 @@ impl Plan {
         for r in &self.rows {
             if !ROWS.iter().any(|(n, _)| n == r) {
                 bail!("plan: unknown row {r:?} (rows: {})", ROWS.map(|r| r.0).join(", "));
-            }
-            if r == "vpt" {
-                bail!("plan: the vpt row needs the inverse-dynamics model, which is not built yet");
             }
         }
         for s in &self.splits {
@@ -160,6 +157,7 @@ fn cells(plan: &Plan, out: &Path) -> Vec<Cell> {
     let mut cells = Vec::new();
     for row in &plan.rows {
         let pre = runs.join(format!("pretrain-{row}"));
+        let mut pre_after = vec![];
         let pre_cell = match row.as_str() {
             "lapa-arm" | "lapa-hand" => {
                 let (d, l) = if row == "lapa-arm" { (&plan.arm, &plan.arm_labels) } else { (&plan.hand, &plan.hand_labels) };
@@ -173,10 +171,33 @@ fn cells(plan: &Plan, out: &Path) -> Vec<Cell> {
                 a.extend(common(plan.pretrain_steps, &pre));
                 Some(a)
             }
+            "vpt" => {
+                // The inverse-dynamics model on the same N labeled episodes, then its labels of
+                // every arm episode's video, then pretraining on them.
+                let idm = runs.join(format!("idm-n{}", plan.n));
+                let mut a = vec!["train".to_string(), "idm".into(), "--data".into(), s(&plan.arm), "--episodes".into(), plan.n.to_string()];
+                a.extend(["--bins".into(), plan.bins.to_string()]);
+                a.extend(common(plan.finetune_steps, &idm));
+                cells.push(Cell { name: format!("idm-n{}", plan.n), args: a, output: idm.clone(), steps: Some(plan.finetune_steps), after: vec![] });
+                let labels = runs.join("vpt-labels");
+                let a = ["vpt", "label", "--idm", &s(&idm), "--data", &s(&plan.arm), "--out", &s(&labels), "--quiet"].map(String::from).to_vec();
+                cells.push(Cell {
+                    name: "label-vpt".into(),
+                    args: a,
+                    output: labels.join(super::vpt::PSEUDO_META),
+                    steps: None,
+                    after: vec![format!("idm-n{}", plan.n)],
+                });
+                pre_after.push("label-vpt".to_string());
+                let mut a = vec!["train".to_string(), "action".into(), "--data".into(), s(&plan.arm), "--action-labels".into(), s(&labels)];
+                a.extend(head());
+                a.extend(common(plan.pretrain_steps, &pre));
+                Some(a)
+            }
             _ => None,
         };
         if let Some(args) = pre_cell {
-            cells.push(Cell { name: format!("pretrain-{row}"), args, output: pre.clone(), steps: Some(plan.pretrain_steps), after: vec![] });
+            cells.push(Cell { name: format!("pretrain-{row}"), args, output: pre.clone(), steps: Some(plan.pretrain_steps), after: pre_after });
         }
         for n in plan.ns(row) {
             let ft = runs.join(format!("ft-{row}-n{n}"));
@@ -219,7 +240,9 @@ pub fn run(plan: &Plan, out: &Path, jobs: usize, threads: usize, quiet: bool) ->
     let plan_path = out.join("plan.json");
     if plan_path.is_file() {
         let old: Plan = serde_json::from_slice(&std::fs::read(&plan_path)?).with_context(|| format!("{}: not a plan", plan_path.display()))?;
-        if old != *plan {
+        // A plan may gain rows (a later sitting adds a baseline); every other setting must match.
+        let grows = old.rows.iter().all(|r| plan.rows.contains(r)) && Plan { rows: plan.rows.clone(), ..old.clone() } == *plan;
+        if !grows {
             bail!("{}: the experiment in this folder has another plan; use another --out or delete it", plan_path.display());
         }
     }
