@@ -196,7 +196,6 @@ fn latent_pretraining_memorises_a_handful_of_frames_then_finetuning_swaps_the_he
     assert_eq!(l1.len(), l2.len());
     assert!(l1.iter().zip(&l2).all(|(a, b)| (a - b).abs() < 1e-4), "one device {l1:?}, two replicas {l2:?}");
     let d = max_diff(&a, &logits_probe(&dp));
-    assert!(d < 1e-3, "two replicas end {d} away from one device");
     // Not vacuous: half the batch on one device (what each replica sees) trains differently.
     let mut halfbatch = ft.clone();
     halfbatch.batch_size /= 2;
@@ -204,6 +203,13 @@ fn latent_pretraining_memorises_a_handful_of_frames_then_finetuning_swaps_the_he
     train(&halfbatch, &hb, &[device()], &cache, false, true).expect("half batch");
     let l3 = losses(&hb);
     assert!(l1.iter().zip(&l3).any(|(a, b)| (a - b).abs() > 1e-3), "half the batch logged the same losses {l3:?}");
+    // Two replicas sum the gradients in another order than one device, and Adam carries that
+    // rounding through every step: the end point is compared with how far a genuinely different
+    // run (half the batch) ends, and with the logits' own scale.
+    let dh = max_diff(&a, &logits_probe(&hb));
+    let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    eprintln!("two replicas {d}, half batch {dh}, logit scale {scale}");
+    assert!(d < 0.02 * dh && d < 1e-3 * scale.max(1.0), "two replicas end {d} away from one device (half the batch: {dh}; logits up to {scale})");
 
     // The finetuned policy drives the simulator through the eval harness and the policy trait;
     // frames of another size are resized as the camera spec says.
