@@ -9,7 +9,7 @@
 #   - for the aarch64 board build (scripts/cross-check.sh): gcc-aarch64-linux-gnu, libclang-dev,
 #     libudev-dev:arm64, qemu-user and the rustup target.
 # Then: rustfmt check; cargo test --workspace; clippy with -D warnings (workspace, all targets, and
-# the firmware); the no_std bridge core and the RP2040 firmware for thumbv6m; the official Feetech
+# the firmware); the wgpu build type-checked; the no_std bridge core and the RP2040 firmware for thumbv6m; the official Feetech
 # SDK against the simulated servo bus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +50,9 @@ cargo test --workspace --locked "$@"
 
 echo "test.sh: clippy (-D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "test.sh: the GPU (wgpu/Vulkan) build of the trainer and the board binary, type-checked"
+cargo check --locked -q -p lapa-train -p lapa-edge --features lapa-train/wgpu,lapa-edge/wgpu
 
 echo "test.sh: no_std bridge core for thumbv6m-none-eabi"
 cargo build --locked -p lapa-bridge -p lapa-wire -p lapa-boards --no-default-features --target thumbv6m-none-eabi --lib
