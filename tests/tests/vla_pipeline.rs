@@ -314,6 +314,74 @@ fn vpt_idm_pseudo_labels_video_that_action_pretraining_trains_on() {
     assert_eq!(icfg.frames, 2);
     assert_eq!(icfg.patch_dim(), 2 * icfg.patch_size * icfg.patch_size * 3);
 
+    // The IDM's batches pair each frame with the next one of its episode (the last with itself)
+    // and leave the single-frame batch unchanged: the first half of every stacked patch is it.
+    {
+        use lapa_train::vla::data::{BatchSpec, LoadSpec, TargetKind, load, make_batch};
+        let kind = TargetKind::Action { chunk: 1, target: lapa_model::vla::ActionTarget::Absolute };
+        let data = [arm.clone()];
+        let pool = load(&LoadSpec {
+            data: &data,
+            labels: &[],
+            action_labels: &[],
+            camera: None,
+            side: icfg.image_size,
+            cache_dir: &cache,
+            kind,
+            episodes: None,
+            need_state: false,
+            text: &icfg.text,
+            quiet: true,
+        })
+        .expect("pool");
+        let line: Vec<f32> = (0..200).map(|i| i as f32 - 100.0).collect();
+        let bins = vec![lapa_model::bins::QuantileBins::fit(&line, 8).expect("bins"); 6];
+        let spec = |frames: usize, crop: f32| BatchSpec {
+            batch_size: 24,
+            side: icfg.image_size,
+            patch: icfg.patch_size,
+            seed: 11,
+            kind,
+            bins: bins.clone(),
+            state_norm: None,
+            crop,
+            frames,
+        };
+        let half = icfg.patch_size * icfg.patch_size * 3;
+        let split = |p: &[f32]| -> (Vec<f32>, Vec<f32>) {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for c in p.chunks(2 * half) {
+                a.extend_from_slice(&c[..half]);
+                b.extend_from_slice(&c[half..]);
+            }
+            (a, b)
+        };
+        let patches = |f: &[u8]| {
+            let mut v = Vec::new();
+            lapa_model::patchify(f, icfg.image_size, icfg.patch_size, &mut v);
+            v
+        };
+        for crop in [0.0, 0.3] {
+            let (one, two) = (make_batch(&pool, &spec(1, crop), 5), make_batch(&pool, &spec(2, crop), 5));
+            assert_eq!(two.patches.len(), 2 * one.patches.len());
+            let (first, second) = split(&two.patches);
+            assert_eq!(first, one.patches, "crop {crop}: frame t of the pair is not the single-frame batch");
+            if crop == 0.0 {
+                let per = one.patches.len() / one.size;
+                for k in 0..one.size {
+                    let (x, y) = (&first[k * per..(k + 1) * per], &second[k * per..(k + 1) * per]);
+                    let found = pool.episodes[0].iter().any(|e| {
+                        (0..e.len).any(|t| {
+                            let nt = (t + 1).min(e.len - 1);
+                            patches(pool.caches[0].frame(e.start + t)) == x && patches(pool.caches[0].frame(e.start + nt)) == y
+                        })
+                    });
+                    assert!(found, "sample {k}: the second frame is not the next one of its episode");
+                }
+            }
+        }
+    }
+
     // Labelling the arm data: every frame, checked against the true actions.
     let labels = tmp.path().join("vpt-arm");
     let opts = |data: &Path, out: &Path| LabelOptions {
@@ -330,7 +398,7 @@ fn vpt_idm_pseudo_labels_video_that_action_pretraining_trains_on() {
     let frames: usize = ds.episodes.iter().map(|e| e.length).sum();
     assert_eq!(meta.frames, frames);
     let check = meta.check.clone().expect("the arm data has actions");
-    assert_eq!(check.train_episodes, 2);
+    assert_eq!(check.train_episodes, Some(2));
     assert_eq!(check.heldout_frames, ds.episodes[2].length);
     // On its training episodes the IDM beats predicting each joint's mean action.
     let mut truth = Vec::new();
@@ -346,13 +414,15 @@ fn vpt_idm_pseudo_labels_video_that_action_pretraining_trains_on() {
         })
         .sum::<f64>()
         / d as f64;
-    let idm_mae = check.mae_train.iter().sum::<f64>() / d as f64;
+    let idm_mae = check.mae_train.as_ref().expect("training frames").iter().sum::<f64>() / d as f64;
     assert!(idm_mae < 0.5 * mean_mae, "IDM error {idm_mae:.3} vs the mean predictor's {mean_mae:.3}");
     let read = PseudoActions::read(&labels).expect("read back");
     // JSON keeps the figures to the last digit or so (serde_json's float parsing is not exact).
     let close = |a: &[f64], b: &[f64]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-9 * x.abs().max(1.0));
     let rc = read.meta.check.clone().expect("the check is kept");
-    assert!(close(&rc.mae_train, &check.mae_train) && close(&rc.mae_heldout, &check.mae_heldout), "{rc:?} vs {check:?}");
+    let (rt, ct) = (rc.mae_train.as_deref().unwrap_or_default(), check.mae_train.as_deref().unwrap_or_default());
+    let (rh, ch) = (rc.mae_heldout.as_deref().unwrap_or_default(), check.mae_heldout.as_deref().unwrap_or_default());
+    assert!(!ch.is_empty() && close(rt, ct) && close(rh, ch), "{rc:?} vs {check:?}");
     assert_eq!(PseudoMeta { check: None, ..read.meta.clone() }, PseudoMeta { check: None, ..meta.clone() });
     assert_eq!(read.episode(ds.episodes[0].index, ds.episodes[0].length).expect("episode 0").len(), ds.episodes[0].length * d);
 
@@ -383,6 +453,19 @@ fn vpt_idm_pseudo_labels_video_that_action_pretraining_trains_on() {
     std::fs::write(hand_labels.join(PSEUDO_CSV), lines.join("\n") + "\n").expect("write");
     let err = PseudoActions::read(&hand_labels).expect_err("NaN");
     assert!(format!("{err:#}").contains("line 3"), "{err:#}");
+    // A short row, a row twice, a row missing.
+    let damaged = |edit: &dyn Fn(&mut Vec<String>), want: &str| {
+        let mut l: Vec<String> = csv.lines().map(String::from).collect();
+        edit(&mut l);
+        std::fs::write(hand_labels.join(PSEUDO_CSV), l.join("\n") + "\n").expect("write");
+        let err = PseudoActions::read(&hand_labels).expect_err(want);
+        assert!(format!("{err:#}").contains(want), "{want}: {err:#}");
+    };
+    damaged(&|l| l[4] = l[4].rsplit_once(',').expect("fields").0.to_string(), "line 5");
+    damaged(&|l| l[4] = l[3].clone(), "appears twice");
+    damaged(&|l| drop(l.remove(4)), "rows but");
+    std::fs::write(hand_labels.join(PSEUDO_CSV), &csv).expect("restore");
+    assert!(PseudoActions::read(&hand_labels).is_ok());
     std::fs::remove_file(hand_labels.join(PSEUDO_META)).expect("rm");
     let err = PseudoActions::read(&hand_labels).expect_err("no description");
     assert!(format!("{err:#}").contains("incomplete"), "{err:#}");

@@ -256,8 +256,14 @@ pub fn vpt(c: VptCommand) -> Result<()> {
         println!("labelled {} frames of {} with {} actions: {}", meta.frames, a.data.display(), meta.names.len(), a.out.display());
         if let Some(c) = &meta.check {
             let f = |v: &[f64]| v.iter().zip(&meta.names).map(|(x, n)| format!("{n} {x:.2}")).collect::<Vec<_>>().join(", ");
-            println!("mean absolute error vs the dataset's actions: IDM's {} training episodes: {}", c.train_episodes, f(&c.mae_train));
-            println!("  on the other {} frames: {}", c.heldout_frames, f(&c.mae_heldout));
+            let g = |v: &Option<Vec<f64>>| v.as_ref().map_or_else(|| "no frames".to_string(), |v| f(v));
+            match c.train_episodes {
+                Some(n) => println!("mean absolute error vs the dataset's actions: IDM's {n} training episodes: {}", g(&c.mae_train)),
+                None => println!(
+                    "mean absolute error vs the dataset's actions (the IDM's training episodes are not known for this dataset; all count as held out):"
+                ),
+            }
+            println!("  on the other {} frames: {}", c.heldout_frames, g(&c.mae_heldout));
         }
     }
     Ok(())

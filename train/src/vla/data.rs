@@ -156,7 +156,7 @@ pub enum TargetKind {
     Action { chunk: usize, target: ActionTarget },
 }
 
-fn feature_names(ds: &Dataset, key: &str, dim: usize) -> Vec<String> {
+pub(crate) fn feature_names(ds: &Dataset, key: &str, dim: usize) -> Vec<String> {
     let names = ds.info.features.get(key).and_then(|f| f.names.as_ref()).and_then(|v| match v {
         serde_json::Value::Array(a) => Some(a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect::<Vec<_>>()),
         serde_json::Value::Object(o) => o.values().next().and_then(|x| x.as_array()).map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()),
@@ -273,6 +273,21 @@ pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
         let pseudo = match action_labels.get(si) {
             Some(dir) => {
                 let p = super::vpt::PseudoActions::read(dir)?;
+                if (p.meta.fps - ds.info.fps).abs() > 1e-6 {
+                    bail!(
+                        "{}: pseudo-actions at {} fps, but {} has {} fps: labels of another dataset?",
+                        dir.display(),
+                        p.meta.fps,
+                        path.display(),
+                        ds.info.fps
+                    );
+                }
+                if ds.info.features.contains_key("action") {
+                    let own = feature_names(&ds, "action", ds.info.features.get("action").and_then(|f| f.shape.first().copied()).unwrap_or(0));
+                    if own != p.meta.names {
+                        bail!("{}: pseudo-actions named {:?}, but {}'s actions are {:?}", dir.display(), p.meta.names, path.display(), own);
+                    }
+                }
                 if p.meta.frames != cache.meta.frames {
                     bail!(
                         "{}: pseudo-actions for {} frames, but {} has {}: labels of another dataset?",
@@ -309,6 +324,10 @@ pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
                 };
             } else if pool.action_dim != action_dim {
                 bail!("{}: {action_dim} action dimensions, the first source has {}", path.display(), pool.action_dim);
+            } else if let Some(p) = &pseudo
+                && p.meta.names != pool.action_names
+            {
+                bail!("{}: pseudo-actions named {:?}, but the first source's actions are {:?}", path.display(), p.meta.names, pool.action_names);
             }
             pool.action_dim = action_dim;
         }

@@ -221,7 +221,7 @@ fn cells(plan: &Plan, out: &Path) -> Vec<Cell> {
     // The main table (every row at N) before the few-label curve, so a partial run has whole rows.
     let main = format!("-n{}", plan.n);
     cells.sort_by_key(|c| {
-        if c.name.starts_with("pretrain-") {
+        if c.name.starts_with("pretrain-") || c.name.starts_with("idm-") || c.name == "label-vpt" {
             0
         } else if c.name.ends_with(&main) || c.name.contains(&format!("{main}-")) {
             1
@@ -294,7 +294,8 @@ pub fn run(plan: &Plan, out: &Path, jobs: usize, threads: usize, quiet: bool) ->
         let mut ready: Vec<Cell> =
             all.iter().filter(|c| !done[&c.name] && !running.iter().any(|r| r.0.name == c.name) && c.after.iter().all(|a| done[a])).cloned().collect();
         ready.sort_by_key(|c| {
-            if c.name.starts_with("pretrain") {
+            // The VPT row's IDM and labelling lead to its pretraining.
+            if c.name.starts_with("pretrain") || c.name.starts_with("idm-") || c.name == "label-vpt" {
                 0
             } else if c.name.starts_with("eval") {
                 1

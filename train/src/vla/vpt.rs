@@ -29,11 +29,13 @@ pub const PSEUDO_META: &str = "pseudo_actions.json";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdmCheck {
-    /// Episodes (the dataset's first ones) the IDM trained on.
-    pub train_episodes: usize,
-    /// Mean absolute error per action dimension on those episodes' frames and on the others'.
-    pub mae_train: Vec<f64>,
-    pub mae_heldout: Vec<f64>,
+    /// Episodes (the dataset's first ones) the IDM trained on; None when its `train.json` does
+    /// not say so for this dataset (then every frame counts as held out).
+    pub train_episodes: Option<usize>,
+    /// Mean absolute error per action dimension on those episodes' frames and on the others'
+    /// (None where there are no such frames).
+    pub mae_train: Option<Vec<f64>>,
+    pub mae_heldout: Option<Vec<f64>>,
     pub heldout_frames: usize,
 }
 
@@ -72,6 +74,9 @@ impl PseudoActions {
         let d = meta.names.len();
         if d == 0 || d > 1024 || meta.units.len() != d {
             bail!("{}: {} action names and {} units (1..=1024 each, equal)", mpath.display(), d, meta.units.len());
+        }
+        if let Some(n) = meta.names.iter().find(|n| n.is_empty() || n.contains([',', '\n', '\r'])) {
+            bail!("{}: action name {n:?} cannot be a CSV column", mpath.display());
         }
         if !(meta.fps.is_finite() && meta.fps > 0.0) {
             bail!("{}: fps {} must be positive", mpath.display(), meta.fps);
@@ -152,20 +157,40 @@ pub fn label(o: &LabelOptions, device: &Device) -> Result<PseudoMeta> {
         bail!("{}: the IDM takes a state token; pseudo-labelling video has no state", o.idm.display());
     }
     let dims = head.spec.names.len();
-    let source = Source::detect(&o.data, o.camera.as_deref())?;
+    if let Some(n) = head.spec.names.iter().find(|n| n.is_empty() || n.contains([',', '\n', '\r'])) {
+        bail!("{}: action name {n:?} cannot be a CSV column", o.idm.display());
+    }
+    let trained_cfg: Option<super::VlaTrainConfig> = std::fs::read(o.idm.join(TRAIN_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    // The camera the IDM was trained on, unless another is asked for explicitly.
+    let idm_camera = trained_cfg.as_ref().and_then(|c| c.data.camera.clone());
+    let camera = match (&o.camera, &idm_camera) {
+        (Some(c), Some(t)) if c != t => bail!("--camera {c}: the IDM {} was trained on camera {t}", o.idm.display()),
+        (Some(c), _) => Some(c.clone()),
+        (None, t) => t.clone(),
+    };
+    let source = Source::detect(&o.data, camera.as_deref())?;
     if source.kind != crate::laq::SourceKind::Dataset {
         bail!("{}: the IDM labels LeRobot datasets (it needs each episode's instruction)", o.data.display());
     }
     let ds = Dataset::open(&o.data).with_context(|| format!("{}: cannot open the dataset", o.data.display()))?;
+    if (ds.info.fps - f64::from(head.spec.fps)).abs() > 1e-6 {
+        bail!(
+            "{}: {} fps, but the IDM {} was trained at {} fps: its action is the step between frames at that rate",
+            o.data.display(),
+            ds.info.fps,
+            o.idm.display(),
+            head.spec.fps
+        );
+    }
     let cache = FrameCache::open_or_build(&source, cfg.image_size, &o.cache_dir, o.quiet)?;
     // The IDM's own training episodes, to keep its check honest.
-    let trained: Option<(PathBuf, Option<usize>)> = std::fs::read(o.idm.join(TRAIN_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<super::VlaTrainConfig>(&b).ok())
-        .and_then(|c| c.data.data.first().cloned().map(|d| (d, c.data.episodes)));
-    let same_data = trained.as_ref().is_some_and(|(d, _)| std::fs::canonicalize(d).ok() == std::fs::canonicalize(&o.data).ok());
-    let train_episodes = if same_data { trained.and_then(|t| t.1).unwrap_or(usize::MAX) } else { 0 };
+    // Only a one-source IDM on this very dataset has known training episodes here.
+    let trained: Option<(PathBuf, Option<usize>)> = trained_cfg.as_ref().filter(|c| c.data.data.len() == 1).map(|c| (c.data.data[0].clone(), c.data.episodes));
+    let same_data = trained.as_ref().is_some_and(|(d, _)| std::fs::canonicalize(d).ok().is_some_and(|d| std::fs::canonicalize(&o.data).ok() == Some(d)));
+    let train_episodes: Option<usize> = if same_data { trained.map(|t| t.1.unwrap_or(usize::MAX)) } else { None };
 
+    // The check compares column by column only where the dataset's actions are the IDM's.
+    let same_names = super::data::feature_names(&ds, "action", dims) == head.spec.names;
     // Episodes: instruction and true actions (if any).
     struct Ep {
         index: usize,
@@ -179,7 +204,7 @@ pub fn label(o: &LabelOptions, device: &Device) -> Result<PseudoMeta> {
         let Some(ei) = clip.episode else { bail!("{}: clip {} has no episode index", o.data.display(), clip.name) };
         let pos = ds.episodes.iter().position(|m| m.index == ei).with_context(|| format!("{}: episode {ei} missing from its metadata", o.data.display()))?;
         let ep = ds.episode(pos, false).with_context(|| format!("{}: cannot read episode {ei}", o.data.display()))?;
-        let action = ep.action.filter(|a| a.cols == dims && a.rows == clip.len).map(|a| a.data);
+        let action = ep.action.filter(|a| a.cols == dims && a.rows == clip.len && same_names).map(|a| a.data);
         eps.push(Ep { index: ei, start: clip.start, len: clip.len, task: ep.task, action });
     }
     let mut tasks: Vec<String> = eps.iter().map(|e| e.task.clone()).collect();
@@ -238,15 +263,15 @@ pub fn label(o: &LabelOptions, device: &Device) -> Result<PseudoMeta> {
         let (mut tr, mut ho) = ((vec![0.0f64; dims], 0usize), (vec![0.0f64; dims], 0usize));
         for (row, &(e, t)) in frames.iter().enumerate() {
             let truth = &eps[e].action.as_ref().expect("checked")[t * dims..(t + 1) * dims];
-            let acc = if e < train_episodes { &mut tr } else { &mut ho };
+            let acc = if train_episodes.is_some_and(|n| e < n) { &mut tr } else { &mut ho };
             for i in 0..dims {
                 acc.0[i] += f64::from((actions[row * dims + i] - truth[i]).abs());
             }
             acc.1 += 1;
         }
-        let mean = |a: (Vec<f64>, usize)| a.0.into_iter().map(|s| s / a.1.max(1) as f64).collect::<Vec<_>>();
+        let mean = |a: (Vec<f64>, usize)| (a.1 > 0).then(|| a.0.into_iter().map(|s| s / a.1 as f64).collect::<Vec<_>>());
         let heldout_frames = ho.1;
-        IdmCheck { train_episodes: train_episodes.min(eps.len()), mae_train: mean(tr), mae_heldout: mean(ho), heldout_frames }
+        IdmCheck { train_episodes: train_episodes.map(|n| n.min(eps.len())), mae_train: mean(tr), mae_heldout: mean(ho), heldout_frames }
     });
 
     let mut csv = String::new();
