@@ -59,27 +59,17 @@ impl Labels {
         }
         let cpath = dir.join(LABELS_CSV);
         let text = std::fs::read_to_string(&cpath).with_context(|| format!("{}: cannot read", cpath.display()))?;
-        let mut lines = text.lines();
-        let header = lines.next().unwrap_or_default();
         let want: Vec<String> =
             ["episode", "frame_index", "valid"].into_iter().map(String::from).chain((0..meta.n_tokens).map(|i| format!("latent_{i}"))).collect();
-        if header.split(',').collect::<Vec<_>>() != want {
-            bail!("{}: header {header:?}; expected {:?} for {} tokens", cpath.display(), want.join(","), meta.n_tokens);
-        }
         let mut tokens = BTreeMap::new();
-        for (i, line) in lines.enumerate() {
-            let row = i + 2;
-            let f: Vec<&str> = line.split(',').collect();
-            if f.len() != want.len() {
-                bail!("{}: line {row}: {} fields, expected {}", cpath.display(), f.len(), want.len());
-            }
+        for (row, ep, fi, f) in frame_csv_rows(&cpath, &text, &want)? {
             let num = |s: &str, what: &str| s.parse::<usize>().with_context(|| format!("{}: line {row}: {what} {s:?} is not a whole number", cpath.display()));
-            let (ep, fi, valid) = (num(f[0], "episode")?, num(f[1], "frame_index")?, num(f[2], "valid")?);
+            let valid = num(f[0], "valid")?;
             if valid > 1 {
                 bail!("{}: line {row}: valid must be 0 or 1", cpath.display());
             }
             let mut toks = Vec::with_capacity(meta.n_tokens);
-            for (k, s) in f[3..].iter().enumerate() {
+            for (k, s) in f[1..].iter().enumerate() {
                 let v = num(s, &format!("latent_{k}"))?;
                 if v >= meta.vocabulary {
                     bail!("{}: line {row}: latent_{k} = {v} is outside the vocabulary of {}", cpath.display(), meta.vocabulary);
@@ -95,6 +85,31 @@ impl Labels {
         }
         Ok(Self { meta, tokens })
     }
+}
+
+/// A per-frame CSV row: line number, episode, frame index, the remaining fields.
+pub(crate) type FrameRow<'t> = (usize, usize, usize, Vec<&'t str>);
+
+/// The rows of a per-frame CSV under the header `want` (`episode,frame_index,…`): each row's line
+/// number, episode, frame index and remaining fields, the header and every field count checked.
+pub(crate) fn frame_csv_rows<'t>(cpath: &Path, text: &'t str, want: &[String]) -> Result<Vec<FrameRow<'t>>> {
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    if header.split(',').collect::<Vec<_>>() != want {
+        bail!("{}: header {header:?}; expected {:?}", cpath.display(), want.join(","));
+    }
+    lines
+        .enumerate()
+        .map(|(i, line)| {
+            let row = i + 2;
+            let f: Vec<&str> = line.split(',').collect();
+            if f.len() != want.len() {
+                bail!("{}: line {row}: {} fields, expected {}", cpath.display(), f.len(), want.len());
+            }
+            let num = |s: &str, what: &str| s.parse::<usize>().with_context(|| format!("{}: line {row}: {what} {s:?} is not a whole number", cpath.display()));
+            Ok((row, num(f[0], "episode")?, num(f[1], "frame_index")?, f[2..].to_vec()))
+        })
+        .collect()
 }
 
 /// One episode of a source.

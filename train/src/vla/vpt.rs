@@ -83,23 +83,11 @@ impl PseudoActions {
         }
         let cpath = dir.join(PSEUDO_CSV);
         let text = std::fs::read_to_string(&cpath).with_context(|| format!("{}: cannot read", cpath.display()))?;
-        let mut lines = text.lines();
         let want: Vec<String> = ["episode", "frame_index"].into_iter().map(String::from).chain(meta.names.iter().cloned()).collect();
-        let header = lines.next().unwrap_or_default();
-        if header.split(',').collect::<Vec<_>>() != want {
-            bail!("{}: header {header:?}; expected {:?}", cpath.display(), want.join(","));
-        }
         let mut rows = BTreeMap::new();
-        for (i, line) in lines.enumerate() {
-            let row = i + 2;
-            let f: Vec<&str> = line.split(',').collect();
-            if f.len() != want.len() {
-                bail!("{}: line {row}: {} fields, expected {}", cpath.display(), f.len(), want.len());
-            }
-            let num = |s: &str, what: &str| s.parse::<usize>().with_context(|| format!("{}: line {row}: {what} {s:?} is not a whole number", cpath.display()));
-            let (ep, fi) = (num(f[0], "episode")?, num(f[1], "frame_index")?);
+        for (row, ep, fi, f) in super::data::frame_csv_rows(&cpath, &text, &want)? {
             let mut a = Vec::with_capacity(d);
-            for (k, s) in f[2..].iter().enumerate() {
+            for (k, s) in f.iter().enumerate() {
                 let v: f32 = s.parse().with_context(|| format!("{}: line {row}: {} {s:?} is not a number", cpath.display(), meta.names[k]))?;
                 if !v.is_finite() {
                     bail!("{}: line {row}: {} is {v}", cpath.display(), meta.names[k]);
