@@ -123,6 +123,12 @@ struct Cell {
 }
 
 impl Cell {
+    /// A pretraining, or what one waits on (the VPT row's IDM and its labelling): scheduled
+    /// first, as it unblocks the most.
+    fn leads_to_pretraining(&self) -> bool {
+        self.name.starts_with("pretrain-") || self.name.starts_with("idm-") || self.name == "label-vpt"
+    }
+
     /// A training cell is done when its weights are there and it reached its budget: by its
     /// checkpoint, or (on another machine, where checkpoints are not kept) by the last row of
     /// its committed metrics.
@@ -221,7 +227,7 @@ fn cells(plan: &Plan, out: &Path) -> Vec<Cell> {
     // The main table (every row at N) before the few-label curve, so a partial run has whole rows.
     let main = format!("-n{}", plan.n);
     cells.sort_by_key(|c| {
-        if c.name.starts_with("pretrain-") || c.name.starts_with("idm-") || c.name == "label-vpt" {
+        if c.leads_to_pretraining() {
             0
         } else if c.name.ends_with(&main) || c.name.contains(&format!("{main}-")) {
             1
@@ -294,8 +300,7 @@ pub fn run(plan: &Plan, out: &Path, jobs: usize, threads: usize, quiet: bool) ->
         let mut ready: Vec<Cell> =
             all.iter().filter(|c| !done[&c.name] && !running.iter().any(|r| r.0.name == c.name) && c.after.iter().all(|a| done[a])).cloned().collect();
         ready.sort_by_key(|c| {
-            // The VPT row's IDM and labelling lead to its pretraining.
-            if c.name.starts_with("pretrain") || c.name.starts_with("idm-") || c.name == "label-vpt" {
+            if c.leads_to_pretraining() {
                 0
             } else if c.name.starts_with("eval") {
                 1

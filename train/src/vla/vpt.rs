@@ -75,9 +75,7 @@ impl PseudoActions {
         if d == 0 || d > 1024 || meta.units.len() != d {
             bail!("{}: {} action names and {} units (1..=1024 each, equal)", mpath.display(), d, meta.units.len());
         }
-        if let Some(n) = meta.names.iter().find(|n| n.is_empty() || n.contains([',', '\n', '\r'])) {
-            bail!("{}: action name {n:?} cannot be a CSV column", mpath.display());
-        }
+        csv_columns(&meta.names).with_context(|| mpath.display().to_string())?;
         if !(meta.fps.is_finite() && meta.fps > 0.0) {
             bail!("{}: fps {} must be positive", mpath.display(), meta.fps);
         }
@@ -115,6 +113,14 @@ impl PseudoActions {
     }
 }
 
+/// Action names that can head the CSV's columns (non-empty, no comma or line break).
+fn csv_columns(names: &[String]) -> Result<()> {
+    match names.iter().find(|n| n.is_empty() || n.contains([',', '\n', '\r'])) {
+        Some(n) => bail!("action name {n:?} cannot be a CSV column"),
+        None => Ok(()),
+    }
+}
+
 /// What [`label`] reads.
 #[derive(Debug, Clone)]
 pub struct LabelOptions {
@@ -145,9 +151,7 @@ pub fn label(o: &LabelOptions, device: &Device) -> Result<PseudoMeta> {
         bail!("{}: the IDM takes a state token; pseudo-labelling video has no state", o.idm.display());
     }
     let dims = head.spec.names.len();
-    if let Some(n) = head.spec.names.iter().find(|n| n.is_empty() || n.contains([',', '\n', '\r'])) {
-        bail!("{}: action name {n:?} cannot be a CSV column", o.idm.display());
-    }
+    csv_columns(&head.spec.names).with_context(|| o.idm.display().to_string())?;
     let trained_cfg: Option<super::VlaTrainConfig> = std::fs::read(o.idm.join(TRAIN_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok());
     // The camera the IDM was trained on, unless another is asked for explicitly.
     let idm_camera = trained_cfg.as_ref().and_then(|c| c.data.camera.clone());
