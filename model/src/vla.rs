@@ -12,6 +12,11 @@
 //! - action: one query per future action of the chunk, each giving per-dimension logits over
 //!   quantile bins ([`crate::bins`]); targets are absolute or deltas from the current state.
 //!
+//! and one regression head, the LAPA table's ablation (a departure from LAPA, after LAPO):
+//! - continuous: one query per latent token regressing the LAQ's continuous pre-quantisation
+//!   latent of that token, standardised per dimension (`[batch, tokens, dim]`, trained by
+//!   [`Vla::mse_loss`]).
+//!
 //! Finetuning replaces the latent head by a freshly initialised action head
 //! ([`Vla::with_head`]); the trunk keeps its weights, as in LAPA.
 
@@ -68,13 +73,23 @@ pub enum HeadConfig {
         vocabulary: usize,
     },
     Action(ActionHeadConfig),
+    /// `tokens` latent tokens, each a `dim`-vector: the LAQ's pre-quantisation latent,
+    /// standardised with `mean` and `std` (`tokens · dim` each, token-major; from the
+    /// pretraining labels) — the output times `std` plus `mean` is the LAQ's latent.
+    Continuous {
+        tokens: usize,
+        dim: usize,
+        mean: Vec<f32>,
+        std: Vec<f32>,
+    },
 }
 
 impl HeadConfig {
-    /// (targets, classes) of the logits.
+    /// (targets, classes) of the logits; for the continuous head (tokens, values per token).
     pub fn logits_shape(&self) -> (usize, usize) {
         match self {
             Self::Latent { tokens, vocabulary } => (*tokens, *vocabulary),
+            Self::Continuous { tokens, dim, .. } => (*tokens, *dim),
             Self::Action(a) => (a.spec.chunk * a.spec.names.len(), a.bins),
         }
     }
@@ -82,7 +97,7 @@ impl HeadConfig {
     /// Query tokens of the head.
     pub fn queries(&self) -> usize {
         match self {
-            Self::Latent { tokens, .. } => *tokens,
+            Self::Latent { tokens, .. } | Self::Continuous { tokens, .. } => *tokens,
             Self::Action(a) => a.spec.chunk,
         }
     }
@@ -93,6 +108,17 @@ impl HeadConfig {
             Self::Latent { tokens, vocabulary } => {
                 if !(1..=256).contains(tokens) || !(2..=1 << 20).contains(vocabulary) {
                     return bad(format!("latent tokens {tokens} must be in 1..=256 and vocabulary {vocabulary} in 2..=2^20"));
+                }
+            }
+            Self::Continuous { tokens, dim, mean, std } => {
+                if !(1..=256).contains(tokens) || !(1..=4096).contains(dim) {
+                    return bad(format!("continuous latent: tokens {tokens} must be in 1..=256 and dim {dim} in 1..=4096"));
+                }
+                if mean.len() != tokens * dim || std.len() != tokens * dim {
+                    return bad(format!("continuous latent: {} means and {} standard deviations for {tokens} × {dim} values", mean.len(), std.len()));
+                }
+                if mean.iter().chain(std).any(|v| !v.is_finite()) || std.iter().any(|&v| v <= 0.0) {
+                    return bad("continuous latent: means must be finite and standard deviations positive".into());
                 }
             }
             Self::Action(a) => {
@@ -233,7 +259,7 @@ impl VlaConfig {
             + linear_flops(1, self.text.frozen_dim().unwrap_or(0), d);
         let (t, c) = self.head.logits_shape();
         let head = match &self.head {
-            HeadConfig::Latent { .. } => linear_flops(t, d, c),
+            HeadConfig::Latent { .. } | HeadConfig::Continuous { .. } => linear_flops(t, d, c),
             HeadConfig::Action(a) => linear_flops(a.spec.chunk, d, a.spec.names.len() * a.bins),
         };
         stem + self.depth as u64 * per_layer + head
@@ -268,6 +294,9 @@ fn init_head(cfg: &HeadConfig, dim: usize, device: &Device) -> Head {
         HeadConfig::Latent { tokens, vocabulary } => {
             Head::Latent(LatentHead { queries, out: (0..*tokens).map(|_| LinearConfig::new(dim, *vocabulary).init(device)).collect() })
         }
+        HeadConfig::Continuous { tokens, dim: c, .. } => {
+            Head::Continuous(LatentHead { queries, out: (0..*tokens).map(|_| LinearConfig::new(dim, *c).init(device)).collect() })
+        }
         HeadConfig::Action(a) => {
             Head::Action(ActionHead { queries, out: LinearConfig::new(dim, a.spec.names.len() * a.bins).init(device), dims: a.spec.names.len(), bins: a.bins })
         }
@@ -287,7 +316,7 @@ pub enum TextEncoder {
 #[derive(Module, Debug)]
 pub struct LatentHead {
     queries: Param<Tensor<2>>,
-    /// One classifier per latent token.
+    /// One classifier (or, in the continuous head, one regressor) per latent token.
     out: Vec<Linear>,
 }
 
@@ -304,6 +333,7 @@ pub struct ActionHead {
 pub enum Head {
     Latent(LatentHead),
     Action(ActionHead),
+    Continuous(LatentHead),
 }
 
 /// The policy module.
@@ -376,7 +406,7 @@ impl Vla {
         let b = input.patches.dims()[0];
         let mut parts = self.context_tokens(input);
         let queries = match &self.head {
-            Head::Latent(h) => h.queries.val(),
+            Head::Latent(h) | Head::Continuous(h) => h.queries.val(),
             Head::Action(h) => h.queries.val(),
         };
         let q = queries.dims()[0];
@@ -385,9 +415,9 @@ impl Vla {
         let s = x.dims()[1];
         let out = x.slice([0..b, s - q..s, 0..self.dim]); // [b, Q, dim]
         match &self.head {
-            Head::Latent(h) => {
+            Head::Latent(h) | Head::Continuous(h) => {
                 let per: Vec<Tensor<3>> = h.out.iter().enumerate().map(|(i, lin)| lin.forward(out.clone().slice([0..b, i..i + 1, 0..self.dim]))).collect();
-                Tensor::cat(per, 1) // [b, tokens, vocabulary]
+                Tensor::cat(per, 1) // [b, tokens, vocabulary] (continuous: [b, tokens, dim])
             }
             Head::Action(h) => h.out.forward(out).reshape([b, q * h.dims, h.bins]), // [b, chunk·dims, bins]
         }
@@ -406,6 +436,12 @@ impl Vla {
         let picked = logp.gather(2, targets.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2); // [b, t]
         let count = mask.clone().sum().clamp_min(1.0);
         -(picked * mask).sum() / count
+    }
+
+    /// Mean squared error of the continuous head's output [b, tokens, dim] against the
+    /// standardised latents [b, tokens, dim].
+    pub fn mse_loss(pred: Tensor<3>, target: Tensor<3>) -> Tensor<1> {
+        (pred - target).powi_scalar(2).mean()
     }
 
     /// The same trunk with a freshly initialised head (LAPA's head swap before finetuning).
@@ -465,6 +501,26 @@ mod tests {
         let HeadConfig::Action(mut h) = action_head(2) else { unreachable!() };
         h.edges.pop();
         assert!(HeadConfig::Action(h).validate().is_err_and(|e| e.to_string().contains("1 sets of bin edges for 2")));
+    }
+
+    #[test]
+    fn the_continuous_head_regresses_tokens_by_dim_and_checks_its_standardisation() {
+        let device = crate::device("cpu").expect("cpu device");
+        let head = |mean: Vec<f32>, std: Vec<f32>| HeadConfig::Continuous { tokens: 3, dim: 5, mean, std };
+        let cfg = VlaConfig::tiny(head(vec![0.0; 15], vec![1.0; 15]));
+        let m = cfg.init(&device).expect("init");
+        let out = m.forward(input(&cfg, 2, &device));
+        assert_eq!(out.dims(), [2, 3, 5]);
+        assert_eq!(cfg.head.logits_shape(), (3, 5));
+        // The loss is the plain mean squared error: zero at the target, 4 at distance 2.
+        let l0: f32 = Vla::mse_loss(out.clone(), out.clone()).into_scalar();
+        let l2: f32 = Vla::mse_loss(out.clone() + 2.0, out).into_scalar();
+        assert!(l0.abs() < 1e-9 && (l2 - 4.0).abs() < 1e-4, "{l0} {l2}");
+        assert!(head(vec![0.0; 14], vec![1.0; 15]).validate().is_err_and(|e| e.to_string().contains("14 means")));
+        assert!(head(vec![0.0; 15], vec![0.0; 15]).validate().is_err_and(|e| e.to_string().contains("positive")));
+        assert!(head(vec![f32::NAN; 15], vec![1.0; 15]).validate().is_err_and(|e| e.to_string().contains("finite")));
+        // Finetuning swaps it for an action head like any other.
+        assert!(matches!(m.with_head(&action_head(2), &device).head, Head::Action(_)));
     }
 
     #[test]

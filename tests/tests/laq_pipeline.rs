@@ -160,7 +160,7 @@ fn tiny_run_labels_and_reports() {
     let run = tmp.path().join("run");
     laq::train(&tiny_cfg(data.clone(), 20), &LaqConfig::tiny(), &run, &dev, &cache, false, true).expect("train");
     let out = tmp.path().join("labels");
-    let meta = laq::label::run(&run, &data, None, 0.6, &out, &cache, &dev, 32, true).expect("label");
+    let meta = laq::label::run(&run, &data, None, 0.6, &out, &cache, &dev, 32, false, true).expect("label");
     let csv = std::fs::read_to_string(out.join("latent_actions.csv")).expect("csv");
     assert_eq!(csv.lines().count(), meta.frames + 1);
     let ds = lapa_dataset::Dataset::open(&data).expect("open");
@@ -321,7 +321,7 @@ fn ablation_resumes_a_half_finished_table() {
         assert!(out.join(f).is_file(), "{f}");
     }
     // Labels of the FSQ row carry its vocabulary for the next stage.
-    let meta = laq::label::run(&run_dir(&out, b), &data, None, 0.6, &tmp.path().join("labels"), &cache, &dev, 32, true).expect("label");
+    let meta = laq::label::run(&run_dir(&out, b), &data, None, 0.6, &tmp.path().join("labels"), &cache, &dev, 32, false, true).expect("label");
     assert_eq!((meta.vocabulary, meta.n_tokens, meta.quantizer), (15, 1, lapa_model::QuantizerKind::Fsq));
     let csv = std::fs::read_to_string(tmp.path().join("labels/latent_actions.csv")).expect("csv");
     assert!(csv.lines().skip(1).all(|l| l.rsplit(',').next().and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| (0..15).contains(&v))));

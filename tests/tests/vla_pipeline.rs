@@ -343,6 +343,7 @@ fn vpt_idm_pseudo_labels_video_that_action_pretraining_trains_on() {
             seed: 11,
             kind,
             bins: bins.clone(),
+            latent_norm: None,
             state_norm: None,
             crop,
             frames,
@@ -447,6 +448,31 @@ fn vpt_idm_pseudo_labels_video_that_action_pretraining_trains_on() {
     pre.data.action_labels = vec![labels.clone()];
     let err = train(&pre, &run.with_extension("x"), &[device()], &cache, false, true).expect_err("arm labels for hand data");
     assert!(format!("{err:#}").contains("labels of another dataset"), "{err:#}");
+    // Labels at another rate, or naming other joints, than the dataset they label.
+    let meta_path = labels.join(PSEUDO_META);
+    let original = std::fs::read(&meta_path).expect("meta");
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_slice(&original).expect("json");
+        f(&mut v);
+        std::fs::write(&meta_path, serde_json::to_vec(&v).expect("json")).expect("write");
+    };
+    let mut on_arm = tiny(StageKind::Action, arm.clone(), 2);
+    on_arm.data.action_labels = vec![labels.clone()];
+    let arm_run = tmp.path().join("pre-arm");
+    edit(&|v| v["fps"] = 15.0.into());
+    let err = train(&on_arm, &arm_run, &[device()], &cache, false, true).expect_err("labels at 15 fps for 10 fps data");
+    assert!(format!("{err:#}").contains("pseudo-actions at 15 fps"), "{err:#}");
+    // The CSV header and the description agree (the reader checks that), but not with the data.
+    let csv_path = labels.join(PSEUDO_CSV);
+    let csv_original = std::fs::read_to_string(&csv_path).expect("csv");
+    let (header, rows) = csv_original.split_once('\n').expect("header line");
+    assert!(header.contains("shoulder_pan"), "{header}");
+    std::fs::write(&csv_path, format!("{}\n{rows}", header.replacen("shoulder_pan", "shoulder_yaw", 1))).expect("write");
+    edit(&|v| v["names"][0] = "shoulder_yaw".into());
+    let err = train(&on_arm, &arm_run, &[device()], &cache, false, true).expect_err("labels naming another joint");
+    assert!(format!("{err:#}").contains("pseudo-actions named [\"shoulder_yaw\""), "{err:#}");
+    std::fs::write(&meta_path, &original).expect("restore");
+    std::fs::write(&csv_path, &csv_original).expect("restore");
     let csv = std::fs::read_to_string(hand_labels.join(PSEUDO_CSV)).expect("csv");
     let mut lines: Vec<String> = csv.lines().map(String::from).collect();
     lines[2] = format!("0,1,NaN{}", ",0".repeat(d - 1));
@@ -478,4 +504,95 @@ fn vpt_idm_pseudo_labels_video_that_action_pretraining_trains_on() {
     ft.init = Some(idm.clone());
     let err = train(&ft, &tmp.path().join("ft"), &[device()], &cache, false, true).expect_err("finetune from the IDM");
     assert!(format!("{err:#}").contains("inverse-dynamics"), "{err:#}");
+}
+
+/// The continuous-latent ablation end to end: `lapa laq label --continuous` writes the LAQ's
+/// pre-quantisation latents beside the same tokens (quantizing the written latents gives the
+/// written tokens), the policy memorises them by regression, a finetune swaps the regression
+/// head for an action head, and damaged latent files are named.
+#[test]
+fn continuous_latent_pretraining_regresses_the_laqs_prequantised_latents_then_finetunes() {
+    use lapa_model::burn::tensor::{Tensor, TensorData};
+    use lapa_train::laq::label::{self, CONTINUOUS_CSV, LABELS_CSV};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = dataset(tmp.path(), Embodiment::Arm, 2);
+    let cache = tmp.path().join("cache");
+    let dev = device();
+    let _g = training();
+    // A LAQ run holding the tiny config's initial weights: what is tested here is the labelling
+    // and the regression, not the LAQ's training (laq_pipeline.rs).
+    let laq_run = tmp.path().join("laq");
+    let laq_cfg = LaqConfig::tiny();
+    dev.seed(11);
+    lapa_model::artifact::save_laq(&laq_run.join(MODEL_DIR), &laq_cfg, &laq_cfg.init(&dev).expect("init LAQ")).expect("save LAQ");
+    let tokens_only = tmp.path().join("tokens-only");
+    label::run(&laq_run, &data, None, 0.6, &tokens_only, &cache, &dev, 16, false, true).expect("label");
+    assert!(!tokens_only.join(CONTINUOUS_CSV).exists());
+    let labels = tmp.path().join("labels");
+    let meta = label::run(&laq_run, &data, None, 0.6, &labels, &cache, &dev, 16, true, true).expect("label --continuous");
+    assert_eq!(meta.continuous_dim, Some(laq_cfg.code_dim));
+    let csv = |dir: &Path, f: &str| std::fs::read_to_string(dir.join(f)).expect("csv");
+    assert_eq!(csv(&labels, LABELS_CSV), csv(&tokens_only, LABELS_CSV), "writing the latents changed the tokens");
+    // The written latents are the quantizer's input: quantizing them again gives the tokens.
+    let (_, laq) = lapa_model::load_laq(&laq_run.join(MODEL_DIR), &dev).expect("load LAQ");
+    let (t, c) = (laq_cfg.n_tokens, laq_cfg.code_dim);
+    let ztext = csv(&labels, CONTINUOUS_CSV);
+    let ttext = csv(&labels, LABELS_CSV);
+    let rows: Vec<(Vec<f32>, Vec<i64>)> = ztext
+        .lines()
+        .skip(1)
+        .zip(ttext.lines().skip(1))
+        .map(|(z, k)| (z.split(',').skip(3).map(|v| v.parse().expect("z")).collect(), k.split(',').skip(3).map(|v| v.parse().expect("token")).collect()))
+        .collect();
+    assert_eq!(rows.len(), meta.frames);
+    assert!(rows.iter().all(|(z, k)| z.len() == t * c && k.len() == t));
+    let z: Vec<f32> = rows.iter().flat_map(|r| r.0.clone()).collect();
+    let (_, idx) = laq.quantizer.forward_eval(Tensor::from_data(TensorData::new(z, [rows.len() * t, c]), &dev));
+    let requantized = idx.into_data().convert::<i64>().try_into_vec::<i64>().expect("i64");
+    assert_eq!(requantized, rows.iter().flat_map(|r| r.1.clone()).collect::<Vec<_>>());
+    let distinct = rows.iter().map(|r| format!("{:?}", r.0)).collect::<std::collections::BTreeSet<_>>().len();
+    assert!(distinct > meta.frames / 4, "only {distinct} distinct latents over {} frames: nothing to regress", meta.frames);
+
+    // Pretraining: standardised targets start near MSE 1 and are memorised.
+    let mut cfg = tiny(StageKind::LatentContinuous, data.clone(), 300);
+    cfg.data.labels = vec![labels.clone()];
+    let run = tmp.path().join("continuous");
+    let s = train(&cfg, &run, &[device()], &cache, false, true).expect("continuous pretraining");
+    assert_eq!(s.samples, meta.valid);
+    let (loss, r2) = last_metrics(&run);
+    assert!(s.first_loss > 0.5 && loss < 0.25 * f64::from(s.first_loss) && r2 > 0.7, "first loss {}, last {loss}, 1 − MSE {r2}", s.first_loss);
+    let (pcfg, _) = lapa_model::load_vla(&run.join(MODEL_DIR), &device()).expect("load");
+    let HeadConfig::Continuous { tokens, dim, mean, std } = &pcfg.head else { panic!("not a continuous head: {:?}", pcfg.head) };
+    assert_eq!((*tokens, *dim, mean.len(), std.len()), (t, c, t * c, t * c));
+
+    // Finetuning swaps the regression head for the action head.
+    let mut ft = tiny(StageKind::Finetune, data.clone(), 10);
+    ft.init = Some(run.clone());
+    ft.data.episodes = Some(1);
+    let ftrun = tmp.path().join("ft");
+    train(&ft, &ftrun, &[device()], &cache, false, true).expect("finetune from the continuous run");
+    let (fcfg, _) = lapa_model::load_vla(&ftrun.join(MODEL_DIR), &device()).expect("load");
+    assert!(matches!(fcfg.head, HeadConfig::Action(_)));
+
+    // Bad input: labels without latents, a value that is not a number, files of two labellings.
+    let bad_run = tmp.path().join("bad");
+    let mut no_latents = cfg.clone();
+    no_latents.data.labels = vec![tokens_only];
+    let err = train(&no_latents, &bad_run, &[device()], &cache, false, true).expect_err("labels without latents");
+    assert!(format!("{err:#}").contains("--continuous"), "{err:#}");
+    let mut lines: Vec<String> = ztext.lines().map(String::from).collect();
+    let valid_row = lines.iter().position(|l| l.split(',').nth(2) == Some("1")).expect("a valid row");
+    let orig = lines[valid_row].clone();
+    let mut f: Vec<&str> = orig.split(',').collect();
+    f[4] = "NaN";
+    lines[valid_row] = f.join(",");
+    std::fs::write(labels.join(CONTINUOUS_CSV), lines.join("\n") + "\n").expect("write");
+    let err = train(&cfg, &bad_run, &[device()], &cache, false, true).expect_err("NaN latent");
+    assert!(format!("{err:#}").contains(&format!("line {}: z_1 = \"NaN\" is not a finite number", valid_row + 1)), "{err:#}");
+    let mut f: Vec<&str> = orig.split(',').collect();
+    f[2] = "0";
+    lines[valid_row] = f.join(",");
+    std::fs::write(labels.join(CONTINUOUS_CSV), lines.join("\n") + "\n").expect("write");
+    let err = train(&cfg, &bad_run, &[device()], &cache, false, true).expect_err("valid flags disagree");
+    assert!(format!("{err:#}").contains("files of two labellings"), "{err:#}");
 }

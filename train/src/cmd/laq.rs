@@ -336,6 +336,11 @@ pub struct LabelArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
+    /// Also write latent_continuous.csv: every frame's pre-quantisation latent (n_tokens ×
+    /// code_dim values), the target of `lapa train latent --continuous` (the LAPA table's
+    /// continuous-latent ablation).
+    #[arg(long)]
+    pub continuous: bool,
 }
 
 /// What every command that applies a trained LAQ to data needs.
@@ -521,6 +526,7 @@ pub fn run_laq(c: LaqCommand) -> Result<()> {
                 &u.rt.cache_dir(),
                 &device,
                 a.batch,
+                a.continuous,
                 u.rt.quiet,
             )?;
             println!("labelled {} frames ({} with a full H-step future) -> {}", m.frames, m.valid, a.out.join(laq::label::LABELS_CSV).display());

@@ -118,7 +118,7 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
     let mut labels = Vec::new();
     for name in ["sim-arm", "sim-hand"] {
         let out = a.out.join(format!("labels-{name}"));
-        let m = lapa_train::laq::label::run(&run, &a.out.join(name), None, 0.6, &out, &cache, &device, 64, true)?;
+        let m = lapa_train::laq::label::run(&run, &a.out.join(name), None, 0.6, &out, &cache, &device, 64, false, true)?;
         println!("      {name}: {} frames, {} tokens each over {} classes -> {}", m.frames, m.n_tokens, m.vocabulary, out.display());
         labels.push(out);
     }
@@ -140,7 +140,7 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
     };
     println!("[6/7] the tiny policy: latent pretraining on both embodiments' video, then finetuning on {} labeled arm episodes", a.finetune_episodes);
     let latent = a.out.join("policy-latent");
-    super::vla::latent(&LatentArgs { data: vec![a.out.join("sim-arm"), a.out.join("sim-hand")], labels, common: common(latent.clone()) })?;
+    super::vla::latent(&LatentArgs { data: vec![a.out.join("sim-arm"), a.out.join("sim-hand")], labels, continuous: false, common: common(latent.clone()) })?;
     let finetuned = a.out.join("policy-finetuned");
     super::vla::finetune(&FinetuneArgs {
         init: Some(latent.display().to_string()),

@@ -86,6 +86,12 @@ pub struct LatentArgs {
     /// Latent labels of each --data source, in the same order (`lapa laq label --out`).
     #[arg(long = "labels", required_unless_present = "resume")]
     pub labels: Vec<PathBuf>,
+    /// Regress the LAQ's continuous pre-quantisation latent (mean squared error on its
+    /// standardised values) instead of predicting its tokens: the LAPA table's ablation, what
+    /// LAPO feeds its policy (a departure from LAPA). The labels need `lapa laq label
+    /// --continuous`.
+    #[arg(long)]
+    pub continuous: bool,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -172,7 +178,11 @@ fn run_stage(cfg: VlaTrainConfig, c: &CommonArgs) -> Result<VlaSummary> {
         let saved: VlaTrainConfig = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("{}: no train.json to resume", c.out.display()))?)
             .with_context(|| format!("{}: not a policy run's train.json", path.display()))?;
         if saved.stage != cfg.stage {
-            bail!("{}: a {:?} run; resume it with `lapa train {}`", c.out.display(), saved.stage, format!("{:?}", saved.stage).to_lowercase());
+            let how = match saved.stage {
+                StageKind::LatentContinuous => "latent --continuous".to_string(),
+                s => format!("{s:?}").to_lowercase(),
+            };
+            bail!("{}: a {:?} run; resume it with `lapa train {how}`", c.out.display(), saved.stage);
         }
         VlaTrainConfig { steps: c.steps.unwrap_or(saved.steps), ..saved }
     } else {
@@ -195,7 +205,8 @@ fn run_stage(cfg: VlaTrainConfig, c: &CommonArgs) -> Result<VlaSummary> {
 }
 
 pub fn latent(a: &LatentArgs) -> Result<VlaSummary> {
-    let mut cfg = config(StageKind::Latent, a.data.clone(), &a.common, None);
+    let stage = if a.continuous { StageKind::LatentContinuous } else { StageKind::Latent };
+    let mut cfg = config(stage, a.data.clone(), &a.common, None);
     cfg.data.labels = a.labels.clone();
     run_stage(cfg, &a.common)
 }

@@ -1,6 +1,11 @@
 //! `lapa laq label`: latent action tokens for every frame of a dataset, for latent pretraining.
 //! Frame t gets the tokens of the pair (t, t+H); the last H frames of an episode, which have no
 //! future frame, are paired with the episode's last frame and marked `valid = 0`.
+//!
+//! With `continuous`, `latent_continuous.csv` also holds every frame's pre-quantisation latent
+//! (the encoder's output before the quantizer, `n_tokens × code_dim` values, token-major): the
+//! target of the LAPA table's continuous-latent ablation. `latent_actions.json` is written last,
+//! so a folder is complete only when it exists.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -11,10 +16,11 @@ use lapa_model::burn::tensor::Device;
 use serde::Serialize;
 
 use super::cache::{FrameCache, Pair, Source, spacing_frames};
-use super::report::encode_pairs;
+use super::report::encode_pairs_full;
 
 pub const LABELS_CSV: &str = "latent_actions.csv";
 pub const LABELS_META: &str = "latent_actions.json";
+pub const CONTINUOUS_CSV: &str = "latent_continuous.csv";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LabelMeta {
@@ -32,6 +38,10 @@ pub struct LabelMeta {
     pub frames: usize,
     pub valid: usize,
     pub columns: Vec<String>,
+    /// Values per token in `latent_continuous.csv` (the LAQ's `code_dim`; columns
+    /// `z_0..z_{n_tokens·code_dim − 1}` after `episode,frame_index,valid`), when it was written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continuous_dim: Option<usize>,
 }
 
 #[allow(clippy::too_many_arguments, reason = "one argument per CLI flag of `lapa laq label`; the CLI struct lives in the binary")]
@@ -44,6 +54,7 @@ pub fn run(
     cache_dir: &Path,
     device: &Device,
     batch: usize,
+    continuous: bool,
     quiet: bool,
 ) -> Result<LabelMeta> {
     let (cfg, model) = lapa_model::load_laq(&run.join(super::train::MODEL_DIR), device)?;
@@ -62,8 +73,11 @@ pub fn run(
     let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(pairs.len() as u64) };
     pb.set_style(ProgressStyle::with_template("labelling [{bar:30}] {pos}/{len} frames {per_sec} ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
     let mut idx = Vec::with_capacity(pairs.len() * cfg.n_tokens);
+    let mut z = Vec::new();
     for chunk in pairs.chunks(1024) {
-        idx.extend(encode_pairs(&model, &cfg, &cache, chunk, device, batch, false)?.0);
+        let (i, _, zc) = encode_pairs_full(&model, &cfg, &cache, chunk, device, batch, false, continuous)?;
+        idx.extend(i);
+        z.extend(zc);
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
@@ -79,7 +93,35 @@ pub fn run(
         csv.push('\n');
     }
     std::fs::create_dir_all(out)?;
+    // The meta of an earlier labelling goes first: until the new one is written the folder is
+    // incomplete, never a mix of two runs' files.
+    match std::fs::remove_file(out.join(LABELS_META)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
     lapa_fs::atomic_write(&out.join(LABELS_CSV), csv.as_bytes())?;
+    let width = t * cfg.code_dim;
+    if continuous {
+        if z.len() != rows.len() * width || z.iter().any(|v| !v.is_finite()) {
+            anyhow::bail!("the LAQ gave {} latent values for {} frames of {width} (or a value that is not finite)", z.len(), rows.len());
+        }
+        let mut head = vec!["episode".to_string(), "frame_index".into(), "valid".into()];
+        head.extend((0..width).map(|i| format!("z_{i}")));
+        let mut text = head.join(",") + "\n";
+        for (i, (ep, f, valid)) in rows.iter().enumerate() {
+            let _ = write!(text, "{ep},{f},{}", u8::from(*valid));
+            for v in &z[i * width..(i + 1) * width] {
+                let _ = write!(text, ",{v}");
+            }
+            text.push('\n');
+        }
+        lapa_fs::atomic_write(&out.join(CONTINUOUS_CSV), text.as_bytes())?;
+    } else {
+        match std::fs::remove_file(out.join(CONTINUOUS_CSV)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
     let meta = LabelMeta {
         run: run.to_path_buf(),
         data: data.to_path_buf(),
@@ -91,6 +133,7 @@ pub fn run(
         frames: rows.len(),
         valid: rows.iter().filter(|r| r.2).count(),
         columns,
+        continuous_dim: continuous.then_some(cfg.code_dim),
     };
     lapa_fs::atomic_write(&out.join(LABELS_META), &serde_json::to_vec_pretty(&meta)?)?;
     Ok(meta)

@@ -18,7 +18,7 @@ use lapa_sim::rng::Rng;
 use serde::Deserialize;
 
 use crate::laq::cache::{FrameCache, Source};
-use crate::laq::label::{LABELS_CSV, LABELS_META};
+use crate::laq::label::{CONTINUOUS_CSV, LABELS_CSV, LABELS_META};
 
 /// The parts of a labels folder's `latent_actions.json` the policy needs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -27,6 +27,10 @@ pub struct LabelsMeta {
     pub vocabulary: usize,
     pub laq_config: lapa_model::LaqConfig,
     pub frames: usize,
+    /// Values per token of `latent_continuous.csv`, when the folder has one (`lapa laq label
+    /// --continuous`).
+    #[serde(default)]
+    pub continuous_dim: Option<usize>,
 }
 
 /// Per-frame latent tokens of one dataset (`None` where the frame has no future frame).
@@ -35,10 +39,15 @@ pub struct Labels {
     pub meta: LabelsMeta,
     /// Keyed by (episode index, frame index).
     pub tokens: BTreeMap<(usize, usize), Vec<i64>>,
+    /// The pre-quantisation latents (`n_tokens · continuous_dim` values) of the same frames,
+    /// when read with `continuous` (else empty).
+    pub latents: BTreeMap<(usize, usize), Vec<f32>>,
 }
 
 impl Labels {
-    pub fn read(dir: &Path) -> Result<Self> {
+    /// The tokens, and with `continuous` the pre-quantisation latents too (which the folder
+    /// must then have).
+    pub fn read(dir: &Path, continuous: bool) -> Result<Self> {
         let mpath = dir.join(LABELS_META);
         let meta: LabelsMeta =
             serde_json::from_slice(&std::fs::read(&mpath).with_context(|| format!("{}: cannot read (made by `lapa laq label`)", mpath.display()))?)
@@ -83,7 +92,57 @@ impl Labels {
         if text.lines().count() - 1 != meta.frames {
             bail!("{}: {} rows but {} says {} frames", cpath.display(), text.lines().count() - 1, mpath.display(), meta.frames);
         }
-        Ok(Self { meta, tokens })
+        let latents = if continuous { Self::read_continuous(dir, &meta, &tokens)? } else { BTreeMap::new() };
+        Ok(Self { meta, tokens, latents })
+    }
+
+    /// `latent_continuous.csv`: the same valid frames as the tokens, every value finite.
+    fn read_continuous(dir: &Path, meta: &LabelsMeta, tokens: &BTreeMap<(usize, usize), Vec<i64>>) -> Result<BTreeMap<(usize, usize), Vec<f32>>> {
+        let mpath = dir.join(LABELS_META);
+        let Some(dim) = meta.continuous_dim else {
+            bail!("{}: no continuous latents in these labels; label with `lapa laq label --continuous`", mpath.display());
+        };
+        if dim != meta.laq_config.code_dim {
+            bail!("{}: continuous_dim {dim}, but its laq_config has code_dim {}", mpath.display(), meta.laq_config.code_dim);
+        }
+        let width = meta.n_tokens * dim;
+        let cpath = dir.join(CONTINUOUS_CSV);
+        let text = std::fs::read_to_string(&cpath).with_context(|| format!("{}: cannot read (made by `lapa laq label --continuous`)", cpath.display()))?;
+        let want: Vec<String> = ["episode", "frame_index", "valid"].into_iter().map(String::from).chain((0..width).map(|i| format!("z_{i}"))).collect();
+        let mut out = BTreeMap::new();
+        let mut rows = 0;
+        for (row, ep, fi, f) in frame_csv_rows(&cpath, &text, &want)? {
+            rows += 1;
+            let valid = match f[0] {
+                "0" => false,
+                "1" => true,
+                other => bail!("{}: line {row}: valid {other:?} must be 0 or 1", cpath.display()),
+            };
+            if valid != tokens.contains_key(&(ep, fi)) {
+                bail!(
+                    "{}: line {row}: episode {ep} frame {fi} is valid = {} here but not in {LABELS_CSV}: files of two labellings?",
+                    cpath.display(),
+                    u8::from(valid)
+                );
+            }
+            if !valid {
+                continue;
+            }
+            let mut z = Vec::with_capacity(width);
+            for (k, v) in f[1..].iter().enumerate() {
+                match v.parse::<f32>() {
+                    Ok(x) if x.is_finite() => z.push(x),
+                    _ => bail!("{}: line {row}: z_{k} = {v:?} is not a finite number", cpath.display()),
+                }
+            }
+            if out.insert((ep, fi), z).is_some() {
+                bail!("{}: line {row}: episode {ep} frame {fi} appears twice", cpath.display());
+            }
+        }
+        if rows != meta.frames || out.len() != tokens.len() {
+            bail!("{}: {rows} rows ({} valid) but {} says {} frames ({} valid)", cpath.display(), out.len(), mpath.display(), meta.frames, tokens.len());
+        }
+        Ok(out)
     }
 }
 
@@ -162,13 +221,20 @@ pub struct Sample {
     /// Latent tokens (latent pretraining); empty for action targets, which are read from the
     /// episode when the batch is built.
     pub tokens: Vec<i64>,
+    /// The pre-quantisation latent (continuous-latent pretraining; else empty).
+    pub latent: Vec<f32>,
 }
 
 /// What the samples' targets are.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum TargetKind {
     Latent,
-    Action { chunk: usize, target: ActionTarget },
+    /// The LAQ's pre-quantisation latents (the continuous-latent ablation).
+    Continuous,
+    Action {
+        chunk: usize,
+        target: ActionTarget,
+    },
 }
 
 pub(crate) fn feature_names(ds: &Dataset, key: &str, dim: usize) -> Vec<String> {
@@ -224,10 +290,11 @@ pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
     if data.is_empty() {
         bail!("no --data given");
     }
-    if kind == TargetKind::Latent && labels.len() != data.len() {
+    let latent = matches!(kind, TargetKind::Latent | TargetKind::Continuous);
+    if latent && labels.len() != data.len() {
         bail!("latent pretraining needs one --labels folder per --data source ({} --data, {} --labels)", data.len(), labels.len());
     }
-    if !action_labels.is_empty() && (action_labels.len() != data.len() || kind == TargetKind::Latent) {
+    if !action_labels.is_empty() && (action_labels.len() != data.len() || latent) {
         bail!(
             "--action-labels: one pseudo-action folder per --data source ({} --data, {} --action-labels), for action training only",
             data.len(),
@@ -255,8 +322,8 @@ pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
         let ds = Dataset::open(path).with_context(|| format!("{}: cannot open the dataset", path.display()))?;
         let cache = FrameCache::open_or_build(&source, side, cache_dir, quiet)?;
         let labels = match kind {
-            TargetKind::Latent => {
-                let l = Labels::read(&labels[si])?;
+            TargetKind::Latent | TargetKind::Continuous => {
+                let l = Labels::read(&labels[si], kind == TargetKind::Continuous)?;
                 if l.meta.frames != cache.meta.frames {
                     bail!(
                         "{}: labels for {} frames, but {} has {}: labels from another dataset?",
@@ -385,18 +452,22 @@ pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
             let action = match (kind, &pseudo) {
                 (TargetKind::Action { .. }, Some(p)) => Some(p.episode(ei, clip.len)?),
                 (TargetKind::Action { .. }, None) => Some(ep.action.with_context(|| format!("{}: episode {ei} has no action rows", path.display()))?.data),
-                (TargetKind::Latent, _) => None,
+                (TargetKind::Latent | TargetKind::Continuous, _) => None,
             };
             let e = eps.len();
             for t in 0..clip.len {
-                let tokens = match &labels {
-                    Some(l) => match l.tokens.get(&(ei, t)) {
-                        Some(tok) => tok.clone(),
+                let (tokens, latent) = match &labels {
+                    Some(l) if kind == TargetKind::Continuous => match l.latents.get(&(ei, t)) {
+                        Some(z) => (Vec::new(), z.clone()),
                         None => continue,
                     },
-                    None => Vec::new(),
+                    Some(l) => match l.tokens.get(&(ei, t)) {
+                        Some(tok) => (tok.clone(), Vec::new()),
+                        None => continue,
+                    },
+                    None => (Vec::new(), Vec::new()),
                 };
-                pool.samples.push(Sample { source: si, episode: e, t, tokens });
+                pool.samples.push(Sample { source: si, episode: e, t, tokens, latent });
             }
             eps.push(EpisodeData { start: clip.start, len: clip.len, episode: ei, instruction, state, action });
         }
@@ -451,6 +522,16 @@ impl Pool {
         out
     }
 
+    /// Per-dimension (mean, std) of the continuous latent targets over every training sample.
+    pub fn latent_stats(&self) -> (Vec<f32>, Vec<f32>) {
+        let d = self.samples.first().map_or(0, |s| s.latent.len());
+        let n = self.samples.len().max(1) as f64;
+        let mean: Vec<f64> = (0..d).map(|j| self.samples.iter().map(|s| f64::from(s.latent[j])).sum::<f64>() / n).collect();
+        let std: Vec<f32> =
+            (0..d).map(|j| ((self.samples.iter().map(|s| (f64::from(s.latent[j]) - mean[j]).powi(2)).sum::<f64>() / n).sqrt().max(1e-6)) as f32).collect();
+        (mean.into_iter().map(|m| m as f32).collect(), std)
+    }
+
     /// Per-dimension (mean, std) of the state over every training frame.
     pub fn state_stats(&self) -> (Vec<f32>, Vec<f32>) {
         let d = self.state_dim;
@@ -476,9 +557,11 @@ pub struct Batch {
     pub text_emb: Vec<f32>,
     /// [size, state_dim] standardised (empty without a state token).
     pub state: Vec<f32>,
-    /// [size, targets] class indices and a 0/1 mask.
+    /// [size, targets] class indices and a 0/1 mask (continuous targets: the mask per token).
     pub targets: Vec<i64>,
     pub mask: Vec<f32>,
+    /// [size, tokens, dim] standardised continuous latents (continuous targets; else empty).
+    pub values: Vec<f32>,
 }
 
 impl Batch {
@@ -505,6 +588,7 @@ impl Batch {
         let mut state = cut(&self.state, n, sizes).into_iter();
         let mut targets = cut(&self.targets, n, sizes).into_iter();
         let mut mask = cut(&self.mask, n, sizes).into_iter();
+        let mut values = cut(&self.values, n, sizes).into_iter();
         let mut next = || -> Option<Batch> {
             Some(Batch {
                 step: self.step,
@@ -516,6 +600,7 @@ impl Batch {
                 state: state.next()?,
                 targets: targets.next()?,
                 mask: mask.next()?,
+                values: values.next()?,
             })
         };
         sizes.iter().map(|&k| Batch { size: k, ..next().expect("one part per size") }).collect()
@@ -532,6 +617,9 @@ pub struct BatchSpec {
     pub kind: TargetKind,
     /// Per-dimension bins (action targets).
     pub bins: Vec<lapa_model::bins::QuantileBins>,
+    /// Per-value (mean, std) standardising continuous latent targets, and the latent tokens
+    /// per sample.
+    pub latent_norm: Option<(Vec<f32>, Vec<f32>, usize)>,
     /// State standardisation when the policy takes a state token.
     pub state_norm: Option<(Vec<f32>, Vec<f32>)>,
     /// Random crop keeping at least `1 − crop` of the side, resized back (0 = off).
@@ -555,6 +643,7 @@ pub fn make_batch(pool: &Pool, spec: &BatchSpec, step: u64) -> Batch {
         state: Vec::new(),
         targets: Vec::new(),
         mask: Vec::new(),
+        values: Vec::new(),
     };
     for _ in 0..n {
         let s = &pool.samples[rng.below(pool.samples.len())];
@@ -598,6 +687,11 @@ pub fn make_batch(pool: &Pool, spec: &BatchSpec, step: u64) -> Batch {
                 b.targets.extend_from_slice(&s.tokens);
                 b.mask.extend(std::iter::repeat_n(1.0, s.tokens.len()));
             }
+            TargetKind::Continuous => {
+                let (mean, std, tokens) = spec.latent_norm.as_ref().expect("continuous targets are batched with their standardisation");
+                b.values.extend(s.latent.iter().zip(mean).zip(std).map(|((v, m), sd)| (v - m) / sd));
+                b.mask.extend(std::iter::repeat_n(1.0, *tokens));
+            }
             TargetKind::Action { chunk, target } => {
                 let a = pool.action_chunk(s, chunk, target);
                 let d = pool.action_dim;
@@ -626,6 +720,7 @@ mod tests {
             state: (0..n * 3).map(|i| -(i as f32)).collect(),
             targets: (0..n as i64 * 4).collect(),
             mask: (0..n * 4).map(|i| (i % 2) as f32).collect(),
+            values: (0..n * 8).map(|i| i as f32 * 0.5).collect(),
         };
         let whole = b.clone();
         let parts = b.split(&[3, 2]);
@@ -636,5 +731,7 @@ mod tests {
         assert_eq!(parts[1].targets, whole.targets[12..]);
         let joined: Vec<f32> = parts.iter().flat_map(|p| p.mask.clone()).collect();
         assert_eq!(joined, whole.mask);
+        assert_eq!(parts[0].values, whole.values[..24]);
+        assert_eq!(parts[1].values, whole.values[24..]);
     }
 }

@@ -50,12 +50,16 @@ pub struct Plan {
 }
 
 /// The table's rows: (name, pretraining, description).
-pub const ROWS: [(&str, &str); 5] = [
+pub const ROWS: [(&str, &str); 6] = [
     ("scratch", "no pretraining: the same model finetuned from random weights"),
     ("lapa-arm", "latent pretraining on the arm episodes' video (no actions)"),
     ("lapa-hand", "latent pretraining on the hand's video only"),
     ("actionvla", "pretraining on the arm episodes' true actions (the upper bound)"),
     ("vpt", "an inverse-dynamics model trained on the N labeled episodes pseudo-labels the arm video with actions; the policy pretrains on them"),
+    (
+        "lapa-continuous",
+        "ablation, a departure from LAPA: latent pretraining on the arm video regressing the LAQ's continuous pre-quantisation latent (what LAPO feeds its policy) instead of predicting its tokens",
+    ),
 ];
 
 impl Plan {
@@ -76,7 +80,7 @@ impl Plan {
             bins: 256,
             rollouts: 100,
             splits: ["seen", "unseen-objects", "unseen-instructions", "unseen-env"].map(String::from).to_vec(),
-            rows: ["scratch", "lapa-arm", "lapa-hand", "actionvla", "vpt"].map(String::from).to_vec(),
+            rows: ["scratch", "lapa-arm", "lapa-hand", "actionvla", "vpt", "lapa-continuous"].map(String::from).to_vec(),
             seed: 0,
         }
     }
@@ -126,7 +130,7 @@ impl Cell {
     /// A pretraining, or what one waits on (the VPT row's IDM and its labelling): scheduled
     /// first, as it unblocks the most.
     fn leads_to_pretraining(&self) -> bool {
-        self.name.starts_with("pretrain-") || self.name.starts_with("idm-") || self.name == "label-vpt"
+        self.name.starts_with("pretrain-") || self.name.starts_with("idm-") || self.name.starts_with("label-")
     }
 
     /// A training cell is done when its weights are there and it reached its budget: by its
@@ -150,7 +154,19 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-fn cells(plan: &Plan, out: &Path) -> Vec<Cell> {
+/// The LAQ run the arm labels came from (their `latent_actions.json` names it).
+fn labels_run(labels: &Path) -> Result<PathBuf> {
+    #[derive(Deserialize)]
+    struct Meta {
+        run: PathBuf,
+    }
+    let p = labels.join(crate::laq::label::LABELS_META);
+    let m: Meta = serde_json::from_slice(&std::fs::read(&p).with_context(|| format!("{}: cannot read the arm labels' description", p.display()))?)
+        .with_context(|| format!("{}: no LAQ run named", p.display()))?;
+    Ok(m.run)
+}
+
+fn cells(plan: &Plan, out: &Path) -> Result<Vec<Cell>> {
     let runs = out.join("runs");
     let common = |steps: u64, run: &Path| -> Vec<String> {
         let mut v: Vec<String> = ["--config", &plan.config, "--steps", &steps.to_string(), "--batch", &plan.batch.to_string(), "--lr", &plan.lr.to_string()]
@@ -168,6 +184,19 @@ fn cells(plan: &Plan, out: &Path) -> Vec<Cell> {
             "lapa-arm" | "lapa-hand" => {
                 let (d, l) = if row == "lapa-arm" { (&plan.arm, &plan.arm_labels) } else { (&plan.hand, &plan.hand_labels) };
                 let mut a = vec!["train".to_string(), "latent".into(), "--data".into(), s(d), "--labels".into(), s(l)];
+                a.extend(common(plan.pretrain_steps, &pre));
+                Some(a)
+            }
+            "lapa-continuous" => {
+                // The same LAQ run as the arm labels, now also writing its pre-quantisation
+                // latents (the tokens come out identical: the same weights on the same frames).
+                let labels = runs.join("continuous-labels");
+                let laq = labels_run(&plan.arm_labels)?;
+                let a =
+                    ["laq", "label", "--run", &s(&laq), "--data", &s(&plan.arm), "--continuous", "--out", &s(&labels), "--quiet"].map(String::from).to_vec();
+                cells.push(Cell { name: "label-continuous".into(), args: a, output: labels.join(crate::laq::label::LABELS_META), steps: None, after: vec![] });
+                pre_after.push("label-continuous".to_string());
+                let mut a = vec!["train".to_string(), "latent".into(), "--continuous".into(), "--data".into(), s(&plan.arm), "--labels".into(), s(&labels)];
                 a.extend(common(plan.pretrain_steps, &pre));
                 Some(a)
             }
@@ -235,7 +264,7 @@ fn cells(plan: &Plan, out: &Path) -> Vec<Cell> {
             2
         }
     });
-    cells
+    Ok(cells)
 }
 
 /// Runs (or continues) the experiment in `out` with `jobs` cells at a time, each on `threads`
@@ -254,7 +283,7 @@ pub fn run(plan: &Plan, out: &Path, jobs: usize, threads: usize, quiet: bool) ->
     }
     lapa_fs::atomic_write(&plan_path, &serde_json::to_vec_pretty(plan)?)?;
     let exe = std::env::current_exe().context("cannot find the lapa binary")?;
-    let all = cells(plan, out);
+    let all = cells(plan, out)?;
     let mut done: BTreeMap<String, bool> = all.iter().map(|c| (c.name.clone(), c.done())).collect();
     // A training cell whose every dependent is done (a finetune evaluated on all its splits) is
     // not run again: its weights are not kept in the repository, its results are.
@@ -436,7 +465,8 @@ fn chart(plan: &Plan, out: &Path, cell: &dyn Fn(&str, &str) -> Option<CellResult
         .label_style(("sans-serif", 12))
         .draw()
         .map_err(|x| e(&x))?;
-    let colours = [RGBColor(120, 120, 120), RGBColor(31, 119, 180), RGBColor(44, 160, 44), RGBColor(214, 39, 40), RGBColor(148, 103, 189)];
+    let colours =
+        [RGBColor(120, 120, 120), RGBColor(31, 119, 180), RGBColor(44, 160, 44), RGBColor(214, 39, 40), RGBColor(148, 103, 189), RGBColor(255, 127, 14)];
     for (ri, row) in plan.rows.iter().enumerate() {
         let col = colours[ri % colours.len()];
         let w = 0.8 / per as f64;

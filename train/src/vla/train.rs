@@ -23,6 +23,10 @@ use crate::trainer::{Cadence, Loader, MODEL_DIR, Replicas, Stage};
 pub enum StageKind {
     /// Stage 2: predict the LAQ's latent-action tokens.
     Latent,
+    /// The LAPA table's ablation (a departure from LAPA, after LAPO): regress the LAQ's
+    /// continuous pre-quantisation latent instead of predicting its tokens.
+    #[serde(rename = "latent-continuous")]
+    LatentContinuous,
     /// Pretraining on true actions (the paper's ActionVLA upper bound).
     Action,
     /// Stage 3: a new action head on a few labeled episodes, from `init` (or from scratch).
@@ -119,7 +123,7 @@ impl VlaTrainConfig {
         if self.batch_size == 0 || self.steps == 0 {
             bail!("batch size and steps must be positive");
         }
-        if self.stage == StageKind::Latent && self.data.labels.len() != self.data.data.len() {
+        if matches!(self.stage, StageKind::Latent | StageKind::LatentContinuous) && self.data.labels.len() != self.data.data.len() {
             bail!("latent pretraining needs one --labels folder per --data source ({} --data, {} --labels)", self.data.data.len(), self.data.labels.len());
         }
         if !(self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite()) {
@@ -151,7 +155,8 @@ pub struct VlaSummary {
     pub steps: u64,
     pub first_loss: f32,
     pub last_loss: f32,
-    /// Target accuracy (argmax = label) over the last log window.
+    /// Target accuracy (argmax = label) over the last log window; for the continuous head,
+    /// 1 − the mean squared error of the standardised latent (≈ its R²).
     pub last_accuracy: f64,
     pub samples: usize,
     pub params: usize,
@@ -187,11 +192,20 @@ impl VlaStage {
     }
 }
 
+/// A batch's targets on the device.
+#[derive(Debug)]
+pub enum Targets {
+    /// Class indices [b, targets] and their 0/1 mask [b, targets] (latent tokens, action bins).
+    Classes(Tensor<2, Int>, Tensor<2>),
+    /// Standardised continuous latents [b, tokens, dim].
+    Values(Tensor<3>),
+}
+
 /// Host batch → model input and targets on `device`.
-pub fn to_tensors(b: Batch, cfg: &VlaConfig, device: &Device) -> (VlaInput, Tensor<2, Int>, Tensor<2>) {
+pub fn to_tensors(b: Batch, cfg: &VlaConfig, device: &Device) -> (VlaInput, Targets) {
     let n = b.size;
     let l = cfg.text.max_ids();
-    let (targets, _) = cfg.head.logits_shape();
+    let (targets, per) = cfg.head.logits_shape();
     let input = VlaInput {
         patches: Tensor::from_data(TensorData::new(b.patches, [n, cfg.n_patches(), cfg.patch_dim()]), device),
         text: match cfg.text.frozen_dim() {
@@ -203,7 +217,14 @@ pub fn to_tensors(b: Batch, cfg: &VlaConfig, device: &Device) -> (VlaInput, Tens
         },
         state: (cfg.state_dim() > 0).then(|| Tensor::from_data(TensorData::new(b.state, [n, cfg.state_dim()]), device)),
     };
-    (input, Tensor::from_data(TensorData::new(b.targets, [n, targets]), device), Tensor::from_data(TensorData::new(b.mask, [n, targets]), device))
+    let t = match cfg.head {
+        HeadConfig::Continuous { .. } => Targets::Values(Tensor::from_data(TensorData::new(b.values, [n, targets, per]), device)),
+        _ => Targets::Classes(
+            Tensor::from_data(TensorData::new(b.targets, [n, targets]), device),
+            Tensor::from_data(TensorData::new(b.mask, [n, targets]), device),
+        ),
+    };
+    (input, t)
 }
 
 impl Stage for VlaStage {
@@ -222,11 +243,22 @@ impl Stage for VlaStage {
         let model = self.model.take().expect("model present between steps");
         let cfg = &self.model_cfg;
         let r = self.replicas.gradients(&model, shards, |m, b, device| {
-            let share = b.mask.iter().sum::<f32>() / total;
-            let (input, targets, mask) = to_tensors(b, cfg, device);
-            let logits = m.forward(input); // [b, targets, classes]
-            let correct: f32 = (logits.clone().argmax(2).squeeze_dim::<2>(2).equal(targets.clone()).float() * mask.clone()).sum().into_scalar();
-            let loss = Vla::loss(logits, targets, mask);
+            let weight = b.mask.iter().sum::<f32>();
+            let share = weight / total;
+            let (input, targets) = to_tensors(b, cfg, device);
+            let out = m.forward(input); // [b, targets, classes] (continuous: [b, tokens, dim])
+            let (loss, correct) = match targets {
+                Targets::Classes(targets, mask) => {
+                    let correct: f32 = (out.clone().argmax(2).squeeze_dim::<2>(2).equal(targets.clone()).float() * mask.clone()).sum().into_scalar();
+                    (Vla::loss(out, targets, mask), correct)
+                }
+                Targets::Values(values) => {
+                    let loss = Vla::mse_loss(out, values);
+                    // Standardised targets: 1 − MSE is about the R² (every token weighs 1).
+                    let r2 = 1.0 - loss.clone().into_scalar::<f32>();
+                    (loss, r2 * weight)
+                }
+            };
             let lv: f32 = loss.clone().into_scalar();
             Ok((loss.mul_scalar(share), (lv * share, correct)))
         });
@@ -341,9 +373,10 @@ pub fn train(cfg: &VlaTrainConfig, run: &Path, devices: &[Device], cache_dir: &P
     };
     let kind = match cfg.stage {
         StageKind::Latent => TargetKind::Latent,
+        StageKind::LatentContinuous => TargetKind::Continuous,
         _ => TargetKind::Action { chunk: cfg.chunk, target: cfg.target },
     };
-    let need_state = cfg.state || cfg.target == ActionTarget::Delta && kind != TargetKind::Latent;
+    let need_state = cfg.state || cfg.target == ActionTarget::Delta && matches!(kind, TargetKind::Action { .. });
     let d = &cfg.data;
     let mut pool = data::load(&data::LoadSpec {
         data: &d.data,
@@ -366,8 +399,17 @@ pub fn train(cfg: &VlaTrainConfig, run: &Path, devices: &[Device], cache_dir: &P
     }
     let head = match kind {
         TargetKind::Latent => {
-            let l = data::Labels::read(&d.labels[0])?;
+            let l = data::Labels::read(&d.labels[0], false)?;
             HeadConfig::Latent { tokens: l.meta.n_tokens, vocabulary: l.meta.vocabulary }
+        }
+        TargetKind::Continuous => {
+            let l = data::Labels::read(&d.labels[0], false)?;
+            let dim = l
+                .meta
+                .continuous_dim
+                .with_context(|| format!("{}: labels without continuous latents (`lapa laq label --continuous`)", d.labels[0].display()))?;
+            let (mean, std) = pool.latent_stats();
+            HeadConfig::Continuous { tokens: l.meta.n_tokens, dim, mean, std }
         }
         TargetKind::Action { .. } => action_head(&pool, cfg)?,
     };
@@ -426,7 +468,11 @@ pub fn train(cfg: &VlaTrainConfig, run: &Path, devices: &[Device], cache_dir: &P
         kind,
         bins: match &head {
             HeadConfig::Action(a) => a.edges.clone(),
-            HeadConfig::Latent { .. } => Vec::new(),
+            HeadConfig::Latent { .. } | HeadConfig::Continuous { .. } => Vec::new(),
+        },
+        latent_norm: match &head {
+            HeadConfig::Continuous { tokens, mean, std, .. } => Some((mean.clone(), std.clone(), *tokens)),
+            _ => None,
         },
         state_norm: state.map(|s| (s.mean, s.std)),
         crop: cfg.data.crop,
