@@ -142,6 +142,8 @@ impl VideoEncoder {
         if !status.success() {
             return Err(DatasetError::Video { path: self.path.clone(), message: format!("ffmpeg failed ({status}): {}", log.trim()) });
         }
+        // ffmpeg closed the file; make it durable before the dataset folder is published.
+        std::fs::File::open(&self.path).and_then(|f| f.sync_all()).map_err(io_err(&self.path))?;
         Ok(self.path.clone())
     }
 }

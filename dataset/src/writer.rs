@@ -398,6 +398,8 @@ impl DatasetWriter {
             return Err(DatasetError::Usage(format!("{}: appeared while recording; not overwriting it", self.root.display())));
         }
         std::fs::rename(&self.staging, &self.root).map_err(io_err(&self.root))?;
+        // The rename reaches the disk too (videos, tables and metadata inside were fsynced as written).
+        lapa_fs::sync_dir(self.root.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")));
         self.finished = true;
         Ok(WrittenDataset { root: self.root.clone(), episodes: self.episodes.len(), frames: total_frames, tasks: self.tasks.len() })
     }

@@ -42,11 +42,27 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
         let _ = std::fs::remove_file(&tmp);
         return Err(at(path)(e));
     }
-    // Make the rename itself durable; not every platform can open a folder, so best effort.
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Writes `bytes` to a new file at `path` and fsyncs it (no rename: for files inside a staging
+/// folder that is itself renamed into place, as bundles are).
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    (|| {
+        let mut f = std::fs::File::create(path)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })()
+    .map_err(at(path))
+}
+
+/// Makes the entries of `dir` (files created or renamed in it) durable. Not every platform can
+/// open a folder, so best effort.
+pub fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -234,12 +234,18 @@ pub fn write(root: &Path, mut manifest: Manifest, parts: &[(&str, &[u8])]) -> Re
     }
     std::fs::create_dir_all(&staging).map_err(|e| io(&staging, e))?;
     let result = (|| {
+        // Every part, the manifest and the folder itself reach the disk before the rename
+        // publishes them: a crash leaves the old state or the whole bundle.
+        let synced = |path: &Path, bytes: &[u8]| lapa_fs::write_synced(path, bytes).map_err(|e| io(path, e.source));
         for (name, bytes) in parts {
-            std::fs::write(staging.join(name), bytes).map_err(|e| io(&staging.join(name), e))?;
+            synced(&staging.join(name), bytes)?;
         }
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| BundleError::Manifest { bundle: root.to_path_buf(), message: e.to_string() })?;
-        std::fs::write(staging.join(MANIFEST), json).map_err(|e| io(&staging.join(MANIFEST), e))?;
-        std::fs::rename(&staging, root).map_err(|e| io(root, e))
+        synced(&staging.join(MANIFEST), &json)?;
+        lapa_fs::sync_dir(&staging);
+        std::fs::rename(&staging, root).map_err(|e| io(root, e))?;
+        lapa_fs::sync_dir(root.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")));
+        Ok(())
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&staging);
