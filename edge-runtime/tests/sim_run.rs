@@ -90,8 +90,12 @@ fn bad_command_lines_are_refused_by_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     let junk = dir.path().join("junk.cyclelog");
     std::fs::write(&junk, b"not a log").expect("write");
-    let cases: [(&[&str], &str); 7] = [
-        (&["run"], "only --sim"),
+    let cases: [(&[&str], &str); 11] = [
+        (&["run"], "give --board PROFILE (a real arm) or --sim"),
+        (&["run", "--board", "raspberry_pi_5"], "--bundle DIR"),
+        (&["run", "--board", "raspberry_pi_5", "--remote", "ws://127.0.0.1:9"], "--instruction"),
+        (&["run", "--board", "pi_zero", "--remote", "ws://127.0.0.1:9", "--instruction", "x"], "pi_zero"),
+        (&["run", "--sim", "--rate", "101"], "1..=100 Hz"),
         (&["run", "--sim", "--family", "juggle"], "--family \"juggle\""),
         (&["run", "--sim", "--split", "mars"], "--split \"mars\""),
         (&["run", "--sim", "--rate", "0"], "--rate"),
@@ -107,4 +111,24 @@ fn bad_command_lines_are_refused_by_name() {
     let out = edge().arg("replay").arg(&junk).output().expect("runs");
     let text = stdout_of(&out);
     assert!(!out.status.success() && text.contains("junk.cyclelog") && text.contains("not a lapa cycle log"), "{text}");
+}
+
+/// `run --board` opens the profile's hardware before it loads a policy, and a missing serial
+/// port is named with the profile file it came from.
+#[test]
+fn a_board_run_names_the_missing_hardware_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let profile = dir.path().join("x86_64_dev.toml");
+    let text = include_str!("../../boards/profiles/boards/x86_64_dev.toml").replacen("/dev/ttyACM0", "/dev/lapa-no-such-port", 1);
+    std::fs::write(&profile, text).expect("write profile");
+    let out = edge()
+        .args(["run", "--board", profile.to_str().expect("utf-8"), "--remote", "ws://127.0.0.1:9", "--instruction", "pick up the red cube"])
+        .output()
+        .expect("runs");
+    let text = stdout_of(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("x86_64_dev.toml") && text.contains("[serial]") && text.contains("/dev/lapa-no-such-port"), "{text}");
+    // --sim and --board are one or the other.
+    let out = edge().args(["run", "--sim", "--board", "x86_64_dev"]).output().expect("runs");
+    assert!(!out.status.success() && stdout_of(&out).contains("cannot be used with"), "{}", stdout_of(&out));
 }

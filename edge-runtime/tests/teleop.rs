@@ -115,6 +115,19 @@ fn the_teleop_command_records_and_refuses_bad_values() {
         assert!(!out.status.success(), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains(want), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
+    // A real board: the instruction is asked for, then a missing bus is named with its profile
+    // (before anything is recorded).
     let out = Command::new(edge).args(["teleop", "--board", "raspberry_pi_5", "--record"]).arg(dir.path().join("x")).output().expect("runs");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("V4L2"), "a real board says what is missing");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--instruction"), "{}", String::from_utf8_lossy(&out.stderr));
+    let profile = dir.path().join("x86_64_dev.toml");
+    let text = include_str!("../../boards/profiles/boards/x86_64_dev.toml").replacen("/dev/ttyACM1", "/dev/lapa-no-such-leader", 1);
+    std::fs::write(&profile, text.replacen("/dev/ttyACM0", "/dev/lapa-no-such-follower", 1)).expect("profile");
+    let out = Command::new(edge)
+        .args(["teleop", "--board", profile.to_str().expect("utf-8"), "--instruction", "put the red block left", "--record"])
+        .arg(dir.path().join("y"))
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("x86_64_dev.toml") && err.contains("/dev/lapa-no-such-follower"), "{err}");
+    assert!(!dir.path().join("y").exists(), "a failed start left a recording folder");
 }

@@ -31,10 +31,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run the control loop. Today it runs against the simulator (`--sim`): the same loop, safety
-    /// filter, chunk blending, control socket and cycle log a real arm will use, with the
-    /// simulated SO-101, its camera and the scripted expert as the policy. Real arms join with the
-    /// board profiles and model bundles.
+    /// Run the control loop: camera → policy → safety filter → arm at a fixed rate, with chunk
+    /// blending, the control socket, the e-stop and the cycle log. `--board PROFILE` drives a
+    /// real arm: the profile's servo bus, V4L2 camera, loop rate and GPIO e-stop button, with a
+    /// `--bundle` or a `--remote` policy. `--sim` runs the same loop against the simulated SO-101
+    /// and its camera (with the scripted expert when no policy is given). On a terminal, typed
+    /// lines are control commands (`stop`, `release`, `pause`, `i NEW INSTRUCTION`, `q`).
     Run(RunArgs),
     /// Read a cycle log back: header, events, chunk arrivals, timing and safety summary, every
     /// cycle with --cycles, a PNG of commanded vs measured joints with --plot.
@@ -187,14 +189,19 @@ enum EStop {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// Run against the simulated scene (required today).
-    #[arg(long)]
+    /// Run against the simulated scene.
+    #[arg(long, conflicts_with = "board")]
     sim: bool,
+    /// Drive a real arm: a built-in board profile (`raspberry_pi_5`, `jetson_orin_nano`, …) or
+    /// the path of one. Its follower bus, camera, control rate and e-stop pin are used.
+    #[arg(long, value_name = "PROFILE")]
+    board: Option<String>,
     #[command(flatten)]
     scene: SceneArgs,
-    /// Control rate, Hz (the servo loop; the policy's actions are interpolated onto it).
-    #[arg(long, default_value_t = 50)]
-    rate: u32,
+    /// Control rate, Hz, 1..=100 (the servo loop; the policy's actions are interpolated onto
+    /// it). Default: the board profile's `control_hz`; 30 with --sim.
+    #[arg(long)]
+    rate: Option<u32>,
     /// A model bundle (`lapa export`) to run: its burn policy on the CPU. Without one, the sim
     /// runs its scripted expert (privileged: it reads the scene, not the camera).
     #[arg(long, conflicts_with = "remote")]
@@ -308,9 +315,60 @@ impl SceneArgs {
     }
 }
 
+/// What a real board gives the loop: the follower, its camera, its description, the e-stop
+/// button's watcher (when the profile has one).
+struct BoardHardware {
+    arm: BoxedArm,
+    camera: Box<dyn lapa_edge::camera::Camera>,
+    desc: &'static ArmDescription,
+    rate: u32,
+    estop_pin: Option<u8>,
+}
+
+/// Opens the hardware a board profile names (the arm is opened, not yet connected).
+fn open_board(name: &str, rate: Option<u32>) -> Result<BoardHardware> {
+    let (board, file) = load_board(name)?;
+    let desc = arm_by_name(&board.arm).ok_or_else(|| anyhow!("{}: no arm profile {:?}", file.display(), board.arm))?;
+    let arm = hw::open_arm(&board.serial).map_err(|e| anyhow!("{}: [serial]: {e}", file.display()))?;
+    let camera = open_camera(&board.camera).map_err(|e| anyhow!("{}: [camera]: {e}", file.display()))?;
+    let estop_pin = board.gpio.as_ref().and_then(|g| g.estop);
+    Ok(BoardHardware { arm, camera, desc, rate: rate.unwrap_or(board.control_hz), estop_pin })
+}
+
+#[cfg(feature = "v4l2")]
+fn open_camera(c: &lapa_boards::profile::CameraSection) -> Result<Box<dyn lapa_edge::camera::Camera>> {
+    use lapa_edge::v4l2::{PixelFormat, V4l2Camera, Want};
+    let format = PixelFormat::from_name(&c.format).ok_or_else(|| anyhow!("format {:?}: not a camera format this build reads", c.format))?;
+    Ok(Box::new(V4l2Camera::open(&c.device, &Want { format, width: c.width, height: c.height, fps: c.fps })?))
+}
+
+#[cfg(not(feature = "v4l2"))]
+fn open_camera(c: &lapa_boards::profile::CameraSection) -> Result<Box<dyn lapa_edge::camera::Camera>> {
+    bail!("{}: this lapa-edge was built without the v4l2 feature", c.device)
+}
+
+/// Watches the profile's e-stop button; a build without GPIO refuses a profile that has one
+/// rather than run with the button ignored.
+#[cfg(feature = "gpio")]
+fn watch_estop_pin(pin: u8, controls: std::sync::Arc<Controls>) -> Result<lapa_edge::estop::EStopWatch> {
+    let p = lapa_edge::estop::pi_pin(pin).map_err(|e| anyhow!("the profile's e-stop: {e}"))?;
+    lapa_edge::estop::watch(p, controls, Duration::from_millis(5), format!("GPIO{pin}")).map_err(|e| anyhow!(e))
+}
+
+#[cfg(not(feature = "gpio"))]
+fn watch_estop_pin(pin: u8, _controls: std::sync::Arc<Controls>) -> Result<lapa_edge::estop::EStopWatch> {
+    bail!("the profile's e-stop is GPIO{pin}, but this lapa-edge was built without the gpio feature: it will not run with the button ignored")
+}
+
 fn run(a: RunArgs) -> Result<()> {
-    if !a.sim {
-        bail!("only --sim runs exist so far: driving a real arm needs a board profile and a model bundle, which this build does not read yet");
+    if !a.sim && a.board.is_none() {
+        bail!("give --board PROFILE (a real arm) or --sim (the simulated scene)");
+    }
+    if a.board.is_some() && a.bundle.is_none() && a.remote.is_none() {
+        bail!("--board: give the policy, --bundle DIR (`lapa export`) or --remote URL (`lapa serve`); the scripted expert exists only in the sim");
+    }
+    if a.board.is_some() && a.instruction.is_none() {
+        bail!("--board: give --instruction (what the arm should do)");
     }
     let (family, split) = a.scene.choice()?;
     if !(a.max_seconds.is_finite() && a.max_seconds > 0.0) {
@@ -319,7 +377,21 @@ fn run(a: RunArgs) -> Result<()> {
     if !(a.settle_seconds.is_finite() && a.settle_seconds >= 0.0) {
         bail!("--settle-seconds {}: must be a number ≥ 0", a.settle_seconds);
     }
-    let scene = SimScene::new(&SceneSpec { seed: a.scene.seed, family, split, rate_hz: a.rate, ..SceneSpec::default() }).map_err(|e| anyhow!("--rate: {e}"))?;
+    if let Some(r) = a.rate
+        && !(1..=100).contains(&r)
+    {
+        bail!("--rate {r}: the servo loop runs at 1..=100 Hz");
+    }
+    // The hardware first: a missing port or camera is reported before a policy loads.
+    let board = a.board.as_deref().map(|b| open_board(b, a.rate)).transpose()?;
+    let rate = board.as_ref().map_or(a.rate.unwrap_or(30), |b| b.rate);
+    let scene = match board {
+        Some(_) => None,
+        None => {
+            Some(SimScene::new(&SceneSpec { seed: a.scene.seed, family, split, rate_hz: rate, ..SceneSpec::default() }).map_err(|e| anyhow!("--rate: {e}"))?)
+        }
+    };
+    let desc: &'static ArmDescription = board.as_ref().map_or(&SO101, |b| b.desc);
     let policy: Box<dyn Policy> = match &a.bundle {
         Some(b) => {
             let bundle = lapa_model::bundle::Bundle::open(b).with_context(|| format!("--bundle {}", b.display()))?;
@@ -331,7 +403,7 @@ fn run(a: RunArgs) -> Result<()> {
                 if a.remote_timeout_ms == 0 {
                     bail!("--remote-timeout-ms must be positive");
                 }
-                let fallback = runtime::arm_action_spec(&SO101, a.policy_fps, a.chunk);
+                let fallback = runtime::arm_action_spec(desc, a.policy_fps, a.chunk);
                 let opts = RemoteOptions {
                     api_key: a.api_key.clone(),
                     reply_timeout: Duration::from_millis(a.remote_timeout_ms),
@@ -340,49 +412,74 @@ fn run(a: RunArgs) -> Result<()> {
                 };
                 Box::new(RemotePolicy::connect(url, opts).with_context(|| format!("--remote {url}"))?)
             }
-            None => Box::new(SimExpertPolicy::new(scene.clone(), a.policy_fps, a.chunk).map_err(|e| anyhow!("--policy-fps/--chunk: {e}"))?),
+            None => match &scene {
+                Some(sc) => Box::new(SimExpertPolicy::new(sc.clone(), a.policy_fps, a.chunk).map_err(|e| anyhow!("--policy-fps/--chunk: {e}"))?),
+                None => unreachable!("a board run without a policy was refused above"),
+            },
         },
     };
-    let scene_instruction = lock(&scene).instruction();
-    let instruction = a.instruction.clone().unwrap_or_else(|| scene_instruction.clone());
+    let scene_instruction = scene.as_ref().map(|sc| lock(sc).instruction());
+    let instruction = a.instruction.clone().or_else(|| scene_instruction.clone()).unwrap_or_default();
     let controls = Controls::new(&instruction).map_err(|e| anyhow!("--instruction: {e}"))?;
     let cfg = RunConfig {
-        rate_hz: a.rate as f32,
+        rate_hz: rate as f32,
         refill: a.refill,
         ensemble_decay: a.ensemble_decay,
         estop: match a.estop {
             EStop::Hold => EStopMode::Hold,
             EStop::TorqueOff => EStopMode::TorqueOff,
         },
-        max_ticks: Some((a.max_seconds * a.rate as f32).ceil() as u64),
+        max_ticks: Some((a.max_seconds * rate as f32).ceil() as u64),
         ..RunConfig::default()
     };
     cfg.validate().map_err(|e| anyhow!("--{e}"))?;
 
-    let mut arm = SceneArm::new(scene.clone());
-    let info = arm.connect().context("connecting the arm")?;
+    let (mut arm, camera, estop_pin): (BoxedArm, Box<dyn lapa_edge::camera::Camera>, Option<u8>) = match (board, &scene) {
+        (Some(b), _) => (b.arm, b.camera, b.estop_pin),
+        (None, Some(sc)) => (Box::new(SceneArm::new(sc.clone())), Box::new(SceneCamera::new(sc.clone())), None),
+        (None, None) => unreachable!("a sim run has a scene"),
+    };
+    let info = arm.connect().with_context(|| format!("connecting the {}", desc.name))?;
     let cal = joint_calibrations(&arm.read_calibration().context("reading the calibration")?);
-    let limits = joint_limits(&SO101, &cal).context("the arm's calibration")?;
+    let limits = joint_limits(desc, &cal).context("the arm's calibration")?;
     let safety_cfg = SafetyConfig::default();
-    let safety = SafetyFilter::new(safety_cfg, &SO101, limits, cfg.rate_hz).map_err(|e| anyhow!("safety: {e}"))?;
-    let camera = SceneCamera::new(scene.clone());
+    let safety = SafetyFilter::new(safety_cfg, desc, limits, cfg.rate_hz).map_err(|e| anyhow!("safety: {e}"))?;
+    // The button is watched for the whole run, from before the first command.
+    let _estop_watch = estop_pin.map(|pin| watch_estop_pin(pin, controls.clone())).transpose()?;
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        lapa_edge::control::spawn_stdin(controls.clone());
+    }
 
     eprintln!("arm: {}", info.description);
+    eprintln!("camera: {}", lapa_edge::camera::Camera::describe(camera.as_ref()));
     eprintln!("policy: {}", policy.describe());
-    eprintln!("task: {scene_instruction:?}{}", if a.instruction.is_some() { " (the sim expert follows the scene's task, not --instruction)" } else { "" });
+    if let Some(pin) = estop_pin {
+        eprintln!("e-stop: GPIO{pin} (normally closed to ground; open = stop)");
+    }
+    match &scene_instruction {
+        Some(task) => eprintln!(
+            "task: {task:?}{}",
+            if a.instruction.is_some() && a.bundle.is_none() && a.remote.is_none() {
+                " (the sim expert follows the scene's task, not --instruction)"
+            } else {
+                ""
+            }
+        ),
+        None => eprintln!("instruction: {instruction:?}"),
+    }
     let spec = policy.action_spec().clone();
-    eprintln!("loop: {} Hz, chunks of {} at {} fps, refill below {:.0}%, e-stop {:?}", a.rate, spec.chunk, spec.fps, a.refill * 100.0, cfg.estop);
+    eprintln!("loop: {} Hz, chunks of {} at {} fps, refill below {:.0}%, e-stop {:?}", rate, spec.chunk, spec.fps, a.refill * 100.0, cfg.estop);
 
     let log_file = match &a.log {
         Some(p) => {
             let header = LogHeader {
                 format: cyclelog::FORMAT,
-                arm: SO101.name.into(),
-                joints: SO101.names().iter().map(|s| s.to_string()).collect(),
-                units: SO101.joints.iter().map(|j| j.unit.symbol().to_string()).collect(),
+                arm: desc.name.into(),
+                joints: desc.names().iter().map(|s| s.to_string()).collect(),
+                units: desc.joints.iter().map(|j| j.unit.symbol().to_string()).collect(),
                 rate_hz: cfg.rate_hz,
                 policy: policy.describe(),
-                camera: lapa_edge::camera::Camera::describe(&camera),
+                camera: lapa_edge::camera::Camera::describe(camera.as_ref()),
                 instruction: instruction.clone(),
                 safety: safety_cfg,
             };
@@ -400,19 +497,19 @@ fn run(a: RunArgs) -> Result<()> {
         None => None,
     };
 
-    let settle_ticks = (a.settle_seconds * a.rate as f32).round() as u64;
+    let settle_ticks = (a.settle_seconds * rate as f32).round() as u64;
     let mut succeeded_at: Option<u64> = None;
     let mut last_status = Instant::now();
     let sim = scene.clone();
     let quiet = a.quiet;
-    let summary = runtime::run(&mut arm, Box::new(camera), policy, safety, &controls, &writer, &cfg, |c| {
+    let summary = runtime::run(arm.as_mut(), camera, policy, safety, &controls, &writer, &cfg, |c| {
         if quiet {
         } else if last_status.elapsed() > Duration::from_millis(500) {
             last_status = Instant::now();
             eprint!("\r{}   ", c.stats.line());
             let _ = std::io::stderr().flush();
         }
-        if succeeded_at.is_none() && lock(&sim).success() {
+        if succeeded_at.is_none() && sim.as_ref().is_some_and(|sc| lock(sc).success()) {
             succeeded_at = Some(c.tick);
         }
         match succeeded_at {
@@ -426,10 +523,12 @@ fn run(a: RunArgs) -> Result<()> {
         eprintln!();
     }
     print_summary(&summary, cfg.rate_hz);
-    let success = lock(&scene).success();
-    match succeeded_at {
-        Some(t) => println!("task: succeeded at {:.2} s (tick {t}){}", t as f32 / cfg.rate_hz, if success { "" } else { ", but was undone by the end" }),
-        None => println!("task: not achieved in {:.1} s", summary.stats.ticks as f32 / cfg.rate_hz),
+    if let Some(sc) = &scene {
+        let success = lock(sc).success();
+        match succeeded_at {
+            Some(t) => println!("task: succeeded at {:.2} s (tick {t}){}", t as f32 / cfg.rate_hz, if success { "" } else { ", but was undone by the end" }),
+            None => println!("task: not achieved in {:.1} s", summary.stats.ticks as f32 / cfg.rate_hz),
+        }
     }
     if let Some(f) = log_file {
         let totals = f.finish()?;
@@ -482,19 +581,11 @@ fn calibrate(a: CalibrateArgs) -> Result<()> {
 }
 
 fn teleop(a: TeleopArgs) -> Result<()> {
-    if !a.sim {
-        let (board, file) = load_board(a.board.as_deref().unwrap_or_default())?;
-        bail!(
-            "{}: teleoperating a real arm needs the board's camera ({} {}), and the V4L2 camera is not built into this lapa-edge yet; --sim runs the same loop",
-            file.display(),
-            board.camera.device,
-            board.camera.format
-        );
-    }
     if a.no_pace && !a.sim {
         bail!("--no-pace is for --sim only: a real arm runs on the wall clock");
     }
-    let rate = a.rate.unwrap_or(30);
+    let board = if a.sim { None } else { Some(load_board(a.board.as_deref().unwrap_or_default())?) };
+    let rate = a.rate.unwrap_or(board.as_ref().map_or(30, |(b, _)| b.control_hz));
     if !(1..=100).contains(&rate) {
         bail!("--rate {rate}: 1..=100 Hz");
     }
@@ -510,28 +601,70 @@ fn teleop(a: TeleopArgs) -> Result<()> {
         bail!("--episodes and --episode-seconds must be positive");
     }
     let (family, split) = a.scene.choice()?;
-    let scene = SimScene::new(&SceneSpec { seed: a.scene.seed, family, split, rate_hz: rate, ..SceneSpec::default() }).map_err(|e| anyhow!("--rate: {e}"))?;
-    let mut follower = SceneArm::new(scene.clone());
-    let mut leader = SimArm::new();
-    leader.connect().context("connecting the simulated leader")?;
+    // A real board: the profile's two buses and camera, a person at the leader. The sim: the
+    // simulated pair in the scene, the scripted expert moving the leader.
+    let (mut leader, mut follower, mut camera, mut sim_operator, desc, estop_pin): (
+        BoxedArm,
+        BoxedArm,
+        Box<dyn lapa_edge::camera::Camera>,
+        Option<SimOperator>,
+        &'static ArmDescription,
+        Option<u8>,
+    ) = match &board {
+        Some((b, file)) => {
+            if a.instruction.is_none() {
+                bail!("--instruction: say what the demonstrations do (it becomes each episode's task)");
+            }
+            let at = |what: &str, e: String| anyhow!("{}: {what}: {e}", file.display());
+            let desc = arm_by_name(&b.arm).ok_or_else(|| anyhow!("{}: no arm profile {:?}", file.display(), b.arm))?;
+            let mut leader_serial = match (&b.leader_serial, &a.leader) {
+                (Some(s), _) => s.clone(),
+                // --leader on a profile without one: the follower bus's settings, that port.
+                (None, Some(_)) => b.serial.clone(),
+                (None, None) => bail!("{}: no [leader_serial]; give --leader PORT", file.display()),
+            };
+            if let Some(port) = &a.leader {
+                leader_serial.port = Some(port.clone());
+                leader_serial.usb = None;
+            }
+            let follower = hw::open_arm(&b.serial).map_err(|e| at("[serial]", e))?;
+            let leader = hw::open_arm(&leader_serial).map_err(|e| at("the leader's bus", e))?;
+            let camera = open_camera(&b.camera).map_err(|e| anyhow!("{}: [camera]: {e}", file.display()))?;
+            (leader, follower, camera, None, desc, b.gpio.as_ref().and_then(|g| g.estop))
+        }
+        None => {
+            let scene =
+                SimScene::new(&SceneSpec { seed: a.scene.seed, family, split, rate_hz: rate, ..SceneSpec::default() }).map_err(|e| anyhow!("--rate: {e}"))?;
+            let mut leader = SimArm::new();
+            leader.connect().context("connecting the simulated leader")?;
+            let leader_cal = leader.read_calibration()?;
+            let operator =
+                SimOperator::new(scene.clone(), leader.bus.clone(), &SO101_LEADER, &leader_cal, rate as f32, a.scene.seed, family, split, a.settle_seconds)
+                    .map_err(|e| anyhow!(e))?;
+            (Box::new(leader), Box::new(SceneArm::new(scene.clone())), Box::new(SceneCamera::new(scene)), Some(operator), &SO101, None)
+        }
+    };
+    if board.is_some() {
+        leader.connect().context("connecting the leader")?;
+    }
     follower.connect().context("connecting the follower")?;
-    let leader_cal = leader.read_calibration()?;
-    let mut operator =
-        SimOperator::new(scene.clone(), leader.bus.clone(), &SO101_LEADER, &leader_cal, rate as f32, a.scene.seed, family, split, a.settle_seconds)
-            .map_err(|e| anyhow!(e))?;
-    let mut camera = SceneCamera::new(scene.clone());
     let cal = joint_calibrations(&follower.read_calibration()?);
-    let limits = joint_limits(&SO101, &cal).context("the follower's calibration")?;
-    let mut safety = SafetyFilter::new(SafetyConfig::default(), &SO101, limits, rate as f32).map_err(|e| anyhow!("safety: {e}"))?;
+    let limits = joint_limits(desc, &cal).context("the follower's calibration")?;
+    let mut safety = SafetyFilter::new(SafetyConfig::default(), desc, limits, rate as f32).map_err(|e| anyhow!("safety: {e}"))?;
     let controls = Controls::new(a.instruction.as_deref().unwrap_or("teleoperation")).map_err(|e| anyhow!("--instruction: {e}"))?;
+    let _estop_watch = estop_pin.map(|pin| watch_estop_pin(pin, controls.clone())).transpose()?;
     let _socket = match &a.socket {
         Some(p) => Some(ControlSocket::bind(p, controls.clone()).map_err(|e| anyhow!("--socket {e}"))?),
         None => None,
     };
+    // n / r / q and Enter on a terminal, as the help says (the socket takes the same commands).
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        lapa_edge::control::spawn_stdin(controls.clone());
+    }
     let mut recorder = match &a.record {
         Some(dir) => {
-            let f = lapa_edge::camera::Camera::capture(&mut camera)?;
-            Some(Recorder::create(dir, &SO101, a.fps, f.width, f.height).with_context(|| format!("--record {}", dir.display()))?)
+            let f = camera.capture()?;
+            Some(Recorder::create(dir, desc, a.fps, f.width, f.height).with_context(|| format!("--record {}", dir.display()))?)
         }
         None => None,
     };
@@ -551,13 +684,18 @@ fn teleop(a: TeleopArgs) -> Result<()> {
         a.fps,
         if a.record.is_some() { "" } else { " (not recording: no --record)" }
     );
+    let mut person = lapa_edge::teleop::Person;
+    let operator: &mut dyn lapa_edge::teleop::Operator = match &mut sim_operator {
+        Some(o) => o,
+        None => &mut person,
+    };
     let result = lapa_edge::teleop::teleop(
-        &mut leader,
-        &mut follower,
-        &mut camera,
+        leader.as_mut(),
+        follower.as_mut(),
+        camera.as_mut(),
         &mut safety,
         &controls,
-        &mut operator,
+        operator,
         recorder.as_mut(),
         &cfg,
         |k, task, frames| {
@@ -578,15 +716,8 @@ fn teleop(a: TeleopArgs) -> Result<()> {
             bail!("teleop stopped: {e}");
         }
     };
-    println!(
-        "teleop: {} episodes ({} re-recorded), {} ticks; the scripted operator achieved {} of {} tasks; safety: {}",
-        summary.episodes,
-        summary.rerecorded,
-        summary.ticks,
-        operator.successes,
-        summary.episodes,
-        summary.flags.line()
-    );
+    let scripted = sim_operator.as_ref().map_or(String::new(), |o| format!("; the scripted operator achieved {} of {} tasks", o.successes, summary.episodes));
+    println!("teleop: {} episodes ({} re-recorded), {} ticks{scripted}; safety: {}", summary.episodes, summary.rerecorded, summary.ticks, summary.flags.line());
     if cfg.paced {
         println!("period: p50 {}, p99 {}; {} ticks dropped", ms(summary.period.quantile_ms(0.5)), ms(summary.period.quantile_ms(0.99)), summary.dropped);
     }
