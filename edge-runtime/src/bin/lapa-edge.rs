@@ -580,6 +580,10 @@ fn calibrate(a: CalibrateArgs) -> Result<()> {
     Ok(())
 }
 
+/// Teleop's hardware: leader, follower, camera, the scripted operator (sim only), the arm's
+/// description and the e-stop pin.
+type TeleopRig = (BoxedArm, BoxedArm, Box<dyn lapa_edge::camera::Camera>, Option<SimOperator>, &'static ArmDescription, Option<u8>);
+
 fn teleop(a: TeleopArgs) -> Result<()> {
     if a.no_pace && !a.sim {
         bail!("--no-pace is for --sim only: a real arm runs on the wall clock");
@@ -603,14 +607,7 @@ fn teleop(a: TeleopArgs) -> Result<()> {
     let (family, split) = a.scene.choice()?;
     // A real board: the profile's two buses and camera, a person at the leader. The sim: the
     // simulated pair in the scene, the scripted expert moving the leader.
-    let (mut leader, mut follower, mut camera, mut sim_operator, desc, estop_pin): (
-        BoxedArm,
-        BoxedArm,
-        Box<dyn lapa_edge::camera::Camera>,
-        Option<SimOperator>,
-        &'static ArmDescription,
-        Option<u8>,
-    ) = match &board {
+    let (mut leader, mut follower, mut camera, mut sim_operator, desc, estop_pin): TeleopRig = match &board {
         Some((b, file)) => {
             if a.instruction.is_none() {
                 bail!("--instruction: say what the demonstrations do (it becomes each episode's task)");

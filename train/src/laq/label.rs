@@ -82,16 +82,7 @@ pub fn run(
     }
     pb.finish_and_clear();
     let t = cfg.n_tokens;
-    let mut columns = vec!["episode".to_string(), "frame_index".into(), "valid".into()];
-    columns.extend((0..t).map(|i| format!("latent_{i}")));
-    let mut csv = columns.join(",") + "\n";
-    for (i, (ep, f, valid)) in rows.iter().enumerate() {
-        let _ = write!(csv, "{ep},{f},{}", u8::from(*valid));
-        for v in &idx[i * t..(i + 1) * t] {
-            let _ = write!(csv, ",{v}");
-        }
-        csv.push('\n');
-    }
+    let (columns, csv) = frame_csv(&rows, "latent", &idx, t);
     std::fs::create_dir_all(out)?;
     // The meta of an earlier labelling goes first: until the new one is written the folder is
     // incomplete, never a mix of two runs' files.
@@ -105,16 +96,7 @@ pub fn run(
         if z.len() != rows.len() * width || z.iter().any(|v| !v.is_finite()) {
             anyhow::bail!("the LAQ gave {} latent values for {} frames of {width} (or a value that is not finite)", z.len(), rows.len());
         }
-        let mut head = vec!["episode".to_string(), "frame_index".into(), "valid".into()];
-        head.extend((0..width).map(|i| format!("z_{i}")));
-        let mut text = head.join(",") + "\n";
-        for (i, (ep, f, valid)) in rows.iter().enumerate() {
-            let _ = write!(text, "{ep},{f},{}", u8::from(*valid));
-            for v in &z[i * width..(i + 1) * width] {
-                let _ = write!(text, ",{v}");
-            }
-            text.push('\n');
-        }
+        let (_, text) = frame_csv(&rows, "z", &z, width);
         lapa_fs::atomic_write(&out.join(CONTINUOUS_CSV), text.as_bytes())?;
     } else {
         match std::fs::remove_file(out.join(CONTINUOUS_CSV)) {
@@ -137,4 +119,20 @@ pub fn run(
     };
     lapa_fs::atomic_write(&out.join(LABELS_META), &serde_json::to_vec_pretty(&meta)?)?;
     Ok(meta)
+}
+
+/// One CSV row per frame: `episode,frame_index,valid`, then `width` values named `{prefix}_{i}`
+/// (`values` holds them frame after frame). Returns the columns and the text.
+fn frame_csv<V: std::fmt::Display>(rows: &[(String, usize, bool)], prefix: &str, values: &[V], width: usize) -> (Vec<String>, String) {
+    let mut columns = vec!["episode".to_string(), "frame_index".into(), "valid".into()];
+    columns.extend((0..width).map(|i| format!("{prefix}_{i}")));
+    let mut text = columns.join(",") + "\n";
+    for ((ep, f, valid), vals) in rows.iter().zip(values.chunks(width.max(1))) {
+        let _ = write!(text, "{ep},{f},{}", u8::from(*valid));
+        for v in vals {
+            let _ = write!(text, ",{v}");
+        }
+        text.push('\n');
+    }
+    (columns, text)
 }

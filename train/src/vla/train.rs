@@ -193,6 +193,8 @@ impl VlaStage {
 }
 
 /// A batch's targets on the device.
+// One value per batch, built and consumed once per step: boxing a variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Targets {
     /// Class indices [b, targets] and their 0/1 mask [b, targets] (latent tokens, action bins).
