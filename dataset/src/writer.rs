@@ -397,12 +397,26 @@ impl DatasetWriter {
         if self.root.exists() {
             return Err(DatasetError::Usage(format!("{}: appeared while recording; not overwriting it", self.root.display())));
         }
+        // Every folder's entries inside the staging folder reach the disk before it is published.
+        sync_tree(&self.staging);
         std::fs::rename(&self.staging, &self.root).map_err(io_err(&self.root))?;
         // The rename reaches the disk too (videos, tables and metadata inside were fsynced as written).
         lapa_fs::sync_dir(self.root.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")));
         self.finished = true;
         Ok(WrittenDataset { root: self.root.clone(), episodes: self.episodes.len(), frames: total_frames, tasks: self.tasks.len() })
     }
+}
+
+/// fsyncs `dir` and every folder below it (best effort, as `lapa_fs::sync_dir`).
+fn sync_tree(dir: &std::path::Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                sync_tree(&e.path());
+            }
+        }
+    }
+    lapa_fs::sync_dir(dir);
 }
 
 impl Drop for DatasetWriter {

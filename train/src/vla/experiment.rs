@@ -154,16 +154,21 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// The LAQ run the arm labels came from (their `latent_actions.json` names it).
-fn labels_run(labels: &Path) -> Result<PathBuf> {
+/// The LAQ run the arm labels came from and the frame spacing they used (their
+/// `latent_actions.json` names both).
+fn labels_run(labels: &Path) -> Result<(PathBuf, f64)> {
     #[derive(Deserialize)]
     struct Meta {
         run: PathBuf,
+        spacing_s: f64,
     }
     let p = labels.join(crate::laq::label::LABELS_META);
     let m: Meta = serde_json::from_slice(&std::fs::read(&p).with_context(|| format!("{}: cannot read the arm labels' description", p.display()))?)
-        .with_context(|| format!("{}: no LAQ run named", p.display()))?;
-    Ok(m.run)
+        .with_context(|| format!("{}: no LAQ run and spacing_s named", p.display()))?;
+    if !(m.spacing_s.is_finite() && m.spacing_s > 0.0) {
+        anyhow::bail!("{}: spacing_s {} is not a positive duration", p.display(), m.spacing_s);
+    }
+    Ok((m.run, m.spacing_s))
 }
 
 fn cells(plan: &Plan, out: &Path) -> Result<Vec<Cell>> {
@@ -191,9 +196,12 @@ fn cells(plan: &Plan, out: &Path) -> Result<Vec<Cell>> {
                 // The same LAQ run as the arm labels, now also writing its pre-quantisation
                 // latents (the tokens come out identical: the same weights on the same frames).
                 let labels = runs.join("continuous-labels");
-                let laq = labels_run(&plan.arm_labels)?;
-                let a =
-                    ["laq", "label", "--run", &s(&laq), "--data", &s(&plan.arm), "--continuous", "--out", &s(&labels), "--quiet"].map(String::from).to_vec();
+                // The arm labels' spacing too, so the pairs are the same (t, t+H).
+                let (laq, spacing) = labels_run(&plan.arm_labels)?;
+                let spacing = format!("{spacing}s");
+                let a = ["laq", "label", "--run", &s(&laq), "--data", &s(&plan.arm), "--spacing", &spacing, "--continuous", "--out", &s(&labels), "--quiet"]
+                    .map(String::from)
+                    .to_vec();
                 cells.push(Cell { name: "label-continuous".into(), args: a, output: labels.join(crate::laq::label::LABELS_META), steps: None, after: vec![] });
                 pre_after.push("label-continuous".to_string());
                 let mut a = vec!["train".to_string(), "latent".into(), "--continuous".into(), "--data".into(), s(&plan.arm), "--labels".into(), s(&labels)];
@@ -485,4 +493,25 @@ fn chart(plan: &Plan, out: &Path, cell: &dyn Fn(&str, &str) -> Option<CellResult
     c.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 12)).draw().map_err(|x| e(&x))?;
     root.present().map_err(|x| e(&x))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_continuous_row_labels_with_the_arm_labels_run_and_spacing_and_bad_ones_are_named() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let meta = dir.path().join(crate::laq::label::LABELS_META);
+        std::fs::write(&meta, r#"{"run": "runs/laq-a", "spacing_s": 0.4, "n_tokens": 4}"#)?;
+        assert_eq!(labels_run(dir.path())?, (PathBuf::from("runs/laq-a"), 0.4));
+        for bad in [r#"{"run": "runs/laq-a", "spacing_s": 0.0}"#, r#"{"run": "runs/laq-a", "spacing_s": -1}"#, r#"{"run": "runs/laq-a"}"#, "not json"] {
+            std::fs::write(&meta, bad)?;
+            let Err(e) = labels_run(dir.path()) else { anyhow::bail!("{bad}: accepted") };
+            assert!(format!("{e:#}").contains(crate::laq::label::LABELS_META), "{bad}: {e:#}");
+        }
+        let Err(e) = labels_run(&dir.path().join("missing")) else { anyhow::bail!("a missing folder was accepted") };
+        assert!(format!("{e:#}").contains("cannot read the arm labels"), "{e:#}");
+        Ok(())
+    }
 }
