@@ -144,10 +144,6 @@ impl VideoEncoder {
         }
         // ffmpeg closed the file; make it durable before the dataset folder is published.
         std::fs::File::open(&self.path).and_then(|f| f.sync_all()).map_err(io_err(&self.path))?;
-        // And its directory entry (the file is new in its folder).
-        if let Some(dir) = self.path.parent() {
-            lapa_fs::sync_dir(dir);
-        }
         Ok(self.path.clone())
     }
 }
