@@ -11,7 +11,7 @@ use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Bool, Device, Tensor};
 
 /// Temperature applied to the cosine-similarity logits (LAPA: 8).
-const QK_TEMPERATURE: f32 = 8.0;
+pub const QK_TEMPERATURE: f32 = 8.0;
 
 #[derive(Config, Debug)]
 pub struct AttentionConfig {

@@ -167,7 +167,8 @@ impl Bundle {
         if !(u64::from(MIN_FORMAT)..=u64::from(FORMAT)).contains(&found) {
             return Err(BundleError::Version { bundle: root.to_path_buf(), found: u32::try_from(found).unwrap_or(u32::MAX) });
         }
-        let manifest: Manifest = serde_json::from_value(raw).map_err(|e| manifest_err(e.to_string()))?;
+        // Errors name the field's path (`action.fps: invalid type …`).
+        let manifest: Manifest = crate::artifact::json_value(raw).map_err(manifest_err)?;
         manifest.validate().map_err(manifest_err)?;
         if let Some(r) = manifest.requires.iter().find(|r| !KNOWN_REQUIREMENTS.contains(&r.as_str())) {
             return Err(manifest_err(format!("requires: {r:?}, which this build does not support (update lapa-edge)")));
@@ -340,6 +341,8 @@ mod tests {
             (Box::new(|v| v["parts"]["model.bpk"]["sha256"] = "XYZ".into()), "not 64 lower-case hex digits"),
             (Box::new(|v| v["requires"] = serde_json::json!(["int8-gemm"])), "requires: \"int8-gemm\""),
             (Box::new(|v| v["model"] = 3.into()), "model: the model's config must be an object"),
+            (Box::new(|v| v["action"]["fps"] = "ten".into()), "action.fps: invalid type: string \"ten\""),
+            (Box::new(|v| v["parts"]["model.bpk"]["bytes"] = (-1).into()), "parts.model.bpk.bytes: invalid value: integer `-1`"),
         ];
         for (f, want) in cases {
             std::fs::write(root.join(MANIFEST), &original).unwrap();

@@ -81,7 +81,7 @@ pub struct MiniLm {
 }
 
 /// A safetensors file: name → (dtype, shape, bytes range).
-struct SafeTensors {
+pub(crate) struct SafeTensors {
     bytes: Vec<u8>,
     header_end: usize,
     entries: BTreeMap<String, (String, Vec<usize>, [usize; 2])>,
@@ -95,7 +95,7 @@ struct Entry {
 }
 
 impl SafeTensors {
-    fn read(path: &Path) -> Result<Self, ModelError> {
+    pub(crate) fn read(path: &Path) -> Result<Self, ModelError> {
         let bad = |m: String| ModelError::Artifact { path: path.to_path_buf(), message: m };
         let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
         let len = bytes
@@ -120,7 +120,7 @@ impl SafeTensors {
     }
 
     /// An F32 tensor of exactly `shape`, tried under each name (`bert.` prefix or not).
-    fn tensor<const D: usize>(&self, path: &Path, name: &str, shape: [usize; D], device: &Device) -> Result<Tensor<D>, ModelError> {
+    pub(crate) fn tensor<const D: usize>(&self, path: &Path, name: &str, shape: [usize; D], device: &Device) -> Result<Tensor<D>, ModelError> {
         let bad = |m: String| ModelError::Artifact { path: path.to_path_buf(), message: m };
         let (dtype, got, [a, b]) =
             self.entries.get(name).or_else(|| self.entries.get(&format!("bert.{name}"))).ok_or_else(|| bad(format!("no tensor {name}")))?;

@@ -783,7 +783,7 @@ pub mod export {
     pub fn load_policy(bundle: &Bundle, device: &Device) -> Result<VlaPolicy, ModelError> {
         let m = &bundle.manifest;
         let at = |message: String| ModelError::Artifact { path: bundle.root.join(crate::bundle::MANIFEST), message };
-        let cfg: VlaConfig = serde_json::from_value(m.model.clone()).map_err(|e| at(format!("model: not a policy config: {e}")))?;
+        let cfg: VlaConfig = crate::artifact::json_value(m.model.clone()).map_err(|e| at(format!("model: not a policy config: {e}")))?;
         cfg.validate().map_err(|e| at(format!("model: {e}")))?;
         let HeadConfig::Action(head) = &cfg.head else { return Err(at("model: a latent-action policy cannot drive an arm".into())) };
         if head.spec != m.action {

@@ -536,60 +536,102 @@ pub fn experiment(c: ExperimentCommand) -> Result<()> {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
-    /// Latency of one policy step on the CPU (a fresh policy of the preset's size).
+    /// Latency of one policy step on the CPU (a fresh policy of the preset's size, or a run's).
     Policy(BenchPolicyArgs),
 }
 
 /// `lapa bench policy`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchPolicyArgs {
-    /// Policy preset.
-    #[arg(long, default_value = "small")]
+    /// Policy preset (fresh random weights: the latency does not depend on them).
+    #[arg(long, default_value = "small", conflicts_with = "run")]
     pub config: String,
+    /// Time this run's policy instead (a finetuned or action-trained run folder).
+    #[arg(long)]
+    pub run: Option<PathBuf>,
     /// Timed policy steps (after 5 warm-up steps).
     #[arg(long, default_value_t = 200)]
     pub steps: usize,
     /// CPU threads (1 = one core, the board budget's unit).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Actions per chunk and bins per dimension of the action head.
+    /// Actions per chunk and bins per dimension of the action head (presets only).
     #[arg(long, default_value_t = 4)]
     pub chunk: usize,
     #[arg(long, default_value_t = 256)]
     pub bins: usize,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Also save the timed policy as a run folder (DIR/model/: config and weights), which
+    /// `lapa export --run DIR` bundles for `lapa-edge` (the folder must not exist).
+    #[arg(long, value_name = "DIR")]
+    pub save_run: Option<PathBuf>,
+    /// Also write what a re-implementation needs to run these exact weights (the PyTorch twin,
+    /// `bench/policy_torch.py`): DIR/weights.safetensors (every parameter by its path),
+    /// DIR/reference.safetensors (the bench frame, the instruction's embedding, the logits) and
+    /// DIR/twin.json (the config and the bins' midpoints). The folder must not exist.
+    #[arg(long, value_name = "DIR")]
+    pub twin: Option<PathBuf>,
+    /// Write the figures as JSON here too.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 /// One policy step (camera frame → decoded action chunk) of a freshly initialised policy of
-/// `--config`, timed; the instruction's embedding is computed once and then cached, as at run
-/// time (the first step's time, with it, is printed apart).
+/// `--config` or of `--run`'s, timed; the instruction's embedding is computed once and then
+/// cached, as at run time (the first step's time, with it, is printed apart).
 pub fn bench_policy(a: &BenchPolicyArgs) -> Result<()> {
     use lapa_model::bins::QuantileBins;
     use lapa_model::policy::{ActionSpec, Frame, PolicyInput};
     use lapa_model::vla::{ActionHeadConfig, HeadConfig, VlaConfig};
+    for (flag, dir) in [("--save-run", &a.save_run), ("--twin", &a.twin)] {
+        if let Some(d) = dir
+            && d.exists()
+        {
+            bail!("{flag} {}: already exists (pick a new folder)", d.display());
+        }
+    }
     rayon::ThreadPoolBuilder::new().num_threads(a.threads.max(1)).build_global().context("sizing the thread pool")?;
-    let names: Vec<String> = lapa_boards::SO101.names().iter().map(|s| s.to_string()).collect();
-    let units =
-        lapa_boards::SO101.joints.iter().map(|j| if j.unit == lapa_boards::so101::Unit::Percent { "%".to_string() } else { "deg".to_string() }).collect();
-    let spec = ActionSpec { names: names.clone(), units, fps: 10.0, chunk: a.chunk };
-    let line: Vec<f32> = (0..1000).map(|i| i as f32 * 0.1 - 50.0).collect();
-    let edges = vec![QuantileBins::fit(&line, a.bins).map_err(anyhow::Error::msg)?; names.len()];
-    let head = HeadConfig::Action(ActionHeadConfig { spec, target: ActionTarget::Absolute, bins: a.bins, edges });
-    let cfg = VlaConfig::preset(&a.config, head)?;
     let device = lapa_model::device(&a.device)?;
-    let model = cfg.init(&device)?;
+    let (label, cfg, model) = match &a.run {
+        Some(run) => {
+            let (cfg, model) = lapa_model::load_vla(&run.join(MODEL_DIR), &device).with_context(|| format!("--run {}", run.display()))?;
+            (run.file_name().map_or_else(|| run.display().to_string(), |n| n.to_string_lossy().into_owned()), cfg, model)
+        }
+        None => {
+            let names: Vec<String> = lapa_boards::SO101.names().iter().map(|s| s.to_string()).collect();
+            let units = lapa_boards::SO101
+                .joints
+                .iter()
+                .map(|j| if j.unit == lapa_boards::so101::Unit::Percent { "%".to_string() } else { "deg".to_string() })
+                .collect();
+            let spec = ActionSpec { names: names.clone(), units, fps: 10.0, chunk: a.chunk };
+            let line: Vec<f32> = (0..1000).map(|i| i as f32 * 0.1 - 50.0).collect();
+            let edges = vec![QuantileBins::fit(&line, a.bins).map_err(anyhow::Error::msg)?; names.len()];
+            let head = HeadConfig::Action(ActionHeadConfig { spec, target: ActionTarget::Absolute, bins: a.bins, edges });
+            let cfg = VlaConfig::preset(&a.config, head)?;
+            let model = cfg.init(&device)?;
+            (a.config.clone(), cfg, model)
+        }
+    };
+    // Fresh weights have every gain at 1 and every offset at 0, where a twin that skipped one
+    // would still agree: the twin's check runs on moved ones (a run's own weights are kept).
+    let model = if a.twin.is_some() && a.run.is_none() { lapa_model::artifact::perturb_vectors(model, 0.2, 7) } else { model };
     let params = lapa_model::burn::module::Module::num_params(&model);
-    let mut policy = VlaPolicy::new(cfg.clone(), model, device, a.config.clone())?;
     let side = cfg.image_size;
     let rgb: Vec<u8> = (0..side * side * 3).map(|i| (i * 31 % 251) as u8).collect();
+    let instruction = "put the red cube next to the blue ball";
+    if let Some(dir) = &a.save_run {
+        lapa_model::save_vla(&dir.join(MODEL_DIR), &cfg, &model).with_context(|| format!("--save-run {}", dir.display()))?;
+        println!("saved the policy as a run: {} (`lapa export --run {} --out BUNDLE`)", dir.display(), dir.display());
+    }
+    if let Some(dir) = &a.twin {
+        write_twin(dir, &cfg, &model, &rgb, instruction, &device).with_context(|| format!("--twin {}", dir.display()))?;
+        println!("wrote the twin's weights and reference: {}", dir.display());
+    }
+    let mut policy = VlaPolicy::new(cfg.clone(), model, device, label.clone())?;
     let state = [0.0f32; 6];
-    let input = PolicyInput {
-        frame: Frame { width: side, height: side, rgb: &rgb },
-        state: &state,
-        instruction: "put the red cube next to the blue ball",
-        time_s: 0.0,
-    };
+    let input = PolicyInput { frame: Frame { width: side, height: side, rgb: &rgb }, state: &state, instruction, time_s: 0.0 };
     let t0 = std::time::Instant::now();
     lapa_model::Policy::infer(&mut policy, &input)?;
     let first = t0.elapsed().as_secs_f64() * 1e3;
@@ -604,17 +646,73 @@ pub fn bench_policy(a: &BenchPolicyArgs) -> Result<()> {
     }
     ms.sort_by(f64::total_cmp);
     let q = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
+    let mflop = cfg.flops() as f64 / 1e6;
     println!(
-        "policy {}: {params} parameters (text encoder: {:?}), {:.1} MFLOP per step; {} threads, {} steps: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; first step (embedding the instruction) {first:.1} ms",
-        a.config,
+        "policy {label}: {params} parameters (text encoder: {:?}), {mflop:.1} MFLOP per step; {} threads, {} steps: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; first step (embedding the instruction) {first:.1} ms",
         cfg.text,
-        cfg.flops() as f64 / 1e6,
         a.threads,
         ms.len(),
         q(0.5),
         q(0.99),
         ms[ms.len() - 1]
     );
+    if let Some(path) = &a.json {
+        let v = serde_json::json!({
+            "framework": "burn", "policy": label, "parameters": params, "mflop_per_step": mflop, "threads": a.threads,
+            "steps": ms.len(), "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": ms[ms.len() - 1], "first_step_ms": first,
+        });
+        lapa_fs::atomic_write(path, serde_json::to_string_pretty(&v)?.as_bytes()).with_context(|| format!("--json {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The files `bench/policy_torch.py` runs the same policy from (see `--twin`).
+fn write_twin(
+    dir: &std::path::Path,
+    cfg: &lapa_model::VlaConfig,
+    model: &lapa_model::Vla,
+    rgb: &[u8],
+    instruction: &str,
+    device: &lapa_model::burn::tensor::Device,
+) -> Result<()> {
+    use lapa_model::artifact::{NamedTensor, named_params, write_safetensors};
+    use lapa_model::burn::tensor::{Tensor, TensorData};
+    use lapa_model::vla::{HeadConfig, TextInput, VlaInput};
+    let HeadConfig::Action(head) = &cfg.head else { bail!("the twin covers action policies (finetuned or action-trained runs)") };
+    if cfg.state.is_some() || cfg.frames != 1 {
+        bail!("the twin covers single-frame policies without a state token");
+    }
+    let Some(text_dim) = cfg.text.frozen_dim() else { bail!("the twin covers policies with the frozen MiniLM text encoder (presets small and base)") };
+    let mut enc = lapa_model::text::SentenceEncoder::load(&lapa_model::text::minilm_dir(), &cfg.text, device)?;
+    let emb = enc.embed(&[instruction])?.remove(0);
+    let mut patches = Vec::new();
+    lapa_model::patchify(rgb, cfg.image_size, cfg.patch_size, &mut patches);
+    let input = VlaInput {
+        patches: Tensor::from_data(TensorData::new(patches, [1, cfg.n_patches(), cfg.patch_dim()]), device),
+        text: TextInput::Embedded(Tensor::from_data(TensorData::new(emb.clone(), [1, text_dim]), device)),
+        state: None,
+    };
+    let logits = model.forward(input); // [1, chunk·dims, bins]
+    let shape = logits.dims().to_vec();
+    let logits = logits.into_data().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    std::fs::create_dir_all(dir)?;
+    write_safetensors(&dir.join("weights.safetensors"), &named_params(model)?)?;
+    let side = cfg.image_size;
+    write_safetensors(
+        &dir.join("reference.safetensors"),
+        &[
+            NamedTensor { name: "frame".into(), shape: vec![side, side, 3], values: rgb.iter().map(|&v| f32::from(v)).collect() },
+            NamedTensor { name: "text_embedding".into(), shape: vec![1, text_dim], values: emb },
+            NamedTensor { name: "logits".into(), shape, values: logits },
+        ],
+    )?;
+    let midpoints: Vec<Vec<f32>> = head.edges.iter().map(|e| (0..head.bins).map(|k| e.decode(k)).collect()).collect();
+    let twin = serde_json::json!({
+        "image_size": cfg.image_size, "patch_size": cfg.patch_size, "dim": cfg.dim, "depth": cfg.depth, "heads": cfg.heads,
+        "dim_head": cfg.dim_head, "ff_mult": cfg.ff_mult, "qk_temperature": lapa_model::blocks::QK_TEMPERATURE, "layer_norm_eps": 1e-5, "text_dim": text_dim, "chunk": head.spec.chunk, "dims": head.spec.names.len(), "bins": head.bins,
+        "instruction": instruction, "midpoints": midpoints,
+    });
+    lapa_fs::atomic_write(&dir.join("twin.json"), serde_json::to_string_pretty(&twin)?.as_bytes())?;
     Ok(())
 }
 
