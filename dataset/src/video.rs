@@ -100,6 +100,11 @@ impl VideoEncoder {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log_file));
+        // Its own process group: a Ctrl-C at the terminal (sent to the whole foreground group)
+        // must reach the recorder, which then finishes the video, not kill ffmpeg mid-file. It
+        // still ends with its input when the recorder goes away.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd.spawn().map_err(|e| DatasetError::FfmpegMissing(format!("ffmpeg: {e}")))?;
         let stdin = child.stdin.take();
         Ok(Self { path: path.to_path_buf(), log, child, stdin, width, height, frames: 0 })

@@ -32,6 +32,11 @@ pub trait Camera: Send {
     /// What it is, for logs (`"sim 64×64"`, `"/dev/video0 MJPEG 640×480@30"`).
     fn describe(&self) -> String;
     fn capture(&mut self) -> Result<CapturedFrame, CameraError>;
+    /// The newest frame without waiting for a new one (a second reader, like the run recorder,
+    /// beside the policy's thread). Sources that make each frame on demand capture one.
+    fn latest(&mut self) -> Result<CapturedFrame, CameraError> {
+        self.capture()
+    }
 }
 
 /// The model's camera input (size and crop): a fact of the model bundle, defined with the policy

@@ -17,8 +17,10 @@
 //! Every line is validated before it changes anything; a line longer than 1 KiB or not UTF-8 is
 //! refused and the connection closed.
 
-use crate::runtime::{Controls, EpisodeCommand};
-use std::io::{BufRead, BufReader, Read, Write};
+use crate::instruction::{BadLine, Lines};
+pub use crate::instruction::{COMMANDS, MAX_LINE};
+use crate::runtime::Controls;
+use std::io::BufReader;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -26,104 +28,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-const MAX_LINE: u64 = 1024;
-
-/// The help line sent for an unknown command.
-pub const COMMANDS: &str = "instruction TEXT | pause | resume | stop | release | quit | next | rerecord | status";
-
-/// Applies one command line; the reply to send.
-pub fn apply(controls: &Controls, line: &str) -> String {
-    let line = line.trim();
-    let (cmd, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-    match cmd {
-        "instruction" | "i" => match controls.set_instruction(rest) {
-            Ok(()) => format!("ok instruction {:?}", controls.instruction().1),
-            Err(e) => format!("error: {e}"),
-        },
-        "pause" => {
-            controls.set_paused(true);
-            "ok paused".into()
-        }
-        "resume" => {
-            controls.set_paused(false);
-            "ok resumed".into()
-        }
-        "stop" | "estop" => {
-            controls.estop();
-            "ok e-stop engaged".into()
-        }
-        "release" => {
-            controls.release_estop();
-            "ok e-stop released".into()
-        }
-        "quit" => {
-            controls.quit();
-            "ok quitting".into()
-        }
-        "next" | "n" => {
-            controls.request_episode(EpisodeCommand::Next);
-            "ok next episode".into()
-        }
-        "rerecord" | "r" => {
-            controls.request_episode(EpisodeCommand::Rerecord);
-            "ok re-recording the episode".into()
-        }
-        "status" => format!("ok instruction {:?} estop {} paused {}", controls.instruction().1, controls.estopped(), controls.paused()),
-        "" => format!("error: empty line; commands: {COMMANDS}"),
-        other => format!("error: unknown command {other:?}; commands: {COMMANDS}"),
-    }
-}
-
+/// One socket client as an instruction source: its lines in, a reply line back for each.
 fn serve_client(stream: UnixStream, controls: &Controls) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(600)))?;
-    let mut out = stream.try_clone()?;
-    let mut reader = BufReader::new(stream);
-    loop {
-        let mut buf = Vec::new();
-        let n = (&mut reader).take(MAX_LINE + 1).read_until(b'\n', &mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        if buf.last() != Some(&b'\n') && n as u64 > MAX_LINE {
-            writeln!(out, "error: line longer than {MAX_LINE} bytes; closing")?;
-            return Ok(());
-        }
-        let reply = match std::str::from_utf8(&buf) {
-            Ok(line) => apply(controls, line),
-            Err(_) => {
-                writeln!(out, "error: the line is not UTF-8; closing")?;
-                return Ok(());
-            }
-        };
-        writeln!(out, "{reply}")?;
-    }
+    let out = stream.try_clone()?;
+    crate::instruction::drive(&mut Lines::new("socket client", BufReader::new(stream), out, BadLine::Close), controls);
+    Ok(())
 }
 
 /// Reads control commands from standard input, one per line, replies on standard error: the
 /// keyboard as an instruction source (`i put the red block left`) and for `n` / `r` / `q` while
 /// recording. The same validation as the socket (1 KiB lines, UTF-8). The thread ends with stdin.
 pub fn spawn_stdin(controls: Arc<Controls>) {
-    let _ = std::thread::Builder::new().name("control-stdin".into()).spawn(move || {
-        let stdin = std::io::stdin();
-        let mut reader = stdin.lock();
-        loop {
-            let mut buf = Vec::new();
-            match (&mut reader).take(MAX_LINE + 1).read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) if buf.last() != Some(&b'\n') && n as u64 > MAX_LINE => {
-                    eprintln!("error: line longer than {MAX_LINE} bytes; ignored");
-                    // Skip the rest of the long line.
-                    let mut rest = Vec::new();
-                    let _ = reader.read_until(b'\n', &mut rest);
-                }
-                Ok(_) => match std::str::from_utf8(&buf) {
-                    Ok(line) if line.trim() == "q" => eprintln!("{}", apply(&controls, "quit")),
-                    Ok(line) => eprintln!("{}", apply(&controls, line)),
-                    Err(_) => eprintln!("error: the line is not UTF-8; ignored"),
-                },
-            }
-        }
-    });
+    let _ = crate::instruction::spawn(Box::new(Lines::stdin()), controls);
 }
 
 /// A running control socket; dropping it stops it and removes the socket file.
@@ -192,6 +109,7 @@ impl Drop for ControlSocket {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, Write};
 
     fn ask(stream: &mut UnixStream, reader: &mut BufReader<UnixStream>, line: &[u8]) -> String {
         stream.write_all(line).unwrap();

@@ -43,50 +43,28 @@ impl InputPin for SimPin {
 }
 
 /// A running e-stop watcher; dropping it stops the thread.
-#[derive(Debug)]
-pub struct EStopWatch {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for EStopWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+pub type EStopWatch = crate::worker::Worker;
 
 /// Polls the pin every `period`; a high reading or a failed read engages the e-stop (which the
 /// loop then holds or turns torque off for). Releasing is never automatic: it takes `release` on
 /// the control socket after the button is up again.
 pub fn watch<P: InputPin + Send + 'static>(mut pin: P, controls: Arc<Controls>, period: Duration, name: String) -> Result<EStopWatch, String> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    let thread = std::thread::Builder::new()
-        .name("estop".into())
-        .spawn(move || {
-            let mut reported = false;
-            while !s.load(Ordering::SeqCst) {
-                let pressed = pin.is_high();
-                if !matches!(pressed, Ok(false)) {
-                    if !controls.estopped() && !reported {
-                        eprintln!(
-                            "e-stop: {}",
-                            if pressed.is_ok() { format!("{name} pressed (or its wire is cut)") } else { format!("{name} cannot be read") }
-                        );
-                    }
-                    reported = true;
-                    controls.estop();
-                } else {
-                    reported = false;
+    crate::worker::Worker::spawn("e-stop", move |s| {
+        let mut reported = false;
+        while !s.load(Ordering::SeqCst) {
+            let pressed = pin.is_high();
+            if !matches!(pressed, Ok(false)) {
+                if !controls.estopped() && !reported {
+                    eprintln!("e-stop: {}", if pressed.is_ok() { format!("{name} pressed (or its wire is cut)") } else { format!("{name} cannot be read") });
                 }
-                std::thread::sleep(period);
+                reported = true;
+                controls.estop();
+            } else {
+                reported = false;
             }
-        })
-        .map_err(|e| format!("cannot start the e-stop thread: {e}"))?;
-    Ok(EStopWatch { stop, thread: Some(thread) })
+            std::thread::sleep(period);
+        }
+    })
 }
 
 /// The Raspberry Pi's GPIO line `bcm` (BCM numbering) as the e-stop input, pulled up.

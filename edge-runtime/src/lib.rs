@@ -16,7 +16,11 @@
 //!   runs here end to end (`lapa-edge run --sim`).
 //! - [`remote`]: the policy on another machine, through openpi's websocket protocol.
 //! - [`runtime`]: the control loop, the inference thread and what they share.
+//! - [`instruction`]: instruction sources (the terminal, socket clients, scripts; speech later)
+//!   behind one trait, and the one consumer that applies their commands.
 //! - [`control`]: the control socket (change the instruction, pause, stop while running).
+//! - [`worker`]: a background thread stopped and joined when its handle drops.
+//! - [`status_led`]: the board's status LED (on: may move; blinking: paused or stopped).
 //! - [`calibrate`]: LeRobot's calibration procedure and calibration files.
 //! - [`hw`]: the real servo bus a board profile names.
 //! - [`doctor`]: board checks in plain words (servos that do not answer, voltages, calibration).
@@ -32,13 +36,16 @@ pub mod cyclelog;
 pub mod doctor;
 pub mod estop;
 pub mod hw;
+pub mod instruction;
 pub mod pace;
 pub mod record;
 pub mod remote;
 pub mod runtime;
 pub mod safety;
 pub mod sim;
+pub mod status_led;
 pub mod teleop;
 pub mod v4l2;
+pub mod worker;
 
 pub use lapa_boards::Joints;

@@ -150,6 +150,11 @@ impl Controls {
         Ok(())
     }
 
+    /// The instruction's version alone (no allocation: the loop's per-tick read).
+    pub fn instruction_version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
+    }
+
     pub fn instruction(&self) -> (u64, String) {
         let g = self.instruction.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         (self.version.load(Ordering::SeqCst), g.clone())

@@ -115,6 +115,59 @@ fn best_in(offers: &[&Offer], want: &Want) -> Option<(u32, u32, u32)> {
     Some((o.width, o.height, fps))
 }
 
+/// One dimension of a V4L2 stepwise (or, with step 1, continuous) frame-size range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub min: u32,
+    pub max: u32,
+    pub step: u32,
+}
+
+impl Range {
+    /// `v` moved into the range and up onto its steps (the range's end when no step above fits).
+    fn fit(&self, v: u32) -> u32 {
+        let hi = self.max.max(self.min);
+        let v = v.clamp(self.min, hi);
+        if self.step <= 1 {
+            return v;
+        }
+        let k = (v - self.min).div_ceil(self.step);
+        self.min.saturating_add(k.saturating_mul(self.step)).min(hi)
+    }
+}
+
+/// The sizes a stepwise range offers for negotiation: its smallest, the request fitted into it
+/// on its steps, and its largest (as [`Offer`]s they go through the same choice as listed sizes).
+pub fn stepwise_sizes(width: Range, height: Range, want: (u32, u32)) -> Vec<(u32, u32)> {
+    let mut v = vec![(width.min, height.min), (width.fit(want.0), height.fit(want.1)), (width.max.max(width.min), height.max.max(height.min))];
+    v.dedup();
+    v
+}
+
+/// Frames a second of a frame interval given as the fraction `numerator/denominator` seconds
+/// (`None` for a zero or absurd interval).
+pub fn interval_fps((num, den): (u32, u32)) -> Option<u32> {
+    if num == 0 || den == 0 {
+        return None;
+    }
+    let fps = (f64::from(den) / f64::from(num)).round();
+    (1.0..=1000.0).contains(&fps).then_some(fps as u32)
+}
+
+/// The rates a stepwise interval range (shortest and longest interval, as fractions of a
+/// second) offers: its fastest and slowest, and the requested rate when it lies between.
+pub fn stepwise_rates(shortest: (u32, u32), longest: (u32, u32), want: u32) -> Vec<u32> {
+    let (Some(fast), Some(slow)) = (interval_fps(shortest), interval_fps(longest)) else { return Vec::new() };
+    let (slow, fast) = (slow.min(fast), slow.max(fast));
+    let mut v = vec![slow, fast];
+    if (slow..=fast).contains(&want) {
+        v.push(want);
+    }
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 /// Chooses a format, size and rate from what the device offers.
 pub fn negotiate(offers: &[Offer], want: &Want) -> Result<Choice, String> {
     let of = |f: PixelFormat| -> Vec<&Offer> { offers.iter().filter(|o| fourcc_of(&o.fourcc).and_then(|c| PixelFormat::from_fourcc(&c)) == Some(f)).collect() };
@@ -207,24 +260,22 @@ mod device {
             for fs in dev.enum_framesizes(d.fourcc).unwrap_or_default() {
                 let sizes: Vec<(u32, u32)> = match fs.size {
                     FrameSizeEnum::Discrete(s) => vec![(s.width, s.height)],
-                    // A continuous range: its ends and the request fitted into it on its steps.
-                    FrameSizeEnum::Stepwise(s) => {
-                        let fit = |v: u32, lo: u32, hi: u32, step: u32| {
-                            let v = v.clamp(lo, hi.max(lo));
-                            if step > 1 { lo + (v - lo).div_ceil(step).saturating_mul(step).min(hi.max(lo) - lo) } else { v }
-                        };
-                        let mid = (fit(want.width, s.min_width, s.max_width, s.step_width), fit(want.height, s.min_height, s.max_height, s.step_height));
-                        vec![(s.min_width, s.min_height), mid, (s.max_width, s.max_height)]
-                    }
+                    FrameSizeEnum::Stepwise(s) => super::stepwise_sizes(
+                        super::Range { min: s.min_width, max: s.max_width, step: s.step_width },
+                        super::Range { min: s.min_height, max: s.max_height, step: s.step_height },
+                        (want.width, want.height),
+                    ),
                 };
                 for (w, h) in sizes {
                     let mut fps: Vec<u32> = dev
                         .enum_frameintervals(d.fourcc, w, h)
                         .unwrap_or_default()
                         .into_iter()
-                        .filter_map(|i| match i.interval {
-                            FrameIntervalEnum::Discrete(f) if f.numerator > 0 => Some(((f64::from(f.denominator) / f64::from(f.numerator)).round()) as u32),
-                            _ => None,
+                        .flat_map(|i| match i.interval {
+                            FrameIntervalEnum::Discrete(f) => super::interval_fps((f.numerator, f.denominator)).into_iter().collect::<Vec<_>>(),
+                            FrameIntervalEnum::Stepwise(r) => {
+                                super::stepwise_rates((r.min.numerator, r.min.denominator), (r.max.numerator, r.max.denominator), want.fps)
+                            }
                         })
                         .collect();
                     fps.sort_unstable();
@@ -346,6 +397,21 @@ mod device {
                     return Err(CameraError::Device { device: self.device.clone(), message: "no frame for 2 s".into() });
                 }
                 g = cv.wait_timeout(g, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+            }
+        }
+
+        /// The newest decoded frame at once, seen before or not (the recorder's read: it must
+        /// not wait for, or take, the frame the policy's next capture is waiting for).
+        fn latest(&mut self) -> Result<CapturedFrame, CameraError> {
+            let (m, _) = &*self.slot;
+            let g = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match g.as_ref() {
+                Some(Ok(f)) => Ok(f.clone()),
+                Some(Err(e)) => Err(CameraError::Device { device: self.device.clone(), message: e.clone() }),
+                None => {
+                    drop(g);
+                    self.capture()
+                }
             }
         }
     }

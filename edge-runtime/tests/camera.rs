@@ -208,3 +208,39 @@ fn the_file_camera_plays_a_folder_and_a_video() {
     let e = FileCamera::open(&frames, false).expect_err("broken frame").to_string();
     assert!(e.contains("002.jpg"), "{e}");
 }
+
+#[test]
+fn a_stepwise_device_is_negotiated_on_its_steps() {
+    use lapa_edge::v4l2::{Range, interval_fps, stepwise_rates, stepwise_sizes};
+    // A UVC-style stepwise range: 160..1280 wide in steps of 16, 120..960 high in steps of 8.
+    let (w, h) = (Range { min: 160, max: 1280, step: 16 }, Range { min: 120, max: 960, step: 8 });
+    // 250×250 fits up onto the steps: 256 (160 + 6·16) × 256 (120 + 17·8).
+    assert_eq!(stepwise_sizes(w, h, (250, 250)), vec![(160, 120), (256, 256), (1280, 960)]);
+    // Outside the range: clamped to it (and not listed twice).
+    assert_eq!(stepwise_sizes(w, h, (4000, 4000)), vec![(160, 120), (1280, 960)]);
+    assert_eq!(stepwise_sizes(w, h, (10, 10)), vec![(160, 120), (1280, 960)]);
+    // Continuous (step 1 or 0): the request itself.
+    let c = Range { min: 64, max: 2048, step: 1 };
+    assert_eq!(stepwise_sizes(c, c, (300, 200))[1], (300, 200));
+    assert_eq!(stepwise_sizes(Range { step: 0, ..c }, c, (300, 200))[1], (300, 200));
+    // A last step that would pass the maximum stops at it; a reversed range does not panic.
+    assert_eq!(stepwise_sizes(Range { min: 100, max: 250, step: 100 }, Range { min: 100, max: 250, step: 100 }, (240, 240))[1], (250, 250));
+    assert_eq!(
+        stepwise_sizes(Range { min: 500, max: 100, step: 7 }, Range { min: u32::MAX - 1, max: u32::MAX, step: u32::MAX }, (0, u32::MAX))[0],
+        (500, u32::MAX - 1)
+    );
+
+    // Intervals: 1/30 s .. 1/5 s. A rate between is taken as asked, outside it the range's ends.
+    assert_eq!(stepwise_rates((1, 30), (1, 5), 24), vec![5, 24, 30]);
+    assert_eq!(stepwise_rates((1, 30), (1, 5), 60), vec![5, 30]);
+    assert_eq!(stepwise_rates((1, 30), (0, 5), 24), Vec::<u32>::new(), "a zero interval is not trusted");
+    assert_eq!((interval_fps((333_333, 10_000_000)), interval_fps((0, 1)), interval_fps((1, 100_000))), (Some(30), None, None));
+
+    // Through negotiation: the stepwise sizes become offers like listed ones.
+    let offers: Vec<Offer> = stepwise_sizes(w, h, (250, 250))
+        .into_iter()
+        .map(|(width, height)| Offer { fourcc: "MJPG".into(), width, height, fps: stepwise_rates((1, 30), (1, 5), 25) })
+        .collect();
+    let c = negotiate(&offers, &Want { format: PixelFormat::Mjpeg, width: 250, height: 250, fps: 25 }).expect("choice");
+    assert_eq!((c.width, c.height, c.fps), (256, 256, 25), "{:?}", c.notes);
+}

@@ -90,7 +90,7 @@ fn bad_command_lines_are_refused_by_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     let junk = dir.path().join("junk.cyclelog");
     std::fs::write(&junk, b"not a log").expect("write");
-    let cases: [(&[&str], &str); 11] = [
+    let cases: [(&[&str], &str); 15] = [
         (&["run"], "give --board PROFILE (a real arm) or --sim"),
         (&["run", "--board", "raspberry_pi_5"], "--bundle DIR"),
         (&["run", "--board", "raspberry_pi_5", "--remote", "ws://127.0.0.1:9"], "--instruction"),
@@ -102,6 +102,10 @@ fn bad_command_lines_are_refused_by_name() {
         (&["run", "--sim", "--max-seconds", "NaN"], "--max-seconds"),
         (&["run", "--sim", "--chunk", "0"], "chunk"),
         (&["run", "--sim", "--instruction", "   "], "--instruction"),
+        (&["run", "--sim", "--api-key", "k"], "--api-key is for a remote policy"),
+        (&["run", "--sim", "--remote-timeout-ms", "10"], "--remote-timeout-ms is for a remote policy"),
+        (&["run", "--sim", "--threads", "0"], "--threads 0"),
+        (&["run", "--sim", "--record", "/nonexistent-lapa/ds", "--record-max-episode-seconds", "NaN"], "--record-max-episode-seconds NaN"),
     ];
     for (args, want) in cases {
         let out = edge().args(args).output().expect("runs");
@@ -120,7 +124,13 @@ fn a_board_run_names_the_missing_hardware_first() {
     let dir = tempfile::tempdir().expect("tempdir");
     let profile = dir.path().join("x86_64_dev.toml");
     let text = include_str!("../../boards/profiles/boards/x86_64_dev.toml").replacen("/dev/ttyACM0", "/dev/lapa-no-such-port", 1);
-    std::fs::write(&profile, text).expect("write profile");
+    std::fs::write(&profile, &text).expect("write profile");
+    // The same board with a remote policy server in its profile: no --remote needed.
+    std::fs::create_dir(dir.path().join("remote")).expect("mkdir");
+    let remote_profile = dir.path().join("remote/x86_64_dev.toml");
+    let remote_text = text.replacen("backend = \"flex\"", "backend = \"remote\"\nserver = \"127.0.0.1:9\"", 1);
+    assert_ne!(remote_text, text, "the profile's backend line");
+    std::fs::write(&remote_profile, remote_text).expect("write profile");
     let out = edge()
         .args(["run", "--board", profile.to_str().expect("utf-8"), "--remote", "ws://127.0.0.1:9", "--instruction", "pick up the red cube"])
         .output()
@@ -128,6 +138,13 @@ fn a_board_run_names_the_missing_hardware_first() {
     let text = stdout_of(&out);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("x86_64_dev.toml") && text.contains("[serial]") && text.contains("/dev/lapa-no-such-port"), "{text}");
+    let out = edge().args(["run", "--board", remote_profile.to_str().expect("utf-8"), "--instruction", "pick up the red cube"]).output().expect("runs");
+    let text = stdout_of(&out);
+    assert!(!out.status.success() && text.contains("remote/x86_64_dev.toml") && text.contains("/dev/lapa-no-such-port"), "{text}");
+    // Without it, the policy is asked for before any hardware.
+    let out = edge().args(["run", "--board", profile.to_str().expect("utf-8"), "--instruction", "pick up the red cube"]).output().expect("runs");
+    let text = stdout_of(&out);
+    assert!(!out.status.success() && text.contains("--bundle DIR") && text.contains("x86_64_dev.toml"), "{text}");
     // --sim and --board are one or the other.
     let out = edge().args(["run", "--sim", "--board", "x86_64_dev"]).output().expect("runs");
     assert!(!out.status.success() && stdout_of(&out).contains("cannot be used with"), "{}", stdout_of(&out));

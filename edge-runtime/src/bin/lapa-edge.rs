@@ -10,7 +10,7 @@ use lapa_edge::control::ControlSocket;
 use lapa_edge::cyclelog::{self, LogFile, LogHeader, LogWriter};
 use lapa_edge::hw::{self, BoxedArm};
 use lapa_edge::pace::Histogram;
-use lapa_edge::record::Recorder;
+use lapa_edge::record::{Recorder, RunRecorder, SharedCamera};
 use lapa_edge::remote::{RemoteOptions, RemotePolicy};
 use lapa_edge::runtime::{self, Controls, EStopMode, EndReason, Flow, RunConfig, Summary};
 use lapa_edge::safety::{SafetyConfig, SafetyFilter, flag, joint_limits};
@@ -211,14 +211,14 @@ struct RunArgs {
     /// and the safety filter; only the observation and the actions cross the network.
     #[arg(long, value_name = "URL")]
     remote: Option<String>,
-    /// The server's API key (`lapa serve --token`), sent as `Authorization: Api-Key …`; also read
-    /// from LAPA_SERVE_TOKEN.
-    #[arg(long, env = "LAPA_SERVE_TOKEN", hide_env_values = true, requires = "remote")]
+    /// The server's API key (`lapa serve --token`), sent as `Authorization: Api-Key …`; when not
+    /// given, read from LAPA_SERVE_TOKEN (for a remote policy only).
+    #[arg(long)]
     api_key: Option<String>,
-    /// A remote reply must arrive within this, ms; a late one drops the connection (the loop
-    /// holds meanwhile) and the next request reconnects.
-    #[arg(long, default_value_t = 2000, requires = "remote")]
-    remote_timeout_ms: u64,
+    /// A remote reply must arrive within this, ms (default 2000); a late one drops the connection
+    /// (the loop holds meanwhile) and the next request reconnects.
+    #[arg(long)]
+    remote_timeout_ms: Option<u64>,
     /// Actions per chunk of the sim expert policy (and of a remote server whose metadata does not
     /// say: its longer replies are cut to this).
     #[arg(long, default_value_t = 10)]
@@ -251,9 +251,30 @@ struct RunArgs {
     /// Sim: end the run this many seconds after the task first succeeds (0: keep running).
     #[arg(long, default_value_t = 0.5)]
     settle_seconds: f32,
+    /// CPU threads for the policy's inference, 1..=64 (the servo loop keeps its own thread).
+    /// Default: the board profile's `policy.threads`; with --sim, every core but one (at least 1).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Print no status line.
     #[arg(long)]
     quiet: bool,
+    /// Record the run as a LeRobot v3.0 dataset here (the folder must not exist): the camera,
+    /// the measured joints as `observation.state`, the commands sent as `action`, one episode per
+    /// instruction; ticks while stopped or paused are left out. On-device corrections become data
+    /// for the next `lapa train finetune`.
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
+    /// Frames a second recorded with --record (the sim data and the models use 10).
+    #[arg(long, default_value_t = 10, requires = "record")]
+    record_fps: u32,
+    /// With --record, an instruction that runs longer is split into episodes of this length,
+    /// seconds (an episode's frames are held in memory until it is encoded).
+    #[arg(long, default_value_t = 60.0, requires = "record")]
+    record_max_episode_seconds: f32,
+    /// Also write the exit summary (timing, ticks, chunks, safety, the task's outcome in the
+    /// sim) as JSON here, for scripts and benchmarks.
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -323,6 +344,9 @@ struct BoardHardware {
     desc: &'static ArmDescription,
     rate: u32,
     estop_pin: Option<u8>,
+    status_led: Option<u8>,
+    /// How the profile says the policy runs (backend, threads, server).
+    policy: lapa_boards::profile::PolicySection,
 }
 
 /// Opens the hardware a board profile names (the arm is opened, not yet connected).
@@ -332,7 +356,8 @@ fn open_board(name: &str, rate: Option<u32>) -> Result<BoardHardware> {
     let arm = hw::open_arm(&board.serial).map_err(|e| anyhow!("{}: [serial]: {e}", file.display()))?;
     let camera = open_camera(&board.camera).map_err(|e| anyhow!("{}: [camera]: {e}", file.display()))?;
     let estop_pin = board.gpio.as_ref().and_then(|g| g.estop);
-    Ok(BoardHardware { arm, camera, desc, rate: rate.unwrap_or(board.control_hz), estop_pin })
+    let status_led = board.gpio.as_ref().and_then(|g| g.status_led);
+    Ok(BoardHardware { arm, camera, desc, rate: rate.unwrap_or(board.control_hz), estop_pin, status_led, policy: board.policy.clone() })
 }
 
 #[cfg(feature = "v4l2")]
@@ -355,6 +380,97 @@ fn watch_estop_pin(pin: u8, controls: std::sync::Arc<Controls>) -> Result<lapa_e
     lapa_edge::estop::watch(p, controls, Duration::from_millis(5), format!("GPIO{pin}")).map_err(|e| anyhow!(e))
 }
 
+/// Prints what `run --record` wrote; an error when the recording failed or stopped early.
+fn report_recording(recorded: Option<Result<lapa_edge::record::RunRecordSummary, lapa_edge::record::RecordError>>, dir: Option<&Path>) -> Result<()> {
+    let dir = dir.map_or(String::new(), |p| p.display().to_string());
+    match recorded {
+        None => Ok(()),
+        Some(Err(e)) => bail!("--record {dir}: {e}"),
+        Some(Ok(s)) => {
+            println!(
+                "recorded: {} frames in {} episodes ({} tasks) → {}{}{}",
+                s.dataset.frames,
+                s.dataset.episodes,
+                s.dataset.tasks,
+                s.dataset.root.display(),
+                if s.skipped_stopped > 0 { format!("; {} frame times left out while stopped or paused", s.skipped_stopped) } else { String::new() },
+                if s.late > 0 { format!("; {} frame times missed (camera or disk too slow)", s.late) } else { String::new() }
+            );
+            match s.failure {
+                Some(why) => bail!("--record {dir}: the recording stopped early ({why}); what came before it is saved"),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+/// The controls a signal ends (set once, before the handler is installed).
+static SIGNAL_CONTROLS: std::sync::OnceLock<std::sync::Arc<Controls>> = std::sync::OnceLock::new();
+static SIGNALS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+// A signal handler cannot be written without `unsafe`: see the SAFETY notes.
+#[allow(unsafe_code)]
+extern "C" fn on_quit_signal(_: nix::libc::c_int) {
+    // Only async-signal-safe work here: atomics and write(2).
+    if SIGNALS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+        let m = b"\nstopping now\n";
+        // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffer outlives the call.
+        unsafe {
+            nix::libc::write(2, m.as_ptr().cast(), m.len());
+            nix::libc::_exit(130);
+        }
+    }
+    let m = b"\nstopping (again to stop at once)...\n";
+    // SAFETY: as above.
+    unsafe {
+        nix::libc::write(2, m.as_ptr().cast(), m.len());
+    }
+    if let Some(c) = SIGNAL_CONTROLS.get() {
+        c.quit();
+    }
+}
+
+/// Ctrl-C, SIGTERM and SIGHUP end the run as `quit` does (the loop stops, the recording and the
+/// log are saved, the LED goes off); a second one exits at once. A plain signal handler, no
+/// thread (qemu-user on some hosts cannot start one, and the single-threaded commands run there).
+#[allow(unsafe_code)]
+fn quit_on_signal(controls: std::sync::Arc<Controls>) {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    if SIGNAL_CONTROLS.set(controls).is_err() {
+        return;
+    }
+    let action = SigAction::new(SigHandler::Handler(on_quit_signal), SaFlags::SA_RESTART, SigSet::empty());
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only touches atomics and calls async-signal-safe functions.
+        if let Err(e) = unsafe { sigaction(sig, &action) } {
+            eprintln!("warning: {sig}: {e}; it will end the run without saving");
+        }
+    }
+}
+
+/// The profile's status LED. A sign, not a safety device: when it cannot be driven, the run
+/// goes on without it and says so.
+#[cfg(feature = "gpio")]
+fn start_status_led(pin: u8, controls: std::sync::Arc<Controls>) -> Option<lapa_edge::status_led::StatusLed> {
+    let started = lapa_edge::status_led::pi_led(pin).and_then(|p| lapa_edge::status_led::drive(p, controls, Duration::from_millis(20), format!("GPIO{pin}")));
+    match started {
+        Ok(led) => {
+            eprintln!("status LED: GPIO{pin} (on: may move; 1 Hz: paused; 4 Hz: stopped)");
+            Some(led)
+        }
+        Err(e) => {
+            eprintln!("status LED: {e}; running without it");
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "gpio"))]
+fn start_status_led(pin: u8, _controls: std::sync::Arc<Controls>) -> Option<lapa_edge::status_led::StatusLed> {
+    eprintln!("status LED: the profile names GPIO{pin}, but this lapa-edge was built without the gpio feature; no LED");
+    None
+}
+
 #[cfg(not(feature = "gpio"))]
 fn watch_estop_pin(pin: u8, _controls: std::sync::Arc<Controls>) -> Result<lapa_edge::estop::EStopWatch> {
     bail!("the profile's e-stop is GPIO{pin}, but this lapa-edge was built without the gpio feature: it will not run with the button ignored")
@@ -364,9 +480,30 @@ fn run(a: RunArgs) -> Result<()> {
     if !a.sim && a.board.is_none() {
         bail!("give --board PROFILE (a real arm) or --sim (the simulated scene)");
     }
-    if a.board.is_some() && a.bundle.is_none() && a.remote.is_none() {
-        bail!("--board: give the policy, --bundle DIR (`lapa export`) or --remote URL (`lapa serve`); the scripted expert exists only in the sim");
+    // A board run needs a policy: --bundle, --remote, or the profile's remote server.
+    let profile_remote = match (&a.board, &a.bundle, &a.remote) {
+        (Some(b), None, None) => {
+            let (profile, file) = load_board(b)?;
+            match (profile.policy.backend.as_str(), &profile.policy.server) {
+                ("remote", Some(server)) => Some(format!("ws://{server}")),
+                _ => bail!(
+                    "--board: give the policy, --bundle DIR (`lapa export`) or --remote URL (`lapa serve`), or set policy.backend = \"remote\" and policy.server in {}; the scripted expert exists only in the sim",
+                    file.display()
+                ),
+            }
+        }
+        _ => None,
+    };
+    let remote = a.remote.clone().or(profile_remote);
+    if remote.is_none() {
+        for (flag, given) in [("--api-key", a.api_key.is_some()), ("--remote-timeout-ms", a.remote_timeout_ms.is_some())] {
+            if given {
+                bail!("{flag} is for a remote policy (--remote URL, or a profile with policy.backend = \"remote\")");
+            }
+        }
     }
+    let api_key = a.api_key.clone().or_else(|| std::env::var("LAPA_SERVE_TOKEN").ok().filter(|t| !t.is_empty()));
+    let remote_timeout_ms = a.remote_timeout_ms.unwrap_or(2000);
     if a.board.is_some() && a.instruction.is_none() {
         bail!("--board: give --instruction (what the arm should do)");
     }
@@ -382,8 +519,30 @@ fn run(a: RunArgs) -> Result<()> {
     {
         bail!("--rate {r}: the servo loop runs at 1..=100 Hz");
     }
+    if let Some(r) = &a.record
+        && r.exists()
+    {
+        bail!("--record {}: already exists (a recording never overwrites; pick a new folder)", r.display());
+    }
+    if !(1..=60).contains(&a.record_fps) {
+        bail!("--record-fps {}: give 1..=60", a.record_fps);
+    }
+    if !(a.record_max_episode_seconds.is_finite() && (1.0..=3600.0).contains(&a.record_max_episode_seconds)) {
+        bail!("--record-max-episode-seconds {}: give 1..=3600", a.record_max_episode_seconds);
+    }
+    if let Some(t) = a.threads
+        && !(1..=64).contains(&t)
+    {
+        bail!("--threads {t}: give 1..=64 inference threads");
+    }
     // The hardware first: a missing port or camera is reported before a policy loads.
     let board = a.board.as_deref().map(|b| open_board(b, a.rate)).transpose()?;
+    let threads = a.threads.unwrap_or_else(|| match &board {
+        Some(b) => b.policy.threads,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
+    });
+    // burn's CPU backend computes on rayon's global pool.
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("sizing the inference thread pool")?;
     let rate = board.as_ref().map_or(a.rate.unwrap_or(30), |b| b.rate);
     let scene = match board {
         Some(_) => None,
@@ -395,18 +554,24 @@ fn run(a: RunArgs) -> Result<()> {
     let policy: Box<dyn Policy> = match &a.bundle {
         Some(b) => {
             let bundle = lapa_model::bundle::Bundle::open(b).with_context(|| format!("--bundle {}", b.display()))?;
-            let device = lapa_model::device("cpu")?;
+            // The board profile's backend (flex: the CPU; wgpu or cuda: the board's GPU, in builds
+            // with that feature); the CPU in the sim.
+            let backend = match board.as_ref().map(|b| b.policy.backend.as_str()) {
+                None | Some("flex") | Some("remote") => "cpu",
+                Some(other) => other,
+            };
+            let device = lapa_model::device(backend).with_context(|| format!("the board profile's policy.backend = {backend:?}"))?;
             Box::new(lapa_model::vla::export::load_policy(&bundle, &device).with_context(|| format!("--bundle {}", b.display()))?)
         }
-        None => match &a.remote {
+        None => match &remote {
             Some(url) => {
-                if a.remote_timeout_ms == 0 {
+                if remote_timeout_ms == 0 {
                     bail!("--remote-timeout-ms must be positive");
                 }
                 let fallback = runtime::arm_action_spec(desc, a.policy_fps, a.chunk);
                 let opts = RemoteOptions {
-                    api_key: a.api_key.clone(),
-                    reply_timeout: Duration::from_millis(a.remote_timeout_ms),
+                    api_key: api_key.clone(),
+                    reply_timeout: Duration::from_millis(remote_timeout_ms),
                     fallback_spec: Some(fallback),
                     ..RemoteOptions::default()
                 };
@@ -421,6 +586,7 @@ fn run(a: RunArgs) -> Result<()> {
     let scene_instruction = scene.as_ref().map(|sc| lock(sc).instruction());
     let instruction = a.instruction.clone().or_else(|| scene_instruction.clone()).unwrap_or_default();
     let controls = Controls::new(&instruction).map_err(|e| anyhow!("--instruction: {e}"))?;
+    quit_on_signal(controls.clone());
     let cfg = RunConfig {
         rate_hz: rate as f32,
         refill: a.refill,
@@ -434,10 +600,19 @@ fn run(a: RunArgs) -> Result<()> {
     };
     cfg.validate().map_err(|e| anyhow!("--{e}"))?;
 
+    let status_led = board.as_ref().and_then(|b| b.status_led);
     let (mut arm, camera, estop_pin): (BoxedArm, Box<dyn lapa_edge::camera::Camera>, Option<u8>) = match (board, &scene) {
         (Some(b), _) => (b.arm, b.camera, b.estop_pin),
         (None, Some(sc)) => (Box::new(SceneArm::new(sc.clone())), Box::new(SceneCamera::new(sc.clone())), None),
         (None, None) => unreachable!("a sim run has a scene"),
+    };
+    // With --record the camera is shared by the policy's thread and the recorder's.
+    let (camera, record_camera): (Box<dyn lapa_edge::camera::Camera>, Option<SharedCamera>) = match &a.record {
+        Some(_) => {
+            let shared = SharedCamera::new(camera);
+            (Box::new(shared.clone()), Some(shared))
+        }
+        None => (camera, None),
     };
     let info = arm.connect().with_context(|| format!("connecting the {}", desc.name))?;
     let cal = joint_calibrations(&arm.read_calibration().context("reading the calibration")?);
@@ -446,20 +621,22 @@ fn run(a: RunArgs) -> Result<()> {
     let safety = SafetyFilter::new(safety_cfg, desc, limits, cfg.rate_hz).map_err(|e| anyhow!("safety: {e}"))?;
     // The button is watched for the whole run, from before the first command.
     let _estop_watch = estop_pin.map(|pin| watch_estop_pin(pin, controls.clone())).transpose()?;
+    let status_led_handle = status_led.and_then(|pin| start_status_led(pin, controls.clone()));
     if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         lapa_edge::control::spawn_stdin(controls.clone());
     }
 
     eprintln!("arm: {}", info.description);
     eprintln!("camera: {}", lapa_edge::camera::Camera::describe(camera.as_ref()));
-    eprintln!("policy: {}", policy.describe());
+    let policy_label = policy.describe();
+    eprintln!("policy: {policy_label} ({threads} inference threads)");
     if let Some(pin) = estop_pin {
         eprintln!("e-stop: GPIO{pin} (normally closed to ground; open = stop)");
     }
     match &scene_instruction {
         Some(task) => eprintln!(
             "task: {task:?}{}",
-            if a.instruction.is_some() && a.bundle.is_none() && a.remote.is_none() {
+            if a.instruction.is_some() && a.bundle.is_none() && remote.is_none() {
                 " (the sim expert follows the scene's task, not --instruction)"
             } else {
                 ""
@@ -497,12 +674,26 @@ fn run(a: RunArgs) -> Result<()> {
         None => None,
     };
 
+    let recorder = match (&a.record, record_camera) {
+        (Some(dir), Some(cam)) => {
+            let max_frames = (a.record_max_episode_seconds * a.record_fps as f32).round().max(1.0) as usize;
+            let r = RunRecorder::start(dir, desc, a.record_fps, max_frames, cam, controls.clone()).with_context(|| format!("--record {}", dir.display()))?;
+            eprintln!("recording: {} at {} fps", dir.display(), a.record_fps);
+            Some(r)
+        }
+        _ => None,
+    };
     let settle_ticks = (a.settle_seconds * rate as f32).round() as u64;
     let mut succeeded_at: Option<u64> = None;
     let mut last_status = Instant::now();
     let sim = scene.clone();
     let quiet = a.quiet;
-    let summary = runtime::run(arm.as_mut(), camera, policy, safety, &controls, &writer, &cfg, |c| {
+    if controls.quitting() {
+        // Ctrl-C while starting up: nothing has moved yet.
+        drop(recorder);
+        bail!("stopped before the loop started");
+    }
+    let result = runtime::run(arm.as_mut(), camera, policy, safety, &controls, &writer, &cfg, |c| {
         if quiet {
         } else if last_status.elapsed() > Duration::from_millis(500) {
             last_status = Instant::now();
@@ -512,23 +703,57 @@ fn run(a: RunArgs) -> Result<()> {
         if succeeded_at.is_none() && sim.as_ref().is_some_and(|sc| lock(sc).success()) {
             succeeded_at = Some(c.tick);
         }
+        if let Some(r) = &recorder {
+            r.publish(c.tick, controls.instruction_version(), &c.reading.joints, &c.filtered.command, c.filtered.flags);
+            if r.stopped() {
+                // Asked to record, and the recording stopped (its reason comes with the summary).
+                eprintln!("\nthe recording stopped; ending the run");
+                return Flow::Stop;
+            }
+        }
         match succeeded_at {
             Some(t) if settle_ticks > 0 && c.tick >= t + settle_ticks => Flow::Stop,
             _ => Flow::Continue,
         }
-    })
-    .map_err(|e| anyhow!(e))?;
+    });
+    // The loop has ended: the LED says so, and the recording stops before anything else can fail.
+    drop(status_led_handle);
+    let recorded = recorder.map(RunRecorder::finish);
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            if let Err(r) = report_recording(recorded, a.record.as_deref()) {
+                eprintln!("{r:#}");
+            }
+            bail!(e);
+        }
+    };
     drop(writer);
     if !quiet {
         eprintln!();
     }
     print_summary(&summary, cfg.rate_hz);
+    let mut task = serde_json::Value::Null;
     if let Some(sc) = &scene {
         let success = lock(sc).success();
         match succeeded_at {
             Some(t) => println!("task: succeeded at {:.2} s (tick {t}){}", t as f32 / cfg.rate_hz, if success { "" } else { ", but was undone by the end" }),
             None => println!("task: not achieved in {:.1} s", summary.stats.ticks as f32 / cfg.rate_hz),
         }
+        task = serde_json::json!({ "succeeded_at_s": succeeded_at.map(|t| t as f32 / cfg.rate_hz), "success_at_end": success });
+    }
+    if let Some(path) = &a.summary_json {
+        let st = &summary.stats;
+        let v = serde_json::json!({
+            "end": format!("{:?}", summary.end), "rate_hz": cfg.rate_hz, "inference_threads": threads, "policy": policy_label,
+            "ticks": st.ticks, "dropped_ticks": st.dropped, "starved_ticks": st.starved, "warmup_ticks": st.warmup,
+            "period_p50_ms": st.period.quantile_ms(0.5), "period_p99_ms": st.period.quantile_ms(0.99), "period_max_ms": st.period.max_ms(),
+            "start_late_p99_ms": st.lateness.quantile_ms(0.99), "work_p99_ms": st.work.quantile_ms(0.99),
+            "chunks": st.chunks, "late_chunks": st.late_chunks, "policy_errors": st.policy_errors, "arm_errors": st.arm_errors,
+            "inference_p50_ms": st.inference.quantile_ms(0.5), "inference_p99_ms": st.inference.quantile_ms(0.99),
+            "safety": st.flags.line(), "log_dropped": summary.log_dropped, "task": task,
+        });
+        lapa_fs::atomic_write(path, serde_json::to_string_pretty(&v)?.as_bytes()).with_context(|| format!("--summary-json {}", path.display()))?;
     }
     if let Some(f) = log_file {
         let totals = f.finish()?;
@@ -539,6 +764,7 @@ fn run(a: RunArgs) -> Result<()> {
             if totals.dropped > 0 { format!(" ({} dropped: the disk was too slow)", totals.dropped) } else { String::new() }
         );
     }
+    report_recording(recorded, a.record.as_deref())?;
     if let EndReason::Failed(why) = &summary.end {
         bail!("the run failed: {why}");
     }
@@ -649,6 +875,7 @@ fn teleop(a: TeleopArgs) -> Result<()> {
     let limits = joint_limits(desc, &cal).context("the follower's calibration")?;
     let mut safety = SafetyFilter::new(SafetyConfig::default(), desc, limits, rate as f32).map_err(|e| anyhow!("safety: {e}"))?;
     let controls = Controls::new(a.instruction.as_deref().unwrap_or("teleoperation")).map_err(|e| anyhow!("--instruction: {e}"))?;
+    quit_on_signal(controls.clone());
     let _estop_watch = estop_pin.map(|pin| watch_estop_pin(pin, controls.clone())).transpose()?;
     let _socket = match &a.socket {
         Some(p) => Some(ControlSocket::bind(p, controls.clone()).map_err(|e| anyhow!("--socket {e}"))?),
