@@ -21,7 +21,11 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 [ -e /usr/lib/aarch64-linux-gnu/pkgconfig/libudev.pc ] || need+=(libudev-dev:arm64)
 if [ ${#need[@]} -gt 0 ]; then
   echo "cross-check: installing ${need[*]}"
-  dpkg --print-foreign-architectures | grep -q arm64 || $SUDO dpkg --add-architecture arm64
+  if printf '%s\n' "${need[@]}" | grep -q ':arm64$'; then
+    # Ubuntu serves arm64 from ports.ubuntu.com only (a no-op on Debian).
+    $SUDO scripts/ubuntu-arm64-ports.sh
+    dpkg --print-foreign-architectures | grep -q arm64 || $SUDO dpkg --add-architecture arm64
+  fi
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
@@ -31,8 +35,9 @@ source scripts/cross-env.sh
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 
 echo "cross-check: building lapa-edge for $target"
-cargo build --locked -p lapa-edge --target "$target" --bin lapa-edge
-edge="$target_dir/$target/debug/lapa-edge"
+# The `cross` profile (Cargo.toml): dependencies less optimised, no line tables — a faster cold build.
+cargo build --locked -p lapa-edge --target "$target" --bin lapa-edge --profile cross
+edge="$target_dir/$target/cross/lapa-edge"
 # ELF e_machine (bytes 18–19) is 0xb7 for aarch64.
 [ "$(od -An -tx1 -j18 -N2 "$edge" | tr -d ' ')" = "b700" ] || { echo "cross-check: $edge is not an aarch64 binary"; exit 1; }
 qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
@@ -46,26 +51,27 @@ probe=0
 timeout 20 "${qemu[@]}" "$work/probe" || probe=$?
 if [ "$probe" = 0 ]; then
   echo "cross-check: unit tests under qemu-aarch64"
-  timeout 1200 cargo test --locked -p lapa-edge --target "$target" --lib
+  timeout 1200 cargo test --locked -p lapa-edge --target "$target" --profile cross --lib
   echo "cross-check: a --sim episode under qemu-aarch64"
   timeout 600 "${qemu[@]}" "$edge" run --sim --seed 1 --family push_to_side --quiet --max-seconds 30 > "$work/run.txt"
   cat "$work/run.txt"
   grep -q "^task: succeeded at [0-9.]* s (tick [0-9]*)$" "$work/run.txt"
   elif [ "$probe" = 124 ]; then
   echo "cross-check: qemu-aarch64 here cannot start threads (the pthread probe hangs); the threaded unit tests and 'run --sim' are skipped, the single-threaded commands run instead"
-  "${qemu[@]}" "$edge" --version
-  "${qemu[@]}" "$edge" doctor --sim > "$work/doctor.txt"
+  # Each under a timeout: a command that starts a thread would hang here, not fail.
+  timeout 120 "${qemu[@]}" "$edge" --version
+  timeout 300 "${qemu[@]}" "$edge" doctor --sim > "$work/doctor.txt"
   grep -q "^all checks passed$" "$work/doctor.txt"
-  "${qemu[@]}" "$edge" calibrate --sim --arm-id qemu --out "$work/cal.json" > /dev/null
+  timeout 300 "${qemu[@]}" "$edge" calibrate --sim --arm-id qemu --out "$work/cal.json" > /dev/null
   [ -s "$work/cal.json" ]
-  "${qemu[@]}" "$edge" teleop --sim --no-pace --episodes 2 --seed 1 --record "$work/demos" > "$work/teleop.txt"
+  timeout 900 "${qemu[@]}" "$edge" teleop --sim --no-pace --episodes 2 --seed 1 --record "$work/demos" > "$work/teleop.txt"
   cat "$work/teleop.txt"
   grep -q "achieved 2 of 2 tasks" "$work/teleop.txt"
   # A log written by the x86-64 build, read back by the aarch64 one.
   # (built as the workspace tests build it, so no dependency is rebuilt with other features)
   cargo test --workspace --locked -q --no-run
   "$target_dir/debug/lapa-edge" run --sim --seed 1 --family push_to_side --quiet --max-seconds 30 --log "$work/x86.cyclelog" > /dev/null
-  "${qemu[@]}" "$edge" replay "$work/x86.cyclelog" --plot "$work/x86.png" > "$work/replay.txt"
+  timeout 300 "${qemu[@]}" "$edge" replay "$work/x86.cyclelog" --plot "$work/x86.png" > "$work/replay.txt"
   grep -q "^cycles: " "$work/replay.txt"
   [ -s "$work/x86.png" ]
   echo "cross-check: ok (partial: this machine's qemu cannot run threads, so the unit tests and 'run --sim' did not run under it)"

@@ -67,5 +67,7 @@ cargo build --locked -q -p lapa-bridge --bin lapa-bridge
 "$target_dir/debug/lapa-bridge" uf2 "$root_target/mcu/thumbv6m-none-eabi/release/lapa-bridge-mcu" "$root_target/mcu/lapa-bridge.uf2"
 "$venv/bin/python" scripts/feetech_sdk_check.py "$target_dir/debug/lapa-bridge"
 
+echo "test.sh: the Ubuntu arm64 ports set-up of the board build, on fake roots"
+bash scripts/test-ubuntu-ports.sh
 echo "test.sh: lapa-edge for aarch64 (Raspberry Pi 5, Jetson), run under qemu-aarch64"
 bash scripts/cross-check.sh
