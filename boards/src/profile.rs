@@ -67,6 +67,10 @@ pub struct BoardProfile {
     pub leader_serial: Option<SerialSection>,
     #[serde(default)]
     pub gpio: Option<GpioSection>,
+    /// Public keys (`.pub` files from `lapa keys generate`, absolute paths on the board) whose
+    /// signed bundles this board runs; `lapa-edge run --public-key` adds more.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
 }
 
 /// How the policy runs.
@@ -203,6 +207,11 @@ impl BoardProfile {
             check_serial("leader_serial", s)?;
             if self.leader.is_none() {
                 return Err(bad("leader_serial", "a leader bus without `leader = \"...\"`".into()));
+            }
+        }
+        for (i, k) in self.trusted_keys.iter().enumerate() {
+            if !k.starts_with('/') || !k.ends_with(".pub") {
+                return Err(bad("trusted_keys", format!("[{i}] {k:?} is not the absolute path of a .pub file")));
             }
         }
         if let Some(g) = &self.gpio {
@@ -423,6 +432,7 @@ mod tests {
             ("threads = 3", "threads = 0", "policy.threads"),
             ("estop = 17", "estop = 99", "gpio.estop"),
             ("arm = \"so101_follower\"", "arm = \"so100\"", "arm"),
+            ("control_hz = 30", "trusted_keys = [\"/etc/lapa/a.pub\", \"keys/b.pub\"]\ncontrol_hz = 30", "trusted_keys"),
         ];
         for (from, to, field) in cases {
             assert!(pi().contains(from), "{from}");

@@ -15,13 +15,15 @@
 //! The board trusts nothing that is not in the manifest: [`Bundle::open`] checks the format
 //! version, every field, that every part named is listed, present, of its size and of its SHA-256,
 //! and that no part name leaves the folder. [`write`] builds the folder beside the target and
-//! renames it into place, so a bundle is whole or absent. A signature will be a detached file
-//! over the manifest's exact bytes ([`SIGNATURE`], the compression issue's signed bundles); a
-//! bundle that carries one is refused until a verifier exists, rather than silently trusted.
+//! renames it into place, so a bundle is whole or absent. A bundle is signed by a detached ed25519
+//! signature over the manifest's exact bytes ([`SIGNATURE`], [`crate::signing`]), written inside
+//! the staged folder so it is published with the rest; [`Bundle::open`] checks it first, against
+//! the reader's [`Trust`], before it reads a field.
 //! `requires` names features a reader must have (an int8 policy's parts), so a later bundle is
 //! refused by name by an older reader instead of misread.
 
 use crate::policy::{ActionSpec, CameraSpec};
+use crate::signing::{SecretKey, Trust, Verified};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -31,10 +33,11 @@ use std::path::{Path, PathBuf};
 pub const FORMAT: u32 = 1;
 /// The oldest bundle format this build reads.
 pub const MIN_FORMAT: u32 = 1;
-/// A detached signature of the manifest's exact bytes (the compression issue's signed bundles).
+/// A detached ed25519 signature of the manifest's exact bytes ([`crate::signing`]).
 pub const SIGNATURE: &str = "manifest.json.sig";
-/// Features a reader must have to run a bundle; this build has none beyond format 1.
-pub const KNOWN_REQUIREMENTS: [&str; 0] = [];
+/// Features a reader must have to run a bundle: `int8`, a compressed policy (its `quant.json`
+/// says each linear layer's scheme; `lapa_compress::bundle` loads it).
+pub const KNOWN_REQUIREMENTS: [&str; 1] = ["int8"];
 /// The manifest's file name.
 pub const MANIFEST: &str = "manifest.json";
 /// Largest manifest read (the model config is small; a huge file is not a manifest).
@@ -51,6 +54,8 @@ pub enum BundleError {
     Version { bundle: PathBuf, found: u32 },
     #[error("{bundle}: part {part:?}: {message}")]
     Part { bundle: PathBuf, part: String, message: String },
+    #[error("{bundle}: refused: {message}")]
+    Signature { bundle: PathBuf, message: String },
 }
 
 /// The text encoder a bundle carries.
@@ -99,6 +104,8 @@ pub struct Manifest {
 pub struct Bundle {
     pub root: PathBuf,
     pub manifest: Manifest,
+    /// What the signature check found.
+    pub verified: Verified,
 }
 
 /// Lower-case hex SHA-256.
@@ -152,15 +159,28 @@ impl Manifest {
 }
 
 impl Bundle {
-    /// Opens and checks a bundle folder.
-    pub fn open(root: &Path) -> Result<Self, BundleError> {
+    /// Opens and checks a bundle folder: the signature against `trust` first, then the manifest,
+    /// then every part.
+    pub fn open(root: &Path, trust: &Trust) -> Result<Self, BundleError> {
         let mpath = root.join(MANIFEST);
         let manifest_err = |message: String| BundleError::Manifest { bundle: root.to_path_buf(), message };
         let meta = std::fs::metadata(&mpath).map_err(|e| BundleError::Io { path: mpath.clone(), message: format!("{e} (is this a bundle folder?)") })?;
         if meta.len() > MAX_MANIFEST {
             return Err(manifest_err(format!("{} bytes; a manifest is at most {MAX_MANIFEST}", meta.len())));
         }
-        let text = std::fs::read_to_string(&mpath).map_err(|e| BundleError::Io { path: mpath.clone(), message: e.to_string() })?;
+        let bytes = std::fs::read(&mpath).map_err(|e| BundleError::Io { path: mpath.clone(), message: e.to_string() })?;
+        let sig_path = root.join(SIGNATURE);
+        let signature = match std::fs::symlink_metadata(&sig_path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(BundleError::Io { path: sig_path, message: e.to_string() }),
+            Ok(m) if !m.is_file() || m.len() > 4096 => {
+                return Err(BundleError::Signature { bundle: root.to_path_buf(), message: format!("{SIGNATURE}: not a small regular file") });
+            }
+            Ok(_) => Some(std::fs::read(&sig_path).map_err(|e| BundleError::Io { path: sig_path.clone(), message: e.to_string() })?),
+        };
+        let verified =
+            trust.check(&bytes, signature.as_deref(), &sig_path).map_err(|message| BundleError::Signature { bundle: root.to_path_buf(), message })?;
+        let text = String::from_utf8(bytes).map_err(|e| manifest_err(format!("not UTF-8: {e}")))?;
         // The version first, so a newer bundle says so rather than failing on a field it added.
         let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| manifest_err(format!("not JSON: {e}")))?;
         let found = raw.get("format").and_then(serde_json::Value::as_u64).ok_or_else(|| manifest_err("format: missing or not a number".into()))?;
@@ -172,9 +192,6 @@ impl Bundle {
         manifest.validate().map_err(manifest_err)?;
         if let Some(r) = manifest.requires.iter().find(|r| !KNOWN_REQUIREMENTS.contains(&r.as_str())) {
             return Err(manifest_err(format!("requires: {r:?}, which this build does not support (update lapa-edge)")));
-        }
-        if root.join(SIGNATURE).exists() {
-            return Err(manifest_err(format!("{SIGNATURE}: this build cannot verify signed bundles yet, and does not run one unverified")));
         }
         for (name, info) in &manifest.parts {
             let part_err = |message: String| BundleError::Part { bundle: root.to_path_buf(), part: name.clone(), message };
@@ -203,7 +220,7 @@ impl Bundle {
                 return Err(part_err(format!("SHA-256 {got} does not match the manifest's {} (the file changed or is damaged)", info.sha256)));
             }
         }
-        Ok(Self { root: root.to_path_buf(), manifest })
+        Ok(Self { root: root.to_path_buf(), manifest, verified })
     }
 
     /// The path of a part (checked at open).
@@ -213,8 +230,9 @@ impl Bundle {
 }
 
 /// Writes a bundle at `root` (which must not exist): the manifest's `parts` are filled from
-/// `parts` (name, bytes); the folder is staged beside `root` and renamed into place.
-pub fn write(root: &Path, mut manifest: Manifest, parts: &[(&str, &[u8])]) -> Result<Bundle, BundleError> {
+/// `parts` (name, bytes) and, with a `signer`, the manifest is signed; the folder is staged beside
+/// `root` and renamed into place.
+pub fn write(root: &Path, mut manifest: Manifest, parts: &[(&str, &[u8])], signer: Option<&SecretKey>) -> Result<Bundle, BundleError> {
     let io = |path: &Path, e: std::io::Error| BundleError::Io { path: path.to_path_buf(), message: e.to_string() };
     if root.exists() {
         return Err(BundleError::Io { path: root.to_path_buf(), message: "already exists; choose another folder or remove it".into() });
@@ -243,6 +261,9 @@ pub fn write(root: &Path, mut manifest: Manifest, parts: &[(&str, &[u8])]) -> Re
         }
         let json = serde_json::to_vec_pretty(&manifest).map_err(|e| BundleError::Manifest { bundle: root.to_path_buf(), message: e.to_string() })?;
         synced(&staging.join(MANIFEST), &json)?;
+        if let Some(key) = signer {
+            synced(&staging.join(SIGNATURE), &key.sign(&json))?;
+        }
         lapa_fs::sync_dir(&staging);
         std::fs::rename(&staging, root).map_err(|e| io(root, e))?;
         lapa_fs::sync_dir(root.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")));
@@ -252,7 +273,12 @@ pub fn write(root: &Path, mut manifest: Manifest, parts: &[(&str, &[u8])]) -> Re
         let _ = std::fs::remove_dir_all(&staging);
         return Err(e);
     }
-    Bundle::open(root)
+    // Read back as the board will: with the signer's key, or as an unsigned bundle.
+    let trust = match signer {
+        Some(k) => Trust { keys: vec![k.public()], allow_unsigned: false },
+        None => Trust { keys: Vec::new(), allow_unsigned: true },
+    };
+    Bundle::open(root, &trust)
 }
 
 #[cfg(test)]
@@ -275,8 +301,13 @@ mod tests {
         }
     }
 
+    /// Development trust: unsigned bundles open.
+    fn dev() -> Trust {
+        Trust { keys: Vec::new(), allow_unsigned: true }
+    }
+
     fn make(dir: &Path) -> Bundle {
-        write(&dir.join("b"), manifest(), &[("model.bpk", b"weights bytes"), ("vocab.json", b"{\"a\": 1}")]).expect("writes")
+        write(&dir.join("b"), manifest(), &[("model.bpk", b"weights bytes"), ("vocab.json", b"{\"a\": 1}")], None).expect("writes")
     }
 
     fn edit(root: &Path, f: impl FnOnce(&mut serde_json::Value)) {
@@ -290,7 +321,7 @@ mod tests {
     fn a_bundle_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let b = make(dir.path());
-        let again = Bundle::open(&b.root).unwrap();
+        let again = Bundle::open(&b.root, &dev()).unwrap();
         // What was given comes back, with the parts listed.
         let mut want = manifest();
         want.parts = again.manifest.parts.clone();
@@ -304,7 +335,7 @@ mod tests {
         // Nothing left beside it.
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("b")]);
-        assert!(write(&b.root, manifest(), &[("model.bpk", b"x")]).unwrap_err().to_string().contains("already exists"));
+        assert!(write(&b.root, manifest(), &[("model.bpk", b"x")], None).unwrap_err().to_string().contains("already exists"));
     }
 
     #[test]
@@ -312,7 +343,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = make(dir.path()).root;
         let expect = |want: &str| {
-            let e = Bundle::open(&root).expect_err(want).to_string();
+            let e = Bundle::open(&root, &dev()).expect_err(want).to_string();
             assert!(e.contains(want), "want {want:?} in {e}");
             assert!(e.contains(&*root.to_string_lossy()), "{e}");
         };
@@ -324,7 +355,7 @@ mod tests {
         std::fs::remove_file(root.join("model.bpk")).unwrap();
         expect("\"model.bpk\": missing");
         std::fs::write(root.join("model.bpk"), b"weights bytes").unwrap();
-        Bundle::open(&root).unwrap();
+        Bundle::open(&root, &dev()).unwrap();
         // Versions, fields, names.
         let original = std::fs::read(root.join(MANIFEST)).unwrap();
         type Edit = Box<dyn Fn(&mut serde_json::Value)>;
@@ -339,7 +370,7 @@ mod tests {
             (Box::new(|v| v["text_encoder"]["parts"] = serde_json::json!(["gone.json"])), "text_encoder.parts: \"gone.json\""),
             (Box::new(|v| v["parts"]["../../etc/passwd"] = serde_json::json!({"bytes": 1, "sha256": "0".repeat(64)})), "parts.\"../../etc/passwd\""),
             (Box::new(|v| v["parts"]["model.bpk"]["sha256"] = "XYZ".into()), "not 64 lower-case hex digits"),
-            (Box::new(|v| v["requires"] = serde_json::json!(["int8-gemm"])), "requires: \"int8-gemm\""),
+            (Box::new(|v| v["requires"] = serde_json::json!(["int4-gemm"])), "requires: \"int4-gemm\""),
             (Box::new(|v| v["model"] = 3.into()), "model: the model's config must be an object"),
             (Box::new(|v| v["action"]["fps"] = "ten".into()), "action.fps: invalid type: string \"ten\""),
             (Box::new(|v| v["parts"]["model.bpk"]["bytes"] = (-1).into()), "parts.model.bpk.bytes: invalid value: integer `-1`"),
@@ -350,8 +381,11 @@ mod tests {
             expect(want);
         }
         std::fs::write(root.join(MANIFEST), &original).unwrap();
+        // Unsigned: refused without --allow-unsigned.
+        let e = Bundle::open(&root, &Trust::default()).unwrap_err().to_string();
+        assert!(e.contains("refused: unsigned bundle"), "{e}");
         std::fs::write(root.join(SIGNATURE), b"sig").unwrap();
-        expect("cannot verify signed bundles");
+        expect("not a signature file");
         std::fs::remove_file(root.join(SIGNATURE)).unwrap();
         // A part swapped for a link to a file outside.
         let outside = root.parent().unwrap().join("outside.bin");
@@ -361,7 +395,7 @@ mod tests {
         expect("not a regular file");
         std::fs::remove_file(root.join("model.bpk")).unwrap();
         std::fs::write(root.join("model.bpk"), b"weights bytes").unwrap();
-        Bundle::open(&root).unwrap();
+        Bundle::open(&root, &dev()).unwrap();
         std::fs::write(root.join(MANIFEST), b"{ not json").unwrap();
         expect("not JSON");
         std::fs::remove_file(root.join(MANIFEST)).unwrap();
@@ -369,14 +403,50 @@ mod tests {
     }
 
     #[test]
+    fn signed_bundles_open_only_with_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretKey::from_seed([3; 32], "workstation");
+        let other = SecretKey::from_seed([4; 32], "someone else");
+        let parts: [(&str, &[u8]); 2] = [("model.bpk", b"weights bytes"), ("vocab.json", b"{}")];
+        let b = write(&dir.path().join("signed"), manifest(), &parts, Some(&key)).unwrap();
+        assert_eq!(b.verified, Verified::Signed { key_id: key.public().id() });
+        let ours = Trust { keys: vec![other.public(), key.public()], allow_unsigned: false };
+        assert_eq!(Bundle::open(&b.root, &ours).unwrap().verified, Verified::Signed { key_id: key.public().id() });
+        let theirs = Trust { keys: vec![other.public()], allow_unsigned: false };
+        let e = Bundle::open(&b.root, &theirs).unwrap_err().to_string();
+        assert!(e.contains("refused") && e.contains("does not trust") && e.contains("signed"), "{e}");
+        // A tampered manifest (a part's hash replaced to match swapped weights) is refused by
+        // the signature before anything else is read, even when unsigned bundles are allowed.
+        let original = std::fs::read(b.root.join(MANIFEST)).unwrap();
+        std::fs::write(b.root.join("model.bpk"), b"evil weights!").unwrap();
+        edit(&b.root, |v| v["parts"]["model.bpk"]["sha256"] = sha256_hex(b"evil weights!").into());
+        let lax = Trust { keys: vec![key.public()], allow_unsigned: true };
+        let e = Bundle::open(&b.root, &lax).unwrap_err().to_string();
+        assert!(e.contains("does not verify with key"), "{e}");
+        // The manifest back: the signature holds, the swapped part is caught by its hash.
+        std::fs::write(b.root.join(MANIFEST), &original).unwrap();
+        let e = Bundle::open(&b.root, &ours).unwrap_err().to_string();
+        assert!(e.contains("SHA-256"), "{e}");
+        std::fs::write(b.root.join("model.bpk"), b"weights bytes").unwrap();
+        Bundle::open(&b.root, &ours).unwrap();
+        // The signature removed: now an unsigned bundle, refused by a board that wants one.
+        std::fs::remove_file(b.root.join(SIGNATURE)).unwrap();
+        assert!(Bundle::open(&b.root, &ours).unwrap_err().to_string().contains("unsigned bundle"));
+        // A link in the signature's place is not followed.
+        std::fs::write(dir.path().join("sig"), key.sign(&original)).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("sig"), b.root.join(SIGNATURE)).unwrap();
+        assert!(Bundle::open(&b.root, &ours).unwrap_err().to_string().contains("not a small regular file"));
+    }
+
+    #[test]
     fn bad_part_names_are_refused_when_writing() {
         let dir = tempfile::tempdir().unwrap();
         for bad in ["../x", "a/b", ".hidden", "manifest.json", ""] {
-            let e = write(&dir.path().join("b"), manifest(), &[("model.bpk", b"w"), ("vocab.json", b"v"), (bad, b"x")]).unwrap_err().to_string();
+            let e = write(&dir.path().join("b"), manifest(), &[("model.bpk", b"w"), ("vocab.json", b"v"), (bad, b"x")], None).unwrap_err().to_string();
             assert!(e.contains("a part is one file name"), "{bad:?}: {e}");
             assert!(!dir.path().join("b").exists());
         }
-        let e = write(&dir.path().join("b"), manifest(), &[("model.bpk", b"w")]).unwrap_err().to_string();
+        let e = write(&dir.path().join("b"), manifest(), &[("model.bpk", b"w")], None).unwrap_err().to_string();
         assert!(e.contains("text_encoder.parts: \"vocab.json\" is not among the parts"), "{e}");
     }
 }

@@ -13,6 +13,7 @@ pub mod minilm;
 pub mod nsvq;
 pub mod openpi;
 pub mod policy;
+pub mod signing;
 pub mod text;
 pub mod vla;
 

@@ -729,6 +729,7 @@ pub mod export {
     use super::{HeadConfig, VlaConfig, VlaPolicy};
     use crate::ModelError;
     use crate::bundle::{Bundle, Manifest, TextEncoderSpec};
+    use crate::signing::SecretKey;
     use crate::text::{MINILM_FILES, TextConfig};
 
     /// The weights' part name.
@@ -740,9 +741,24 @@ pub mod export {
         move |source| ModelError::Io { path: path.to_path_buf(), source }
     }
 
-    /// Writes the policy artifact `model_dir` (config.json + model.bpk) as a bundle at `out`;
-    /// `text_dir` holds the frozen text encoder's files when the config names one.
-    pub fn write_bundle(model_dir: &Path, text_dir: &Path, out: &Path, name: &str) -> Result<Bundle, ModelError> {
+    /// Writes the policy artifact `model_dir` (config.json + model.bpk) as a bundle at `out`,
+    /// signed by `signer` when given; `text_dir` holds the frozen text encoder's files when the
+    /// config names one.
+    pub fn write_bundle(model_dir: &Path, text_dir: &Path, out: &Path, name: &str, signer: Option<&SecretKey>) -> Result<Bundle, ModelError> {
+        write_bundle_with(model_dir, text_dir, out, name, signer, Vec::new(), Vec::new())
+    }
+
+    /// [`write_bundle`] with more parts (a compressed policy's `quant.json`) and the features a
+    /// reader must have to run it (`requires`).
+    pub fn write_bundle_with(
+        model_dir: &Path,
+        text_dir: &Path,
+        out: &Path,
+        name: &str,
+        signer: Option<&SecretKey>,
+        extra: Vec<(&str, Vec<u8>)>,
+        requires: Vec<String>,
+    ) -> Result<Bundle, ModelError> {
         let cfg = crate::artifact::load_vla_config(model_dir)?;
         let HeadConfig::Action(head) = &cfg.head else {
             return Err(ModelError::Config(format!("{}: a latent-action policy cannot drive an arm; export a finetuned run", model_dir.display())));
@@ -752,6 +768,7 @@ pub mod export {
         // The weights must load into the config before they are shipped.
         crate::artifact::load_weights(&wpath, cfg.init(&crate::device("cpu").or_else(|_| crate::device("ndarray"))?)?)?;
         let mut parts: Vec<(&str, Vec<u8>)> = vec![(WEIGHTS_PART, weights)];
+        parts.extend(extra);
         let text_encoder = match cfg.text {
             TextConfig::Hashed { .. } => None,
             TextConfig::MiniLm { .. } => {
@@ -772,15 +789,16 @@ pub mod export {
             text_encoder,
             weights: vec![WEIGHTS_PART.into()],
             parts: Default::default(),
-            requires: Vec::new(),
+            requires,
         };
         let refs: Vec<(&str, &[u8])> = parts.iter().map(|(n, b)| (*n, b.as_slice())).collect();
-        crate::bundle::write(out, manifest, &refs).map_err(|e| ModelError::Artifact { path: out.to_path_buf(), message: e.to_string() })
+        crate::bundle::write(out, manifest, &refs, signer).map_err(|e| ModelError::Artifact { path: out.to_path_buf(), message: e.to_string() })
     }
 
-    /// The burn policy of a checked bundle, on `device`. The manifest's action and camera specs
-    /// must be the model config's own.
-    pub fn load_policy(bundle: &Bundle, device: &Device) -> Result<VlaPolicy, ModelError> {
+    /// What every policy built on a checked bundle needs: its config (checked against the
+    /// manifest's action and camera specs), the weights on `device`, and the frozen text encoder
+    /// when the config names one.
+    pub fn load_parts(bundle: &Bundle, device: &Device) -> Result<(VlaConfig, super::Vla, Option<crate::text::SentenceEncoder>), ModelError> {
         let m = &bundle.manifest;
         let at = |message: String| ModelError::Artifact { path: bundle.root.join(crate::bundle::MANIFEST), message };
         let cfg: VlaConfig = crate::artifact::json_value(m.model.clone()).map_err(|e| at(format!("model: not a policy config: {e}")))?;
@@ -794,16 +812,29 @@ pub mod export {
         }
         let wpath = bundle.part(WEIGHTS_PART).ok_or_else(|| at(format!("no part {WEIGHTS_PART}")))?;
         let model = crate::artifact::load_weights(&wpath, cfg.init(device)?)?;
-        let label = format!("burn {} ({})", m.name, bundle.root.display());
-        match cfg.text {
-            TextConfig::Hashed { .. } => VlaPolicy::with_text_dir(cfg, model, device.clone(), label, &bundle.root),
+        let encoder = match cfg.text {
+            TextConfig::Hashed { .. } => None,
             TextConfig::MiniLm { .. } => {
                 let files = TEXT_PARTS.map(|p| bundle.part(p)).map(|p| p.ok_or_else(|| at("text_encoder: the MiniLM parts are missing".into())));
                 let [a, b, c] = files;
                 let files = [a?, b?, c?];
-                let encoder = crate::text::SentenceEncoder::load_files(&files, &cfg.text, device)?;
-                VlaPolicy::with_encoder(cfg, model, device.clone(), label, Some(encoder))
+                Some(crate::text::SentenceEncoder::load_files(&files, &cfg.text, device)?)
             }
+        };
+        Ok((cfg, model, encoder))
+    }
+
+    /// The burn policy of a checked bundle, on `device`. A bundle that requires a compressed
+    /// runtime (`int8`) is refused: `lapa_compress` loads those.
+    pub fn load_policy(bundle: &Bundle, device: &Device) -> Result<VlaPolicy, ModelError> {
+        if let Some(r) = bundle.manifest.requires.first() {
+            return Err(ModelError::Artifact {
+                path: bundle.root.join(crate::bundle::MANIFEST),
+                message: format!("requires {r:?}: not a plain burn policy (load it with the compressed runtime)"),
+            });
         }
+        let (cfg, model, encoder) = load_parts(bundle, device)?;
+        let label = format!("burn {} ({})", bundle.manifest.name, bundle.root.display());
+        VlaPolicy::with_encoder(cfg, model, device.clone(), label, encoder)
     }
 }

@@ -1,0 +1,291 @@
+//! Linear-layer kernels on `rten-gemm` (pure Rust; picks AVX-512/VNNI, AVX2, Arm dot-product or
+//! NEON code at run time): f32 × f32 → f32, and u8 × i8 → i32 with the scales applied in the
+//! epilogue — the int8 layers really multiply in int8, they never dequantize weights to f32.
+//!
+//! Int8 scheme: weights symmetric per output channel (zero point 0); activations asymmetric per row
+//! (token) with a zero point, ranges measured on each call (dynamic) or fixed by calibration
+//! (static). `out[r][c] = sa[r] · sw[c] · Σₖ (qa[r][k] − za[r]) · qw[k][c] + bias[c]`.
+//!
+//! AVX2 has no int8 dot product: rten multiplies with `vpmaddubsw`, whose pairwise i16 sums
+//! saturate when both u8 × i8 products are large. As ONNX Runtime's `reduce_range` does, weights
+//! are then quantized to 7 bits (±63), which keeps every pair sum inside i16
+//! (2 · 255 · 64 < 32768); on kernels that cannot saturate (VNNI, Arm) they use the full ±127.
+
+use rten_gemm::{BiasVector, GemmExecutor, GemmInputA, GemmInputB, GemmOptions, PackedBMatrix};
+use rten_tensor::NdTensorView;
+
+use crate::CompressError;
+
+/// The process's f32 GEMM executor. rten's executor is `Sync` but not `Send` (its kernel is a
+/// boxed `dyn Kernel: Sync`), so one per process is created and shared by reference; its kernel is
+/// the CPU's best, chosen once.
+fn f32_gemm() -> &'static GemmExecutor<f32> {
+    static G: std::sync::OnceLock<&'static GemmExecutor<f32>> = std::sync::OnceLock::new();
+    G.get_or_init(|| Box::leak(Box::new(GemmExecutor::<f32>::default())))
+}
+
+/// The process's u8 × i8 → i32 GEMM executor (see [`f32_gemm`]).
+fn int8_gemm() -> &'static GemmExecutor<u8, i8, i32> {
+    static G: std::sync::OnceLock<&'static GemmExecutor<u8, i8, i32>> = std::sync::OnceLock::new();
+    G.get_or_init(|| Box::leak(Box::new(GemmExecutor::<u8, i8, i32>::default())))
+}
+
+/// The name of the int8 kernel rten picked on this CPU, and whether it can saturate (AVX2).
+pub fn int8_kernel() -> (String, bool) {
+    (int8_gemm().kernel_name().to_string(), int8_gemm().may_saturate())
+}
+
+/// How a linear layer computes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scheme {
+    /// f32 weights and activations.
+    F32,
+    /// int8 weights; each row's activation range measured at run time.
+    Int8Dynamic,
+    /// int8 weights; one activation range `[lo, hi]` fixed by calibration (values outside clip).
+    Int8Static { lo: f32, hi: f32 },
+}
+
+impl Scheme {
+    pub fn is_int8(&self) -> bool {
+        !matches!(self, Self::F32)
+    }
+}
+
+/// Activation range of the static scheme: `[min(lo, 0), max(hi, 0)]` so that 0 is exact.
+#[derive(Debug, Clone, Copy)]
+struct ActRange {
+    scale: f32,
+    zero: u8,
+}
+
+fn act_range(lo: f32, hi: f32) -> ActRange {
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let scale = (hi - lo) / 255.0;
+    if !(scale.is_finite() && scale > 0.0) {
+        return ActRange { scale: 1.0, zero: 0 };
+    }
+    ActRange { scale, zero: (-lo / scale).round().clamp(0.0, 255.0) as u8 }
+}
+
+/// Quantizes one row with `r` (values outside the range clip).
+fn quantize_row(row: &[f32], r: ActRange, out: &mut [u8]) {
+    let inv = 1.0 / r.scale;
+    let z = f32::from(r.zero);
+    for (o, &v) in out.iter_mut().zip(row) {
+        // NaN becomes the zero point (0.0): `clamp` passes NaN through, `as u8` maps it to 0.
+        let q = (v * inv).round() + z;
+        *o = if q.is_nan() { r.zero } else { q.clamp(0.0, 255.0) as u8 };
+    }
+}
+
+/// A linear layer's weights in the form its scheme computes with.
+pub enum Kernel {
+    F32 {
+        gemm: &'static GemmExecutor<f32>,
+        packed: PackedBMatrix<f32>,
+        bias: Vec<f32>,
+        i: usize,
+        o: usize,
+    },
+    Int8 {
+        gemm: &'static GemmExecutor<u8, i8, i32>,
+        packed: PackedBMatrix<i8>,
+        col_sums: Vec<i32>,
+        scales: Vec<f32>,
+        bias: Vec<f32>,
+        act: Option<ActRangeParams>,
+        i: usize,
+        o: usize,
+        qmax: i8,
+    },
+}
+
+/// The static activation range (public view).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ActRangeParams {
+    pub lo: f32,
+    pub hi: f32,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::F32 { i, o, .. } => write!(f, "F32 {{ {i} → {o} }}"),
+            Self::Int8 { i, o, act, qmax, .. } => write!(f, "Int8 {{ {i} → {o}, weights ±{qmax}, activations {act:?} }}"),
+        }
+    }
+}
+
+/// Per-output-channel symmetric int8 weights of `w` [i, o] (row-major): the quantized matrix and
+/// each column's scale.
+pub fn quantize_weights(w: &[f32], i: usize, o: usize, qmax: i8) -> (Vec<i8>, Vec<f32>) {
+    let mut scales = vec![0f32; o];
+    for row in w.chunks_exact(o) {
+        for (s, v) in scales.iter_mut().zip(row) {
+            *s = s.max(v.abs());
+        }
+    }
+    let q = f32::from(qmax);
+    for s in &mut scales {
+        *s = if *s > 0.0 && s.is_finite() { *s / q } else { 1.0 };
+    }
+    let mut out = Vec::with_capacity(i * o);
+    for row in w.chunks_exact(o) {
+        out.extend(row.iter().zip(&scales).map(|(v, s)| (v / s).round().clamp(-q, q) as i8));
+    }
+    (out, scales)
+}
+
+impl Kernel {
+    /// The kernel of `scheme` for weights `w` [i, o] (burn's layout, row-major) and a bias.
+    pub fn new(scheme: Scheme, w: &[f32], i: usize, o: usize, bias: Option<Vec<f32>>) -> Result<Self, CompressError> {
+        if w.len() != i * o || i == 0 || o == 0 {
+            return Err(CompressError::Model(format!("a {i} × {o} linear layer with {} weights", w.len())));
+        }
+        if w.iter().any(|v| !v.is_finite()) {
+            return Err(CompressError::Model("a weight is not finite".into()));
+        }
+        let bias = bias.unwrap_or_else(|| vec![0.0; o]);
+        match scheme {
+            Scheme::F32 => {
+                let gemm = f32_gemm();
+                let packed = gemm.prepack_b(NdTensorView::from_data([i, o], w));
+                Ok(Self::F32 { gemm, packed, bias, i, o })
+            }
+            Scheme::Int8Dynamic | Scheme::Int8Static { .. } => {
+                let gemm = int8_gemm();
+                let qmax = if gemm.may_saturate() { 63 } else { 127 };
+                let (q, scales) = quantize_weights(w, i, o, qmax);
+                let packed = gemm.prepack_b(NdTensorView::from_data([i, o], q.as_slice()));
+                let mut col_sums = vec![0i32; o];
+                for row in q.chunks_exact(o) {
+                    col_sums.iter_mut().zip(row).for_each(|(s, &v)| *s += i32::from(v));
+                }
+                let act = match scheme {
+                    Scheme::Int8Static { lo, hi } => {
+                        if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+                            return Err(CompressError::Model(format!("activation range [{lo}, {hi}] is not a finite interval")));
+                        }
+                        Some(ActRangeParams { lo, hi })
+                    }
+                    _ => None,
+                };
+                Ok(Self::Int8 { gemm, packed, col_sums, scales, bias, act, i, o, qmax })
+            }
+        }
+    }
+
+    pub fn in_dim(&self) -> usize {
+        match self {
+            Self::F32 { i, .. } | Self::Int8 { i, .. } => *i,
+        }
+    }
+
+    pub fn out_dim(&self) -> usize {
+        match self {
+            Self::F32 { o, .. } | Self::Int8 { o, .. } => *o,
+        }
+    }
+
+    /// The scheme it computes with.
+    pub fn scheme(&self) -> Scheme {
+        match self {
+            Self::F32 { .. } => Scheme::F32,
+            Self::Int8 { act: None, .. } => Scheme::Int8Dynamic,
+            Self::Int8 { act: Some(a), .. } => Scheme::Int8Static { lo: a.lo, hi: a.hi },
+        }
+    }
+
+    /// The weights' largest quantized magnitude (63 on AVX2's saturating kernel, else 127).
+    pub fn weight_qmax(&self) -> Option<i8> {
+        match self {
+            Self::F32 { .. } => None,
+            Self::Int8 { qmax, .. } => Some(*qmax),
+        }
+    }
+
+    /// Bytes of the stored weights (bias and scales included).
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::F32 { i, o, .. } => 4 * (i * o + o),
+            Self::Int8 { i, o, .. } => i * o + 8 * o,
+        }
+    }
+
+    /// `x` [rows, in] → `out` [rows, out]. Panics on wrong lengths (the engine sizes both).
+    pub fn forward(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+        assert_eq!(x.len(), rows * self.in_dim(), "linear input size");
+        assert_eq!(out.len(), rows * self.out_dim(), "linear output size");
+        if rows == 0 {
+            return;
+        }
+        match self {
+            Self::F32 { gemm, packed, bias, i, .. } => {
+                let a = NdTensorView::from_data([rows, *i], x);
+                let opts = GemmOptions { bias: Some(BiasVector::Row(bias)), ..Default::default() };
+                // Sizes are checked above and the packing is this executor's own: no error is possible.
+                if let Err(e) = gemm.gemm(out, GemmInputA::Unpacked(a), GemmInputB::Packed(packed), opts) {
+                    unreachable!("f32 gemm: {e:?}");
+                }
+            }
+            Self::Int8 { gemm, packed, col_sums, scales, bias, act, i, o, .. } => {
+                let mut qa = vec![0u8; rows * i];
+                let mut ranges = Vec::with_capacity(rows);
+                for (row, q) in x.chunks_exact(*i).zip(qa.chunks_exact_mut(*i)) {
+                    let r = match act {
+                        Some(a) => act_range(a.lo, a.hi),
+                        None => {
+                            let (lo, hi) = row.iter().filter(|v| v.is_finite()).fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
+                            act_range(lo, hi)
+                        }
+                    };
+                    quantize_row(row, r, q);
+                    ranges.push(r);
+                }
+                // Σₖ qa·qw in the GEMM; the activation zero point comes out in the epilogue as
+                // za · Σₖ qw (the weights' column sums, computed once).
+                let mut acc = vec![0i32; rows * o];
+                let a = NdTensorView::from_data([rows, *i], qa.as_slice());
+                if let Err(e) = gemm.gemm(&mut acc, GemmInputA::Unpacked(a), GemmInputB::Packed(packed), GemmOptions::default()) {
+                    unreachable!("int8 gemm: {e:?}");
+                }
+                for ((orow, arow), r) in out.chunks_exact_mut(*o).zip(acc.chunks_exact(*o)).zip(&ranges) {
+                    let z = i32::from(r.zero);
+                    for ((((y, &v), s), b), cs) in orow.iter_mut().zip(arow).zip(scales).zip(bias).zip(col_sums) {
+                        *y = r.scale * s * (v - z * cs) as f32 + b;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activation_ranges_keep_zero_exact() {
+        for (lo, hi) in [(-1.0, 3.0), (0.5, 2.0), (-4.0, -1.0), (0.0, 0.0)] {
+            let r = act_range(lo, hi);
+            let mut q = [0u8];
+            quantize_row(&[0.0], r, &mut q);
+            assert_eq!(q[0], r.zero, "{lo}..{hi}");
+        }
+        let r = act_range(-1.0, 1.0);
+        let mut q = [0u8; 4];
+        quantize_row(&[f32::NAN, 10.0, -10.0, f32::INFINITY], r, &mut q);
+        assert_eq!(q, [r.zero, 255, 0, 255]);
+    }
+
+    #[test]
+    fn weights_use_the_full_range_per_channel() {
+        // Column 0 spans ±2, column 1 ±0.5, column 2 is all zero.
+        let w = [2.0, 0.5, 0.0, -1.0, -0.5, 0.0];
+        let (q, s) = quantize_weights(&w, 2, 3, 127);
+        assert_eq!(q, vec![127, 127, 0, -64, -127, 0]);
+        assert!((s[0] - 2.0 / 127.0).abs() < 1e-7 && (s[1] - 0.5 / 127.0).abs() < 1e-7 && s[2] == 1.0);
+    }
+}
