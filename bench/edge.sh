@@ -43,8 +43,10 @@ done
 "$PYTHON" bench/policy_torch.py --twin "$work/twin" --threads 2 --steps "$STEPS" --json "$raw/torch-2threads.json" >&2
 
 echo "3/4 lapa-edge run --sim at 50 Hz beside the policy…" >&2
-"$lapa" export --run "$work/run" --out "$work/bundle" --name small-bench >&2
-/usr/bin/time -v -o "$raw/loop-50hz-small.time" "$edge" run --sim --seed 3 --bundle "$work/bundle" --rate 50 --threads 1 \
+# Signed with a throwaway key and verified on load, as a board runs it.
+"$lapa" keys generate --out "$work/keys/bench" --comment "bench/edge.sh throwaway" >&2
+"$lapa" export --run "$work/run" --out "$work/bundle" --name small-bench --sign-key "$work/keys/bench" >&2
+/usr/bin/time -v -o "$raw/loop-50hz-small.time" "$edge" run --sim --seed 3 --bundle "$work/bundle" --public-key "$work/keys/bench.pub" --rate 50 --threads 1 \
   --max-seconds "$SECONDS_RUN" --settle-seconds 0 --quiet --log "$work/run.cyclelog" --summary-json "$raw/loop-50hz-small.json" \
   > "$raw/loop-50hz-small.txt" 2>&1
 cat "$raw/loop-50hz-small.txt" >&2

@@ -67,10 +67,22 @@ fn doctor_verifies_a_bundle() {
         parts: Default::default(),
         requires: Vec::new(),
     };
-    let b = write(&dir.path().join("b"), m, &[("model.bpk", b"abc")]).expect("bundle");
-    let (ok, text) = doctor(&["--sim", "--bundle", b.root.to_str().expect("utf-8")]);
-    assert!(ok && text.contains("1 parts verified"), "{text}");
+    let key = lapa_model::signing::SecretKey::from_seed([9; 32], "doctor test");
+    let public = key.write_pair(&dir.path().join("k")).expect("keys");
+    let public = public.to_str().expect("utf-8");
+    let b = write(&dir.path().join("b"), m.clone(), &[("model.bpk", b"abc")], Some(&key)).expect("bundle");
+    let root = b.root.to_str().expect("utf-8");
+    let (ok, text) = doctor(&["--sim", "--bundle", root, "--public-key", public]);
+    assert!(ok && text.contains("1 parts verified") && text.contains(&format!("signed by key {}", key.public().id())), "{text}");
+    let (ok, text) = doctor(&["--sim", "--bundle", root]);
+    assert!(!ok && text.contains("does not trust"), "{text}");
     std::fs::write(b.root.join("model.bpk"), b"abd").expect("write");
-    let (ok, text) = doctor(&["--sim", "--bundle", b.root.to_str().expect("utf-8")]);
+    let (ok, text) = doctor(&["--sim", "--bundle", root, "--public-key", public]);
     assert!(!ok && text.contains("SHA-256"), "{text}");
+    // An unsigned bundle: a failure, or a warning under --allow-unsigned.
+    let u = write(&dir.path().join("u"), m, &[("model.bpk", b"abc")], None).expect("bundle");
+    let (ok, text) = doctor(&["--sim", "--bundle", u.root.to_str().expect("utf-8"), "--public-key", public]);
+    assert!(!ok && text.contains("unsigned bundle"), "{text}");
+    let (_, text) = doctor(&["--sim", "--bundle", u.root.to_str().expect("utf-8"), "--allow-unsigned"]);
+    assert!(text.contains("signature NOT checked"), "{text}");
 }

@@ -42,8 +42,11 @@ enum Command {
     /// Serve a policy run over openpi's websocket policy protocol (openpi-client's
     /// WebsocketClientPolicy drives it unmodified).
     Serve(cmd::vla::ServeArgs),
-    /// Write a policy run as a model bundle for the board (`lapa-edge run --bundle`).
+    /// Write a policy run as a signed model bundle for the board (`lapa-edge run --bundle`).
     Export(cmd::vla::ExportArgs),
+    /// The ed25519 key that signs bundles: generate one, show a key's id.
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCommand),
     /// Experiments that run many stages end to end (resumable).
     #[command(subcommand)]
     Experiment(cmd::vla::ExperimentCommand),
@@ -69,6 +72,7 @@ fn main() -> Result<()> {
         Command::Serve(a) => cmd::vla::serve_cmd(&a),
         Command::Experiment(c) => cmd::vla::experiment(c),
         Command::Export(a) => cmd::vla::export_cmd(&a),
+        Command::Keys(c) => cmd::keys::run(c),
         Command::Bench(cmd::vla::BenchCommand::Policy(a)) => cmd::vla::bench_policy(&a),
         Command::Laq(c) => cmd::laq::run_laq(c),
         Command::Quickstart(a) => cmd::quickstart::run(a),

@@ -69,9 +69,12 @@ struct DoctorArgs {
     /// The calibration file to compare, instead of LeRobot's folder.
     #[arg(long)]
     calibration: Option<PathBuf>,
-    /// Check this model bundle: format version, every field, every part's size and SHA-256.
+    /// Check this model bundle: signature, format version, every field, every part's size and
+    /// SHA-256.
     #[arg(long)]
     bundle: Option<PathBuf>,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// Sim: make this servo id silent (a cut cable).
     #[arg(long)]
     sim_silent: Vec<u8>,
@@ -187,6 +190,37 @@ enum EStop {
     TorqueOff,
 }
 
+/// Which bundles this board runs (signed ones only, unless told otherwise).
+#[derive(clap::Args, Debug, Clone, Default)]
+struct TrustArgs {
+    /// A public key (`.pub`, from `lapa keys generate` on the workstation) whose signed bundles
+    /// this board runs; repeatable, and added to the board profile's `trusted_keys`.
+    #[arg(long = "public-key", value_name = "FILE")]
+    public_keys: Vec<PathBuf>,
+    /// Development only: also run unsigned bundles and bundles signed by a key not installed.
+    /// A bundle signed by an installed key must still verify.
+    #[arg(long)]
+    allow_unsigned: bool,
+}
+
+impl TrustArgs {
+    /// The trust of these flags plus a profile's keys.
+    fn trust(&self, profile_keys: &[String]) -> Result<lapa_model::signing::Trust> {
+        let mut files: Vec<PathBuf> = profile_keys.iter().map(PathBuf::from).collect();
+        files.extend(self.public_keys.iter().cloned());
+        Ok(lapa_model::signing::Trust::from_files(&files, self.allow_unsigned)?)
+    }
+}
+
+/// Opens a bundle under `trust`, saying on stderr when its signature was not checked.
+fn open_bundle(path: &std::path::Path, trust: &lapa_model::signing::Trust) -> Result<lapa_model::bundle::Bundle> {
+    let bundle = lapa_model::bundle::Bundle::open(path, trust).with_context(|| format!("--bundle {}", path.display()))?;
+    if let lapa_model::signing::Verified::Unchecked { reason } = &bundle.verified {
+        eprintln!("warning: --allow-unsigned: running {} without a verified signature ({reason})", path.display());
+    }
+    Ok(bundle)
+}
+
 #[derive(clap::Args, Debug)]
 struct RunArgs {
     /// Run against the simulated scene.
@@ -206,6 +240,8 @@ struct RunArgs {
     /// runs its scripted expert (privileged: it reads the scene, not the camera).
     #[arg(long, conflicts_with = "remote")]
     bundle: Option<PathBuf>,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// A remote policy server speaking openpi's websocket protocol (`lapa serve` on a GPU
     /// workstation, or an openpi server): `ws://host:8000`. The board keeps the camera, the loop
     /// and the safety filter; only the observation and the actions cross the network.
@@ -347,6 +383,8 @@ struct BoardHardware {
     status_led: Option<u8>,
     /// How the profile says the policy runs (backend, threads, server).
     policy: lapa_boards::profile::PolicySection,
+    /// The profile's trusted bundle keys.
+    trusted_keys: Vec<String>,
 }
 
 /// Opens the hardware a board profile names (the arm is opened, not yet connected).
@@ -357,7 +395,16 @@ fn open_board(name: &str, rate: Option<u32>) -> Result<BoardHardware> {
     let camera = open_camera(&board.camera).map_err(|e| anyhow!("{}: [camera]: {e}", file.display()))?;
     let estop_pin = board.gpio.as_ref().and_then(|g| g.estop);
     let status_led = board.gpio.as_ref().and_then(|g| g.status_led);
-    Ok(BoardHardware { arm, camera, desc, rate: rate.unwrap_or(board.control_hz), estop_pin, status_led, policy: board.policy.clone() })
+    Ok(BoardHardware {
+        arm,
+        camera,
+        desc,
+        rate: rate.unwrap_or(board.control_hz),
+        estop_pin,
+        status_led,
+        policy: board.policy.clone(),
+        trusted_keys: board.trusted_keys.clone(),
+    })
 }
 
 #[cfg(feature = "v4l2")]
@@ -553,7 +600,8 @@ fn run(a: RunArgs) -> Result<()> {
     let desc: &'static ArmDescription = board.as_ref().map_or(&SO101, |b| b.desc);
     let policy: Box<dyn Policy> = match &a.bundle {
         Some(b) => {
-            let bundle = lapa_model::bundle::Bundle::open(b).with_context(|| format!("--bundle {}", b.display()))?;
+            let trust = a.trust.trust(board.as_ref().map_or(&[][..], |h| &h.trusted_keys))?;
+            let bundle = open_bundle(b, &trust)?;
             // The board profile's backend (flex: the CPU; wgpu or cuda: the board's GPU, in builds
             // with that feature); the CPU in the sim.
             let backend = match board.as_ref().map(|b| b.policy.backend.as_str()) {
@@ -561,7 +609,12 @@ fn run(a: RunArgs) -> Result<()> {
                 Some(other) => other,
             };
             let device = lapa_model::device(backend).with_context(|| format!("the board profile's policy.backend = {backend:?}"))?;
-            Box::new(lapa_model::vla::export::load_policy(&bundle, &device).with_context(|| format!("--bundle {}", b.display()))?)
+            if bundle.manifest.requires.iter().any(|r| r == lapa_compress::bundle::INT8) {
+                // The compressed policy computes on the CPU's int8 kernels, whatever the backend.
+                Box::new(lapa_compress::bundle::load_policy(&bundle).with_context(|| format!("--bundle {}", b.display()))?)
+            } else {
+                Box::new(lapa_model::vla::export::load_policy(&bundle, &device).with_context(|| format!("--bundle {}", b.display()))?)
+            }
         }
         None => match &remote {
             Some(url) => {
@@ -958,7 +1011,7 @@ fn doctor(a: DoctorArgs) -> Result<()> {
         calib::check_arm_id(id)?;
     }
     let mut checks = Vec::new();
-    let (desc, reports) = if a.arm.sim {
+    let (desc, reports, profile_keys) = if a.arm.sim {
         let desc = a.arm.sim_description();
         let arm = SimArm::new();
         {
@@ -980,7 +1033,7 @@ fn doctor(a: DoctorArgs) -> Result<()> {
         let mut bus = lapa_bridge::feetech::FeetechBus::new(lapa_bridge::simwire::SimWire::new(arm.bus.clone()), lapa_bridge::simwire::StdClock::default());
         let (c, r) = doctor::check_servos(&mut bus, desc, 1_000_000, |_| Vec::new());
         checks.extend(c);
-        (desc, r)
+        (desc, r, Vec::new())
     } else {
         let (board, file, desc, serial) = a.arm.board()?;
         let here = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
@@ -1033,17 +1086,22 @@ fn doctor(a: DoctorArgs) -> Result<()> {
             }),
             Some(pin) => checks.push(check_estop_pin(pin)),
         }
-        (desc, reports)
+        (desc, reports, board.trusted_keys.clone())
     };
     if let Some(b) = &a.bundle {
-        checks.push(match lapa_model::bundle::Bundle::open(b) {
+        let opened = a.trust.trust(&profile_keys).and_then(|t| Ok(lapa_model::bundle::Bundle::open(b, &t)?));
+        checks.push(match opened {
             Ok(b) => {
                 let m = &b.manifest;
+                let signature = match &b.verified {
+                    lapa_model::signing::Verified::Signed { key_id } => format!("signed by key {key_id}"),
+                    lapa_model::signing::Verified::Unchecked { reason } => format!("signature NOT checked ({reason}; --allow-unsigned)"),
+                };
                 Check {
-                    level: Level::Ok,
+                    level: if matches!(b.verified, lapa_model::signing::Verified::Signed { .. }) { Level::Ok } else { Level::Warn },
                     what: "bundle".into(),
                     detail: format!(
-                        "{} ({}): {} parts verified; actions {} × {} at {} fps; camera {}×{}",
+                        "{} ({}): {signature}; {} parts verified; actions {} × {} at {} fps; camera {}×{}",
                         m.name,
                         m.created_by,
                         m.parts.len(),

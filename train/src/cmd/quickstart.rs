@@ -37,7 +37,7 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         std::fs::remove_dir_all(&a.out)?;
     }
     std::fs::create_dir_all(&a.out)?;
-    println!("[1/7] recording sim datasets (arm with actions, hand video-only) into {}", a.out.display());
+    println!("[1/8] recording sim datasets (arm with actions, hand video-only) into {}", a.out.display());
     for (emb, name) in [(EmbodimentArg::Arm, "sim-arm"), (EmbodimentArg::Hand, "sim-hand")] {
         let args = RecordArgs {
             embodiment: emb,
@@ -54,17 +54,17 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         };
         println!("      {}", record(&args, true)?);
     }
-    println!("[2/7] reading the datasets back");
+    println!("[2/8] reading the datasets back");
     for name in ["sim-arm", "sim-hand"] {
         print!("{}", super::dataset::info(&a.out.join(name))?);
         let view =
             super::dataset::ViewArgs { dir: a.out.join(name), episode: 0, out: Some(a.out.join(format!("{name}-episode-0.png"))), frames: 10, camera: None };
         super::dataset::view(&view)?;
     }
-    println!("[3/7] preview strip of both embodiments");
+    println!("[3/8] preview strip of both embodiments");
     let p = PreviewArgs { out: a.out.join("preview.png"), seed: 0, frames: 8, size: 64 };
     preview(&p)?;
-    println!("[4/7] latent action quantizer: tiny config on both embodiments' video, then its report on the arm data");
+    println!("[4/8] latent action quantizer: tiny config on both embodiments' video, then its report on the arm data");
     let run = a.out.join("laq-tiny");
     let cache = a.out.join("frame-cache");
     let train = TrainLaqArgs {
@@ -113,7 +113,7 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
     let acc = r.probe_latent.as_ref().map(|p| format!("{:.1}%", 100.0 * p.accuracy)).unwrap_or_else(|| "n/a".into());
     println!("LAQ (tiny): perplexity {:.2}, probe accuracy {acc} on held-out arm episodes", r.perplexity);
 
-    println!("[5/7] latent actions for every frame of both datasets");
+    println!("[5/8] latent actions for every frame of both datasets");
     let device = lapa_model::device(&a.device)?;
     let mut labels = Vec::new();
     for name in ["sim-arm", "sim-hand"] {
@@ -138,7 +138,7 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         loader_threads: 1,
         rt: RuntimeArgs { camera: None, device: a.device.clone(), cache: Some(cache.clone()), quiet: false },
     };
-    println!("[6/7] the tiny policy: latent pretraining on both embodiments' video, then finetuning on {} labeled arm episodes", a.finetune_episodes);
+    println!("[6/8] the tiny policy: latent pretraining on both embodiments' video, then finetuning on {} labeled arm episodes", a.finetune_episodes);
     let latent = a.out.join("policy-latent");
     super::vla::latent(&LatentArgs { data: vec![a.out.join("sim-arm"), a.out.join("sim-hand")], labels, continuous: false, common: common(latent.clone()) })?;
     let finetuned = a.out.join("policy-finetuned");
@@ -149,7 +149,7 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         action: ActionArgs { chunk: 4, bins: 64, target: TargetArg::Absolute, state: false },
         common: common(finetuned.clone()),
     })?;
-    println!("[7/7] closed-loop evaluation in the simulator (seen split, {} episodes)", a.eval_episodes);
+    println!("[7/8] closed-loop evaluation in the simulator (seen split, {} episodes)", a.eval_episodes);
     let ev = super::vla::eval_cmd(&EvalArgs {
         run: Some(finetuned.clone()),
         baseline: None,
@@ -171,6 +171,23 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         ev.total.successes,
         ev.total.rollouts
     );
+    println!("[8/8] the finetuned policy as a signed bundle for the board");
+    // A key for this demo only, inside the output folder (a real workstation keeps one key, made
+    // once with `lapa keys generate`).
+    let key_path = a.out.join("keys/quickstart");
+    let key = lapa_model::signing::SecretKey::generate("lapa quickstart (demo key)")?;
+    let public = key.write_pair(&key_path)?;
+    let bundle = a.out.join("bundle");
+    let b = lapa_model::vla::export::write_bundle(
+        &finetuned.join(lapa_train::trainer::MODEL_DIR),
+        &lapa_model::text::minilm_dir(),
+        &bundle,
+        "quickstart-tiny",
+        Some(&key),
+    )?;
+    let bytes: u64 = b.manifest.parts.values().map(|p| p.bytes).sum();
+    println!("      {} ({:.1} MB, signed by key {}); run it on the simulated board with", b.root.display(), bytes as f64 / 1e6, key.public().id());
+    println!("      lapa-edge run --sim --bundle {} --public-key {}", b.root.display(), public.display());
     println!("done: {}, {} and {}", p.out.display(), run.display(), finetuned.display());
     Ok(())
 }

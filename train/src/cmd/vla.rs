@@ -728,6 +728,29 @@ pub struct ExportArgs {
     /// The bundle's name (default: the run folder's name).
     #[arg(long)]
     pub name: Option<String>,
+    /// The secret key that signs the bundle (`lapa keys generate`; default
+    /// ~/.config/lapa/keys/lapa-signing). The board refuses unsigned bundles unless it runs with
+    /// --allow-unsigned.
+    #[arg(long, conflicts_with = "unsigned")]
+    pub sign_key: Option<PathBuf>,
+    /// Write the bundle unsigned (development: the board must run it with --allow-unsigned).
+    #[arg(long)]
+    pub unsigned: bool,
+    /// Compress the policy: `dynamic` int8 (weights per output channel, activations per token
+    /// at run time) for every linear layer but those in --keep-f32. The board runs it on its int8
+    /// kernels (lapa-compress).
+    #[arg(long, value_enum)]
+    pub int8: Option<Int8Arg>,
+    /// Linear layers (parameter paths, e.g. `head.Action.out`) that stay f32 in an --int8 bundle.
+    #[arg(long, value_delimiter = ',', requires = "int8")]
+    pub keep_f32: Vec<String>,
+}
+
+/// `lapa export --int8`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Int8Arg {
+    /// Activation ranges measured per token on every step.
+    Dynamic,
 }
 
 /// Writes a run's policy as a model bundle for `lapa-edge run --bundle`: the config, the action
@@ -735,8 +758,44 @@ pub struct ExportArgs {
 /// its SHA-256; staged and renamed into place.
 pub fn export_cmd(a: &ExportArgs) -> Result<()> {
     let name = a.name.clone().unwrap_or_else(|| a.run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "policy".into()));
-    let b = lapa_model::vla::export::write_bundle(&a.run.join(MODEL_DIR), &lapa_model::text::minilm_dir(), &a.out, &name)?;
+    // The key is read before anything is written: a missing key never leaves a bundle behind.
+    let signer = if a.unsigned {
+        None
+    } else {
+        let path = match &a.sign_key {
+            Some(p) => p.clone(),
+            None => super::keys::default_key_path().context("no --sign-key given and neither XDG_CONFIG_HOME nor HOME is set")?,
+        };
+        if a.sign_key.is_none() && !path.exists() {
+            bail!(
+                "no signing key at {} (the default --sign-key): create one with `lapa keys generate`, pass --sign-key KEY, or --unsigned for development",
+                path.display()
+            );
+        }
+        Some(lapa_model::signing::SecretKey::read(&path).with_context(|| format!("--sign-key {}", path.display()))?)
+    };
+    let model_dir = a.run.join(MODEL_DIR);
+    let text_dir = lapa_model::text::minilm_dir();
+    let b = match a.int8 {
+        None => lapa_model::vla::export::write_bundle(&model_dir, &text_dir, &a.out, &name, signer.as_ref())?,
+        Some(Int8Arg::Dynamic) => {
+            let device = lapa_model::device("cpu")?;
+            let (cfg, model) = lapa_model::load_vla(&model_dir, &device)?;
+            let layers = lapa_compress::bundle::layer_names(&cfg, &lapa_model::artifact::named_params(&model)?)?;
+            if let Some(bad) = a.keep_f32.iter().find(|k| !layers.contains(k)) {
+                bail!("--keep-f32 {bad:?}: the model has no such linear layer (its layers: {})", layers.join(", "));
+            }
+            let made_by =
+                format!("lapa export --int8 dynamic{}", if a.keep_f32.is_empty() { String::new() } else { format!(" --keep-f32 {}", a.keep_f32.join(",")) });
+            let plan = lapa_compress::bundle::uniform_plan(&layers, |_| lapa_compress::Scheme::Int8Dynamic, &a.keep_f32, made_by);
+            lapa_compress::bundle::write(&model_dir, &text_dir, &a.out, &name, signer.as_ref(), &plan)?
+        }
+    };
     let bytes: u64 = b.manifest.parts.values().map(|p| p.bytes).sum();
-    println!("bundle {} ({} parts, {:.1} MB): {}", b.manifest.name, b.manifest.parts.len(), bytes as f64 / 1e6, b.root.display());
+    let signed = match &b.verified {
+        lapa_model::signing::Verified::Signed { key_id } => format!("signed by key {key_id}"),
+        lapa_model::signing::Verified::Unchecked { .. } => "UNSIGNED: run it with --allow-unsigned".into(),
+    };
+    println!("bundle {} ({} parts, {:.1} MB, {signed}): {}", b.manifest.name, b.manifest.parts.len(), bytes as f64 / 1e6, b.root.display());
     Ok(())
 }
