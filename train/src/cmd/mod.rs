@@ -1,4 +1,5 @@
 pub mod dataset;
+pub mod flash;
 pub mod keys;
 pub mod laq;
 pub mod quickstart;

@@ -1,0 +1,660 @@
+//! `lapa flash`: put a cross-built `lapa-edge` and a model bundle on a board over SSH.
+//!
+//! The board keeps one folder (`--dir`, default `~/lapa`):
+//!
+//! ```text
+//! lapa/
+//!   keys/<id>.pub          public keys whose bundles the board runs (`--install-key`, once)
+//!   releases/<id>/         one flash: lapa-edge, bundle/, board/<profile>.toml, release.json
+//!   current -> releases/…  what runs (the systemd unit starts current/lapa-edge)
+//!   previous -> releases/… what `lapa flash --rollback` goes back to
+//!   .staging-<id>/         a flash on its way in (an interrupted one is removed by the next)
+//! ```
+//!
+//! A flash uploads into a staging folder, has the *board's* copy of the new binary check the
+//! uploaded bundle (signature against `keys/`, every part's SHA-256, the policy built from it)
+//! and its own SHA-256, and only then renames the staging folder into `releases/` and switches
+//! `previous` and `current` with `rename(2)` (atomic: a reader sees the old link or the new one,
+//! never neither). An interruption at any point before the switch leaves `current` as it was.
+//!
+//! Transport: the system's OpenSSH client (`ssh`, with the user's keys, agent and config), one
+//! connection per step, the files as one tar stream into `tar` on the board. The board needs a
+//! POSIX shell, GNU coreutils (`mv -T`, `sha256sum`, `readlink`) and tar: Raspberry Pi OS,
+//! Ubuntu and JetPack have them.
+
+use anyhow::{Context, Result, anyhow, bail};
+use lapa_model::bundle::{Bundle, MANIFEST, SIGNATURE};
+use lapa_model::signing::{PublicKey, Trust, Verified};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// How to reach the board: arguments for the system's `ssh`.
+#[derive(Debug, Clone, Default)]
+pub struct SshTarget {
+    /// `user@host` or `host` (an alias from the ssh config works).
+    pub host: String,
+    pub port: Option<u16>,
+    /// Private key file (`ssh -i`).
+    pub identity: Option<PathBuf>,
+    /// ssh config file (`ssh -F`; `none` ignores the user's).
+    pub config: Option<String>,
+    /// Extra `-o` options (`UserKnownHostsFile=…`).
+    pub options: Vec<String>,
+}
+
+impl SshTarget {
+    /// Checks the fields: a host that ssh would read as an option, or an option that would
+    /// run a local command, is refused before anything starts.
+    pub fn validate(&self) -> Result<()> {
+        let h = &self.host;
+        if h.is_empty() || h.starts_with('-') || h.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            bail!("--host {h:?}: expected user@host or host (no spaces, not starting with '-')");
+        }
+        let host_part = h.rsplit('@').next().unwrap_or_default();
+        if host_part.is_empty() {
+            bail!("--host {h:?}: no host after '@'");
+        }
+        if self.port == Some(0) {
+            bail!("--port 0: expected 1..=65535");
+        }
+        for o in &self.options {
+            let key = o.split(['=', ' ']).next().unwrap_or_default().to_ascii_lowercase();
+            if o.chars().any(char::is_control) || key.is_empty() {
+                bail!("--ssh-option {o:?}: expected Key=value");
+            }
+            // These run commands on this machine; a flash has no use for them.
+            if ["localcommand", "permitlocalcommand", "proxycommand", "knownhostscommand"].contains(&key.as_str()) {
+                bail!("--ssh-option {o:?}: {key} runs a local command; put it in your ssh config (--ssh-config) if you need it");
+            }
+        }
+        Ok(())
+    }
+
+    fn command(&self, remote: &str) -> Command {
+        let mut c = Command::new("ssh");
+        if let Some(f) = &self.config {
+            c.arg("-F").arg(f);
+        }
+        if let Some(p) = self.port {
+            c.arg("-p").arg(p.to_string());
+        }
+        if let Some(i) = &self.identity {
+            c.arg("-i").arg(i).arg("-o").arg("IdentitiesOnly=yes");
+        }
+        // Never ask for a password or a host-key confirmation on a prompt no one sees.
+        c.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]);
+        for o in &self.options {
+            c.arg("-o").arg(o);
+        }
+        c.arg("--").arg(&self.host).arg(remote);
+        c
+    }
+
+    /// Runs `script` with the board's `sh`; its stdout, or an error with its stderr.
+    pub fn run(&self, what: &str, script: &str) -> Result<String> {
+        let out = self
+            .command(&format!("sh -c {}", sh_quote(script)))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| anyhow!("running ssh ({e}): is OpenSSH's client installed?"))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let code = out.status.code().map_or_else(|| "a signal".to_string(), |c| format!("status {c}"));
+            // ssh itself exits 255 when it cannot connect or log in.
+            let hint = if out.status.code() == Some(255) {
+                " (ssh could not connect or log in: check --host, --port, --identity and the board's host key)"
+            } else {
+                ""
+            };
+            bail!("{what} on {}: failed with {code}{hint}: {}", self.host, err.trim());
+        }
+        String::from_utf8(out.stdout).map_err(|e| anyhow!("{what} on {}: output not UTF-8: {e}", self.host))
+    }
+}
+
+/// Quotes `s` for a POSIX shell: one word, nothing expanded.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// What to flash.
+#[derive(Debug, Clone)]
+pub struct FlashOptions {
+    /// Board profile: a built-in name or a `.toml` path (uploaded beside the binary).
+    pub board: String,
+    pub bundle: PathBuf,
+    /// The board's `lapa-edge` (cross-built for the profile's target).
+    pub binary: PathBuf,
+    /// The folder on the board (relative paths are under the login's home).
+    pub dir: String,
+    /// Public keys to install on the board before the check (once per workstation key).
+    pub install_keys: Vec<PathBuf>,
+    /// Development: the board checks the bundle with `--allow-unsigned` (and the unit runs so).
+    pub allow_unsigned: bool,
+    /// Install a systemd unit that runs `current` at boot.
+    pub systemd: Option<SystemdOptions>,
+    /// Print no progress bar.
+    pub quiet: bool,
+}
+
+/// The systemd unit `--systemd` installs.
+#[derive(Debug, Clone, Default)]
+pub struct SystemdOptions {
+    /// Where the unit goes; default /etc/systemd/system for root, else ~/.config/systemd/user,
+    /// and then it is enabled and (re)started. With a folder given, only the file is written.
+    pub unit_dir: Option<String>,
+    /// The instruction the service starts with (change it on the control socket).
+    pub instruction: Option<String>,
+}
+
+/// What a flash did.
+#[derive(Debug, Clone)]
+pub struct FlashReport {
+    /// The board folder, absolute.
+    pub root: String,
+    pub release: String,
+    pub previous: Option<String>,
+    /// The board's `lapa-edge verify` line.
+    pub verified: String,
+    pub bytes: u64,
+    pub unit: Option<String>,
+    pub notes: Vec<String>,
+}
+
+/// The architecture an ELF file is built for (`x86_64`, `aarch64`, `arm`, `riscv64`).
+pub fn elf_arch(path: &Path) -> Result<&'static str> {
+    let mut head = [0u8; 20];
+    let mut f = std::fs::File::open(path).with_context(|| format!("--binary {}", path.display()))?;
+    f.read_exact(&mut head).map_err(|_| anyhow!("--binary {}: too short to be a program", path.display()))?;
+    if head[..4] != *b"\x7fELF" {
+        bail!("--binary {}: not an ELF program (a Linux executable)", path.display());
+    }
+    let machine = if head[5] == 2 { u16::from_be_bytes([head[18], head[19]]) } else { u16::from_le_bytes([head[18], head[19]]) };
+    Ok(match machine {
+        62 => "x86_64",
+        183 => "aarch64",
+        40 => "arm",
+        243 => "riscv64",
+        other => bail!("--binary {}: ELF machine {other}, which no board profile targets", path.display()),
+    })
+}
+
+/// The architecture of a target triple or of `uname -m` in the same words as [`elf_arch`].
+pub fn arch_word(s: &str) -> &str {
+    let first = s.split('-').next().unwrap_or(s);
+    match first {
+        "arm64" => "aarch64",
+        a if a.starts_with("arm") => "arm",
+        "amd64" => "x86_64",
+        a => a,
+    }
+}
+
+/// Where `cargo build --release --target TRIPLE -p lapa-edge` puts the board binary.
+pub fn default_binary(triple: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    let cross = target.join(triple).join("release/lapa-edge");
+    let host = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    if !cross.exists() && triple == host && target.join("release/lapa-edge").exists() {
+        return target.join("release/lapa-edge");
+    }
+    cross
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).with_context(|| path.display().to_string())?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).with_context(|| path.display().to_string())?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Checks a `--dir` value: a path the board's shell gets quoted, without control characters.
+fn check_dir(dir: &str) -> Result<()> {
+    if dir.is_empty() || dir.chars().any(char::is_control) || dir.split('/').any(|c| c == "..") {
+        bail!("--dir {dir:?}: expected a folder path without '..' or control characters");
+    }
+    Ok(())
+}
+
+/// Reads `key=value` lines a board script printed.
+fn field<'a>(out: &'a str, key: &str) -> Option<&'a str> {
+    out.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('='))).filter(|v| !v.is_empty())
+}
+
+/// Counts bytes into a progress bar (and the total, for the report).
+struct Counting<W> {
+    inner: W,
+    bar: indicatif::ProgressBar,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn tar_file<W: Write>(tar: &mut tar::Builder<W>, name: &str, path: &Path, mode: u32) -> Result<()> {
+    let mut f = std::fs::File::open(path).with_context(|| path.display().to_string())?;
+    let len = f.metadata().with_context(|| path.display().to_string())?.len();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(len);
+    h.set_mode(mode);
+    h.set_mtime(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    tar.append_data(&mut h, name, &mut f).with_context(|| format!("sending {}", path.display()))?;
+    Ok(())
+}
+
+fn tar_bytes<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8]) -> Result<()> {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(bytes.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    tar.append_data(&mut h, name, bytes).with_context(|| format!("sending {name}"))?;
+    Ok(())
+}
+
+/// Flashes `opts.binary` and `opts.bundle` to the board at `ssh`; see the module docs.
+pub fn flash(ssh: &SshTarget, opts: &FlashOptions) -> Result<FlashReport> {
+    ssh.validate()?;
+    check_dir(&opts.dir)?;
+    let (board, board_file) = lapa_boards::profile::load_board(&opts.board).with_context(|| format!("--board {}", opts.board))?;
+    if board.name.is_empty() || !board.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        bail!("--board {}: name {:?}: expected letters, digits, '_' and '-'", opts.board, board.name);
+    }
+    let builtin = board_file.starts_with("<built-in>");
+
+    // Everything that can be checked here is, before the board is touched.
+    if !opts.binary.is_file() {
+        bail!(
+            "--binary {}: no such file; build the board binary first: cargo build --release --locked -p lapa-edge --target {} (scripts/cross-check.sh sets up the aarch64 toolchain), or pass --binary",
+            opts.binary.display(),
+            board.target
+        );
+    }
+    let bin_arch = elf_arch(&opts.binary)?;
+    if bin_arch != arch_word(&board.target) {
+        bail!("--binary {} is built for {bin_arch}, but board {} runs {} ({})", opts.binary.display(), board.name, arch_word(&board.target), board.target);
+    }
+    let mut keys = Vec::new();
+    for k in &opts.install_keys {
+        keys.push(PublicKey::read(k).with_context(|| format!("--install-key {}", k.display()))?);
+    }
+    // The bundle's parts and hashes; its signature against the keys being installed, if any
+    // (the board decides with its own keys below).
+    let local_trust = Trust { keys: keys.clone(), allow_unsigned: keys.is_empty() || opts.allow_unsigned };
+    let bundle = Bundle::open(&opts.bundle, &local_trust).with_context(|| format!("bundle {}", opts.bundle.display()))?;
+    if let Verified::Unchecked { reason } = &bundle.verified
+        && !opts.allow_unsigned
+        && !bundle.root.join(SIGNATURE).exists()
+    {
+        bail!(
+            "bundle {}: {reason}; the board refuses unsigned bundles: sign it (`lapa export --sign-key`) or pass --allow-unsigned (development)",
+            opts.bundle.display()
+        );
+    }
+    let bin_sha = sha256_file(&opts.binary)?;
+    let manifest_sha = sha256_file(&bundle.root.join(MANIFEST))?;
+    // Milliseconds first, so releases sort by time; the manifest's hash names what it holds.
+    let release = format!(
+        "{}-{}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis()),
+        manifest_sha.get(..12).unwrap_or(&manifest_sha)
+    );
+    let mut notes = Vec::new();
+
+    // 1. Probe: the folder (absolute), the machine, what runs now; an interrupted flash's
+    //    staging folder goes.
+    let probe = ssh.run(
+        "preparing the board folder",
+        &format!(
+            "set -e; mkdir -p -- {d}; cd -- {d}; mkdir -p releases keys; printf 'root=%s\\n' \"$(pwd -P)\"; printf 'arch=%s\\n' \"$(uname -m)\"; \
+             printf 'uid=%s\\n' \"$(id -u)\"; printf 'current=%s\\n' \"$(readlink current || true)\"; \
+             for s in .staging-*; do if [ -e \"$s\" ]; then rm -rf -- \"$s\"; printf 'stale=%s\\n' \"$s\"; fi; done; \
+             for t in mv sha256sum tar readlink; do command -v \"$t\" >/dev/null || printf 'missing=%s\\n' \"$t\"; done",
+            d = sh_quote(&opts.dir)
+        ),
+    )?;
+    let root = field(&probe, "root").ok_or_else(|| anyhow!("the board did not say where {} is: {probe}", opts.dir))?.to_string();
+    if let Some(m) = field(&probe, "missing") {
+        bail!("the board has no `{m}` (lapa flash needs a POSIX shell with coreutils and tar)");
+    }
+    let remote_arch = field(&probe, "arch").unwrap_or_default();
+    if arch_word(remote_arch) != bin_arch {
+        bail!("the board is {remote_arch}, but --binary {} is built for {bin_arch}", opts.binary.display());
+    }
+    let uid = field(&probe, "uid").unwrap_or_default().to_string();
+    for l in probe.lines().filter_map(|l| l.strip_prefix("stale=")) {
+        notes.push(format!("removed {l}, left by an interrupted flash"));
+    }
+    let r = sh_quote(&root);
+    let staging = format!(".staging-{release}");
+
+    // 2. Keys, then the files as one tar stream into the staging folder.
+    for k in &keys {
+        let file = format!("keys/{}.pub", k.id());
+        ssh.run(
+            "installing a public key",
+            &format!(
+                "set -e; cd -- {r}; umask 022; printf '%s' {text} > {tmp}; mv -f -- {tmp} {file}",
+                text = sh_quote(&k.to_text()),
+                tmp = sh_quote(&format!("{file}.tmp")),
+                file = sh_quote(&file)
+            ),
+        )?;
+        notes.push(format!("installed key {} ({}) in {root}/keys", k.id(), k.comment));
+    }
+    let mut files: Vec<(String, PathBuf, u32)> = vec![("lapa-edge".into(), opts.binary.clone(), 0o755)];
+    files.push((format!("bundle/{MANIFEST}"), bundle.root.join(MANIFEST), 0o644));
+    if bundle.root.join(SIGNATURE).is_file() {
+        files.push((format!("bundle/{SIGNATURE}"), bundle.root.join(SIGNATURE), 0o644));
+    }
+    for name in bundle.manifest.parts.keys() {
+        files.push((format!("bundle/{name}"), bundle.root.join(name), 0o644));
+    }
+    if !builtin {
+        files.push((format!("board/{}.toml", board.name), board_file.clone(), 0o644));
+    }
+    let info = serde_json::json!({
+        "release": release,
+        "bundle": bundle.manifest.name,
+        "manifest_sha256": manifest_sha,
+        "lapa_edge_sha256": bin_sha,
+        "board": board.name,
+        "flashed_by": format!("lapa {}", env!("CARGO_PKG_VERSION")),
+        "flashed_at_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+    });
+    let info_bytes = serde_json::to_vec_pretty(&info)?;
+    let mut total: u64 = info_bytes.len() as u64;
+    for (_, p, _) in &files {
+        total += std::fs::metadata(p).with_context(|| p.display().to_string())?.len();
+    }
+    let bar = if opts.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("upload {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    };
+    let mut child = ssh
+        .command(&format!("sh -c {}", sh_quote(&format!("set -e; cd -- {r}; mkdir -- {s}; tar -xof - -C {s}; sync", s = sh_quote(&staging)))))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow!("running ssh ({e}): is OpenSSH's client installed?"))?;
+    // stderr is drained on a thread, so a chatty board can never block the upload.
+    let mut err_pipe = child.stderr.take().ok_or_else(|| anyhow!("ssh: no stderr pipe"))?;
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err_pipe.read_to_string(&mut s);
+        s
+    });
+    let stdin = child.stdin.take().ok_or_else(|| anyhow!("ssh: no stdin pipe"))?;
+    let sent = (|| -> Result<u64> {
+        let mut tar = tar::Builder::new(Counting { inner: std::io::BufWriter::with_capacity(1 << 16, stdin), bar: bar.clone(), bytes: 0 });
+        for (name, path, mode) in &files {
+            tar_file(&mut tar, name, path, *mode)?;
+        }
+        tar_bytes(&mut tar, "release.json", &info_bytes)?;
+        let mut w = tar.into_inner().context("finishing the upload")?;
+        w.flush().context("finishing the upload")?;
+        Ok(w.bytes)
+    })();
+    bar.finish_and_clear();
+    let status = child.wait().context("waiting for ssh")?;
+    let err = err_thread.join().unwrap_or_default();
+    let cleanup = |ssh: &SshTarget| {
+        let _ = ssh.run("removing the staging folder", &format!("cd -- {r} && rm -rf -- {}", sh_quote(&staging)));
+    };
+    let sent = match (sent, status.success()) {
+        (Ok(n), true) => n,
+        (sent, _) => {
+            cleanup(ssh);
+            let why = sent.err().map_or_else(String::new, |e| format!("{e:#}; "));
+            bail!("uploading to {}:{root}/{staging} failed: {why}{}", ssh.host, err.trim());
+        }
+    };
+
+    // 3. The board checks what arrived, with the binary that will run it.
+    let board_arg = if builtin { board.name.clone() } else { format!("{staging}/board/{}.toml", board.name) };
+    let check = ssh.run(
+        "checking the upload on the board",
+        &format!(
+            "cd -- {r} || exit 1; s={s}; \
+             got=$(sha256sum \"$s/lapa-edge\" | cut -d' ' -f1); [ \"$got\" = {bin_sha} ] || {{ echo \"lapa-edge arrived damaged (SHA-256 $got)\" >&2; exit 1; }}; \
+             got=$(sha256sum \"$s/bundle/{MANIFEST}\" | cut -d' ' -f1); [ \"$got\" = {manifest_sha} ] || {{ echo \"{MANIFEST} arrived damaged (SHA-256 $got)\" >&2; exit 1; }}; \
+             \"$s/lapa-edge\" verify --bundle \"$s/bundle\" --key-dir keys --board {b}{unsigned}",
+            s = sh_quote(&staging),
+            b = sh_quote(&board_arg),
+            unsigned = if opts.allow_unsigned { " --allow-unsigned" } else { "" }
+        ),
+    );
+    let verified = match check {
+        Ok(out) => out.trim().to_string(),
+        Err(e) => {
+            cleanup(ssh);
+            return Err(e.context(format!("the board refused the new bundle; {root}/current is unchanged")));
+        }
+    };
+
+    // 4. The switch: the release in place, then `previous`, then `current`, each a rename.
+    let old = field(&probe, "current").map(str::to_string);
+    let switched = ssh.run(
+        "switching to the new release",
+        &format!(
+            "set -e; cd -- {r}; mv -T -- {s} {rel}; old=$(readlink current || true); \
+             if [ -n \"$old\" ] && [ \"$old\" != {rel} ]; then ln -sfn -- \"$old\" .previous.new; mv -fT -- .previous.new previous; fi; \
+             ln -sfn -- {rel} .current.new; mv -fT -- .current.new current; sync; \
+             cur=$(readlink current); prev=$(readlink previous || true); \
+             for d in releases/*; do if [ -d \"$d\" ] && [ \"$d\" != \"$cur\" ] && [ \"$d\" != \"$prev\" ]; then rm -rf -- \"$d\"; printf 'pruned=%s\\n' \"$d\"; fi; done; \
+             printf 'previous=%s\\n' \"$prev\"",
+            s = sh_quote(&staging),
+            rel = sh_quote(&format!("releases/{release}"))
+        ),
+    )?;
+    for l in switched.lines().filter_map(|l| l.strip_prefix("pruned=")) {
+        notes.push(format!("removed the older release {l}"));
+    }
+    let previous = field(&switched, "previous").map(str::to_string).or(old);
+
+    // 5. The service, if asked for.
+    let unit = match &opts.systemd {
+        None => None,
+        Some(sd) => Some(install_unit(ssh, &root, &uid, &board_arg_for_unit(&board, builtin), opts.allow_unsigned, sd, &mut notes)?),
+    };
+    Ok(FlashReport { root, release: format!("releases/{release}"), previous, verified, bytes: sent, unit, notes })
+}
+
+fn board_arg_for_unit(board: &lapa_boards::profile::BoardProfile, builtin: bool) -> String {
+    if builtin { board.name.clone() } else { format!("current/board/{}.toml", board.name) }
+}
+
+/// The systemd unit that runs `current` (written on the board, enabled and started unless a
+/// folder was given).
+pub fn unit_text(root: &str, board_arg: &str, allow_unsigned: bool, instruction: Option<&str>) -> String {
+    // systemd's own quoting: double quotes, with \ and " escaped; % doubled (specifiers).
+    let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('%', "%%"));
+    let board = if board_arg.starts_with("current/") { format!("{root}/{board_arg}") } else { board_arg.to_string() };
+    let mut exec = format!(
+        "{} run --board {} --bundle {} --key-dir {} --socket {} --max-seconds 0 --quiet",
+        q(&format!("{root}/current/lapa-edge")),
+        q(&board),
+        q(&format!("{root}/current/bundle")),
+        q(&format!("{root}/keys")),
+        q(&format!("{root}/control.sock"))
+    );
+    if allow_unsigned {
+        exec.push_str(" --allow-unsigned");
+    }
+    if let Some(i) = instruction {
+        exec.push_str(&format!(" --instruction {}", q(i)));
+    }
+    format!(
+        "# Written by `lapa flash`: runs the flashed release ({root}/current) at boot.\n\
+         # Change the instruction, pause or stop on the control socket ({root}/control.sock).\n\
+         [Unit]\nDescription=lapa-edge: camera -> policy -> safety filter -> arm\nAfter=network.target\n\n\
+         [Service]\nWorkingDirectory={wd}\nExecStart={exec}\nRestart=on-failure\nRestartSec=2\n\n\
+         [Install]\nWantedBy=default.target\n",
+        wd = q(root)
+    )
+}
+
+fn install_unit(ssh: &SshTarget, root: &str, uid: &str, board_arg: &str, allow_unsigned: bool, sd: &SystemdOptions, notes: &mut Vec<String>) -> Result<String> {
+    if let Some(i) = &sd.instruction
+        && i.chars().any(char::is_control)
+    {
+        bail!("--instruction {i:?}: control characters");
+    }
+    let text = unit_text(root, board_arg, allow_unsigned, sd.instruction.as_deref());
+    let (dir, manage) = match &sd.unit_dir {
+        Some(d) => {
+            check_dir(d)?;
+            (d.clone(), None)
+        }
+        None if uid == "0" => ("/etc/systemd/system".to_string(), Some("systemctl")),
+        None => (".config/systemd/user".to_string(), Some("systemctl --user")),
+    };
+    let path = format!("{dir}/lapa-edge.service");
+    let mut script = format!(
+        "set -e; mkdir -p -- {d}; printf '%s' {text} > {tmp}; mv -f -- {tmp} {p}; printf 'unit=%s\\n' \"$(cd -- {d} && pwd -P)/lapa-edge.service\"",
+        d = sh_quote(&dir),
+        text = sh_quote(&text),
+        tmp = sh_quote(&format!("{path}.tmp")),
+        p = sh_quote(&path)
+    );
+    if let Some(ctl) = manage {
+        script.push_str(&format!(
+            "; if command -v systemctl >/dev/null; then {ctl} daemon-reload && {ctl} enable lapa-edge.service && {ctl} restart lapa-edge.service && echo started=yes || echo started=no; else echo started=nosystemd; fi"
+        ));
+    }
+    let out = ssh.run("installing the systemd unit", &script)?;
+    let unit = field(&out, "unit").unwrap_or(&path).to_string();
+    match field(&out, "started") {
+        Some("yes") => notes.push(format!("systemd unit {unit} enabled and (re)started")),
+        Some("no") => {
+            notes.push(format!("systemd unit {unit} written, but systemctl failed to enable or start it: see `journalctl -u lapa-edge` on the board"))
+        }
+        Some(_) => notes.push(format!("systemd unit {unit} written; the board has no systemctl, so it was not enabled")),
+        None => notes.push(format!("systemd unit {unit} written (not enabled: a --unit-dir was given)")),
+    }
+    Ok(unit)
+}
+
+/// What `rollback` switched.
+#[derive(Debug, Clone)]
+pub struct RollbackReport {
+    pub root: String,
+    pub current: String,
+    pub previous: String,
+    pub verified: String,
+}
+
+/// Switches `current` back to `previous` (and `previous` to what was current, so a second
+/// rollback undoes the first), after the previous release's own binary checks its bundle.
+pub fn rollback(ssh: &SshTarget, dir: &str, allow_unsigned: bool) -> Result<RollbackReport> {
+    ssh.validate()?;
+    check_dir(dir)?;
+    let out = ssh.run(
+        "rolling back",
+        &format!(
+            "cd -- {d} || exit 1; root=$(pwd -P); cur=$(readlink current) || {{ echo \"$root has no current release: nothing was flashed here\" >&2; exit 3; }}; \
+             prev=$(readlink previous) || {{ echo \"$root has no previous release to roll back to\" >&2; exit 3; }}; \
+             [ -d \"$prev\" ] || {{ echo \"$root/previous points to $prev, which is gone\" >&2; exit 3; }}; \
+             b=$(sed -n 's/.*\"board\": *\"\\([A-Za-z0-9_-]*\\)\".*/\\1/p' \"$prev/release.json\"); \
+             if [ -f \"$prev/board/$b.toml\" ]; then b=\"$prev/board/$b.toml\"; fi; \
+             v=$(\"$prev/lapa-edge\" verify --bundle \"$prev/bundle\" --key-dir keys ${{b:+--board \"$b\"}}{unsigned}) || {{ echo \"the previous release no longer verifies; current is unchanged\" >&2; exit 4; }}; \
+             ln -sfn -- \"$cur\" .previous.new; ln -sfn -- \"$prev\" .current.new; mv -fT -- .current.new current; mv -fT -- .previous.new previous; sync; \
+             printf 'root=%s\\ncurrent=%s\\nprevious=%s\\nverified=%s\\n' \"$root\" \"$prev\" \"$cur\" \"$v\"",
+            d = sh_quote(dir),
+            unsigned = if allow_unsigned { " --allow-unsigned" } else { "" }
+        ),
+    )?;
+    let get = |k: &str| field(&out, k).map(str::to_string).ok_or_else(|| anyhow!("the board's rollback did not report {k}: {out}"));
+    Ok(RollbackReport { root: get("root")?, current: get("current")?, previous: get("previous")?, verified: get("verified")? })
+}
+
+/// The board folder's state: current and previous releases (their release.json), keys.
+pub fn status(ssh: &SshTarget, dir: &str) -> Result<String> {
+    ssh.validate()?;
+    check_dir(dir)?;
+    ssh.run(
+        "reading the board folder",
+        &format!(
+            "cd -- {d} 2>/dev/null || {{ echo \"{dir_shown}: no such folder on the board (nothing flashed yet)\" >&2; exit 3; }}; echo \"folder: $(pwd -P)\"; \
+             for l in current previous; do t=$(readlink $l || true); if [ -n \"$t\" ]; then echo \"$l: $t\"; cat \"$t/release.json\" 2>/dev/null | sed 's/^/    /'; echo; else echo \"$l: (none)\"; fi; done; \
+             echo keys:; for k in keys/*.pub; do [ -e \"$k\" ] && echo \"    $k\"; done; true",
+            d = sh_quote(dir),
+            dir_shown = dir.replace(['"', '\\', '$', '`'], "_")
+        ),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_the_shell() {
+        for s in ["plain", "it's", "a b", "$(touch /tmp/x)", "`x`", "'", "", "\\n"] {
+            let out = Command::new("sh").arg("-c").arg(format!("printf '%s' {}", sh_quote(s))).output().expect("sh");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), s);
+        }
+    }
+
+    #[test]
+    fn hostile_targets_are_refused() {
+        let t = |host: &str, opts: &[&str]| {
+            SshTarget { host: host.into(), options: opts.iter().map(|s| s.to_string()).collect(), ..SshTarget::default() }.validate()
+        };
+        assert!(t("pi@raspberrypi.local", &[]).is_ok());
+        assert!(t("-oProxyCommand=touch /tmp/x", &[]).is_err());
+        assert!(t("pi@", &[]).is_err());
+        assert!(t("a b", &[]).is_err());
+        assert!(t("pi@h", &["ProxyCommand=sh -c x"]).is_err());
+        assert!(t("pi@h", &["proxycommand x"]).is_err());
+        assert!(t("pi@h", &["LocalCommand=x"]).is_err());
+        assert!(t("pi@h", &["UserKnownHostsFile=/tmp/kh"]).is_ok());
+        assert!(check_dir("../etc").is_err());
+        assert!(check_dir("lapa\nrm").is_err());
+        assert!(check_dir("/home/pi/lapa").is_ok());
+    }
+
+    #[test]
+    fn architectures_match_across_elf_triples_and_uname() {
+        let exe = std::env::current_exe().expect("exe");
+        assert_eq!(elf_arch(&exe).expect("elf"), arch_word(std::env::consts::ARCH));
+        assert_eq!(arch_word("aarch64-unknown-linux-gnu"), "aarch64");
+        assert_eq!(arch_word("armv7l"), "arm");
+        assert_eq!(arch_word("x86_64"), "x86_64");
+        let tmp = tempfile::tempdir().expect("tmp");
+        let f = tmp.path().join("script");
+        std::fs::write(&f, "#!/bin/sh\necho a shell script, not a program\n").expect("write");
+        assert!(elf_arch(&f).expect_err("not elf").to_string().contains("not an ELF"));
+    }
+
+    #[test]
+    fn the_unit_quotes_paths_and_instructions() {
+        let u = unit_text("/home/pi/my lapa", "raspberry_pi_5", false, Some("put the \"red\" cube at 100%"));
+        assert!(u.contains("ExecStart=\"/home/pi/my lapa/current/lapa-edge\" run --board \"raspberry_pi_5\""), "{u}");
+        assert!(u.contains("--instruction \"put the \\\"red\\\" cube at 100%%\""), "{u}");
+        assert!(u.contains("--max-seconds 0"), "{u}");
+        assert!(!u.contains("--allow-unsigned"));
+    }
+}
