@@ -22,8 +22,8 @@ pub const LN_EPS: f32 = 1e-5;
 /// A layer norm's gain and offset.
 #[derive(Debug, Clone)]
 pub struct Norm {
-    gamma: Vec<f32>,
-    beta: Vec<f32>,
+    pub(crate) gamma: Vec<f32>,
+    pub(crate) beta: Vec<f32>,
 }
 
 impl Norm {
@@ -119,13 +119,17 @@ pub struct Engine {
     bins: usize,
 }
 
-/// Parameters by name, each taken once.
-struct Params {
-    map: BTreeMap<String, NamedTensor>,
+/// Parameters by name, each taken once (the ONNX export walks them as the engine does).
+pub(crate) struct Params {
+    pub(crate) map: BTreeMap<String, NamedTensor>,
 }
 
 impl Params {
-    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, CompressError> {
+    pub(crate) fn new(params: Vec<NamedTensor>) -> Self {
+        Self { map: params.into_iter().map(|t| (t.name.clone(), t)).collect() }
+    }
+
+    pub(crate) fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, CompressError> {
         let t = self.map.remove(name).ok_or_else(|| CompressError::Model(format!("the model has no parameter {name:?}")))?;
         if t.shape != shape {
             return Err(CompressError::Model(format!("{name}: shape {:?}, expected {shape:?}", t.shape)));
@@ -133,7 +137,7 @@ impl Params {
         Ok(t.values)
     }
 
-    fn norm(&mut self, name: &str, d: usize) -> Result<Norm, CompressError> {
+    pub(crate) fn norm(&mut self, name: &str, d: usize) -> Result<Norm, CompressError> {
         Ok(Norm { gamma: self.take(&format!("{name}.gamma"), &[d])?, beta: self.take(&format!("{name}.beta"), &[d])? })
     }
 
@@ -175,7 +179,7 @@ impl Engine {
         if cfg.frames != 1 {
             return Err(CompressError::Model(format!("{} frames per observation: an inverse-dynamics model, not a policy", cfg.frames)));
         }
-        let mut p = Params { map: params.into_iter().map(|t| (t.name.clone(), t)).collect() };
+        let mut p = Params::new(params);
         let (d, inner, pd) = (cfg.dim, cfg.heads * cfg.dim_head, cfg.patch_dim());
         let ff = (cfg.ff_mult * d * 2).div_ceil(3);
         let patch_norm = p.norm("patch_norm", pd)?;

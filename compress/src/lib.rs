@@ -6,7 +6,9 @@
 //!   against the burn module;
 //! - [`policy`]: that engine behind the edge runtime's [`lapa_model::Policy`] trait;
 //! - [`calib`]: activation ranges from calibration frames (min-max, percentile) and the per-layer
-//!   sensitivity scan that decides which layers stay f32.
+//!   sensitivity scan that decides which layers stay f32;
+//! - [`onnx`]: the policy as an ONNX model (f32, or int8 through `MatMulInteger`) for TensorRT /
+//!   ONNX Runtime users and for benchmarking them on our weights.
 //!
 //! Chosen kernel library: `rten-gemm` 0.27 (MIT OR Apache-2.0, pure Rust, no C): it has a u8 × i8
 //! → i32 GEMM with per-row zero points and prepacked weights, and picks AVX-512 VNNI, AVX2, Arm
@@ -17,6 +19,7 @@ pub mod bundle;
 pub mod calib;
 pub mod engine;
 pub mod kernel;
+pub mod onnx;
 pub mod policy;
 
 pub use engine::{Engine, Text};

@@ -1,6 +1,6 @@
 //! `lapa train latent | action | finetune` and `lapa eval`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
@@ -723,8 +723,15 @@ pub struct ExportArgs {
     #[arg(long)]
     pub run: PathBuf,
     /// The bundle folder to write (must not exist).
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required_unless_present = "onnx")]
+    pub out: Option<PathBuf>,
+    /// Also (or, without --out, only) write the policy as an ONNX model (opset 17) to this file:
+    /// f32, or int8 through MatMulInteger with --int8. Inputs: `image` uint8 [S, S, 3], the
+    /// instruction (`text_ids` + `text_weights`, or `text_embedding`), `state` where the policy
+    /// uses it; outputs `logits` [chunk, dims, bins] and decoded `actions` [chunk, dims]. For
+    /// TensorRT / ONNX Runtime; the bundle stays what lapa-edge runs.
+    #[arg(long, value_name = "FILE")]
+    pub onnx: Option<PathBuf>,
     /// The bundle's name (default: the run folder's name).
     #[arg(long)]
     pub name: Option<String>,
@@ -746,6 +753,31 @@ pub struct ExportArgs {
     pub keep_f32: Vec<String>,
 }
 
+/// `lapa export --onnx FILE`: the run's policy as ONNX (int8 with --int8), written atomically.
+fn export_onnx(a: &ExportArgs, path: &Path) -> Result<()> {
+    let model_dir = a.run.join(MODEL_DIR);
+    let device = lapa_model::device("cpu")?;
+    let (cfg, model) = lapa_model::load_vla(&model_dir, &device)?;
+    let params = lapa_model::artifact::named_params(&model)?;
+    let layers = lapa_compress::bundle::layer_names(&cfg, &params)?;
+    if let Some(bad) = a.keep_f32.iter().find(|k| !layers.contains(k)) {
+        bail!("--keep-f32 {bad:?}: the model has no such linear layer (its layers: {})", layers.join(", "));
+    }
+    let int8 = a.int8.is_some();
+    let scheme = |name: &str| if int8 && !a.keep_f32.iter().any(|k| k == name) { lapa_compress::Scheme::Int8Dynamic } else { lapa_compress::Scheme::F32 };
+    let doc = format!("lapa policy from {} ({})", a.run.display(), if int8 { "int8 dynamic, MatMulInteger" } else { "f32" });
+    let bytes = lapa_compress::onnx::export(&cfg, params, &scheme, 127, &doc).with_context(|| format!("--onnx {}", path.display()))?;
+    lapa_fs::atomic_write(path, &bytes).with_context(|| format!("--onnx {}", path.display()))?;
+    println!(
+        "onnx policy ({:.1} MB, opset {}, {}): {}",
+        bytes.len() as f64 / 1e6,
+        lapa_compress::onnx::OPSET,
+        if int8 { format!("{}/{} linear layers int8", layers.iter().filter(|l| scheme(l).is_int8()).count(), layers.len()) } else { "f32".into() },
+        path.display()
+    );
+    Ok(())
+}
+
 /// `lapa export --int8`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Int8Arg {
@@ -757,6 +789,10 @@ pub enum Int8Arg {
 /// and camera specs, the weights and (for MiniLM policies) the text encoder's files, each with
 /// its SHA-256; staged and renamed into place.
 pub fn export_cmd(a: &ExportArgs) -> Result<()> {
+    if let Some(path) = &a.onnx {
+        export_onnx(a, path)?;
+    }
+    let Some(out) = &a.out else { return Ok(()) };
     let name = a.name.clone().unwrap_or_else(|| a.run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "policy".into()));
     // The key is read before anything is written: a missing key never leaves a bundle behind.
     let signer = if a.unsigned {
@@ -777,7 +813,7 @@ pub fn export_cmd(a: &ExportArgs) -> Result<()> {
     let model_dir = a.run.join(MODEL_DIR);
     let text_dir = lapa_model::text::minilm_dir();
     let b = match a.int8 {
-        None => lapa_model::vla::export::write_bundle(&model_dir, &text_dir, &a.out, &name, signer.as_ref())?,
+        None => lapa_model::vla::export::write_bundle(&model_dir, &text_dir, out, &name, signer.as_ref())?,
         Some(Int8Arg::Dynamic) => {
             let device = lapa_model::device("cpu")?;
             let (cfg, model) = lapa_model::load_vla(&model_dir, &device)?;
@@ -788,7 +824,7 @@ pub fn export_cmd(a: &ExportArgs) -> Result<()> {
             let made_by =
                 format!("lapa export --int8 dynamic{}", if a.keep_f32.is_empty() { String::new() } else { format!(" --keep-f32 {}", a.keep_f32.join(",")) });
             let plan = lapa_compress::bundle::uniform_plan(&layers, |_| lapa_compress::Scheme::Int8Dynamic, &a.keep_f32, made_by);
-            lapa_compress::bundle::write(&model_dir, &text_dir, &a.out, &name, signer.as_ref(), &plan)?
+            lapa_compress::bundle::write(&model_dir, &text_dir, out, &name, signer.as_ref(), &plan)?
         }
     };
     let bytes: u64 = b.manifest.parts.values().map(|p| p.bytes).sum();
