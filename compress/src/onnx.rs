@@ -1,5 +1,6 @@
-//! The finetuned policy as an ONNX model (opset 17), for TensorRT or ONNX Runtime on a Jetson and
-//! for benchmarking other runtimes on exactly our weights.
+//! The finetuned policy as an ONNX model (opset 17), for ONNX Runtime (f32 and int8) or TensorRT
+//! (f32: TensorRT runs int8 as QuantizeLinear/DequantizeLinear pairs, not MatMulInteger) on a
+//! Jetson, and for benchmarking other runtimes on exactly our weights.
 //!
 //! The graph is the engine's forward pass ([`crate::engine`]) written as ONNX nodes, for one
 //! observation (batch 1, static shapes):
@@ -18,7 +19,8 @@
 //! activations (quantized per row at run time, or with the calibrated static range) and int8
 //! weights (symmetric per output channel), the activation zero point subtracted through the
 //! weights' column sums and both scales applied after — the same arithmetic as our kernels, so
-//! a runtime with int8 kernels computes it in int8.
+//! a runtime with int8 kernels computes it in int8. (ONNX's `Round` rounds halves to even, our
+//! kernels away from zero: a value exactly between two levels can land one level apart.)
 //!
 //! The message types are declared here with `prost` derives (the few ONNX needs; field numbers
 //! from onnx.proto), so no protoc is needed.

@@ -49,8 +49,10 @@ impl SshTarget {
     /// run a local command, is refused before anything starts.
     pub fn validate(&self) -> Result<()> {
         let h = &self.host;
-        if h.is_empty() || h.starts_with('-') || h.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            bail!("--host {h:?}: expected user@host or host (no spaces, not starting with '-')");
+        // Letters, digits and the few characters of user@host, IPv6 and aliases: nothing a shell
+        // or ssh's own %-expansion (older OpenSSH expands %h into ProxyCommand) would read.
+        if h.is_empty() || h.starts_with('-') || !h.chars().all(|c| c.is_ascii_alphanumeric() || "._-@:[]".contains(c)) {
+            bail!("--host {h:?}: expected user@host or host (letters, digits and . _ - @ : [ ] only, not starting with '-')");
         }
         let host_part = h.rsplit('@').next().unwrap_or_default();
         if host_part.is_empty() {
@@ -65,8 +67,19 @@ impl SshTarget {
                 bail!("--ssh-option {o:?}: expected Key=value");
             }
             // These run commands on this machine; a flash has no use for them.
-            if ["localcommand", "permitlocalcommand", "proxycommand", "knownhostscommand"].contains(&key.as_str()) {
-                bail!("--ssh-option {o:?}: {key} runs a local command; put it in your ssh config (--ssh-config) if you need it");
+            if [
+                "localcommand",
+                "permitlocalcommand",
+                "proxycommand",
+                "knownhostscommand",
+                "pkcs11provider",
+                "securitykeyprovider",
+                "forwardagent",
+                "remotecommand",
+            ]
+            .contains(&key.as_str())
+            {
+                bail!("--ssh-option {o:?}: {key} runs local code or exposes your agent; put it in your ssh config (--ssh-config) if you need it");
             }
         }
         Ok(())
@@ -80,14 +93,15 @@ impl SshTarget {
         if let Some(p) = self.port {
             c.arg("-p").arg(p.to_string());
         }
+        // ssh keeps the first value it sees of an option: the user's come first.
+        for o in &self.options {
+            c.arg("-o").arg(o);
+        }
         if let Some(i) = &self.identity {
             c.arg("-i").arg(i).arg("-o").arg("IdentitiesOnly=yes");
         }
         // Never ask for a password or a host-key confirmation on a prompt no one sees.
         c.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]);
-        for o in &self.options {
-            c.arg("-o").arg(o);
-        }
         c.arg("--").arg(&self.host).arg(remote);
         c
     }
@@ -146,7 +160,15 @@ pub struct SystemdOptions {
     /// and then it is enabled and (re)started. With a folder given, only the file is written.
     pub unit_dir: Option<String>,
     /// The instruction the service starts with (change it on the control socket).
-    pub instruction: Option<String>,
+    pub instruction: String,
+}
+
+/// Checks an instruction for the unit: what `lapa-edge run --instruction` takes.
+pub fn check_instruction(i: &str) -> Result<()> {
+    if i.trim().is_empty() || i.len() > 512 || i.chars().any(char::is_control) {
+        bail!("--instruction {i:?}: expected 1..=512 bytes of text without control characters");
+    }
+    Ok(())
 }
 
 /// What a flash did.
@@ -255,10 +277,10 @@ fn tar_file<W: Write>(tar: &mut tar::Builder<W>, name: &str, path: &Path, mode: 
     Ok(())
 }
 
-fn tar_bytes<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8]) -> Result<()> {
+fn tar_bytes<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
     let mut h = tar::Header::new_gnu();
     h.set_size(bytes.len() as u64);
-    h.set_mode(0o644);
+    h.set_mode(mode);
     h.set_mtime(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
     h.set_entry_type(tar::EntryType::Regular);
     h.set_cksum();
@@ -270,6 +292,9 @@ fn tar_bytes<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8]) -> R
 pub fn flash(ssh: &SshTarget, opts: &FlashOptions) -> Result<FlashReport> {
     ssh.validate()?;
     check_dir(&opts.dir)?;
+    if let Some(sd) = &opts.systemd {
+        check_instruction(&sd.instruction)?;
+    }
     let (board, board_file) = lapa_boards::profile::load_board(&opts.board).with_context(|| format!("--board {}", opts.board))?;
     if board.name.is_empty() || !board.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         bail!("--board {}: name {:?}: expected letters, digits, '_' and '-'", opts.board, board.name);
@@ -328,6 +353,9 @@ pub fn flash(ssh: &SshTarget, opts: &FlashOptions) -> Result<FlashReport> {
         ),
     )?;
     let root = field(&probe, "root").ok_or_else(|| anyhow!("the board did not say where {} is: {probe}", opts.dir))?.to_string();
+    if !root.starts_with('/') || root.chars().any(char::is_control) || root.contains("..") {
+        bail!("the board folder resolved to {root:?}: expected an absolute path without control characters");
+    }
     if let Some(m) = field(&probe, "missing") {
         bail!("the board has no `{m}` (lapa flash needs a POSIX shell with coreutils and tar)");
     }
@@ -367,6 +395,17 @@ pub fn flash(ssh: &SshTarget, opts: &FlashOptions) -> Result<FlashReport> {
     if !builtin {
         files.push((format!("board/{}.toml", board.name), board_file.clone(), 0o644));
     }
+    // The release's own launchers: what it runs and how it is checked travel with it, so a
+    // rollback or a unit never pairs a binary with another release's profile or trust.
+    let here = "$(cd -- \"$(dirname -- \"$0\")\" && pwd -P)";
+    let board_arg_sh = if builtin { sh_quote(&board.name) } else { format!("\"$here/board/{}.toml\"", board.name) };
+    let trust = format!("--key-dir {}{}", sh_quote(&format!("{root}/keys")), if opts.allow_unsigned { " --allow-unsigned" } else { "" });
+    let run_sh = format!(
+        "#!/bin/sh\n# Written by `lapa flash`: runs this release (its lapa-edge, bundle and board profile).\nhere={here}\nexec \"$here/lapa-edge\" run --board {board_arg_sh} --bundle \"$here/bundle\" {trust} \"$@\"\n"
+    );
+    let verify_sh = format!(
+        "#!/bin/sh\n# Written by `lapa flash`: checks this release's bundle as its run.sh would load it.\nhere={here}\nexec \"$here/lapa-edge\" verify --bundle \"$here/bundle\" --board {board_arg_sh} {trust} \"$@\"\n"
+    );
     let info = serde_json::json!({
         "release": release,
         "bundle": bundle.manifest.name,
@@ -377,7 +416,7 @@ pub fn flash(ssh: &SshTarget, opts: &FlashOptions) -> Result<FlashReport> {
         "flashed_at_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     });
     let info_bytes = serde_json::to_vec_pretty(&info)?;
-    let mut total: u64 = info_bytes.len() as u64;
+    let mut total: u64 = (info_bytes.len() + run_sh.len() + verify_sh.len()) as u64;
     for (_, p, _) in &files {
         total += std::fs::metadata(p).with_context(|| p.display().to_string())?.len();
     }
@@ -411,7 +450,9 @@ pub fn flash(ssh: &SshTarget, opts: &FlashOptions) -> Result<FlashReport> {
         for (name, path, mode) in &files {
             tar_file(&mut tar, name, path, *mode)?;
         }
-        tar_bytes(&mut tar, "release.json", &info_bytes)?;
+        tar_bytes(&mut tar, "release.json", &info_bytes, 0o644)?;
+        tar_bytes(&mut tar, "run.sh", run_sh.as_bytes(), 0o755)?;
+        tar_bytes(&mut tar, "verify.sh", verify_sh.as_bytes(), 0o755)?;
         let mut w = tar.into_inner().context("finishing the upload")?;
         w.flush().context("finishing the upload")?;
         Ok(w.bytes)
@@ -432,17 +473,14 @@ pub fn flash(ssh: &SshTarget, opts: &FlashOptions) -> Result<FlashReport> {
     };
 
     // 3. The board checks what arrived, with the binary that will run it.
-    let board_arg = if builtin { board.name.clone() } else { format!("{staging}/board/{}.toml", board.name) };
     let check = ssh.run(
         "checking the upload on the board",
         &format!(
             "cd -- {r} || exit 1; s={s}; \
              got=$(sha256sum \"$s/lapa-edge\" | cut -d' ' -f1); [ \"$got\" = {bin_sha} ] || {{ echo \"lapa-edge arrived damaged (SHA-256 $got)\" >&2; exit 1; }}; \
              got=$(sha256sum \"$s/bundle/{MANIFEST}\" | cut -d' ' -f1); [ \"$got\" = {manifest_sha} ] || {{ echo \"{MANIFEST} arrived damaged (SHA-256 $got)\" >&2; exit 1; }}; \
-             \"$s/lapa-edge\" verify --bundle \"$s/bundle\" --key-dir keys --board {b}{unsigned}",
+             \"$s/verify.sh\"",
             s = sh_quote(&staging),
-            b = sh_quote(&board_arg),
-            unsigned = if opts.allow_unsigned { " --allow-unsigned" } else { "" }
         ),
     );
     let verified = match check {
@@ -461,74 +499,85 @@ pub fn flash(ssh: &SshTarget, opts: &FlashOptions) -> Result<FlashReport> {
             "set -e; cd -- {r}; mv -T -- {s} {rel}; old=$(readlink current || true); \
              if [ -n \"$old\" ] && [ \"$old\" != {rel} ]; then ln -sfn -- \"$old\" .previous.new; mv -fT -- .previous.new previous; fi; \
              ln -sfn -- {rel} .current.new; mv -fT -- .current.new current; sync; \
-             cur=$(readlink current); prev=$(readlink previous || true); \
-             for d in releases/*; do if [ -d \"$d\" ] && [ \"$d\" != \"$cur\" ] && [ \"$d\" != \"$prev\" ]; then rm -rf -- \"$d\"; printf 'pruned=%s\\n' \"$d\"; fi; done; \
-             printf 'previous=%s\\n' \"$prev\"",
+             prev=$(readlink previous || true); \
+             for d in releases/*; do case \"$d\" in releases/[0-9]*-[0-9a-f]*) ;; *) continue ;; esac; \
+               if [ -d \"$d\" ] && ! [ \"$d\" -ef current ] && ! [ \"$d\" -ef previous ]; then rm -rf -- \"$d\"; printf 'pruned=%s\\n' \"$d\"; fi; done; \
+             printf 'previous=%s\\n' \"$prev\"; {restart}",
             s = sh_quote(&staging),
-            rel = sh_quote(&format!("releases/{release}"))
+            rel = sh_quote(&format!("releases/{release}")),
+            restart = RESTART_SERVICE
         ),
     )?;
     for l in switched.lines().filter_map(|l| l.strip_prefix("pruned=")) {
         notes.push(format!("removed the older release {l}"));
     }
-    let previous = field(&switched, "previous").map(str::to_string).or(old);
+    restart_note(&switched, &mut notes);
+    let previous = field(&switched, "previous").filter(|p| is_release_link(p)).map(str::to_string).or(old.filter(|p| is_release_link(p)));
 
     // 5. The service, if asked for.
     let unit = match &opts.systemd {
         None => None,
-        Some(sd) => Some(install_unit(ssh, &root, &uid, &board_arg_for_unit(&board, builtin), opts.allow_unsigned, sd, &mut notes)?),
+        Some(sd) => Some(install_unit(ssh, &root, &uid, sd, &mut notes)?),
     };
     Ok(FlashReport { root, release: format!("releases/{release}"), previous, verified, bytes: sent, unit, notes })
 }
 
-fn board_arg_for_unit(board: &lapa_boards::profile::BoardProfile, builtin: bool) -> String {
-    if builtin { board.name.clone() } else { format!("current/board/{}.toml", board.name) }
+/// Restarts the lapa-edge service if one is enabled (system, else user), so the switch takes
+/// effect; prints `restarted=…`. Never fails the script.
+const RESTART_SERVICE: &str = "if command -v systemctl >/dev/null 2>&1; then \
+     if systemctl is-enabled --quiet lapa-edge.service 2>/dev/null; then systemctl try-restart lapa-edge.service && echo restarted=system || echo restarted=failed; \
+     elif systemctl --user is-enabled --quiet lapa-edge.service 2>/dev/null; then systemctl --user try-restart lapa-edge.service && echo restarted=user || echo restarted=failed; fi; fi; true";
+
+fn restart_note(out: &str, notes: &mut Vec<String>) {
+    match field(out, "restarted") {
+        Some("failed") => notes.push("the lapa-edge service is enabled but did not restart: see `journalctl -u lapa-edge` on the board".into()),
+        Some(kind) => notes.push(format!("restarted the {kind} lapa-edge service on the new release")),
+        None => {}
+    }
+}
+
+/// A `current`/`previous` link as flash writes them: `releases/<millis>-<12 hex>`.
+fn is_release_link(s: &str) -> bool {
+    s.strip_prefix("releases/")
+        .and_then(|r| r.split_once('-'))
+        .is_some_and(|(t, h)| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) && h.len() == 12 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The systemd unit that runs `current` (written on the board, enabled and started unless a
 /// folder was given).
-pub fn unit_text(root: &str, board_arg: &str, allow_unsigned: bool, instruction: Option<&str>) -> String {
-    // systemd's own quoting: double quotes, with \ and " escaped; % doubled (specifiers).
-    let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('%', "%%"));
-    let board = if board_arg.starts_with("current/") { format!("{root}/{board_arg}") } else { board_arg.to_string() };
-    let mut exec = format!(
-        "{} run --board {} --bundle {} --key-dir {} --socket {} --max-seconds 0 --quiet",
-        q(&format!("{root}/current/lapa-edge")),
-        q(&board),
-        q(&format!("{root}/current/bundle")),
-        q(&format!("{root}/keys")),
-        q(&format!("{root}/control.sock"))
+pub fn unit_text(root: &str, instruction: &str) -> String {
+    // systemd's ExecStart quoting: double quotes with \ and " escaped; % (specifiers) and $
+    // (variables) doubled. WorkingDirectory takes a plain absolute path, % doubled.
+    let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('%', "%%").replace('$', "$$"));
+    // The release's own run.sh adds its binary, bundle, board profile and trust.
+    let exec = format!(
+        "{} --socket {} --max-seconds 0 --quiet --instruction {}",
+        q(&format!("{root}/current/run.sh")),
+        q(&format!("{root}/control.sock")),
+        q(instruction)
     );
-    if allow_unsigned {
-        exec.push_str(" --allow-unsigned");
-    }
-    if let Some(i) = instruction {
-        exec.push_str(&format!(" --instruction {}", q(i)));
-    }
     format!(
         "# Written by `lapa flash`: runs the flashed release ({root}/current) at boot.\n\
          # Change the instruction, pause or stop on the control socket ({root}/control.sock).\n\
          [Unit]\nDescription=lapa-edge: camera -> policy -> safety filter -> arm\nAfter=network.target\n\n\
-         [Service]\nWorkingDirectory={wd}\nExecStart={exec}\nRestart=on-failure\nRestartSec=2\n\n\
+         [Service]\nWorkingDirectory={wd}\nExecStart={exec}\nRestart=on-failure\nRestartSec=2\nKillMode=mixed\n\n\
          [Install]\nWantedBy=default.target\n",
-        wd = q(root)
+        wd = root.replace('%', "%%")
     )
 }
 
-fn install_unit(ssh: &SshTarget, root: &str, uid: &str, board_arg: &str, allow_unsigned: bool, sd: &SystemdOptions, notes: &mut Vec<String>) -> Result<String> {
-    if let Some(i) = &sd.instruction
-        && i.chars().any(char::is_control)
-    {
-        bail!("--instruction {i:?}: control characters");
-    }
-    let text = unit_text(root, board_arg, allow_unsigned, sd.instruction.as_deref());
+fn install_unit(ssh: &SshTarget, root: &str, uid: &str, sd: &SystemdOptions, notes: &mut Vec<String>) -> Result<String> {
+    let text = unit_text(root, &sd.instruction);
     let (dir, manage) = match &sd.unit_dir {
         Some(d) => {
             check_dir(d)?;
             (d.clone(), None)
         }
         None if uid == "0" => ("/etc/systemd/system".to_string(), Some("systemctl")),
-        None => (".config/systemd/user".to_string(), Some("systemctl --user")),
+        None => {
+            notes.push("a user unit runs while you are logged in; for it to start at boot, enable lingering once: sudo loginctl enable-linger $USER".into());
+            (".config/systemd/user".to_string(), Some("systemctl --user"))
+        }
     };
     let path = format!("{dir}/lapa-edge.service");
     let mut script = format!(
@@ -563,11 +612,12 @@ pub struct RollbackReport {
     pub current: String,
     pub previous: String,
     pub verified: String,
+    pub notes: Vec<String>,
 }
 
 /// Switches `current` back to `previous` (and `previous` to what was current, so a second
 /// rollback undoes the first), after the previous release's own binary checks its bundle.
-pub fn rollback(ssh: &SshTarget, dir: &str, allow_unsigned: bool) -> Result<RollbackReport> {
+pub fn rollback(ssh: &SshTarget, dir: &str) -> Result<RollbackReport> {
     ssh.validate()?;
     check_dir(dir)?;
     let out = ssh.run(
@@ -575,18 +625,20 @@ pub fn rollback(ssh: &SshTarget, dir: &str, allow_unsigned: bool) -> Result<Roll
         &format!(
             "cd -- {d} || exit 1; root=$(pwd -P); cur=$(readlink current) || {{ echo \"$root has no current release: nothing was flashed here\" >&2; exit 3; }}; \
              prev=$(readlink previous) || {{ echo \"$root has no previous release to roll back to\" >&2; exit 3; }}; \
-             [ -d \"$prev\" ] || {{ echo \"$root/previous points to $prev, which is gone\" >&2; exit 3; }}; \
-             b=$(sed -n 's/.*\"board\": *\"\\([A-Za-z0-9_-]*\\)\".*/\\1/p' \"$prev/release.json\"); \
-             if [ -f \"$prev/board/$b.toml\" ]; then b=\"$prev/board/$b.toml\"; fi; \
-             v=$(\"$prev/lapa-edge\" verify --bundle \"$prev/bundle\" --key-dir keys ${{b:+--board \"$b\"}}{unsigned}) || {{ echo \"the previous release no longer verifies; current is unchanged\" >&2; exit 4; }}; \
+             case \"$prev\" in releases/[0-9]*-[0-9a-f]*) ;; *) echo \"$root/previous points to $prev, which lapa flash did not write\" >&2; exit 3 ;; esac; \
+             [ -x \"$prev/verify.sh\" ] || {{ echo \"$root/previous ($prev) is gone or incomplete\" >&2; exit 3; }}; \
+             if [ \"$prev\" -ef \"$cur\" ]; then echo \"previous and current are the same release ($cur): nothing to roll back to\" >&2; exit 3; fi; \
+             v=$(\"$prev/verify.sh\") || {{ echo \"the previous release no longer verifies; current is unchanged\" >&2; exit 4; }}; \
              ln -sfn -- \"$cur\" .previous.new; ln -sfn -- \"$prev\" .current.new; mv -fT -- .current.new current; mv -fT -- .previous.new previous; sync; \
-             printf 'root=%s\\ncurrent=%s\\nprevious=%s\\nverified=%s\\n' \"$root\" \"$prev\" \"$cur\" \"$v\"",
+             printf 'root=%s\\ncurrent=%s\\nprevious=%s\\n' \"$root\" \"$prev\" \"$cur\"; printf 'verified=%s\\n' \"$v\" | head -n 1; {restart}",
             d = sh_quote(dir),
-            unsigned = if allow_unsigned { " --allow-unsigned" } else { "" }
+            restart = RESTART_SERVICE
         ),
     )?;
     let get = |k: &str| field(&out, k).map(str::to_string).ok_or_else(|| anyhow!("the board's rollback did not report {k}: {out}"));
-    Ok(RollbackReport { root: get("root")?, current: get("current")?, previous: get("previous")?, verified: get("verified")? })
+    let mut notes = Vec::new();
+    restart_note(&out, &mut notes);
+    Ok(RollbackReport { root: get("root")?, current: get("current")?, previous: get("previous")?, verified: get("verified")?, notes })
 }
 
 /// The board folder's state: current and previous releases (their release.json), keys.
@@ -651,10 +703,15 @@ mod tests {
 
     #[test]
     fn the_unit_quotes_paths_and_instructions() {
-        let u = unit_text("/home/pi/my lapa", "raspberry_pi_5", false, Some("put the \"red\" cube at 100%"));
-        assert!(u.contains("ExecStart=\"/home/pi/my lapa/current/lapa-edge\" run --board \"raspberry_pi_5\""), "{u}");
-        assert!(u.contains("--instruction \"put the \\\"red\\\" cube at 100%%\""), "{u}");
+        let u = unit_text("/home/pi/my lapa%", "put the \"red\" cube at 100% for $5");
+        assert!(u.contains("ExecStart=\"/home/pi/my lapa%%/current/run.sh\" --socket \"/home/pi/my lapa%%/control.sock\""), "{u}");
+        assert!(u.contains("--instruction \"put the \\\"red\\\" cube at 100%% for $$5\""), "{u}");
+        assert!(u.contains("\nWorkingDirectory=/home/pi/my lapa%%\n"), "{u}");
         assert!(u.contains("--max-seconds 0"), "{u}");
-        assert!(!u.contains("--allow-unsigned"));
+        assert!(check_instruction("").is_err() && check_instruction("a\nb").is_err() && check_instruction("pick it up").is_ok());
+        assert!(is_release_link("releases/1733300000000-0123456789ab"));
+        assert!(
+            !is_release_link("/abs/releases/1-0123456789ab") && !is_release_link("releases/x-0123456789ab") && !is_release_link("releases/1-0123\nverified=ok")
+        );
     }
 }

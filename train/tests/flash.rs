@@ -289,8 +289,12 @@ fn flash_run_tamper_rollback_and_interrupt_against_a_real_sshd() {
     assert!(board.link("previous").is_none());
     assert!(board.dir.join(&rel1).join("release.json").is_file());
     let unit = std::fs::read_to_string(units.join("lapa-edge.service")).expect("unit");
-    assert!(unit.contains(&format!("ExecStart=\"{}/current/lapa-edge\" run --board \"x86_64_dev\"", board.dir.display())), "{unit}");
-    assert!(unit.contains("--instruction \"point at the red cube\"") && !unit.contains("--allow-unsigned"), "{unit}");
+    assert!(unit.contains(&format!("ExecStart=\"{}/current/run.sh\" --socket", board.dir.display())), "{unit}");
+    assert!(unit.contains("--instruction \"point at the red cube\""), "{unit}");
+    // The release's launcher names its own binary, bundle, profile and keys; it parses as sh.
+    let run_sh = std::fs::read_to_string(board.dir.join(&rel1).join("run.sh")).expect("run.sh");
+    assert!(run_sh.contains("run --board 'x86_64_dev' --bundle \"$here/bundle\" --key-dir") && !run_sh.contains("--allow-unsigned"), "{run_sh}");
+    assert!(sh(Command::new("sh").arg("-n").arg(board.dir.join(&rel1).join("run.sh"))).status.success());
 
     // The flashed binary runs the flashed bundle there.
     let run = board.run_current();
@@ -346,15 +350,21 @@ fn flash_run_tamper_rollback_and_interrupt_against_a_real_sshd() {
     let out = lapa(&flash(board.port, &unsigned, &[]));
     assert!(!out.status.success() && text(&out).contains("--allow-unsigned"), "{}", text(&out));
     // Hostile arguments are refused before ssh runs.
-    let mut bad = flash(board.port, &first, &[]);
-    let h = bad.iter().position(|a| a == "--host").expect("host") + 1;
-    bad[h] = "-oProxyCommand=touch /tmp/lapa-pwned".into();
-    let out = lapa(&bad);
-    assert!(!out.status.success() && text(&out).contains("--host"), "{}", text(&out));
+    let pwned = tmp.path().join("pwned");
+    for hostile in [format!("-oProxyCommand=touch {}", pwned.display()), format!("a;touch {}", pwned.display()), "pi@h%h".to_string()] {
+        let mut bad = flash(board.port, &first, &[]);
+        let h = bad.iter().position(|a| a == "--host").expect("host");
+        bad[h] = format!("--host={hostile}");
+        bad.remove(h + 1);
+        let out = lapa(&bad);
+        assert!(!out.status.success() && text(&out).contains("expected user@host"), "{hostile}: {}", text(&out));
+    }
+    assert!(!pwned.exists());
 
     // Interrupted midway: the link stalls after 4 MB of the upload, and the workstation's
     // flash (with its ssh) is killed. The board stays on its working release.
-    let proxy = StallingProxy::start(board.port, 4 << 20);
+    let limit = (std::fs::metadata(&edge).expect("binary").len() / 2).min(4 << 20);
+    let proxy = StallingProxy::start(board.port, limit);
     let mut child = Command::new(env!("CARGO_BIN_EXE_lapa"))
         .args(flash(proxy.port, &second, &[]))
         .stdout(Stdio::null())
@@ -384,4 +394,8 @@ fn flash_run_tamper_rollback_and_interrupt_against_a_real_sshd() {
     assert_ne!(board.link("current"), Some(rel1.clone()));
     assert_eq!(board.link("previous"), Some(rel1));
     assert!(board.run_current().status.success());
+    // Only current and previous are kept (the tampered release was pruned).
+    let kept = std::fs::read_dir(board.dir.join("releases")).expect("releases").count();
+    assert_eq!(kept, 2, "releases kept");
+    assert!(!board.dir.join(&rel2).exists());
 }

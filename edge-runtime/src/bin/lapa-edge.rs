@@ -393,20 +393,28 @@ fn main() -> Result<()> {
 }
 
 fn verify(a: VerifyArgs) -> Result<()> {
-    let (keys, backend) = match &a.board {
+    // The arm the actions must drive: the board's, else the SO-101 the sim runs.
+    let (keys, backend, arm) = match &a.board {
         Some(name) => {
             let (board, _) = load_board(name).with_context(|| format!("--board {name}"))?;
             let backend = match board.policy.backend.as_str() {
                 "flex" | "remote" => "cpu".to_string(),
                 other => other.to_string(),
             };
-            (board.trusted_keys, backend)
+            let arm = arm_by_name(&board.arm).ok_or_else(|| anyhow!("--board {name}: arm {:?} is not a known arm profile", board.arm))?;
+            (board.trusted_keys, backend, arm)
         }
-        None => (Vec::new(), "cpu".to_string()),
+        None => (Vec::new(), "cpu".to_string(), &SO101),
     };
     let trust = a.trust.trust(&keys)?;
     let bundle = lapa_model::bundle::Bundle::open(&a.bundle, &trust).with_context(|| format!("--bundle {}", a.bundle.display()))?;
     let policy = bundle_policy(&a.bundle, &bundle, &backend)?;
+    // As the control loop checks before it moves anything.
+    let spec = policy.action_spec();
+    spec.validate().map_err(|e| anyhow!("--bundle {}: action spec: {e}", a.bundle.display()))?;
+    if spec.names.iter().map(String::as_str).ne(arm.names().iter().copied()) {
+        bail!("--bundle {}: the policy's actions {:?} are not the arm's joints {:?} ({})", a.bundle.display(), spec.names, arm.names(), arm.name);
+    }
     let (signed, key) = match &bundle.verified {
         lapa_model::signing::Verified::Signed { key_id } => (true, key_id.clone()),
         lapa_model::signing::Verified::Unchecked { reason } => (false, reason.clone()),

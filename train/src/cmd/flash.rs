@@ -54,13 +54,14 @@ pub struct FlashArgs {
     /// the check; repeatable. Needed once per workstation key.
     #[arg(long, value_name = "FILE")]
     pub install_key: Vec<PathBuf>,
-    /// Development: let the board take an unsigned bundle (or one signed by a key it lacks), and
-    /// run it so under --systemd.
+    /// Development: let the board take an unsigned bundle (or one signed by a key it lacks); the
+    /// release's run.sh then runs it so.
     #[arg(long)]
     pub allow_unsigned: bool,
     /// Also install a systemd unit that runs the current release at boot (root: a system unit;
-    /// otherwise a user unit), then enable and restart it.
-    #[arg(long)]
+    /// otherwise a user unit), then enable and restart it; needs --instruction. Later flashes and
+    /// rollbacks restart an enabled unit.
+    #[arg(long, requires = "instruction")]
     pub systemd: bool,
     /// Write the unit in this folder on the board instead, and leave enabling it to you.
     #[arg(long, requires = "systemd")]
@@ -70,7 +71,7 @@ pub struct FlashArgs {
     pub instruction: Option<String>,
     /// Switch the board back to its previous release (after that release's binary checks its
     /// bundle); a second rollback undoes the first.
-    #[arg(long, conflicts_with_all = ["bundle", "board", "binary", "install_key", "systemd", "status"])]
+    #[arg(long, conflicts_with_all = ["bundle", "board", "binary", "install_key", "systemd", "status", "allow_unsigned"])]
     pub rollback: bool,
     /// Show the board's current and previous releases and installed keys.
     #[arg(long, conflicts_with_all = ["bundle", "board", "binary", "install_key", "systemd"])]
@@ -87,7 +88,10 @@ pub fn run(a: FlashArgs) -> Result<()> {
         return Ok(());
     }
     if a.rollback {
-        let r = flash::rollback(&ssh, &a.dir, a.allow_unsigned)?;
+        let r = flash::rollback(&ssh, &a.dir)?;
+        for n in &r.notes {
+            println!("  {n}");
+        }
         println!("rolled back {}:{}: current -> {} (was {})", a.host, r.root, r.current, r.previous);
         println!("  board check: {}", r.verified);
         return Ok(());
@@ -109,7 +113,7 @@ pub fn run(a: FlashArgs) -> Result<()> {
         dir: a.dir.clone(),
         install_keys: a.install_key.clone(),
         allow_unsigned: a.allow_unsigned,
-        systemd: a.systemd.then(|| SystemdOptions { unit_dir: a.unit_dir.clone(), instruction: a.instruction.clone() }),
+        systemd: a.systemd.then(|| SystemdOptions { unit_dir: a.unit_dir.clone(), instruction: a.instruction.clone().unwrap_or_default() }),
         quiet: a.quiet,
     };
     let r = flash::flash(&ssh, &opts)?;
