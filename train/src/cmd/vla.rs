@@ -538,6 +538,10 @@ pub fn experiment(c: ExperimentCommand) -> Result<()> {
 pub enum BenchCommand {
     /// Latency of one policy step on the CPU (a fresh policy of the preset's size, or a run's).
     Policy(BenchPolicyArgs),
+    /// The compressed policies beside the f32 one on the same weights: step latency (burn f32,
+    /// our engine f32 / int8 dynamic / int8 static, ONNX on rten), weight bytes, divergence from
+    /// f32 on held-out simulator frames (results/compress/, bench/compress.sh).
+    Compress(super::bench_compress::BenchCompressArgs),
 }
 
 /// `lapa bench policy`.
@@ -581,9 +585,6 @@ pub struct BenchPolicyArgs {
 /// `--config` or of `--run`'s, timed; the instruction's embedding is computed once and then
 /// cached, as at run time (the first step's time, with it, is printed apart).
 pub fn bench_policy(a: &BenchPolicyArgs) -> Result<()> {
-    use lapa_model::bins::QuantileBins;
-    use lapa_model::policy::{ActionSpec, Frame, PolicyInput};
-    use lapa_model::vla::{ActionHeadConfig, HeadConfig, VlaConfig};
     for (flag, dir) in [("--save-run", &a.save_run), ("--twin", &a.twin)] {
         if let Some(d) = dir
             && d.exists()
@@ -593,9 +594,32 @@ pub fn bench_policy(a: &BenchPolicyArgs) -> Result<()> {
     }
     rayon::ThreadPoolBuilder::new().num_threads(a.threads.max(1)).build_global().context("sizing the thread pool")?;
     let device = lapa_model::device(&a.device)?;
-    let (label, cfg, model) = match &a.run {
+    let (label, cfg, model) = bench_model(&a.config, a.run.as_deref(), a.chunk, a.bins, &device)?;
+    // Fresh weights have every gain at 1 and every offset at 0, where a twin that skipped one
+    // would still agree: the twin's check runs on moved ones (a run's own weights are kept).
+    let model = if a.twin.is_some() && a.run.is_none() { lapa_model::artifact::perturb_vectors(model, 0.2, 7) } else { model };
+    let params = lapa_model::burn::module::Module::num_params(&model);
+    let side = cfg.image_size;
+    let rgb: Vec<u8> = (0..side * side * 3).map(|i| (i * 31 % 251) as u8).collect();
+    let instruction = "put the red cube next to the blue ball";
+    bench_policy_rest(a, label, cfg, model, params, rgb, instruction, device)
+}
+
+/// The policy a benchmark times: `run`'s, or a fresh one of preset `config` with an SO-101
+/// action head of `chunk` actions and `bins` bins.
+pub fn bench_model(
+    config: &str,
+    run: Option<&std::path::Path>,
+    chunk: usize,
+    bins: usize,
+    device: &lapa_model::burn::tensor::Device,
+) -> Result<(String, lapa_model::VlaConfig, lapa_model::Vla)> {
+    use lapa_model::bins::QuantileBins;
+    use lapa_model::policy::ActionSpec;
+    use lapa_model::vla::{ActionHeadConfig, HeadConfig, VlaConfig};
+    Ok(match run {
         Some(run) => {
-            let (cfg, model) = lapa_model::load_vla(&run.join(MODEL_DIR), &device).with_context(|| format!("--run {}", run.display()))?;
+            let (cfg, model) = lapa_model::load_vla(&run.join(MODEL_DIR), device).with_context(|| format!("--run {}", run.display()))?;
             (run.file_name().map_or_else(|| run.display().to_string(), |n| n.to_string_lossy().into_owned()), cfg, model)
         }
         None => {
@@ -605,22 +629,30 @@ pub fn bench_policy(a: &BenchPolicyArgs) -> Result<()> {
                 .iter()
                 .map(|j| if j.unit == lapa_boards::so101::Unit::Percent { "%".to_string() } else { "deg".to_string() })
                 .collect();
-            let spec = ActionSpec { names: names.clone(), units, fps: 10.0, chunk: a.chunk };
+            let spec = ActionSpec { names: names.clone(), units, fps: 10.0, chunk };
             let line: Vec<f32> = (0..1000).map(|i| i as f32 * 0.1 - 50.0).collect();
-            let edges = vec![QuantileBins::fit(&line, a.bins).map_err(anyhow::Error::msg)?; names.len()];
-            let head = HeadConfig::Action(ActionHeadConfig { spec, target: ActionTarget::Absolute, bins: a.bins, edges });
-            let cfg = VlaConfig::preset(&a.config, head)?;
-            let model = cfg.init(&device)?;
-            (a.config.clone(), cfg, model)
+            let edges = vec![QuantileBins::fit(&line, bins).map_err(anyhow::Error::msg)?; names.len()];
+            let head = HeadConfig::Action(ActionHeadConfig { spec, target: ActionTarget::Absolute, bins, edges });
+            let cfg = VlaConfig::preset(config, head)?;
+            let model = cfg.init(device)?;
+            (config.to_string(), cfg, model)
         }
-    };
-    // Fresh weights have every gain at 1 and every offset at 0, where a twin that skipped one
-    // would still agree: the twin's check runs on moved ones (a run's own weights are kept).
-    let model = if a.twin.is_some() && a.run.is_none() { lapa_model::artifact::perturb_vectors(model, 0.2, 7) } else { model };
-    let params = lapa_model::burn::module::Module::num_params(&model);
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench_policy_rest(
+    a: &BenchPolicyArgs,
+    label: String,
+    cfg: lapa_model::VlaConfig,
+    model: lapa_model::Vla,
+    params: usize,
+    rgb: Vec<u8>,
+    instruction: &str,
+    device: lapa_model::burn::tensor::Device,
+) -> Result<()> {
+    use lapa_model::policy::{Frame, PolicyInput};
     let side = cfg.image_size;
-    let rgb: Vec<u8> = (0..side * side * 3).map(|i| (i * 31 % 251) as u8).collect();
-    let instruction = "put the red cube next to the blue ball";
     if let Some(dir) = &a.save_run {
         lapa_model::save_vla(&dir.join(MODEL_DIR), &cfg, &model).with_context(|| format!("--save-run {}", dir.display()))?;
         println!("saved the policy as a run: {} (`lapa export --run {} --out BUNDLE`)", dir.display(), dir.display());
@@ -728,8 +760,10 @@ pub struct ExportArgs {
     /// Also (or, without --out, only) write the policy as an ONNX model (opset 17) to this file:
     /// f32, or int8 through MatMulInteger with --int8. Inputs: `image` uint8 [S, S, 3], the
     /// instruction (`text_ids` + `text_weights`, or `text_embedding`), `state` where the policy
-    /// uses it; outputs `logits` [chunk, dims, bins] and decoded `actions` [chunk, dims]. For
-    /// TensorRT / ONNX Runtime; the bundle stays what lapa-edge runs.
+    /// uses it; outputs `logits` [chunk, dims, bins] and decoded `actions` [chunk, dims]. The f32
+    /// model is for ONNX Runtime or TensorRT; the int8 one (MatMulInteger, a uint8 Cast) for ONNX
+    /// Runtime — TensorRT takes int8 as Q/DQ, which this does not write. The bundle stays what
+    /// lapa-edge runs.
     #[arg(long, value_name = "FILE")]
     pub onnx: Option<PathBuf>,
     /// The bundle's name (default: the run folder's name).
@@ -789,10 +823,17 @@ pub enum Int8Arg {
 /// and camera specs, the weights and (for MiniLM policies) the text encoder's files, each with
 /// its SHA-256; staged and renamed into place.
 pub fn export_cmd(a: &ExportArgs) -> Result<()> {
+    // The bundle first: its key and folder checks come before anything is written.
+    if let Some(out) = &a.out {
+        export_bundle(a, out)?;
+    }
     if let Some(path) = &a.onnx {
         export_onnx(a, path)?;
     }
-    let Some(out) = &a.out else { return Ok(()) };
+    Ok(())
+}
+
+fn export_bundle(a: &ExportArgs, out: &Path) -> Result<()> {
     let name = a.name.clone().unwrap_or_else(|| a.run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "policy".into()));
     // The key is read before anything is written: a missing key never leaves a bundle behind.
     let signer = if a.unsigned {
