@@ -171,22 +171,28 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         ev.total.successes,
         ev.total.rollouts
     );
-    println!("[8/8] the finetuned policy as a signed bundle for the board");
+    println!("[8/8] the finetuned policy compressed to int8 and signed, as a bundle for the board");
     // A key for this demo only, inside the output folder (a real workstation keeps one key, made
     // once with `lapa keys generate`).
     let key_path = a.out.join("keys/quickstart");
     let key = lapa_model::signing::SecretKey::generate("lapa quickstart (demo key)")?;
     let public = key.write_pair(&key_path)?;
     let bundle = a.out.join("bundle");
-    let b = lapa_model::vla::export::write_bundle(
-        &finetuned.join(lapa_train::trainer::MODEL_DIR),
-        &lapa_model::text::minilm_dir(),
-        &bundle,
-        "quickstart-tiny",
-        Some(&key),
-    )?;
+    // Every linear layer int8 (weights per output channel, activations per token at run time),
+    // as `lapa export --int8 dynamic` writes it; the board runs it on lapa-compress's kernels.
+    let model_dir = finetuned.join(lapa_train::trainer::MODEL_DIR);
+    let (cfg, model) = lapa_model::load_vla(&model_dir, &lapa_model::device("cpu")?)?;
+    let layers = lapa_compress::bundle::layer_names(&cfg, &lapa_model::artifact::named_params(&model)?)?;
+    let plan = lapa_compress::bundle::uniform_plan(&layers, |_| lapa_compress::Scheme::Int8Dynamic, &[], "lapa quickstart (int8 dynamic)".into());
+    let b = lapa_compress::bundle::write(&model_dir, &lapa_model::text::minilm_dir(), &bundle, "quickstart-tiny-int8", Some(&key), &plan)?;
     let bytes: u64 = b.manifest.parts.values().map(|p| p.bytes).sum();
-    println!("      {} ({:.1} MB, signed by key {}); run it on the simulated board with", b.root.display(), bytes as f64 / 1e6, key.public().id());
+    println!(
+        "      {} ({:.1} MB, {} linear layers int8, signed by key {}); run it on the simulated board with",
+        b.root.display(),
+        bytes as f64 / 1e6,
+        layers.len(),
+        key.public().id()
+    );
     println!("      lapa-edge run --sim --bundle {} --public-key {}", b.root.display(), public.display());
     println!("done: {}, {} and {}", p.out.display(), run.display(), finetuned.display());
     Ok(())
