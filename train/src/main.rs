@@ -78,6 +78,7 @@ fn main() -> Result<()> {
         Command::Keys(c) => cmd::keys::run(c),
         Command::Flash(a) => cmd::flash::run(*a),
         Command::Bench(cmd::vla::BenchCommand::Policy(a)) => cmd::vla::bench_policy(&a),
+        Command::Bench(cmd::vla::BenchCommand::Compress(a)) => cmd::bench_compress::run(&a),
         Command::Laq(c) => cmd::laq::run_laq(c),
         Command::Quickstart(a) => cmd::quickstart::run(a),
     }

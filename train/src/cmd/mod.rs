@@ -1,3 +1,4 @@
+pub mod bench_compress;
 pub mod dataset;
 pub mod flash;
 pub mod keys;
