@@ -345,24 +345,25 @@ impl Engine {
                     head_row.iter_mut().zip(scale.iter()).for_each(|(v, s)| *v = *v / norm * s);
                 }
             }
+            // Per head, both products on the GEMM: sim = q kᵀ [n, n], out = softmax(sim) v.
             let mut att = vec![0.0; inner * n]; // [n, h·dh]
             let mut sim = vec![0.0; n * n];
+            let (mut qh, mut kt, mut vh, mut oh) = (vec![0.0; n * dh], vec![0.0; dh * n], vec![0.0; n * dh], vec![0.0; n * dh]);
             for hh in 0..h {
                 for i in 0..n {
-                    let qi = &qm[i * inner + hh * dh..i * inner + (hh + 1) * dh];
-                    for j in 0..n {
-                        let kj = &km[j * inner + hh * dh..j * inner + (hh + 1) * dh];
-                        sim[i * n + j] = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * lapa_model::blocks::QK_TEMPERATURE;
+                    let src = i * inner + hh * dh..i * inner + (hh + 1) * dh;
+                    qh[i * dh..(i + 1) * dh].copy_from_slice(&qm[src.clone()]);
+                    vh[i * dh..(i + 1) * dh].copy_from_slice(&vm[src.clone()]);
+                    for (e, &v) in km[src].iter().enumerate() {
+                        kt[e * n + i] = v; // [dh, n]
                     }
                 }
+                crate::kernel::matmul_f32(&qh, &kt, &mut sim, n, dh, n);
+                sim.iter_mut().for_each(|v| *v *= lapa_model::blocks::QK_TEMPERATURE);
                 softmax_rows(&mut sim, n);
+                crate::kernel::matmul_f32(&sim, &vh, &mut oh, n, n, dh);
                 for i in 0..n {
-                    let out = &mut att[i * inner + hh * dh..i * inner + (hh + 1) * dh];
-                    for j in 0..n {
-                        let w = sim[i * n + j];
-                        let vj = &vm[j * inner + hh * dh..j * inner + (hh + 1) * dh];
-                        out.iter_mut().zip(vj).for_each(|(o, v)| *o += w * v);
-                    }
+                    att[i * inner + hh * dh..i * inner + (hh + 1) * dh].copy_from_slice(&oh[i * dh..(i + 1) * dh]);
                 }
             }
             let upd = run(&a.to_out, &att, n);

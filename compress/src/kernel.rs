@@ -24,6 +24,24 @@ fn f32_gemm() -> &'static GemmExecutor<f32> {
     G.get_or_init(|| Box::leak(Box::new(GemmExecutor::<f32>::default())))
 }
 
+/// `out` [m, n] = `a` [m, k] × `b` [k, n], row-major, both unpacked (the attention's products,
+/// whose operands change every step). Panics on wrong lengths (the engine sizes them).
+pub fn matmul_f32(a: &[f32], b: &[f32], out: &mut [f32], m: usize, k: usize, n: usize) {
+    assert!(a.len() == m * k && b.len() == k * n && out.len() == m * n, "matmul sizes");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let av = NdTensorView::from_data([m, k], a);
+    let bv = NdTensorView::from_data([k, n], b);
+    if let Err(e) = f32_gemm().gemm(out, GemmInputA::Unpacked(av), GemmInputB::Unpacked(bv), GemmOptions::default()) {
+        unreachable!("f32 gemm: {e:?}");
+    }
+}
+
 /// The process's u8 × i8 → i32 GEMM executor (see [`f32_gemm`]).
 fn int8_gemm() -> &'static GemmExecutor<u8, i8, i32> {
     static G: std::sync::OnceLock<&'static GemmExecutor<u8, i8, i32>> = std::sync::OnceLock::new();
