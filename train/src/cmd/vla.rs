@@ -785,6 +785,105 @@ pub struct ExportArgs {
     /// Linear layers (parameter paths, e.g. `head.Action.out`) that stay f32 in an --int8 bundle.
     #[arg(long, value_delimiter = ',', requires = "int8")]
     pub keep_f32: Vec<String>,
+    /// The calibration set of `--int8 static`: a LeRobot dataset (the finetuning data, or frames
+    /// recorded on the board with `lapa-edge run --record`); its camera frames, task strings and
+    /// states are run through the f32 policy and each linear layer's input range is kept.
+    #[arg(long, value_name = "DIR")]
+    pub calib: Option<PathBuf>,
+    /// Frames taken from --calib, spread evenly over its episodes.
+    #[arg(long, default_value_t = 256)]
+    pub calib_frames: usize,
+    /// How a static range is read off the calibration activations: `minmax`, or a percentile
+    /// such as `99.9` (the 0.1% and 99.9% points: outliers clip).
+    #[arg(long, default_value = "minmax")]
+    pub calib_method: String,
+    /// The camera of --calib (default: its first video key).
+    #[arg(long)]
+    pub calib_camera: Option<String>,
+}
+
+/// `--calib-method`: `minmax` or a percentile in (50, 100].
+fn calib_method(s: &str) -> Result<lapa_compress::calib::RangeMethod> {
+    if s == "minmax" {
+        return Ok(lapa_compress::calib::RangeMethod::MinMax);
+    }
+    match s.parse::<f32>() {
+        Ok(p) if p > 50.0 && p <= 100.0 => Ok(lapa_compress::calib::RangeMethod::Percentile(p)),
+        _ => bail!("--calib-method {s:?}: `minmax` or a percentile in (50, 100], e.g. 99.9"),
+    }
+}
+
+/// Up to `n` observations from a LeRobot dataset, spread evenly over its frames, in the policy's
+/// input form (frames cropped and resized as the bundle's camera spec does, instructions
+/// embedded or hashed, states standardised).
+fn calibration_set(
+    cfg: &lapa_model::VlaConfig,
+    dir: &Path,
+    n: usize,
+    camera: Option<&str>,
+    device: &lapa_model::burn::tensor::Device,
+) -> Result<Vec<lapa_compress::calib::Observation>> {
+    use lapa_compress::calib::{Observation, OwnedText};
+    if n == 0 {
+        bail!("--calib-frames must be positive");
+    }
+    let ds = lapa_dataset::Dataset::open(dir)?;
+    let key = match camera {
+        Some(k) if ds.video_keys().iter().any(|v| v == k) => k.to_string(),
+        Some(k) => bail!("--calib-camera {k:?}: the dataset's cameras are {:?}", ds.video_keys()),
+        None => ds.video_keys().first().cloned().context("the dataset has no camera (video) feature")?,
+    };
+    let total: usize = ds.episodes.iter().map(|e| e.length).sum();
+    if total == 0 {
+        bail!("the dataset has no frames");
+    }
+    let stride = total.div_ceil(n).max(1);
+    let spec = lapa_model::policy::CameraSpec { width: cfg.image_size, height: cfg.image_size, crop: None };
+    let mut enc = match cfg.text {
+        lapa_model::text::TextConfig::MiniLm { .. } => Some(lapa_model::text::SentenceEncoder::load(&lapa_model::text::minilm_dir(), &cfg.text, device)?),
+        lapa_model::text::TextConfig::Hashed { .. } => None,
+    };
+    let mut texts: std::collections::HashMap<String, OwnedText> = std::collections::HashMap::new();
+    let mut set = Vec::new();
+    let mut seen = 0usize;
+    for k in 0..ds.episodes.len() {
+        if set.len() >= n {
+            break;
+        }
+        let ep = ds.episode(k, true)?;
+        let frames = ep.videos.get(&key).with_context(|| format!("episode {k}: no {key} video"))?;
+        if !texts.contains_key(&ep.task) {
+            let t = match &mut enc {
+                Some(e) => OwnedText::Embedded(e.embed(&[&ep.task])?.remove(0)),
+                None => {
+                    let (ids, weights) = cfg.text.tokenize(&ep.task)?;
+                    OwnedText::Hashed { ids, weights }
+                }
+            };
+            texts.insert(ep.task.clone(), t);
+        }
+        for t in 0..frames.count.min(ep.len()) {
+            let global = seen + t;
+            if !global.is_multiple_of(stride) || set.len() >= n {
+                continue;
+            }
+            let img = spec.apply(frames.width, frames.height, frames.frame(t)).map_err(anyhow::Error::msg)?;
+            let mut patches = Vec::new();
+            lapa_model::laq::patchify(&img, cfg.image_size, cfg.patch_size, &mut patches);
+            let state = match (&cfg.state, &ep.state) {
+                (Some(s), Some(m)) if m.cols == s.mean.len() => Some(m.row(t).iter().zip(&s.mean).zip(&s.std).map(|((v, mu), sd)| (v - mu) / sd).collect()),
+                (Some(s), Some(m)) => bail!("episode {k}: observation.state has {} values, the policy takes {}", m.cols, s.mean.len()),
+                (Some(_), None) => bail!("episode {k}: the policy takes a state and the dataset has no observation.state"),
+                (None, _) => None,
+            };
+            set.push(Observation { patches, text: texts[&ep.task].clone(), state });
+        }
+        seen += ep.len();
+    }
+    if set.is_empty() {
+        bail!("no frames were read");
+    }
+    Ok(set)
 }
 
 /// `lapa export --onnx FILE`: the run's policy as ONNX (int8 with --int8), written atomically.
@@ -817,12 +916,22 @@ fn export_onnx(a: &ExportArgs, path: &Path) -> Result<()> {
 pub enum Int8Arg {
     /// Activation ranges measured per token on every step.
     Dynamic,
+    /// One activation range per layer, calibrated on --calib's frames (cheaper per step).
+    Static,
 }
 
 /// Writes a run's policy as a model bundle for `lapa-edge run --bundle`: the config, the action
 /// and camera specs, the weights and (for MiniLM policies) the text encoder's files, each with
 /// its SHA-256; staged and renamed into place.
 pub fn export_cmd(a: &ExportArgs) -> Result<()> {
+    match (a.int8, &a.calib) {
+        (Some(Int8Arg::Static), None) => bail!("--int8 static needs --calib DATASET (the frames its ranges are calibrated on)"),
+        (Some(Int8Arg::Dynamic) | None, Some(_)) => bail!("--calib is for --int8 static"),
+        (Some(Int8Arg::Static), Some(_)) if a.onnx.is_some() => {
+            bail!("--onnx with --int8 static is not written yet: export the ONNX model with --int8 dynamic (or f32)")
+        }
+        _ => {}
+    }
     // The bundle first: its key and folder checks come before anything is written.
     if let Some(out) = &a.out {
         export_bundle(a, out)?;
@@ -855,6 +964,36 @@ fn export_bundle(a: &ExportArgs, out: &Path) -> Result<()> {
     let text_dir = lapa_model::text::minilm_dir();
     let b = match a.int8 {
         None => lapa_model::vla::export::write_bundle(&model_dir, &text_dir, out, &name, signer.as_ref())?,
+        Some(Int8Arg::Static) => {
+            let calib_dir = a.calib.as_deref().context("--int8 static needs --calib DATASET")?;
+            let device = lapa_model::device("cpu")?;
+            let (cfg, model) = lapa_model::load_vla(&model_dir, &device)?;
+            let params = lapa_model::artifact::named_params(&model)?;
+            let layers = lapa_compress::bundle::layer_names(&cfg, &params)?;
+            if let Some(bad) = a.keep_f32.iter().find(|k| !layers.contains(k)) {
+                bail!("--keep-f32 {bad:?}: the model has no such linear layer (its layers: {})", layers.join(", "));
+            }
+            let method = calib_method(&a.calib_method)?;
+            let set = calibration_set(&cfg, calib_dir, a.calib_frames, a.calib_camera.as_deref(), &device)
+                .with_context(|| format!("--calib {}", calib_dir.display()))?;
+            let engine = lapa_compress::Engine::new(&cfg, params, &|_| lapa_compress::Scheme::F32)?;
+            let ranges = lapa_compress::calib::activation_ranges(&engine, &set, method)?;
+            let made_by = format!(
+                "lapa export --int8 static --calib {} ({} frames, {}){}",
+                calib_dir.display(),
+                set.len(),
+                a.calib_method,
+                if a.keep_f32.is_empty() { String::new() } else { format!(" --keep-f32 {}", a.keep_f32.join(",")) }
+            );
+            let plan = lapa_compress::bundle::uniform_plan(
+                &layers,
+                |l| ranges.get(l).map_or(lapa_compress::Scheme::Int8Dynamic, |&(lo, hi)| lapa_compress::Scheme::Int8Static { lo, hi }),
+                &a.keep_f32,
+                made_by,
+            );
+            println!("calibrated {} layers on {} frames of {}", ranges.len(), set.len(), calib_dir.display());
+            lapa_compress::bundle::write(&model_dir, &text_dir, out, &name, signer.as_ref(), &plan)?
+        }
         Some(Int8Arg::Dynamic) => {
             let device = lapa_model::device("cpu")?;
             let (cfg, model) = lapa_model::load_vla(&model_dir, &device)?;
