@@ -53,6 +53,9 @@ enum Command {
     /// Experiments that run many stages end to end (resumable).
     #[command(subcommand)]
     Experiment(cmd::vla::ExperimentCommand),
+    /// Decide how a policy is compressed: the per-layer int8 sensitivity scan.
+    #[command(subcommand)]
+    Compress(cmd::compress::CompressCommand),
     /// Benchmarks (figures for results/, never checked by tests).
     #[command(subcommand)]
     Bench(cmd::vla::BenchCommand),
@@ -76,6 +79,7 @@ fn main() -> Result<()> {
         Command::Experiment(c) => cmd::vla::experiment(c),
         Command::Export(a) => cmd::vla::export_cmd(&a),
         Command::Keys(c) => cmd::keys::run(c),
+        Command::Compress(c) => cmd::compress::run(c),
         Command::Flash(a) => cmd::flash::run(*a),
         Command::Bench(cmd::vla::BenchCommand::Policy(a)) => cmd::vla::bench_policy(&a),
         Command::Bench(cmd::vla::BenchCommand::Compress(a)) => cmd::bench_compress::run(&a),

@@ -94,6 +94,15 @@ fn static_int8_export_calibrates_on_a_dataset() {
     };
     let chunk = lapa_model::Policy::infer(&mut policy, &input).expect("infer");
     assert!(!chunk.is_empty() && chunk.iter().flatten().all(|v| v.is_finite()));
+    // The per-layer scan over the same frames: every layer, worst first, and the keep list.
+    let out = lapa(&["compress", "scan", "--run", &p("run"), "--calib", &p("ds"), "--frames", "8", "--scheme", "static", "--out", &p("scan")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let scan: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("scan/sensitivity.json")).expect("scan")).expect("json");
+    let rows = scan["layers"].as_array().expect("layers");
+    assert_eq!(rows.len(), layers.len(), "one row per linear layer");
+    let kls: Vec<f64> = rows.iter().map(|r| r["kl"].as_f64().expect("kl")).collect();
+    assert!(kls.windows(2).all(|w| w[0] >= w[1]) && kls.iter().all(|k| *k >= 0.0) && kls[0] > 0.0, "{kls:?}");
+    assert!(std::fs::read_to_string(dir.path().join("scan/sensitivity.md")).expect("md").contains("| layer | KL (nats) | flipped |"));
     // Misuse is named before anything is written.
     for (args, want) in [
         (vec!["--int8", "static"], "needs --calib"),

@@ -1,4 +1,5 @@
 pub mod bench_compress;
+pub mod compress;
 pub mod dataset;
 pub mod flash;
 pub mod keys;

@@ -803,7 +803,7 @@ pub struct ExportArgs {
 }
 
 /// `--calib-method`: `minmax` or a percentile in (50, 100].
-fn calib_method(s: &str) -> Result<lapa_compress::calib::RangeMethod> {
+pub(crate) fn calib_method(s: &str) -> Result<lapa_compress::calib::RangeMethod> {
     if s == "minmax" {
         return Ok(lapa_compress::calib::RangeMethod::MinMax);
     }
@@ -816,7 +816,7 @@ fn calib_method(s: &str) -> Result<lapa_compress::calib::RangeMethod> {
 /// Up to `n` observations from a LeRobot dataset, spread evenly over its frames, in the policy's
 /// input form (frames cropped and resized as the bundle's camera spec does, instructions
 /// embedded or hashed, states standardised).
-fn calibration_set(
+pub(crate) fn calibration_set(
     cfg: &lapa_model::VlaConfig,
     dir: &Path,
     n: usize,

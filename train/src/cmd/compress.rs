@@ -1,0 +1,118 @@
+//! `lapa compress`: tools that decide how a policy is compressed.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use lapa_compress::Scheme;
+use lapa_train::trainer::MODEL_DIR;
+use std::path::PathBuf;
+
+#[derive(Debug, Subcommand)]
+pub enum CompressCommand {
+    /// Per-layer sensitivity: quantize one linear layer at a time to int8 and measure how far the
+    /// action-bin distributions move from f32 (mean KL, share of chosen bins that change) on a
+    /// dataset's frames. Writes sensitivity.md / .json, worst layer first, and the `--keep-f32`
+    /// list for `lapa export --int8`.
+    Scan(ScanArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScanArgs {
+    /// A finetuned (or action-trained) policy run.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// A LeRobot dataset whose frames the scan runs on (for `static`: the first half calibrates,
+    /// the second is measured).
+    #[arg(long)]
+    pub calib: PathBuf,
+    /// Frames taken from --calib, spread evenly.
+    #[arg(long, default_value_t = 64)]
+    pub frames: usize,
+    /// The int8 scheme each layer is tried with: `dynamic` or `static`.
+    #[arg(long, default_value = "dynamic")]
+    pub scheme: String,
+    /// For `static`: `minmax` or a percentile such as 99.9.
+    #[arg(long, default_value = "minmax")]
+    pub calib_method: String,
+    /// The camera of --calib (default: its first video key).
+    #[arg(long)]
+    pub calib_camera: Option<String>,
+    /// Layers whose KL exceeds this (nats) go on the suggested --keep-f32 list.
+    #[arg(long, default_value_t = 1e-3)]
+    pub max_kl: f64,
+    /// Where the table goes (default: RUN/compress/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(c: CompressCommand) -> Result<()> {
+    match c {
+        CompressCommand::Scan(a) => scan(&a),
+    }
+}
+
+fn scan(a: &ScanArgs) -> Result<()> {
+    if !(a.max_kl.is_finite() && a.max_kl >= 0.0) {
+        bail!("--max-kl {}: a number >= 0", a.max_kl);
+    }
+    let static_scheme = match a.scheme.as_str() {
+        "dynamic" => false,
+        "static" => true,
+        other => bail!("--scheme {other:?}: `dynamic` or `static`"),
+    };
+    let method = super::vla::calib_method(&a.calib_method)?;
+    let device = lapa_model::device("cpu")?;
+    let (cfg, model) = lapa_model::load_vla(&a.run.join(MODEL_DIR), &device).with_context(|| format!("--run {}", a.run.display()))?;
+    let params = lapa_model::artifact::named_params(&model)?;
+    let set =
+        super::vla::calibration_set(&cfg, &a.calib, a.frames, a.calib_camera.as_deref(), &device).with_context(|| format!("--calib {}", a.calib.display()))?;
+    let (calib_set, held_out) = if static_scheme {
+        if set.len() < 2 {
+            bail!("--scheme static needs at least 2 frames (half calibrate, half are measured)");
+        }
+        set.split_at(set.len() / 2)
+    } else {
+        (&set[..0], &set[..])
+    };
+    let ranges = if static_scheme {
+        let engine = lapa_compress::Engine::new(&cfg, params.clone(), &|_| Scheme::F32)?;
+        lapa_compress::calib::activation_ranges(&engine, calib_set, method)?
+    } else {
+        Default::default()
+    };
+    let scheme_of = |name: &str| match ranges.get(name) {
+        Some(&(lo, hi)) => Scheme::Int8Static { lo, hi },
+        None => Scheme::Int8Dynamic,
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    let rows = lapa_compress::calib::sensitivity_scan(&cfg, &params, held_out, &scheme_of, |k, n, _| {
+        bar.set_length(n as u64);
+        bar.set_position(k as u64);
+    })?;
+    bar.finish_and_clear();
+    let keep: Vec<&str> = rows.iter().filter(|r| r.kl > a.max_kl).map(|r| r.layer.as_str()).collect();
+    let out = a.out.clone().unwrap_or_else(|| a.run.join("compress"));
+    std::fs::create_dir_all(&out).with_context(|| format!("{}", out.display()))?;
+    let mut md = format!(
+        "# Sensitivity scan: each linear layer alone in int8 ({})\n\nRun `{}`; {} held-out frames of `{}`{}. Worst first. KL is the mean over frames and targets of KL(f32 ‖ int8), nats; `flipped` the share of targets whose chosen bin changed.\n\n| layer | KL (nats) | flipped |\n|---|---|---|\n",
+        a.scheme,
+        a.run.display(),
+        held_out.len(),
+        a.calib.display(),
+        if static_scheme { format!(", ranges from {} other frames ({})", calib_set.len(), a.calib_method) } else { String::new() }
+    );
+    for r in &rows {
+        md.push_str(&format!("| `{}` | {:.2e} | {:.1}% |\n", r.layer, r.kl, 100.0 * r.flipped));
+    }
+    md.push_str(&format!(
+        "\nAbove --max-kl {:.0e}: {}\n",
+        a.max_kl,
+        if keep.is_empty() { "none — every layer can be int8".to_string() } else { format!("`--keep-f32 {}`", keep.join(",")) }
+    ));
+    lapa_fs::atomic_write(&out.join("sensitivity.md"), md.as_bytes())?;
+    let json =
+        serde_json::json!({"run": a.run, "calib": a.calib, "scheme": a.scheme, "frames": held_out.len(), "max_kl": a.max_kl, "keep_f32": keep, "layers": rows});
+    lapa_fs::atomic_write(&out.join("sensitivity.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    print!("{md}");
+    println!("wrote {}", out.join("sensitivity.md").display());
+    Ok(())
+}
