@@ -80,7 +80,8 @@ struct ActRange {
 fn act_range(lo: f32, hi: f32) -> ActRange {
     let (lo, hi) = (lo.min(0.0), hi.max(0.0));
     let scale = (hi - lo) / 255.0;
-    if !(scale.is_finite() && scale > 0.0) {
+    // A denormal scale would make 1/scale infinite (and 0 · inf NaN): such a range is all zero.
+    if !(scale.is_finite() && scale > 0.0 && (1.0 / scale).is_finite()) {
         return ActRange { scale: 1.0, zero: 0 };
     }
     ActRange { scale, zero: (-lo / scale).round().clamp(0.0, 255.0) as u8 }

@@ -77,6 +77,7 @@ fn static_int8_export_calibrates_on_a_dataset() {
         "99.9",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Exactly the frames asked for (the dataset has more).
     assert!(String::from_utf8_lossy(&out.stdout).contains("on 12 frames"), "{}", String::from_utf8_lossy(&out.stdout));
     let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("b/quant.json")).expect("quant.json")).expect("json");
     let layers = plan["layers"].as_object().expect("layers");
@@ -94,15 +95,40 @@ fn static_int8_export_calibrates_on_a_dataset() {
     };
     let chunk = lapa_model::Policy::infer(&mut policy, &input).expect("infer");
     assert!(!chunk.is_empty() && chunk.iter().flatten().all(|v| v.is_finite()));
-    // The per-layer scan over the same frames: every layer, worst first, and the keep list.
-    let out = lapa(&["compress", "scan", "--run", &p("run"), "--calib", &p("ds"), "--frames", "8", "--scheme", "static", "--out", &p("scan")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let scan: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("scan/sensitivity.json")).expect("scan")).expect("json");
-    let rows = scan["layers"].as_array().expect("layers");
-    assert_eq!(rows.len(), layers.len(), "one row per linear layer");
-    let kls: Vec<f64> = rows.iter().map(|r| r["kl"].as_f64().expect("kl")).collect();
-    assert!(kls.windows(2).all(|w| w[0] >= w[1]) && kls.iter().all(|k| *k >= 0.0) && kls[0] > 0.0, "{kls:?}");
-    assert!(std::fs::read_to_string(dir.path().join("scan/sensitivity.md")).expect("md").contains("| layer | KL (nats) | flipped |"));
+    // The per-layer scan over the same frames: every layer once, worst first, and the keep list.
+    let scan = |scheme: &str, max_kl: &str| -> serde_json::Value {
+        let o = p(&format!("scan-{scheme}"));
+        let out = lapa(&["compress", "scan", "--run", &p("run"), "--calib", &p("ds"), "--frames", "8", "--scheme", scheme, "--max-kl", max_kl, "--out", &o]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(std::fs::read_to_string(format!("{o}/sensitivity.md")).expect("md").contains("| layer | KL (nats) | flipped |"));
+        serde_json::from_slice(&std::fs::read(format!("{o}/sensitivity.json")).expect("scan")).expect("json")
+    };
+    let (st, dy) = (scan("static", "0"), scan("dynamic", "1e9"));
+    // Static: half the 8 frames calibrate, the other half are measured; dynamic measures all 8.
+    assert_eq!((st["frames"].as_u64(), dy["frames"].as_u64()), (Some(4), Some(8)));
+    let kls = |v: &serde_json::Value| -> Vec<(String, f64, f64)> {
+        v["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .map(|r| (r["layer"].as_str().expect("name").to_string(), r["kl"].as_f64().expect("kl"), r["flipped"].as_f64().expect("flipped")))
+            .collect()
+    };
+    for rows in [kls(&st), kls(&dy)] {
+        let mut names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        names.sort_unstable();
+        let mut want: Vec<&str> = layers.keys().map(String::as_str).collect();
+        want.sort_unstable();
+        assert_eq!(names, want, "every linear layer exactly once");
+        assert!(rows.windows(2).all(|w| w[0].1 >= w[1].1), "worst first: {rows:?}");
+        assert!(rows.iter().all(|r| r.1 >= 0.0 && (0.0..=1.0).contains(&r.2)) && rows[0].1 > rows[rows.len() - 1].1, "{rows:?}");
+    }
+    // The two schemes give different figures (static really used calibrated ranges).
+    assert_ne!(kls(&st).iter().map(|r| r.1).collect::<Vec<_>>(), kls(&dy).iter().map(|r| r.1).collect::<Vec<_>>());
+    // --max-kl 0 keeps every layer that moved at all; 1e9 keeps none.
+    let moved: Vec<String> = kls(&st).into_iter().filter(|r| r.1 > 0.0).map(|r| r.0).collect();
+    assert_eq!(st["keep_f32"].as_array().expect("keep").iter().map(|v| v.as_str().expect("s").to_string()).collect::<Vec<_>>(), moved);
+    assert!(dy["keep_f32"].as_array().expect("keep").is_empty());
     // Misuse is named before anything is written.
     for (args, want) in [
         (vec!["--int8", "static"], "needs --calib"),

@@ -824,8 +824,10 @@ pub(crate) fn calibration_set(
     device: &lapa_model::burn::tensor::Device,
 ) -> Result<Vec<lapa_compress::calib::Observation>> {
     use lapa_compress::calib::{Observation, OwnedText};
-    if n == 0 {
-        bail!("--calib-frames must be positive");
+    // Each observation holds the patches as f32 (48 KB at 64×64): a bound keeps memory sane.
+    const MAX_FRAMES: usize = 4096;
+    if n == 0 || n > MAX_FRAMES {
+        bail!("--calib-frames {n}: 1..={MAX_FRAMES}");
     }
     let ds = lapa_dataset::Dataset::open(dir)?;
     let key = match camera {
@@ -837,7 +839,9 @@ pub(crate) fn calibration_set(
     if total == 0 {
         bail!("the dataset has no frames");
     }
-    let stride = total.div_ceil(n).max(1);
+    // Frames floor(j · total / n) for j < min(n, total): exactly that many, spread evenly.
+    let want = n.min(total);
+    let targets: Vec<usize> = (0..want).map(|j| j * total / want).collect();
     let spec = lapa_model::policy::CameraSpec { width: cfg.image_size, height: cfg.image_size, crop: None };
     let mut enc = match cfg.text {
         lapa_model::text::TextConfig::MiniLm { .. } => Some(lapa_model::text::SentenceEncoder::load(&lapa_model::text::minilm_dir(), &cfg.text, device)?),
@@ -846,9 +850,13 @@ pub(crate) fn calibration_set(
     let mut texts: std::collections::HashMap<String, OwnedText> = std::collections::HashMap::new();
     let mut set = Vec::new();
     let mut seen = 0usize;
+    let mut next = 0usize; // index into targets
     for k in 0..ds.episodes.len() {
-        if set.len() >= n {
-            break;
+        let len = ds.episodes[k].length;
+        // Episodes without a chosen frame are not decoded.
+        if next >= targets.len() || targets[next] >= seen + len {
+            seen += len;
+            continue;
         }
         let ep = ds.episode(k, true)?;
         let frames = ep.videos.get(&key).with_context(|| format!("episode {k}: no {key} video"))?;
@@ -862,10 +870,11 @@ pub(crate) fn calibration_set(
             };
             texts.insert(ep.task.clone(), t);
         }
-        for t in 0..frames.count.min(ep.len()) {
-            let global = seen + t;
-            if !global.is_multiple_of(stride) || set.len() >= n {
-                continue;
+        while next < targets.len() && targets[next] < seen + len {
+            let t = targets[next] - seen;
+            next += 1;
+            if t >= frames.count.min(ep.len()) {
+                bail!("episode {k}: frame {t} of {} is missing from its {key} video ({} frames)", len, frames.count);
             }
             let img = spec.apply(frames.width, frames.height, frames.frame(t)).map_err(anyhow::Error::msg)?;
             let mut patches = Vec::new();
@@ -878,7 +887,7 @@ pub(crate) fn calibration_set(
             };
             set.push(Observation { patches, text: texts[&ep.task].clone(), state });
         }
-        seen += ep.len();
+        seen += len;
     }
     if set.is_empty() {
         bail!("no frames were read");
