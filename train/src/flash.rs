@@ -19,7 +19,7 @@
 //!
 //! Transport: the system's OpenSSH client (`ssh`, with the user's keys, agent and config), one
 //! connection per step, the files as one tar stream into `tar` on the board. The board needs a
-//! POSIX shell, GNU coreutils (`mv -T`, `sha256sum`, `readlink`) and tar: Raspberry Pi OS,
+//! POSIX shell, GNU coreutils (`mv -T`, `sha256sum`, `readlink`), util-linux `flock` and tar: Raspberry Pi OS,
 //! Ubuntu and JetPack have them.
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -125,6 +125,57 @@ impl SshTarget {
             bail!("{what} on {}: failed with {code}{hint}: {}", self.host, err.trim());
         }
         String::from_utf8(out.stdout).map_err(|e| anyhow!("{what} on {}: output not UTF-8: {e}", self.host))
+    }
+}
+
+/// The board folder's lock for one flash or rollback: `flock` on `DIR/.flash.lock`, held by a
+/// process on the board for as long as this value's ssh session lives. When the workstation's
+/// process ends in any way (done, error, killed), the session closes and the board lets go, so a
+/// killed flash never leaves a stale lock; a second flash meanwhile waits up to 5 s, then is
+/// refused.
+struct BoardLock {
+    child: std::process::Child,
+}
+
+impl BoardLock {
+    fn take(ssh: &SshTarget, dir: &str) -> Result<Self> {
+        let script = format!(
+            "mkdir -p -- {d} && cd -- {d} || exit 1; command -v flock >/dev/null || {{ echo 'the board has no flock (util-linux)' >&2; exit 1; }}; \
+             flock -w 5 .flash.lock sh -c 'echo locked; exec cat >/dev/null' || {{ echo 'another lapa flash is running on this board (it holds .flash.lock; a killed one lets go within seconds)' >&2; exit 9; }}",
+            d = sh_quote(dir)
+        );
+        let mut child = ssh
+            .command(&format!("sh -c {}", sh_quote(&script)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| anyhow!("running ssh ({e}): is OpenSSH's client installed?"))?;
+        let mut line = String::new();
+        {
+            use std::io::BufRead;
+            let out = child.stdout.as_mut().ok_or_else(|| anyhow!("ssh: no stdout pipe"))?;
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+        }
+        if line.trim() != "locked" {
+            let status = child.wait().context("waiting for ssh")?;
+            let mut err = String::new();
+            if let Some(e) = child.stderr.as_mut() {
+                let _ = e.read_to_string(&mut err);
+            }
+            let hint =
+                if status.code() == Some(255) { " (ssh could not connect or log in: check --host, --port, --identity and the board's host key)" } else { "" };
+            bail!("locking the board folder on {}: {}{hint}", ssh.host, err.trim());
+        }
+        Ok(Self { child })
+    }
+}
+
+impl Drop for BoardLock {
+    fn drop(&mut self) {
+        // Closing stdin ends `cat` on the board, which releases the lock.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
     }
 }
 
@@ -339,6 +390,7 @@ pub fn flash(ssh: &SshTarget, opts: &FlashOptions) -> Result<FlashReport> {
         manifest_sha.get(..12).unwrap_or(&manifest_sha)
     );
     let mut notes = Vec::new();
+    let _lock = BoardLock::take(ssh, &opts.dir)?;
 
     // 1. Probe: the folder (absolute), the machine, what runs now; an interrupted flash's
     //    staging folder goes.
@@ -620,6 +672,7 @@ pub struct RollbackReport {
 pub fn rollback(ssh: &SshTarget, dir: &str) -> Result<RollbackReport> {
     ssh.validate()?;
     check_dir(dir)?;
+    let _lock = BoardLock::take(ssh, dir)?;
     let out = ssh.run(
         "rolling back",
         &format!(

@@ -378,6 +378,10 @@ fn flash_run_tamper_rollback_and_interrupt_against_a_real_sshd() {
         assert!(child.try_wait().expect("wait").is_none(), "the flash ended before the stall");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // While it holds the board, a second flash is refused and changes nothing.
+    let out = lapa(&flash(board.port, &first, &[]));
+    assert!(!out.status.success() && text(&out).contains("another lapa flash is running"), "{}", text(&out));
+    assert_eq!(board.staging().len(), 1, "the running flash's upload is left alone");
     let pgid = child.id();
     assert!(sh(Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")])).status.success());
     let _ = child.wait();
