@@ -120,7 +120,8 @@ pub fn load_policy(bundle: &Bundle) -> Result<EnginePolicy, CompressError> {
     plan.check(&layer_names(&cfg, &params)?).map_err(at)?;
     let engine = Engine::new(&cfg, params, &|name| plan.layers.get(name).copied().map_or(Scheme::F32, Scheme::from))?;
     let int8 = plan.layers.values().filter(|p| !matches!(p, LayerPlan::F32 {})).count();
-    let label = format!("int8 {} ({int8}/{} layers int8, {}; {})", m.name, plan.layers.len(), crate::kernel::int8_kernel().0, bundle.root.display());
+    let label =
+        format!("int8 {} ({int8}/{} layers int8, {}, one thread; {})", m.name, plan.layers.len(), crate::kernel::int8_kernel().0, bundle.root.display());
     EnginePolicy::new(engine, encoder, label)
 }
 

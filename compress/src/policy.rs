@@ -10,6 +10,13 @@ use lapa_model::vla::{ActionHeadConfig, ActionTarget, HeadConfig};
 
 use crate::engine::{Engine, Text};
 
+/// The pool the engine's steps run on: one thread (see [`EnginePolicy`]'s `infer`); `None` if
+/// the OS would not start it (the step then runs on the caller's pool).
+fn one_thread() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| rayon::ThreadPoolBuilder::new().num_threads(1).thread_name(|_| "lapa-engine".into()).build().ok()).as_ref()
+}
+
 /// Distinct instructions kept encoded.
 const TEXT_CACHE: usize = 4096;
 
@@ -93,7 +100,13 @@ impl lapa_model::Policy for EnginePolicy {
         if self.head.target == ActionTarget::Delta && inp.state.len() < dims {
             return Err(PolicyError::Input(format!("state has {} values; delta actions need {dims}", inp.state.len())));
         }
-        let logits = self.logits(inp)?;
+        // One thread: at a policy's size (tens of tokens, width ~200) the GEMMs are too small to
+        // split — on small, 2 threads made a step 1.9× slower — and the board's other cores stay
+        // free for the servo loop and the camera.
+        let logits = match one_thread() {
+            Some(pool) => pool.install(|| self.logits(inp))?,
+            None => self.logits(inp)?,
+        };
         let bins = self.head.bins;
         let chunk = self.head.spec.chunk;
         Ok((0..chunk)
