@@ -1,31 +1,21 @@
 //! The compressed engine against the burn module it was read from, and the int8 kernels against
 //! f32 arithmetic, with the error bounds they must keep.
 
-use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
 use lapa_compress::calib::{self, Observation, OwnedText, RangeMethod};
 use lapa_compress::kernel::{Kernel, Scheme, int8_kernel, quantize_weights};
 use lapa_compress::{Engine, EnginePolicy};
-use lapa_model::bins::QuantileBins;
 use lapa_model::burn;
-use lapa_model::policy::{ActionSpec, Frame, Policy, PolicyInput};
+use lapa_model::policy::{Frame, Policy, PolicyInput};
 use lapa_model::text::TextConfig;
-use lapa_model::vla::{ActionHeadConfig, ActionTarget, HeadConfig, StateInput, TextInput, Vla, VlaConfig, VlaInput, VlaPolicy};
+use lapa_model::vla::{ActionTarget, HeadConfig, StateInput, TextInput, Vla, VlaConfig, VlaInput, VlaPolicy};
 
-/// A deterministic generator (xorshift), values in [-1, 1).
-struct Rng(u64);
+mod common;
+use common::{Rng, device, model};
 
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * scale).collect()
-    }
+/// The action head these tests use: absolute targets.
+fn head(dims: usize, chunk: usize, bins: usize) -> HeadConfig {
+    common::head(dims, chunk, bins, ActionTarget::Absolute)
 }
 
 fn naive(x: &[f32], w: &[f32], rows: usize, i: usize, o: usize, bias: &[f32]) -> Vec<f32> {
@@ -138,41 +128,6 @@ fn static_ranges_clip_outside_and_match_dynamic_inside() {
     let mut bad = w.clone();
     bad[3] = f32::INFINITY;
     assert!(Kernel::new(Scheme::Int8Dynamic, &bad, i, o, None).is_err());
-}
-
-fn head(dims: usize, chunk: usize, bins: usize) -> HeadConfig {
-    let names: Vec<String> = (0..dims).map(|i| format!("j{i}")).collect();
-    let units = vec!["deg".to_string(); dims];
-    let line: Vec<f32> = (0..400).map(|i| i as f32 * 0.5 - 100.0).collect();
-    let edges = vec![QuantileBins::fit(&line, bins).expect("bins"); dims];
-    HeadConfig::Action(ActionHeadConfig { spec: ActionSpec { names, units, fps: 10.0, chunk }, target: ActionTarget::Absolute, bins, edges })
-}
-
-fn device() -> burn::tensor::Device {
-    lapa_model::device("cpu").expect("cpu")
-}
-
-/// A model whose every weight comes from `seed` (burn's own initialisation draws from a global
-/// generator that tests running in parallel share): matrices uniform in ±1/√rows, vectors at their
-/// fresh value rounded (1 for gains, 0 for offsets and biases) plus noise in ±0.3.
-fn model(cfg: &VlaConfig, seed: u64) -> Vla {
-    struct Reseed(Rng);
-    impl burn::module::ModuleMapper for Reseed {
-        fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
-            let rng = &mut self.0;
-            param.map(|t| {
-                let dims = t.dims();
-                let n = dims.iter().product::<usize>();
-                let device = t.device();
-                if D == 1 {
-                    t.round() + Tensor::<D>::from_data(TensorData::new(rng.vec(n, 0.3), dims), &device)
-                } else {
-                    Tensor::<D>::from_data(TensorData::new(rng.vec(n, (1.0 / (dims[0] as f32).sqrt()).min(0.5)), dims), &device)
-                }
-            })
-        }
-    }
-    cfg.init(&device()).expect("init").map(&mut Reseed(Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)))
 }
 
 fn observations(cfg: &VlaConfig, n: usize, seed: u64) -> Vec<Observation> {

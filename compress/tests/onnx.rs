@@ -2,60 +2,15 @@
 //! our engine on the same weights: f32 within 1e-4 of the engine's logits and the same actions;
 //! int8 (MatMulInteger) within the int8 engine's own distance of f32.
 
-use burn::module::Module;
-use burn::tensor::{Tensor, TensorData};
 use lapa_compress::kernel::{Scheme, int8_kernel};
 use lapa_compress::{Engine, Text, onnx};
-use lapa_model::bins::QuantileBins;
-use lapa_model::burn;
-use lapa_model::policy::ActionSpec;
 use lapa_model::text::TextConfig;
-use lapa_model::vla::{ActionHeadConfig, ActionTarget, HeadConfig, StateInput, Vla, VlaConfig};
+use lapa_model::vla::{ActionTarget, HeadConfig, StateInput, VlaConfig};
 use rten_tensor::Tensor as RTensor;
 use rten_tensor::prelude::*;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * scale).collect()
-    }
-}
-
-fn head(dims: usize, chunk: usize, bins: usize, target: ActionTarget) -> HeadConfig {
-    let names: Vec<String> = (0..dims).map(|i| format!("j{i}")).collect();
-    let units = vec!["deg".to_string(); dims];
-    let line: Vec<f32> = (0..400).map(|i| i as f32 * 0.5 - 100.0).collect();
-    let edges = vec![QuantileBins::fit(&line, bins).expect("bins"); dims];
-    HeadConfig::Action(ActionHeadConfig { spec: ActionSpec { names, units, fps: 10.0, chunk }, target, bins, edges })
-}
-
-/// Every weight from `seed` (see tests/engine.rs: burn's own initialiser is shared by threads).
-fn model(cfg: &VlaConfig, seed: u64) -> Vla {
-    struct Reseed(Rng);
-    impl burn::module::ModuleMapper for Reseed {
-        fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
-            let rng = &mut self.0;
-            param.map(|t| {
-                let dims = t.dims();
-                let n = dims.iter().product::<usize>();
-                let device = t.device();
-                if D == 1 {
-                    t.round() + Tensor::<D>::from_data(TensorData::new(rng.vec(n, 0.3), dims), &device)
-                } else {
-                    Tensor::<D>::from_data(TensorData::new(rng.vec(n, (1.0 / (dims[0] as f32).sqrt()).min(0.5)), dims), &device)
-                }
-            })
-        }
-    }
-    cfg.init(&lapa_model::device("cpu").expect("cpu")).expect("init").map(&mut Reseed(Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)))
-}
+mod common;
+use common::{Rng, head, model};
 
 /// One observation in both forms: the ONNX inputs and the engine's.
 struct Obs {
