@@ -861,14 +861,7 @@ pub(crate) fn calibration_set(
         let ep = ds.episode(k, true)?;
         let frames = ep.videos.get(&key).with_context(|| format!("episode {k}: no {key} video"))?;
         if !texts.contains_key(&ep.task) {
-            let t = match &mut enc {
-                Some(e) => OwnedText::Embedded(e.embed(&[&ep.task])?.remove(0)),
-                None => {
-                    let (ids, weights) = cfg.text.tokenize(&ep.task)?;
-                    OwnedText::Hashed { ids, weights }
-                }
-            };
-            texts.insert(ep.task.clone(), t);
+            texts.insert(ep.task.clone(), OwnedText::encode(&cfg.text, enc.as_mut(), &ep.task)?);
         }
         while next < targets.len() && targets[next] < seen + len {
             let t = targets[next] - seen;
@@ -880,7 +873,7 @@ pub(crate) fn calibration_set(
             let mut patches = Vec::new();
             lapa_model::laq::patchify(&img, cfg.image_size, cfg.patch_size, &mut patches);
             let state = match (&cfg.state, &ep.state) {
-                (Some(s), Some(m)) if m.cols == s.mean.len() => Some(m.row(t).iter().zip(&s.mean).zip(&s.std).map(|((v, mu), sd)| (v - mu) / sd).collect()),
+                (Some(s), Some(m)) if m.cols == s.mean.len() => Some(s.standardise(m.row(t)).collect()),
                 (Some(s), Some(m)) => bail!("episode {k}: observation.state has {} values, the policy takes {}", m.cols, s.mean.len()),
                 (Some(_), None) => bail!("episode {k}: the policy takes a state and the dataset has no observation.state"),
                 (None, _) => None,
@@ -895,16 +888,24 @@ pub(crate) fn calibration_set(
     Ok(set)
 }
 
-/// `lapa export --onnx FILE`: the run's policy as ONNX (int8 with --int8), written atomically.
-fn export_onnx(a: &ExportArgs, path: &Path) -> Result<()> {
-    let model_dir = a.run.join(MODEL_DIR);
-    let device = lapa_model::device("cpu")?;
-    let (cfg, model) = lapa_model::load_vla(&model_dir, &device)?;
+/// The run's policy for compression: its config, parameters by name and linear layers, with
+/// --keep-f32 checked against those layers (the int8 bundles and the ONNX export share it).
+fn compressible(
+    a: &ExportArgs,
+    device: &lapa_model::burn::tensor::Device,
+) -> Result<(lapa_model::VlaConfig, Vec<lapa_model::artifact::NamedTensor>, Vec<String>)> {
+    let (cfg, model) = lapa_model::load_vla(&a.run.join(MODEL_DIR), device)?;
     let params = lapa_model::artifact::named_params(&model)?;
     let layers = lapa_compress::bundle::layer_names(&cfg, &params)?;
     if let Some(bad) = a.keep_f32.iter().find(|k| !layers.contains(k)) {
         bail!("--keep-f32 {bad:?}: the model has no such linear layer (its layers: {})", layers.join(", "));
     }
+    Ok((cfg, params, layers))
+}
+
+/// `lapa export --onnx FILE`: the run's policy as ONNX (int8 with --int8), written atomically.
+fn export_onnx(a: &ExportArgs, path: &Path) -> Result<()> {
+    let (cfg, params, layers) = compressible(a, &lapa_model::device("cpu")?)?;
     let int8 = a.int8.is_some();
     let scheme = |name: &str| if int8 && !a.keep_f32.iter().any(|k| k == name) { lapa_compress::Scheme::Int8Dynamic } else { lapa_compress::Scheme::F32 };
     let doc = format!("lapa policy from {} ({})", a.run.display(), if int8 { "int8 dynamic, MatMulInteger" } else { "f32" });
@@ -976,12 +977,7 @@ fn export_bundle(a: &ExportArgs, out: &Path) -> Result<()> {
         Some(Int8Arg::Static) => {
             let calib_dir = a.calib.as_deref().context("--int8 static needs --calib DATASET")?;
             let device = lapa_model::device("cpu")?;
-            let (cfg, model) = lapa_model::load_vla(&model_dir, &device)?;
-            let params = lapa_model::artifact::named_params(&model)?;
-            let layers = lapa_compress::bundle::layer_names(&cfg, &params)?;
-            if let Some(bad) = a.keep_f32.iter().find(|k| !layers.contains(k)) {
-                bail!("--keep-f32 {bad:?}: the model has no such linear layer (its layers: {})", layers.join(", "));
-            }
+            let (cfg, params, layers) = compressible(a, &device)?;
             let method = calib_method(&a.calib_method)?;
             let set = calibration_set(&cfg, calib_dir, a.calib_frames, a.calib_camera.as_deref(), &device)
                 .with_context(|| format!("--calib {}", calib_dir.display()))?;
@@ -1004,12 +1000,7 @@ fn export_bundle(a: &ExportArgs, out: &Path) -> Result<()> {
             lapa_compress::bundle::write(&model_dir, &text_dir, out, &name, signer.as_ref(), &plan)?
         }
         Some(Int8Arg::Dynamic) => {
-            let device = lapa_model::device("cpu")?;
-            let (cfg, model) = lapa_model::load_vla(&model_dir, &device)?;
-            let layers = lapa_compress::bundle::layer_names(&cfg, &lapa_model::artifact::named_params(&model)?)?;
-            if let Some(bad) = a.keep_f32.iter().find(|k| !layers.contains(k)) {
-                bail!("--keep-f32 {bad:?}: the model has no such linear layer (its layers: {})", layers.join(", "));
-            }
+            let (_, _, layers) = compressible(a, &lapa_model::device("cpu")?)?;
             let made_by =
                 format!("lapa export --int8 dynamic{}", if a.keep_f32.is_empty() { String::new() } else { format!(" --keep-f32 {}", a.keep_f32.join(",")) });
             let plan = lapa_compress::bundle::uniform_plan(&layers, |_| lapa_compress::Scheme::Int8Dynamic, &a.keep_f32, made_by);
