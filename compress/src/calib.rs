@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use lapa_model::artifact::NamedTensor;
+use lapa_model::text::{SentenceEncoder, TextConfig};
 use lapa_model::vla::VlaConfig;
 
 use crate::CompressError;
@@ -29,6 +30,18 @@ pub enum OwnedText {
 }
 
 impl OwnedText {
+    /// `instruction` as the policy takes it: the frozen encoder's sentence embedding when the
+    /// config has one (`encoder`), else the hashed words of `cfg`.
+    pub fn encode(cfg: &TextConfig, encoder: Option<&mut SentenceEncoder>, instruction: &str) -> Result<Self, CompressError> {
+        Ok(match encoder {
+            Some(e) => Self::Embedded(e.embed(&[instruction])?.remove(0)),
+            None => {
+                let (ids, weights) = cfg.tokenize(instruction)?;
+                Self::Hashed { ids, weights }
+            }
+        })
+    }
+
     pub fn as_text(&self) -> Text<'_> {
         match self {
             Self::Hashed { ids, weights } => Text::Hashed { ids, weights },

@@ -78,7 +78,7 @@ impl EnginePolicy {
                 if inp.state.len() != s.mean.len() {
                     return Err(PolicyError::Input(format!("state has {} values, the policy takes {}", inp.state.len(), s.mean.len())));
                 }
-                Some(inp.state.iter().zip(&s.mean).zip(&s.std).map(|((v, m), sd)| (v - m) / sd).collect())
+                Some(s.standardise(inp.state).collect())
             }
             None => None,
         };

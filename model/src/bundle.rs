@@ -113,6 +113,22 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Lower-case hex SHA-256 of a file, read in blocks (a file of gigabytes costs no more memory).
+pub fn sha256_file(path: &std::path::Path) -> Result<String, crate::ModelError> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|source| crate::ModelError::Io { path: path.to_path_buf(), source })?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|source| crate::ModelError::Io { path: path.to_path_buf(), source })?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// A part name stays inside the bundle: one plain file name.
 fn check_part_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()

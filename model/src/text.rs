@@ -113,22 +113,6 @@ pub fn minilm_dir() -> std::path::PathBuf {
     base.join("lapa/all-minilm-l6-v2")
 }
 
-fn sha256_file(path: &std::path::Path) -> Result<String, ModelError> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// The frozen sentence encoder: tokenizer + [`crate::minilm::MiniLm`], with one embedding kept
 /// per distinct instruction (training and run time compute each once).
 #[derive(Debug)]
@@ -166,7 +150,7 @@ impl SentenceEncoder {
                     message: "missing: the pretrained text encoder is not installed (run scripts/fetch-minilm.sh, or set LAPA_MINILM)".into(),
                 });
             }
-            let got = sha256_file(&p)?;
+            let got = crate::bundle::sha256_file(&p)?;
             if got != sum {
                 return Err(ModelError::Artifact {
                     path: p,

@@ -51,6 +51,13 @@ pub struct StateInput {
     pub std: Vec<f32>,
 }
 
+impl StateInput {
+    /// `(raw − mean) / std` per value: the state token's input (`raw` in the arm's units).
+    pub fn standardise<'a>(&'a self, raw: &'a [f32]) -> impl Iterator<Item = f32> + 'a {
+        raw.iter().zip(&self.mean).zip(&self.std).map(|((v, m), sd)| (v - m) / sd)
+    }
+}
+
 /// The action head: a chunk of `spec.chunk` actions, each dimension over its quantile bins.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -654,7 +661,7 @@ impl VlaPolicy {
                 if inp.state.len() != sd {
                     return Err(Input(format!("state has {} values, the policy takes {sd}", inp.state.len())));
                 }
-                state.extend(inp.state.iter().zip(&s.mean).zip(&s.std).map(|((v, m), sd)| (v - m) / sd));
+                state.extend(s.standardise(inp.state));
             }
             if self.head.target == ActionTarget::Delta && inp.state.len() < dims {
                 return Err(Input(format!("state has {} values; delta actions need {dims}", inp.state.len())));

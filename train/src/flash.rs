@@ -25,7 +25,6 @@
 use anyhow::{Context, Result, anyhow, bail};
 use lapa_model::bundle::{Bundle, MANIFEST, SIGNATURE};
 use lapa_model::signing::{PublicKey, Trust, Verified};
-use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -276,13 +275,6 @@ pub fn default_binary(triple: &str) -> PathBuf {
     cross
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).with_context(|| path.display().to_string())?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).with_context(|| path.display().to_string())?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// Checks a `--dir` value: a path the board's shell gets quoted, without control characters.
 fn check_dir(dir: &str) -> Result<()> {
     if dir.is_empty() || dir.chars().any(char::is_control) || dir.split('/').any(|c| c == "..") {
@@ -315,27 +307,26 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-fn tar_file<W: Write>(tar: &mut tar::Builder<W>, name: &str, path: &Path, mode: u32) -> Result<()> {
-    let mut f = std::fs::File::open(path).with_context(|| path.display().to_string())?;
-    let len = f.metadata().with_context(|| path.display().to_string())?.len();
+/// A regular file's tar header: `len` bytes, `mode`, stamped now.
+fn tar_header(len: u64, mode: u32) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_size(len);
     h.set_mode(mode);
     h.set_mtime(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
     h.set_entry_type(tar::EntryType::Regular);
     h.set_cksum();
-    tar.append_data(&mut h, name, &mut f).with_context(|| format!("sending {}", path.display()))?;
+    h
+}
+
+fn tar_file<W: Write>(tar: &mut tar::Builder<W>, name: &str, path: &Path, mode: u32) -> Result<()> {
+    let mut f = std::fs::File::open(path).with_context(|| path.display().to_string())?;
+    let len = f.metadata().with_context(|| path.display().to_string())?.len();
+    tar.append_data(&mut tar_header(len, mode), name, &mut f).with_context(|| format!("sending {}", path.display()))?;
     Ok(())
 }
 
 fn tar_bytes<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
-    let mut h = tar::Header::new_gnu();
-    h.set_size(bytes.len() as u64);
-    h.set_mode(mode);
-    h.set_mtime(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()));
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_cksum();
-    tar.append_data(&mut h, name, bytes).with_context(|| format!("sending {name}"))?;
+    tar.append_data(&mut tar_header(bytes.len() as u64, mode), name, bytes).with_context(|| format!("sending {name}"))?;
     Ok(())
 }
 
@@ -381,8 +372,8 @@ pub fn flash(ssh: &SshTarget, opts: &FlashOptions) -> Result<FlashReport> {
             opts.bundle.display()
         );
     }
-    let bin_sha = sha256_file(&opts.binary)?;
-    let manifest_sha = sha256_file(&bundle.root.join(MANIFEST))?;
+    let bin_sha = lapa_model::bundle::sha256_file(&opts.binary)?;
+    let manifest_sha = lapa_model::bundle::sha256_file(&bundle.root.join(MANIFEST))?;
     // Milliseconds first, so releases sort by time; the manifest's hash names what it holds.
     let release = format!(
         "{}-{}",

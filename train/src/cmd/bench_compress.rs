@@ -114,15 +114,8 @@ pub fn run(a: &BenchCompressArgs) -> Result<()> {
         let obs = env.reset(10_000 + seed, lapa_sim::Embodiment::Arm, None, lapa_sim::Split::Seen);
         let mut patches = Vec::new();
         lapa_model::laq::patchify(&obs.image.data, side, cfg.patch_size, &mut patches);
-        let instruction = env.instruction().to_string();
-        let text = match &mut enc {
-            Some(e) => OwnedText::Embedded(e.embed(&[&instruction])?.remove(0)),
-            None => {
-                let (ids, weights) = cfg.text.tokenize(&instruction)?;
-                OwnedText::Hashed { ids, weights }
-            }
-        };
-        let state = cfg.state.as_ref().map(|s| obs.state.iter().zip(&s.mean).zip(&s.std).map(|((v, m), sd)| (v - m) / sd).collect());
+        let text = OwnedText::encode(&cfg.text, enc.as_mut(), env.instruction())?;
+        let state = cfg.state.as_ref().map(|s| s.standardise(&obs.state).collect());
         frames.push(Observation { patches, text, state });
     }
     let (calib_set, eval_set) = frames.split_at(a.calib_frames);
@@ -161,13 +154,7 @@ pub fn run(a: &BenchCompressArgs) -> Result<()> {
     let instruction = "put the red cube next to the blue ball";
     let state = [0.0f32; 6];
     let input = PolicyInput { frame: Frame { width: side, height: side, rgb: &rgb }, state: &state, instruction, time_s: 0.0 };
-    let text_value = match &mut enc {
-        Some(e) => OwnedText::Embedded(e.embed(&[instruction])?.remove(0)),
-        None => {
-            let (ids, weights) = cfg.text.tokenize(instruction)?;
-            OwnedText::Hashed { ids, weights }
-        }
-    };
+    let text_value = OwnedText::encode(&cfg.text, enc.as_mut(), instruction)?;
     let rten_inputs = |m: &rten::Model| -> Result<Vec<(rten::NodeId, rten::ValueOrView<'static>)>> {
         let id = |n: &str| m.node_id(n).map_err(|e| anyhow!("rten: {e}"));
         let mut v: Vec<(rten::NodeId, rten::ValueOrView<'static>)> = vec![(id("image")?, rten_tensor::Tensor::from_data(&[side, side, 3], rgb.clone()).into())];
