@@ -250,9 +250,14 @@ impl TrustArgs {
     }
 }
 
-/// The policy of an opened bundle: the int8 engine for a compressed bundle, else burn on
-/// `backend` (`cpu`, or a GPU backend in builds with its feature).
-fn bundle_policy(path: &Path, bundle: &lapa_model::bundle::Bundle, backend: &str) -> Result<Box<dyn Policy>> {
+/// The policy of an opened bundle: the int8 engine for a compressed bundle, else burn on the
+/// board profile's `policy.backend` (flex: the CPU; wgpu or cuda: the board's GPU, in builds with
+/// that feature; no profile, as in the sim: the CPU).
+fn bundle_policy(path: &Path, bundle: &lapa_model::bundle::Bundle, profile_backend: Option<&str>) -> Result<Box<dyn Policy>> {
+    let backend = match profile_backend {
+        None | Some("flex") | Some("remote") => "cpu",
+        Some(other) => other,
+    };
     let device = lapa_model::device(backend).with_context(|| format!("the board profile's policy.backend = {backend:?}"))?;
     Ok(if bundle.manifest.requires.iter().any(|r| r == lapa_compress::bundle::INT8) {
         // The compressed policy computes on the CPU's int8 kernels, whatever the backend.
@@ -397,18 +402,15 @@ fn verify(a: VerifyArgs) -> Result<()> {
     let (keys, backend, arm) = match &a.board {
         Some(name) => {
             let (board, _) = load_board(name).with_context(|| format!("--board {name}"))?;
-            let backend = match board.policy.backend.as_str() {
-                "flex" | "remote" => "cpu".to_string(),
-                other => other.to_string(),
-            };
+            let backend = Some(board.policy.backend.clone());
             let arm = arm_by_name(&board.arm).ok_or_else(|| anyhow!("--board {name}: arm {:?} is not a known arm profile", board.arm))?;
             (board.trusted_keys, backend, arm)
         }
-        None => (Vec::new(), "cpu".to_string(), &SO101),
+        None => (Vec::new(), None, &SO101),
     };
     let trust = a.trust.trust(&keys)?;
     let bundle = lapa_model::bundle::Bundle::open(&a.bundle, &trust).with_context(|| format!("--bundle {}", a.bundle.display()))?;
-    let policy = bundle_policy(&a.bundle, &bundle, &backend)?;
+    let policy = bundle_policy(&a.bundle, &bundle, backend.as_deref())?;
     // As the control loop checks before it moves anything.
     let spec = policy.action_spec();
     spec.validate().map_err(|e| anyhow!("--bundle {}: action spec: {e}", a.bundle.display()))?;
@@ -711,13 +713,7 @@ fn run(a: RunArgs) -> Result<()> {
         Some(b) => {
             let trust = a.trust.trust(board.as_ref().map_or(&[][..], |h| &h.trusted_keys))?;
             let bundle = open_bundle(b, &trust)?;
-            // The board profile's backend (flex: the CPU; wgpu or cuda: the board's GPU, in builds
-            // with that feature); the CPU in the sim.
-            let backend = match board.as_ref().map(|b| b.policy.backend.as_str()) {
-                None | Some("flex") | Some("remote") => "cpu",
-                Some(other) => other,
-            };
-            bundle_policy(b, &bundle, backend)?
+            bundle_policy(b, &bundle, board.as_ref().map(|b| b.policy.backend.as_str()))?
         }
         None => match &remote {
             Some(url) => {
