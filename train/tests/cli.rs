@@ -129,6 +129,22 @@ fn static_int8_export_calibrates_on_a_dataset() {
     let moved: Vec<String> = kls(&st).into_iter().filter(|r| r.1 > 0.0).map(|r| r.0).collect();
     assert_eq!(st["keep_f32"].as_array().expect("keep").iter().map(|v| v.as_str().expect("s").to_string()).collect::<Vec<_>>(), moved);
     assert!(dy["keep_f32"].as_array().expect("keep").is_empty());
+    // Bad scan arguments and a missing dataset are named.
+    for (args, want) in [
+        (vec!["--scheme", "int4"], "--scheme"),
+        (vec!["--max-kl=-1"], "--max-kl"),
+        (vec!["--frames", "0"], "--calib-frames 0"),
+        (vec!["--frames", "100000"], "--calib-frames 100000"),
+    ] {
+        let (run, ds) = (p("run"), p("ds"));
+        let mut a = vec!["compress", "scan", "--run", run.as_str(), "--calib", ds.as_str()];
+        a.extend(args);
+        let out = lapa(&a);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{a:?}: {err}");
+    }
+    let out = lapa(&["compress", "scan", "--run", &p("run"), "--calib", &p("no-such-dataset")]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no-such-dataset"), "{}", String::from_utf8_lossy(&out.stderr));
     // Misuse is named before anything is written.
     for (args, want) in [
         (vec!["--int8", "static"], "needs --calib"),
