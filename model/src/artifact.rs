@@ -46,7 +46,17 @@ pub fn save_vla(dir: &Path, config: &VlaConfig, model: &Vla) -> Result<(), Model
 pub fn load_vla_config(dir: &Path) -> Result<VlaConfig, ModelError> {
     let path = dir.join(CONFIG_FILE);
     let bytes = std::fs::read(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
-    let config: VlaConfig = json_slice(&bytes).map_err(|e| ModelError::Artifact { path: path.clone(), message: format!("not a policy config: {e}") })?;
+    let bad = |e: String| ModelError::Artifact { path: path.clone(), message: format!("not a policy config: {e}") };
+    let mut value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    // burn's Config derive applies `#[config(default)]`s in `new`, not when deserializing: fields
+    // added after the first artifacts were written get their defaults here, so those artifacts
+    // (the LAPA table's committed pretrained trunks among them) still load.
+    if let Some(obj) = value.as_object_mut() {
+        for (key, default) in [("ff_mult", serde_json::json!(4)), ("state", serde_json::Value::Null), ("frames", serde_json::json!(1))] {
+            obj.entry(key).or_insert(default);
+        }
+    }
+    let config: VlaConfig = json_value(value).map_err(bad)?;
     config.validate().map_err(|e| ModelError::Artifact { path, message: e.to_string() })?;
     Ok(config)
 }
@@ -238,5 +248,21 @@ mod tests {
         let bad = NamedTensor { name: "x".into(), shape: vec![2, 2], values: vec![0.0; 3] };
         assert!(write_safetensors(&path, &[bad]).is_err_and(|e| e.to_string().contains("does not hold 3")));
         Ok(())
+    }
+
+    #[test]
+    fn configs_written_before_later_fields_still_load() {
+        // A committed pretrained trunk of the LAPA table, written before `frames` existed.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/lapa-table/runs/pretrain-lapa-arm/model");
+        let text = std::fs::read_to_string(dir.join(CONFIG_FILE)).expect("committed config");
+        assert!(!text.contains("\"frames\""), "the fixture no longer lacks the field");
+        let cfg = load_vla_config(&dir).expect("an old config loads");
+        assert_eq!((cfg.frames, cfg.dim), (1, 192));
+        // Other damage is still named, field by field.
+        let tmp = tempfile::tempdir().expect("tmp");
+        std::fs::write(tmp.path().join(CONFIG_FILE), text.replace("\"dim\": 192", "\"dim\": \"wide\"")).expect("write");
+        assert!(load_vla_config(tmp.path()).is_err_and(|e| e.to_string().contains("dim: invalid type")));
+        std::fs::write(tmp.path().join(CONFIG_FILE), format!("{text} x")).expect("write");
+        assert!(load_vla_config(tmp.path()).is_err_and(|e| e.to_string().contains("not a policy config")));
     }
 }
