@@ -445,6 +445,19 @@ impl Vla {
         -(picked * mask).sum() / count
     }
 
+    /// Knowledge distillation (Hinton et al., 2015): the mean over targets of
+    /// KL(teacher ‖ student) between the teacher's class probabilities at `temperature`
+    /// [b, t, c] (softmax of its logits / T) and the student's logits [b, t, c] softened alike,
+    /// times T² so that its gradients keep the scale of a cross-entropy as T changes. Zero where
+    /// the student matches the teacher; every target weighs the same (labeled or not).
+    pub fn distill_loss(logits: Tensor<3>, teacher_probs: Tensor<3>, temperature: f32) -> Tensor<1> {
+        let [b, t, _] = logits.dims();
+        let logq = log_softmax(logits / temperature, 2); // [b, t, c]
+        let logp = teacher_probs.clone().clamp_min(1e-12).log(); // [b, t, c]
+        let kl = (teacher_probs * (logp - logq)).sum(); // Σ over b, t, c
+        kl * (temperature * temperature / (b * t).max(1) as f32)
+    }
+
     /// Mean squared error of the continuous head's output [b, tokens, dim] against the
     /// standardised latents [b, tokens, dim].
     pub fn mse_loss(pred: Tensor<3>, target: Tensor<3>) -> Tensor<1> {
@@ -555,6 +568,23 @@ mod tests {
         let b: f32 = both.into_scalar();
         assert!(a < 1e-3, "{a}");
         assert!((b - 5.0).abs() < 1e-2, "{b}");
+    }
+
+    #[test]
+    fn distillation_loss_is_the_tempered_kl_from_the_teacher() {
+        let device = crate::device("cpu").expect("cpu device");
+        let t3 = |v: Vec<f32>| Tensor::<3>::from_data(TensorData::new(v, [1, 2, 2]), &device);
+        // Student logits (0, ln 3) at T = 2 give q = (1/(1+√3), √3/(1+√3)); teacher p = (1/2, 1/2).
+        let (p, q0) = (0.5f64, 1.0 / (1.0 + 3f64.sqrt()));
+        let kl = p * (p / q0).ln() + p * (p / (1.0 - q0)).ln();
+        let logits = t3(vec![0.0, 3f32.ln(), 0.0, 3f32.ln()]);
+        let got: f32 = Vla::distill_loss(logits.clone(), t3(vec![0.5; 4]), 2.0).into_scalar();
+        // Mean over the two targets (equal), times T² = 4.
+        assert!((f64::from(got) - 4.0 * kl).abs() < 1e-5, "{got} vs {}", 4.0 * kl);
+        // Zero where the student's tempered distribution is the teacher's.
+        let teacher = burn::tensor::activation::softmax(logits.clone() / 2.0, 2);
+        let zero: f32 = Vla::distill_loss(logits, teacher, 2.0).into_scalar();
+        assert!(zero.abs() < 1e-6, "{zero}");
     }
 }
 

@@ -324,6 +324,7 @@ fn vpt_idm_pseudo_labels_video_that_action_pretraining_trains_on() {
             data: &data,
             labels: &[],
             action_labels: &[],
+            unlabeled: &[],
             camera: None,
             side: icfg.image_size,
             cache_dir: &cache,
@@ -595,4 +596,62 @@ fn continuous_latent_pretraining_regresses_the_laqs_prequantised_latents_then_fi
     std::fs::write(labels.join(CONTINUOUS_CSV), lines.join("\n") + "\n").expect("write");
     let err = train(&cfg, &bad_run, &[device()], &cache, false, true).expect_err("valid flags disagree");
     assert!(format!("{err:#}").contains("files of two labellings"), "{err:#}");
+}
+
+#[test]
+fn distillation_teaches_a_student_what_its_labels_alone_cannot() {
+    use lapa_train::vla::train::{DistillConfig, offline_score};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = dataset(tmp.path(), Embodiment::Arm, 6);
+    let cache = tmp.path().join("cache");
+    let _g = training();
+
+    // The teacher: the tiny policy trained on all six episodes' actions.
+    let teacher = tmp.path().join("teacher");
+    train(&tiny(StageKind::Finetune, data.clone(), 300), &teacher, &[device()], &cache, false, true).expect("teacher");
+    let score = |run: &Path| offline_score(&run.join(MODEL_DIR), &data, None, &cache, &device()).expect("score");
+    let t = score(&teacher);
+
+    // Two students of the same size, bins and steps, with the labels of episode 0 only and the
+    // frames of all six: one learns from the labels alone (label weight 1: the teacher's KL
+    // weighs nothing), the other also from the teacher's distributions on every frame.
+    let student = |label_weight: f32, name: &str| {
+        let mut c = tiny(StageKind::Distill, data.clone(), 300);
+        c.data.episodes = Some(1);
+        c.data.unlabeled = vec![data.clone()];
+        c.distill = Some(DistillConfig { label_weight, ..DistillConfig::new(teacher.clone()) });
+        let run = tmp.path().join(name);
+        let s = train(&c, &run, &[device()], &cache, false, true).expect(name);
+        (run, s)
+    };
+    let (labels_only, _) = student(1.0, "labels-only");
+    let (distilled, s) = student(0.5, "distilled");
+    let (l, d) = (score(&labels_only), score(&distilled));
+    eprintln!("teacher {t:?}\nlabels only {l:?}\ndistilled {d:?}");
+    // Every frame of the six episodes is a sample (labeled episode 0 twice: labeled and not).
+    let frames = l.targets / (2 * 6);
+    assert!(s.samples > frames && s.samples < 2 * frames, "{} samples from {frames} frames", s.samples);
+    let (cfg, _) = lapa_model::load_vla(&distilled.join(MODEL_DIR), &device()).expect("student");
+    let (tcfg, _) = lapa_model::load_vla(&teacher.join(MODEL_DIR), &device()).expect("teacher");
+    assert_eq!(cfg.head, tcfg.head, "a student keeps its teacher's head (bins, chunk, targets)");
+    assert!(t.bin_accuracy > 0.5, "the teacher did not learn its episodes: {t:?}");
+    assert!(d.bin_accuracy > l.bin_accuracy + 0.15, "distilled {d:?} vs labels only {l:?}");
+    assert!(d.mae < 0.75 * l.mae, "distilled {d:?} vs labels only {l:?}");
+    // Its metrics' accuracy column is the agreement with the teacher's bins.
+    let (_, agree) = last_metrics(&distilled);
+    assert!(agree > 0.5, "the student agrees with its teacher on {agree} of the bins");
+
+    // Misuse is named: a teacher without an action head, and a student asking for other bins.
+    let mut bad = tiny(StageKind::Distill, data.clone(), 1);
+    bad.distill = Some(DistillConfig::new(tmp.path().join("nowhere")));
+    let e = train(&bad, &tmp.path().join("bad1"), &[device()], &cache, false, true).expect_err("no teacher");
+    assert!(format!("{e:#}").contains("nowhere"), "{e:#}");
+    bad.distill = Some(DistillConfig::new(teacher.clone()));
+    bad.bins = 32;
+    let e = train(&bad, &tmp.path().join("bad2"), &[device()], &cache, false, true).expect_err("other bins");
+    assert!(format!("{e:#}").contains("a student takes its teacher's"), "{e:#}");
+    bad.bins = 16;
+    bad.distill = Some(DistillConfig { temperature: 0.0, ..DistillConfig::new(teacher.clone()) });
+    let e = train(&bad, &tmp.path().join("bad3"), &[device()], &cache, false, true).expect_err("temperature 0");
+    assert!(format!("{e:#}").contains("temperature"), "{e:#}");
 }

@@ -53,7 +53,8 @@ enum Command {
     /// Experiments that run many stages end to end (resumable).
     #[command(subcommand)]
     Experiment(cmd::vla::ExperimentCommand),
-    /// Decide how a policy is compressed: the per-layer int8 sensitivity scan.
+    /// Decide how a policy is compressed: the per-layer int8 sensitivity scan; distil it into a
+    /// smaller student.
     #[command(subcommand)]
     Compress(cmd::compress::CompressCommand),
     /// Benchmarks (figures for results/, never checked by tests).

@@ -161,3 +161,61 @@ fn static_int8_export_calibrates_on_a_dataset() {
         assert!(!dir.path().join("c").exists(), "{a:?} left a bundle");
     }
 }
+
+#[test]
+fn distill_trains_a_student_from_a_teacher_run_and_names_misuse() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = |n: &str| dir.path().join(n).to_str().expect("utf-8").to_string();
+    let out = lapa(&["sim", "record", "--embodiment", "arm", "--episodes", "2", "--out", &p("ds"), "--codec", "h264"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let common = ["--config", "tiny", "--batch", "4", "--quiet", "--cache"];
+    let (ds, cache, t) = (p("ds"), p("cache"), p("teacher"));
+    let mut teacher = vec!["train", "finetune", "--init", "none", "--data", ds.as_str(), "--episodes", "1", "--chunk", "2", "--bins", "16", "--steps", "2"];
+    teacher.extend(common);
+    teacher.extend([cache.as_str(), "--out", t.as_str()]);
+    let out = lapa(&teacher);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The student takes the teacher's data and episodes from its train.json, and its head.
+    let s = p("student");
+    let distill = |teacher: &str, out: &str, extra: &[&str]| {
+        let mut a = vec!["compress", "distill", "--teacher", teacher, "--student-config", "tiny", "--unlabeled", ds.as_str()];
+        a.extend(["--batch", "4", "--quiet", "--cache", cache.as_str(), "--out", out]);
+        a.extend(extra);
+        lapa(&a)
+    };
+    let out = distill(&t, &s, &["--steps", "2", "--checkpoint-every", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("student/train.json")).expect("train.json")).expect("json");
+    assert_eq!((cfg["stage"].as_str(), cfg["preset"].as_str(), cfg["data"]["episodes"].as_u64()), (Some("distill"), Some("tiny"), Some(1)), "{cfg}");
+    assert_eq!(cfg["distill"]["teacher"].as_str(), Some(t.as_str()));
+    let head = |run: &str| -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(dir.path().join(run).join("model/config.json")).expect("config")).expect("json")["head"]
+            .clone()
+    };
+    assert_eq!(head("student"), head("teacher"));
+    // Resumed by its own command, with more steps.
+    let out = lapa(&["compress", "distill", "--resume", "--out", &s, "--steps", "4", "--quiet", "--cache", &cache]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows = std::fs::read_to_string(dir.path().join("student/metrics.csv")).expect("metrics").lines().count();
+    assert!(rows >= 2, "{rows} metric rows");
+    let out = lapa(&["train", "finetune", "--resume", "--out", &s, "--quiet", "--cache", &cache]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("lapa compress distill --resume"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Misuse is named.
+    let s2 = p("s2");
+    for (teacher, extra, want) in [
+        (t.as_str(), vec!["--temperature", "0"], "temperature"),
+        (t.as_str(), vec!["--label-weight", "1.5"], "label weight"),
+        (ds.as_str(), vec![], "not a policy run"),
+    ] {
+        let out = distill(teacher, &s2, &extra);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{extra:?}: {err}");
+        assert!(!dir.path().join("s2/model").exists(), "{extra:?} left a model");
+    }
+}

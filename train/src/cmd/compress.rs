@@ -13,6 +13,43 @@ pub enum CompressCommand {
     /// dataset's frames. Writes sensitivity.md / .json, worst layer first, and the `--keep-f32`
     /// list for `lapa export --int8`.
     Scan(ScanArgs),
+    /// Distil a policy into a smaller student (knowledge distillation): the student learns the
+    /// teacher's action-bin distributions (KL at a temperature, on every frame) plus the labels
+    /// (cross-entropy, on labeled frames), on the teacher's finetuning data and on unlabeled
+    /// video (--unlabeled, e.g. the latent-pretraining datasets) that the teacher labels. It
+    /// trains through the shared trainer (checkpoints, --resume, metrics.csv, curves.png; its
+    /// accuracy column is the share of targets where the student picks the teacher's bin).
+    Distill(DistillArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(mut_arg("config", |a| a
+    .long("student-config")
+    .default_value("tiny")
+    .help("The student's trunk: a policy preset (tiny, small, base). It takes the teacher's image and patch size, text encoder, state token and action head")))]
+pub struct DistillArgs {
+    /// The teacher: a finetuned (or action-trained) policy run.
+    #[arg(long, required_unless_present = "resume")]
+    pub teacher: Option<PathBuf>,
+    /// Labeled LeRobot datasets (default: the teacher's own training data, from its train.json).
+    #[arg(long)]
+    pub data: Vec<PathBuf>,
+    /// Use only the first N episodes of each --data source (default: the teacher's, when --data
+    /// is its own).
+    #[arg(long)]
+    pub episodes: Option<usize>,
+    /// LeRobot datasets read for their frames and instructions only (every episode; actions
+    /// unused): the teacher's distributions are their only targets.
+    #[arg(long)]
+    pub unlabeled: Vec<PathBuf>,
+    /// Softmax temperature of teacher and student (the KL is scaled by T²).
+    #[arg(long, default_value_t = 2.0)]
+    pub temperature: f32,
+    /// Weight of the labels' cross-entropy; the teacher's KL gets 1 − this.
+    #[arg(long, default_value_t = 0.5)]
+    pub label_weight: f32,
+    #[command(flatten)]
+    pub common: super::vla::CommonArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -47,7 +84,39 @@ pub struct ScanArgs {
 pub fn run(c: CompressCommand) -> Result<()> {
     match c {
         CompressCommand::Scan(a) => scan(&a),
+        CompressCommand::Distill(a) => distill(&a).map(|_| ()),
     }
+}
+
+/// `lapa compress distill`: the student's run config from the teacher's, then the shared trainer.
+pub fn distill(a: &DistillArgs) -> Result<lapa_train::vla::VlaSummary> {
+    use lapa_model::vla::HeadConfig;
+    use lapa_train::trainer::TRAIN_FILE;
+    use lapa_train::vla::train::DistillConfig;
+    use lapa_train::vla::{StageKind, VlaTrainConfig};
+    let mut cfg = super::vla::config(StageKind::Distill, a.data.clone(), &a.common, None);
+    if let Some(teacher) = &a.teacher {
+        let tc =
+            lapa_model::artifact::load_vla_config(&teacher.join(MODEL_DIR)).with_context(|| format!("--teacher {}: not a policy run", teacher.display()))?;
+        let HeadConfig::Action(h) = &tc.head else {
+            bail!("--teacher {}: no action head; distil a finetuned or action-trained policy", teacher.display());
+        };
+        (cfg.chunk, cfg.bins, cfg.target, cfg.state) = (h.spec.chunk, h.bins, h.target, tc.state.is_some());
+        if a.data.is_empty() {
+            let path = teacher.join(TRAIN_FILE);
+            let t: VlaTrainConfig =
+                serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("--teacher: {} cannot be read; give --data", path.display()))?)
+                    .with_context(|| format!("--teacher: {} is not a policy run's train.json; give --data", path.display()))?;
+            cfg.data.data = t.data.data;
+            cfg.data.camera = cfg.data.camera.or(t.data.camera);
+            cfg.data.episodes = a.episodes.or(t.data.episodes);
+        } else {
+            cfg.data.episodes = a.episodes;
+        }
+    }
+    cfg.data.unlabeled = a.unlabeled.clone();
+    cfg.distill = a.teacher.clone().map(|t| DistillConfig { temperature: a.temperature, label_weight: a.label_weight, ..DistillConfig::new(t) });
+    super::vla::run_stage(cfg, &a.common)
 }
 
 fn scan(a: &ScanArgs) -> Result<()> {

@@ -145,7 +145,7 @@ pub struct FinetuneArgs {
     pub common: CommonArgs,
 }
 
-fn config(stage: StageKind, data: Vec<PathBuf>, c: &CommonArgs, a: Option<&ActionArgs>) -> VlaTrainConfig {
+pub(crate) fn config(stage: StageKind, data: Vec<PathBuf>, c: &CommonArgs, a: Option<&ActionArgs>) -> VlaTrainConfig {
     let mut cfg = VlaTrainConfig::new(stage, data);
     cfg.preset = c.config.clone();
     cfg.data.camera = c.rt.camera.clone();
@@ -171,7 +171,7 @@ fn config(stage: StageKind, data: Vec<PathBuf>, c: &CommonArgs, a: Option<&Actio
     cfg
 }
 
-fn run_stage(cfg: VlaTrainConfig, c: &CommonArgs) -> Result<VlaSummary> {
+pub(crate) fn run_stage(cfg: VlaTrainConfig, c: &CommonArgs) -> Result<VlaSummary> {
     let devices = lapa_model::devices(&c.rt.device)?;
     let cfg = if c.resume {
         let path = c.out.join(TRAIN_FILE);
@@ -179,10 +179,11 @@ fn run_stage(cfg: VlaTrainConfig, c: &CommonArgs) -> Result<VlaSummary> {
             .with_context(|| format!("{}: not a policy run's train.json", path.display()))?;
         if saved.stage != cfg.stage {
             let how = match saved.stage {
-                StageKind::LatentContinuous => "latent --continuous".to_string(),
-                s => format!("{s:?}").to_lowercase(),
+                StageKind::LatentContinuous => "lapa train latent --continuous".to_string(),
+                StageKind::Distill => "lapa compress distill".to_string(),
+                s => format!("lapa train {}", format!("{s:?}").to_lowercase()),
             };
-            bail!("{}: a {:?} run; resume it with `lapa train {how}`", c.out.display(), saved.stage);
+            bail!("{}: a {:?} run; resume it with `{how} --resume`", c.out.display(), saved.stage);
         }
         VlaTrainConfig { steps: c.steps.unwrap_or(saved.steps), ..saved }
     } else {

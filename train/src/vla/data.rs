@@ -180,7 +180,8 @@ pub struct EpisodeData {
     pub episode: usize,
     /// Index into [`Pool::instructions`].
     pub instruction: usize,
-    /// [len, state_dim] and [len, action_dim], when the dataset has them.
+    /// [len, state_dim] and [len, action_dim], when the dataset has them (`action` is `None`
+    /// for an unlabeled source: its frames carry no action target).
     pub state: Option<Vec<f32>>,
     pub action: Option<Vec<f32>>,
 }
@@ -258,6 +259,10 @@ pub struct LoadSpec<'a> {
     /// `action_labels[i]` replaces `data[i]`'s actions with pseudo-actions (`lapa vpt label`);
     /// empty: the datasets' own actions.
     pub action_labels: &'a [PathBuf],
+    /// Sources read for their frames and instructions only (action targets; their actions, if
+    /// any, are unused and every episode is taken): distillation's unlabeled video, whose
+    /// targets come from a teacher.
+    pub unlabeled: &'a [PathBuf],
     pub camera: Option<&'a str>,
     /// Frame side the policy takes.
     pub side: usize,
@@ -286,11 +291,14 @@ fn feature_units(ds: &Dataset, names: &[String]) -> Vec<String> {
 
 /// Loads the sources.
 pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
-    let LoadSpec { data, labels, action_labels, camera, side, cache_dir, kind, episodes, need_state, text, quiet } = *spec;
-    if data.is_empty() {
+    let LoadSpec { data, labels, action_labels, unlabeled, camera, side, cache_dir, kind, episodes, need_state, text, quiet } = *spec;
+    if data.is_empty() && unlabeled.is_empty() {
         bail!("no --data given");
     }
     let latent = matches!(kind, TargetKind::Latent | TargetKind::Continuous);
+    if latent && !unlabeled.is_empty() {
+        bail!("unlabeled sources are for action targets (distillation), not latent pretraining");
+    }
     if latent && labels.len() != data.len() {
         bail!("latent pretraining needs one --labels folder per --data source ({} --data, {} --labels)", data.len(), labels.len());
     }
@@ -314,7 +322,7 @@ pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
         samples: Vec::new(),
     };
     let mut laq_seen: Option<(PathBuf, LabelsMeta)> = None;
-    for (si, path) in data.iter().enumerate() {
+    for (si, (path, labeled)) in data.iter().map(|p| (p, true)).chain(unlabeled.iter().map(|p| (p, false))).enumerate() {
         let source = Source::detect(path, camera)?;
         if source.kind != crate::laq::SourceKind::Dataset {
             bail!("{}: the policy trains on LeRobot datasets (a folder of videos has no instructions)", path.display());
@@ -352,7 +360,7 @@ pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
         } else if (pool.fps - ds.info.fps).abs() > 1e-6 {
             bail!("{}: {} fps, but the first source has {} fps; mix sources of one rate", path.display(), ds.info.fps, pool.fps);
         }
-        let pseudo = match action_labels.get(si) {
+        let pseudo = match action_labels.get(si).filter(|_| labeled) {
             Some(dir) => {
                 let p = super::vpt::PseudoActions::read(dir)?;
                 if (p.meta.fps - ds.info.fps).abs() > 1e-6 {
@@ -386,12 +394,13 @@ pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
         let state_dim = ds.info.features.get("observation.state").and_then(|f| f.shape.first().copied()).unwrap_or(0);
         let action_dim = match &pseudo {
             Some(p) => p.meta.names.len(),
-            None => ds.info.features.get("action").and_then(|f| f.shape.first().copied()).unwrap_or(0),
+            None if labeled => ds.info.features.get("action").and_then(|f| f.shape.first().copied()).unwrap_or(0),
+            None => 0,
         };
         if need_state && state_dim == 0 {
             bail!("{}: no observation.state feature in meta/info.json, but the policy takes a state token (or delta targets)", path.display());
         }
-        if let TargetKind::Action { .. } = kind {
+        if let (TargetKind::Action { .. }, true) = (kind, labeled) {
             if action_dim == 0 {
                 bail!("{}: no action feature in meta/info.json: action training and finetuning need a labeled dataset", path.display());
             }
@@ -414,6 +423,7 @@ pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
             pool.action_dim = action_dim;
         }
         if let TargetKind::Action { target: ActionTarget::Delta, .. } = kind
+            && labeled
             && state_dim < action_dim
         {
             bail!("{}: delta targets subtract the state from the action, but observation.state has {state_dim} values and action {action_dim}", path.display());
@@ -425,7 +435,7 @@ pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
             pool.state_dim = state_dim;
         }
         let mut eps = Vec::new();
-        let take = episodes.unwrap_or(usize::MAX);
+        let take = if labeled { episodes.unwrap_or(usize::MAX) } else { usize::MAX };
         for clip in cache.meta.clips.iter().take(take) {
             let Some(ei) = clip.episode else { bail!("{}: clip {} has no episode index", path.display(), clip.name) };
             let pos = ds.episodes.iter().position(|m| m.index == ei).with_context(|| format!("{}: episode {ei} missing from its metadata", path.display()))?;
@@ -450,6 +460,7 @@ pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
             };
             let state = if need_state { ep.state.map(|m| m.data) } else { None };
             let action = match (kind, &pseudo) {
+                (TargetKind::Action { .. }, _) if !labeled => None,
                 (TargetKind::Action { .. }, Some(p)) => Some(p.episode(ei, clip.len)?),
                 (TargetKind::Action { .. }, None) => Some(ep.action.with_context(|| format!("{}: episode {ei} has no action rows", path.display()))?.data),
                 (TargetKind::Latent | TargetKind::Continuous, _) => None,
@@ -471,7 +482,7 @@ pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
             }
             eps.push(EpisodeData { start: clip.start, len: clip.len, episode: ei, instruction, state, action });
         }
-        if episodes.is_some_and(|n| eps.len() < n) {
+        if labeled && episodes.is_some_and(|n| eps.len() < n) {
             bail!("{}: asked for {} episodes, the dataset has {}", path.display(), take, eps.len());
         }
         pool.caches.push(Arc::new(cache));
@@ -494,6 +505,11 @@ impl Pool {
 
     fn episode(&self, s: &Sample) -> &EpisodeData {
         &self.episodes[s.source][s.episode]
+    }
+
+    /// Whether the sample's episode has actions (false for an unlabeled source's frames).
+    pub fn labeled(&self, s: &Sample) -> bool {
+        self.episode(s).action.is_some()
     }
 
     /// The state of a sample's frame.
@@ -562,6 +578,9 @@ pub struct Batch {
     pub mask: Vec<f32>,
     /// [size, tokens, dim] standardised continuous latents (continuous targets; else empty).
     pub values: Vec<f32>,
+    /// [size, targets, classes] a teacher's tempered class probabilities (distillation, filled
+    /// by the training step before the batch is sharded; else empty).
+    pub soft: Vec<f32>,
 }
 
 impl Batch {
@@ -589,6 +608,7 @@ impl Batch {
         let mut targets = cut(&self.targets, n, sizes).into_iter();
         let mut mask = cut(&self.mask, n, sizes).into_iter();
         let mut values = cut(&self.values, n, sizes).into_iter();
+        let mut soft = cut(&self.soft, n, sizes).into_iter();
         let mut next = || -> Option<Batch> {
             Some(Batch {
                 step: self.step,
@@ -601,6 +621,7 @@ impl Batch {
                 targets: targets.next()?,
                 mask: mask.next()?,
                 values: values.next()?,
+                soft: soft.next()?,
             })
         };
         sizes.iter().map(|&k| Batch { size: k, ..next().expect("one part per size") }).collect()
@@ -632,75 +653,105 @@ pub struct BatchSpec {
 /// Batch `step`: a pure function of `(spec.seed, step)`.
 pub fn make_batch(pool: &Pool, spec: &BatchSpec, step: u64) -> Batch {
     let mut rng = Rng::new(spec.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x71A);
-    let n = spec.batch_size;
-    let mut b = Batch {
-        step,
-        size: n,
-        patches: Vec::new(),
-        text_ids: Vec::new(),
-        text_weights: Vec::new(),
-        text_emb: Vec::new(),
-        state: Vec::new(),
-        targets: Vec::new(),
-        mask: Vec::new(),
-        values: Vec::new(),
-    };
-    for _ in 0..n {
+    let mut b = Batch::empty(step);
+    for _ in 0..spec.batch_size {
         let s = &pool.samples[rng.below(pool.samples.len())];
-        let e = pool.episode(s);
-        let frames: Vec<&[u8]> = (0..spec.frames.max(1)).map(|k| pool.caches[s.source].frame(e.start + (s.t + k).min(e.len - 1))).collect();
-        if spec.crop > 0.0 {
-            // One crop for every frame of the sample.
-            let side = spec.side;
-            let cs = side - ((side as f32 * spec.crop * rng.f32()) as usize).min(side - 1);
-            let (cx, cy) = (rng.below(side - cs + 1), rng.below(side - cs + 1));
-            let crop = |frame: &[u8]| {
-                let mut img = vec![0u8; side * side * 3];
-                for y in 0..side {
-                    let sy = cy + y * cs / side;
-                    for x in 0..side {
-                        let sx = cx + x * cs / side;
-                        img[(y * side + x) * 3..(y * side + x) * 3 + 3].copy_from_slice(&frame[(sy * side + sx) * 3..(sy * side + sx) * 3 + 3]);
-                    }
-                }
-                img
-            };
-            let imgs: Vec<Vec<u8>> = frames.iter().map(|f| crop(f)).collect();
-            let refs: Vec<&[u8]> = imgs.iter().map(Vec::as_slice).collect();
-            lapa_model::patchify_stacked(&refs, spec.side, spec.patch, &mut b.patches);
-        } else {
-            lapa_model::patchify_stacked(&frames, spec.side, spec.patch, &mut b.patches);
-        }
-        match &pool.text[e.instruction] {
-            TextRepr::Hashed(ids, w) => {
-                b.text_ids.extend_from_slice(ids);
-                b.text_weights.extend_from_slice(w);
-            }
-            TextRepr::Embedded(v) => b.text_emb.extend_from_slice(v),
-        }
-        if let Some((mean, std)) = &spec.state_norm {
-            let st = pool.state(s).expect("a state token is loaded with the state");
-            b.state.extend(st.iter().zip(mean).zip(std).map(|((v, m), sd)| (v - m) / sd));
-        }
-        match spec.kind {
-            TargetKind::Latent => {
-                b.targets.extend_from_slice(&s.tokens);
-                b.mask.extend(std::iter::repeat_n(1.0, s.tokens.len()));
-            }
-            TargetKind::Continuous => {
-                let (mean, std, tokens) = spec.latent_norm.as_ref().expect("continuous targets are batched with their standardisation");
-                b.values.extend(s.latent.iter().zip(mean).zip(std).map(|((v, m), sd)| (v - m) / sd));
-                b.mask.extend(std::iter::repeat_n(1.0, *tokens));
-            }
-            TargetKind::Action { chunk, target } => {
-                let a = pool.action_chunk(s, chunk, target);
-                let d = pool.action_dim;
-                b.targets.extend(a.iter().enumerate().map(|(i, &v)| spec.bins[i % d].encode(v) as i64));
-                b.mask.extend(std::iter::repeat_n(1.0, a.len()));
-            }
-        }
+        push_sample(pool, spec, s, &mut rng, &mut b);
     }
     b
+}
+
+/// The batch of exactly `samples` (indices into [`Pool::samples`], in order): for measuring a
+/// model on a pool's frames rather than training on random draws (a crop, if `spec` has one,
+/// is drawn from a fixed seed).
+pub fn batch_of(pool: &Pool, spec: &BatchSpec, samples: &[usize]) -> Batch {
+    let mut rng = Rng::new(spec.seed ^ 0xE7A1);
+    let mut b = Batch::empty(0);
+    for &i in samples {
+        push_sample(pool, spec, &pool.samples[i], &mut rng, &mut b);
+    }
+    b
+}
+
+impl Batch {
+    fn empty(step: u64) -> Self {
+        Self {
+            step,
+            size: 0,
+            patches: Vec::new(),
+            text_ids: Vec::new(),
+            text_weights: Vec::new(),
+            text_emb: Vec::new(),
+            state: Vec::new(),
+            targets: Vec::new(),
+            mask: Vec::new(),
+            values: Vec::new(),
+            soft: Vec::new(),
+        }
+    }
+}
+
+/// Appends one sample's input and target to `b`.
+fn push_sample(pool: &Pool, spec: &BatchSpec, s: &Sample, rng: &mut Rng, b: &mut Batch) {
+    b.size += 1;
+    let e = pool.episode(s);
+    let frames: Vec<&[u8]> = (0..spec.frames.max(1)).map(|k| pool.caches[s.source].frame(e.start + (s.t + k).min(e.len - 1))).collect();
+    if spec.crop > 0.0 {
+        // One crop for every frame of the sample.
+        let side = spec.side;
+        let cs = side - ((side as f32 * spec.crop * rng.f32()) as usize).min(side - 1);
+        let (cx, cy) = (rng.below(side - cs + 1), rng.below(side - cs + 1));
+        let crop = |frame: &[u8]| {
+            let mut img = vec![0u8; side * side * 3];
+            for y in 0..side {
+                let sy = cy + y * cs / side;
+                for x in 0..side {
+                    let sx = cx + x * cs / side;
+                    img[(y * side + x) * 3..(y * side + x) * 3 + 3].copy_from_slice(&frame[(sy * side + sx) * 3..(sy * side + sx) * 3 + 3]);
+                }
+            }
+            img
+        };
+        let imgs: Vec<Vec<u8>> = frames.iter().map(|f| crop(f)).collect();
+        let refs: Vec<&[u8]> = imgs.iter().map(Vec::as_slice).collect();
+        lapa_model::patchify_stacked(&refs, spec.side, spec.patch, &mut b.patches);
+    } else {
+        lapa_model::patchify_stacked(&frames, spec.side, spec.patch, &mut b.patches);
+    }
+    match &pool.text[e.instruction] {
+        TextRepr::Hashed(ids, w) => {
+            b.text_ids.extend_from_slice(ids);
+            b.text_weights.extend_from_slice(w);
+        }
+        TextRepr::Embedded(v) => b.text_emb.extend_from_slice(v),
+    }
+    if let Some((mean, std)) = &spec.state_norm {
+        let st = pool.state(s).expect("a state token is loaded with the state");
+        b.state.extend(st.iter().zip(mean).zip(std).map(|((v, m), sd)| (v - m) / sd));
+    }
+    match spec.kind {
+        TargetKind::Latent => {
+            b.targets.extend_from_slice(&s.tokens);
+            b.mask.extend(std::iter::repeat_n(1.0, s.tokens.len()));
+        }
+        TargetKind::Continuous => {
+            let (mean, std, tokens) = spec.latent_norm.as_ref().expect("continuous targets are batched with their standardisation");
+            b.values.extend(s.latent.iter().zip(mean).zip(std).map(|((v, m), sd)| (v - m) / sd));
+            b.mask.extend(std::iter::repeat_n(1.0, *tokens));
+        }
+        TargetKind::Action { chunk, target } if pool.labeled(s) => {
+            let a = pool.action_chunk(s, chunk, target);
+            let d = pool.action_dim;
+            b.targets.extend(a.iter().enumerate().map(|(i, &v)| spec.bins[i % d].encode(v) as i64));
+            b.mask.extend(std::iter::repeat_n(1.0, a.len()));
+        }
+        TargetKind::Action { chunk, .. } => {
+            // An unlabeled frame: targets masked out (a teacher supplies its distribution).
+            let n = chunk * spec.bins.len();
+            b.targets.extend(std::iter::repeat_n(0, n));
+            b.mask.extend(std::iter::repeat_n(0.0, n));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -721,6 +772,7 @@ mod tests {
             targets: (0..n as i64 * 4).collect(),
             mask: (0..n * 4).map(|i| (i % 2) as f32).collect(),
             values: (0..n * 8).map(|i| i as f32 * 0.5).collect(),
+            soft: (0..n * 4 * 3).map(|i| i as f32).collect(),
         };
         let whole = b.clone();
         let parts = b.split(&[3, 2]);
@@ -733,5 +785,6 @@ mod tests {
         assert_eq!(joined, whole.mask);
         assert_eq!(parts[0].values, whole.values[..24]);
         assert_eq!(parts[1].values, whole.values[24..]);
+        assert_eq!(parts[1].soft, whole.soft[36..]);
     }
 }

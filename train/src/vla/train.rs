@@ -9,6 +9,7 @@ use lapa_model::bins::QuantileBins;
 use lapa_model::burn::grad_clipping::GradientClippingConfig;
 use lapa_model::burn::module::Module;
 use lapa_model::burn::optim::{AdamWConfig, ModuleOptimizer};
+use lapa_model::burn::tensor::activation::softmax;
 use lapa_model::burn::tensor::{Device, Int, Tensor, TensorData};
 use lapa_model::policy::ActionSpec;
 use lapa_model::vla::{ActionHeadConfig, ActionTarget, HeadConfig, StateInput, TextInput, Vla, VlaConfig, VlaInput};
@@ -34,6 +35,30 @@ pub enum StageKind {
     /// The VPT baseline's inverse-dynamics model: (x_t, x_{t+1}) → the action between them,
     /// on the few labeled episodes.
     Idm,
+    /// Knowledge distillation (`lapa compress distill`): a student of another size learns a
+    /// teacher policy's action-bin distributions (and the labels, where a frame has them).
+    Distill,
+}
+
+/// What a distillation run learns from (stage [`StageKind::Distill`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillConfig {
+    /// The teacher: a policy run with an action head (finetuned or action-trained). The student
+    /// takes its action head (bins, chunk, targets), image and patch size, text encoder and
+    /// state token; only the trunk's size comes from the student's preset.
+    pub teacher: PathBuf,
+    /// Softmax temperature of both distributions (the KL is scaled by T²).
+    pub temperature: f32,
+    /// Weight of the labels' cross-entropy on labeled frames; the teacher's KL, on every
+    /// frame, gets 1 − this.
+    pub label_weight: f32,
+}
+
+impl DistillConfig {
+    pub fn new(teacher: PathBuf) -> Self {
+        Self { teacher, temperature: 2.0, label_weight: 0.5 }
+    }
 }
 
 /// AdamW with linear warm-up, then constant.
@@ -70,6 +95,10 @@ pub struct DataConfig {
     pub camera: Option<String>,
     /// Keep the first N episodes of each source (finetuning's few labeled episodes).
     pub episodes: Option<usize>,
+    /// Sources read for their frames and instructions only, every episode (distillation's
+    /// unlabeled video: the teacher labels them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unlabeled: Vec<PathBuf>,
     /// Random-crop augmentation (0 = off).
     pub crop: f32,
 }
@@ -96,6 +125,9 @@ pub struct VlaTrainConfig {
     pub log_every: u64,
     pub checkpoint_every: u64,
     pub loader_threads: usize,
+    /// The teacher and the loss's mix (distillation only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillConfig>,
 }
 
 impl VlaTrainConfig {
@@ -104,7 +136,7 @@ impl VlaTrainConfig {
             stage,
             preset: "small".into(),
             init: None,
-            data: DataConfig { data, labels: Vec::new(), action_labels: Vec::new(), camera: None, episodes: None, crop: 0.0 },
+            data: DataConfig { data, labels: Vec::new(), action_labels: Vec::new(), camera: None, episodes: None, unlabeled: Vec::new(), crop: 0.0 },
             optimizer: OptimConfig::default(),
             chunk: 4,
             bins: 256,
@@ -116,6 +148,7 @@ impl VlaTrainConfig {
             log_every: 25,
             checkpoint_every: 500,
             loader_threads: 1,
+            distill: None,
         }
     }
 
@@ -137,6 +170,25 @@ impl VlaTrainConfig {
         }
         if self.stage == StageKind::Idm && (self.chunk != 1 || self.target != ActionTarget::Absolute || self.state) {
             bail!("the inverse-dynamics model predicts the one absolute action between its two frames, without a state token (chunk 1, absolute targets)");
+        }
+        match (&self.distill, self.stage) {
+            (None, StageKind::Distill) => bail!("distillation needs a teacher run"),
+            (Some(_), s) if s != StageKind::Distill => bail!("a teacher is for distillation (`lapa compress distill`), not {s:?}"),
+            (Some(d), _) => {
+                if !(d.temperature.is_finite() && (0.05..=100.0).contains(&d.temperature)) {
+                    bail!("temperature {} must be in [0.05, 100]", d.temperature);
+                }
+                if !(0.0..=1.0).contains(&d.label_weight) {
+                    bail!("label weight {} must be in [0, 1]", d.label_weight);
+                }
+                if self.data.data.is_empty() && d.label_weight > 0.0 {
+                    bail!("the labels' share of the loss (label weight {}) needs labeled --data", d.label_weight);
+                }
+            }
+            (None, _) => {}
+        }
+        if !self.data.unlabeled.is_empty() && self.stage != StageKind::Distill {
+            bail!("unlabeled sources are for distillation, whose teacher labels them");
         }
         if !self.data.action_labels.is_empty() && (self.stage != StageKind::Action || self.data.action_labels.len() != self.data.data.len()) {
             bail!(
@@ -163,8 +215,18 @@ pub struct VlaSummary {
     pub model_dir: PathBuf,
 }
 
+/// Distillation's teacher, on the plain (no-gradient) device.
+struct Teacher {
+    cfg: VlaConfig,
+    model: Vla,
+    device: Device,
+    temperature: f32,
+    label_weight: f32,
+}
+
 struct VlaStage {
     cfg: VlaTrainConfig,
+    teacher: Option<Teacher>,
     model_cfg: VlaConfig,
     model: Option<Vla>,
     opt: ModuleOptimizer,
@@ -236,33 +298,54 @@ impl Stage for VlaStage {
         "step,loss,accuracy,lr,samples_per_s,elapsed_s".into()
     }
 
-    fn step(&mut self, step: u64, batch: Batch) -> Result<()> {
+    fn step(&mut self, step: u64, mut batch: Batch) -> Result<()> {
         debug_assert_eq!(batch.step, step);
-        // Each replica's share of the loss: its masked targets over the batch's.
+        if let Some(t) = &self.teacher {
+            // The teacher's tempered distributions over the whole batch, before it is sharded.
+            let (input, _) = to_tensors(batch.clone(), &t.cfg, &t.device);
+            let probs = softmax(t.model.forward(input) / t.temperature, 2); // [b, targets, bins]
+            batch.soft = probs.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("teacher output: {e:?}"))?;
+        }
+        // Each replica's share of the loss: its masked targets over the batch's (distillation's
+        // KL: its samples over the batch's).
         let total = batch.mask.iter().sum::<f32>().max(1.0);
+        let (n_total, per_sample) = (batch.size as f32, self.model_cfg.head.logits_shape().0);
         let sizes = self.replicas.shard_sizes(batch.size);
         let shards = batch.split(&sizes);
         let model = self.model.take().expect("model present between steps");
         let cfg = &self.model_cfg;
-        let r = self.replicas.gradients(&model, shards, |m, b, device| {
+        let mix = self.teacher.as_ref().map(|t| (t.temperature, t.label_weight));
+        let r = self.replicas.gradients(&model, shards, |m, mut b, device| {
             let weight = b.mask.iter().sum::<f32>();
             let share = weight / total;
+            let n = b.size;
+            let soft = std::mem::take(&mut b.soft);
             let (input, targets) = to_tensors(b, cfg, device);
             let out = m.forward(input); // [b, targets, classes] (continuous: [b, tokens, dim])
-            let (loss, correct) = match targets {
-                Targets::Classes(targets, mask) => {
-                    let correct: f32 = (out.clone().argmax(2).squeeze_dim::<2>(2).equal(targets.clone()).float() * mask.clone()).sum().into_scalar();
-                    (Vla::loss(out, targets, mask), correct)
+            // Each arm: the shard's share of the batch's loss, and its correct targets.
+            let (loss, correct) = match (targets, mix) {
+                (Targets::Classes(targets, mask), Some((temperature, label_weight))) => {
+                    // Accuracy: the share of targets where the student picks the teacher's bin.
+                    let (t, c) = cfg.head.logits_shape();
+                    let p = Tensor::<3>::from_data(TensorData::new(soft, [n, t, c]), device);
+                    let correct: f32 = out.clone().argmax(2).equal(p.clone().argmax(2)).float().sum().into_scalar();
+                    let ce = Vla::loss(out.clone(), targets, mask).mul_scalar(label_weight * share);
+                    let kl = Vla::distill_loss(out, p, temperature).mul_scalar((1.0 - label_weight) * n as f32 / n_total);
+                    (ce + kl, correct)
                 }
-                Targets::Values(values) => {
+                (Targets::Classes(targets, mask), None) => {
+                    let correct: f32 = (out.clone().argmax(2).squeeze_dim::<2>(2).equal(targets.clone()).float() * mask.clone()).sum().into_scalar();
+                    (Vla::loss(out, targets, mask).mul_scalar(share), correct)
+                }
+                (Targets::Values(values), _) => {
                     let loss = Vla::mse_loss(out, values);
                     // Standardised targets: 1 − MSE is about the R² (every token weighs 1).
                     let r2 = 1.0 - loss.clone().into_scalar::<f32>();
-                    (loss, r2 * weight)
+                    (loss.mul_scalar(share), r2 * weight)
                 }
             };
             let lv: f32 = loss.clone().into_scalar();
-            Ok((loss.mul_scalar(share), (lv * share, correct)))
+            Ok((loss, (lv, correct)))
         });
         let (g, parts) = match r {
             Ok(r) => r,
@@ -272,7 +355,7 @@ impl Stage for VlaStage {
             }
         };
         let lv: f32 = parts.iter().map(|p| p.0).sum();
-        let acc = parts.iter().map(|p| p.1).sum::<f32>() / total;
+        let acc = parts.iter().map(|p| p.1).sum::<f32>() / if self.teacher.is_some() { n_total * per_sample as f32 } else { total };
         if !lv.is_finite() {
             self.model = Some(model);
             bail!("loss became {lv} at step {step}; lower --lr or check the data");
@@ -338,6 +421,33 @@ fn action_head(pool: &Pool, cfg: &VlaTrainConfig) -> Result<HeadConfig> {
     Ok(HeadConfig::Action(ActionHeadConfig { spec, target: cfg.target, bins: cfg.bins, edges }))
 }
 
+/// Loads a distillation teacher and checks that the run's action settings are its own.
+fn load_teacher(d: &DistillConfig, cfg: &VlaTrainConfig, device: &Device) -> Result<Teacher> {
+    let dir = d.teacher.join(MODEL_DIR);
+    let (tc, model) = artifact::load_vla(&dir, device).with_context(|| format!("{}: the teacher is not a policy run", d.teacher.display()))?;
+    let HeadConfig::Action(h) = &tc.head else {
+        bail!("{}: the teacher has no action head; distil a finetuned or action-trained policy", d.teacher.display());
+    };
+    if tc.frames != 1 {
+        bail!("{}: an inverse-dynamics model ({} frames per observation) is not a policy to distil", d.teacher.display(), tc.frames);
+    }
+    if (h.spec.chunk, h.bins, h.target, tc.state.is_some()) != (cfg.chunk, cfg.bins, cfg.target, cfg.state) {
+        bail!(
+            "{}: the teacher predicts chunks of {} over {} bins ({:?} targets, state token {}); the run asks for {} over {} ({:?}, {}): a student takes its teacher's",
+            d.teacher.display(),
+            h.spec.chunk,
+            h.bins,
+            h.target,
+            tc.state.is_some(),
+            cfg.chunk,
+            cfg.bins,
+            cfg.target,
+            cfg.state
+        );
+    }
+    Ok(Teacher { cfg: tc, model, device: device.clone(), temperature: d.temperature, label_weight: d.label_weight })
+}
+
 /// Trains (or resumes) a policy run in `run`.
 ///
 /// `devices`: one or more (data parallelism, see [`Replicas`]); the first holds the model.
@@ -365,9 +475,18 @@ pub fn train(cfg: &VlaTrainConfig, run: &Path, devices: &[Device], cache_dir: &P
     {
         bail!("{}: an inverse-dynamics model ({} frames per observation) labels video; it is not a policy trunk to finetune", dir.display(), c.frames);
     }
-    let base = match &init {
-        Some((c, _)) => c.clone(),
-        None => {
+    let teacher = match &cfg.distill {
+        Some(d) => Some(load_teacher(d, cfg, device)?),
+        None => None,
+    };
+    let base = match (&init, &teacher) {
+        (Some((c, _)), _) => c.clone(),
+        // The student: the preset's trunk on the teacher's inputs and head.
+        (None, Some(t)) => {
+            let p = VlaConfig::preset(&cfg.preset, t.cfg.head.clone())?;
+            VlaConfig { image_size: t.cfg.image_size, patch_size: t.cfg.patch_size, text: t.cfg.text.clone(), state: t.cfg.state.clone(), frames: 1, ..p }
+        }
+        (None, None) => {
             let p = VlaConfig::preset(&cfg.preset, HeadConfig::Latent { tokens: 1, vocabulary: 2 })?;
             // The IDM: the same trunk over stacked (x_t, x_{t+1}) patches.
             if cfg.stage == StageKind::Idm { VlaConfig { frames: 2, ..p } } else { p }
@@ -384,6 +503,7 @@ pub fn train(cfg: &VlaTrainConfig, run: &Path, devices: &[Device], cache_dir: &P
         data: &d.data,
         labels: &d.labels,
         action_labels: &d.action_labels,
+        unlabeled: &d.unlabeled,
         camera: d.camera.as_deref(),
         side: base.image_size,
         cache_dir,
@@ -413,12 +533,24 @@ pub fn train(cfg: &VlaTrainConfig, run: &Path, devices: &[Device], cache_dir: &P
             let (mean, std) = pool.latent_stats();
             HeadConfig::Continuous { tokens: l.meta.n_tokens, dim, mean, std }
         }
+        // A student keeps its teacher's bins (and state standardisation): the KL compares
+        // distributions over the same bins.
+        TargetKind::Action { .. } if teacher.is_some() => base.head.clone(),
         TargetKind::Action { .. } => action_head(&pool, cfg)?,
     };
-    let state = cfg.state.then(|| {
-        let (mean, std) = pool.state_stats();
-        StateInput { mean, std }
-    });
+    if let Some(HeadConfig::Action(h)) = teacher.as_ref().map(|t| &t.cfg.head)
+        && pool.action_dim != 0
+        && pool.action_names != h.spec.names
+    {
+        bail!("the labeled --data's actions are {:?}, the teacher's {:?}", pool.action_names, h.spec.names);
+    }
+    let state = match &teacher {
+        Some(t) => t.cfg.state.clone(),
+        None => cfg.state.then(|| {
+            let (mean, std) = pool.state_stats();
+            StateInput { mean, std }
+        }),
+    };
     let model_cfg = VlaConfig { head: head.clone(), state: state.clone(), ..base };
     model_cfg.validate()?;
     let model = match init {
@@ -435,6 +567,7 @@ pub fn train(cfg: &VlaTrainConfig, run: &Path, devices: &[Device], cache_dir: &P
     let params = model.num_params();
     let mut stage = VlaStage {
         cfg: cfg.clone(),
+        teacher,
         model_cfg: model_cfg.clone(),
         model: Some(model),
         opt: adamw.init(),
@@ -495,4 +628,75 @@ pub fn train(cfg: &VlaTrainConfig, run: &Path, devices: &[Device], cache_dir: &P
         params,
         model_dir: run.join(MODEL_DIR),
     })
+}
+
+/// How a policy does on a labeled dataset's frames, offline: see [`offline_score`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OfflineScore {
+    /// The share of action targets whose true bin the policy ranks first.
+    pub bin_accuracy: f64,
+    /// Mean absolute error of the decoded actions (bin midpoints) against the true ones, over
+    /// every target, in the actions' units (deltas for delta targets).
+    pub mae: f64,
+    pub targets: usize,
+}
+
+/// The policy in `model_dir` on every frame of the first `episodes` episodes of a labeled
+/// dataset: an offline measure (distillation's test compares students with it).
+pub fn offline_score(model_dir: &Path, dataset: &Path, episodes: Option<usize>, cache_dir: &Path, device: &Device) -> Result<OfflineScore> {
+    let (cfg, model) = artifact::load_vla(model_dir, device).with_context(|| format!("{}: not a policy", model_dir.display()))?;
+    let HeadConfig::Action(h) = &cfg.head else {
+        bail!("{}: the policy has no action head", model_dir.display());
+    };
+    let kind = TargetKind::Action { chunk: h.spec.chunk, target: h.target };
+    let mut pool = data::load(&data::LoadSpec {
+        data: &[dataset.to_path_buf()],
+        labels: &[],
+        action_labels: &[],
+        unlabeled: &[],
+        camera: None,
+        side: cfg.image_size,
+        cache_dir,
+        kind,
+        episodes,
+        need_state: cfg.state.is_some() || h.target == ActionTarget::Delta,
+        text: &cfg.text,
+        quiet: true,
+    })?;
+    if pool.action_names != h.spec.names {
+        bail!("{}: actions {:?}, the policy's {:?}", dataset.display(), pool.action_names, h.spec.names);
+    }
+    if cfg.text.frozen_dim().is_some() {
+        let mut enc = lapa_model::text::SentenceEncoder::load(&lapa_model::text::minilm_dir(), &cfg.text, device)?;
+        pool.embed_instructions(&mut enc)?;
+    }
+    let spec = BatchSpec {
+        batch_size: 0,
+        side: cfg.image_size,
+        patch: cfg.patch_size,
+        seed: 0,
+        kind,
+        bins: h.edges.clone(),
+        latent_norm: None,
+        state_norm: cfg.state.as_ref().map(|s| (s.mean.clone(), s.std.clone())),
+        crop: 0.0,
+        frames: cfg.frames,
+    };
+    let d = h.spec.names.len();
+    let (mut hits, mut abs, mut n) = (0usize, 0.0f64, 0usize);
+    let all: Vec<usize> = (0..pool.samples.len()).collect();
+    for part in all.chunks(64) {
+        let batch = data::batch_of(&pool, &spec, part);
+        let truth = batch.targets.clone();
+        let (input, _) = to_tensors(batch, &cfg, device);
+        let picked = model.forward(input).argmax(2).into_data().convert::<i64>().try_into_vec::<i64>().map_err(|e| anyhow::anyhow!("{e:?}"))?; // [b · targets]
+        let values = part.iter().flat_map(|&i| pool.action_chunk(&pool.samples[i], h.spec.chunk, h.target));
+        for (j, ((&p, &t), v)) in picked.iter().zip(&truth).zip(values).enumerate() {
+            hits += usize::from(p == t);
+            abs += f64::from((h.edges[j % d].decode(p as usize) - v).abs());
+            n += 1;
+        }
+    }
+    let per = n.max(1) as f64;
+    Ok(OfflineScore { bin_accuracy: hits as f64 / per, mae: abs / per, targets: n })
 }
