@@ -49,11 +49,12 @@ pub fn load_vla_config(dir: &Path) -> Result<VlaConfig, ModelError> {
     let bad = |e: String| ModelError::Artifact { path: path.clone(), message: format!("not a policy config: {e}") };
     let mut value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
     // burn's Config derive applies `#[config(default)]`s in `new`, not when deserializing: fields
-    // added after the first artifacts were written get their defaults here, so those artifacts
-    // (the LAPA table's committed pretrained trunks among them) still load.
+    // added after the first artifacts were written get the defaults `new` gives them, so those
+    // artifacts (the LAPA table's committed pretrained trunks among them) still load.
     if let Some(obj) = value.as_object_mut() {
-        for (key, default) in [("ff_mult", serde_json::json!(4)), ("state", serde_json::Value::Null), ("frames", serde_json::json!(1))] {
-            obj.entry(key).or_insert(default);
+        let fresh = serde_json::to_value(VlaConfig::tiny(crate::HeadConfig::Latent { tokens: 1, vocabulary: 2 })).map_err(|e| bad(e.to_string()))?;
+        for key in ["ff_mult", "state", "frames"] {
+            obj.entry(key).or_insert_with(|| fresh[key].clone());
         }
     }
     let config: VlaConfig = json_value(value).map_err(bad)?;

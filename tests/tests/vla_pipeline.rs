@@ -612,20 +612,21 @@ fn distillation_teaches_a_student_what_its_labels_alone_cannot() {
     let score = |run: &Path| offline_score(&run.join(MODEL_DIR), &data, None, &cache, &device()).expect("score");
     let t = score(&teacher);
 
-    // Two students of the same size, bins and steps, with the labels of episode 0 only and the
-    // frames of all six: one learns from the labels alone (label weight 1: the teacher's KL
-    // weighs nothing), the other also from the teacher's distributions on every frame.
-    let student = |label_weight: f32, name: &str| {
+    // Two students of the same size, bins, batches and steps, with the labels of episode 0
+    // only: one learns from those labels alone (label weight 1: the teacher lends its head, its
+    // KL weighs nothing; every sample of every batch is labeled), the other also from the
+    // teacher's distributions on the frames of all six episodes. Both are scored on the six.
+    let student = |label_weight: f32, unlabeled: Vec<PathBuf>, name: &str| {
         let mut c = tiny(StageKind::Distill, data.clone(), 300);
         c.data.episodes = Some(1);
-        c.data.unlabeled = vec![data.clone()];
+        c.data.unlabeled = unlabeled;
         c.distill = Some(DistillConfig { label_weight, ..DistillConfig::new(teacher.clone()) });
         let run = tmp.path().join(name);
         let s = train(&c, &run, &[device()], &cache, false, true).expect(name);
         (run, s)
     };
-    let (labels_only, _) = student(1.0, "labels-only");
-    let (distilled, s) = student(0.5, "distilled");
+    let (labels_only, _) = student(1.0, Vec::new(), "labels-only");
+    let (distilled, s) = student(0.5, vec![data.clone()], "distilled");
     let (l, d) = (score(&labels_only), score(&distilled));
     eprintln!("teacher {t:?}\nlabels only {l:?}\ndistilled {d:?}");
     // Every frame of the six episodes is a sample (labeled episode 0 twice: labeled and not).
@@ -654,4 +655,13 @@ fn distillation_teaches_a_student_what_its_labels_alone_cannot() {
     bad.distill = Some(DistillConfig { temperature: 0.0, ..DistillConfig::new(teacher.clone()) });
     let e = train(&bad, &tmp.path().join("bad3"), &[device()], &cache, false, true).expect_err("temperature 0");
     assert!(format!("{e:#}").contains("temperature"), "{e:#}");
+    // The run records its teacher's weights; a changed teacher is refused on resume.
+    let saved: VlaTrainConfig = serde_json::from_slice(&std::fs::read(distilled.join("train.json")).expect("train.json")).expect("json");
+    let sha = saved.distill.as_ref().and_then(|d| d.teacher_sha256.clone()).expect("teacher hash recorded");
+    assert_eq!(sha.len(), 64);
+    let mut changed = saved.clone();
+    changed.distill = Some(DistillConfig { teacher_sha256: Some("0".repeat(64)), ..saved.distill.clone().expect("distill") });
+    changed.steps = 310;
+    let e = train(&changed, &distilled, &[device()], &cache, true, true).expect_err("changed teacher");
+    assert!(format!("{e:#}").contains("changed since this run started"), "{e:#}");
 }

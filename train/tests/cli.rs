@@ -197,8 +197,11 @@ fn distill_trains_a_student_from_a_teacher_run_and_names_misuse() {
     // Resumed by its own command, with more steps.
     let out = lapa(&["compress", "distill", "--resume", "--out", &s, "--steps", "4", "--quiet", "--cache", &cache]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rows = std::fs::read_to_string(dir.path().join("student/metrics.csv")).expect("metrics").lines().count();
-    assert!(rows >= 2, "{rows} metric rows");
+    let metrics = std::fs::read_to_string(dir.path().join("student/metrics.csv")).expect("metrics");
+    let steps: Vec<&str> = metrics.lines().skip(1).map(|l| l.split(',').next().expect("step")).collect();
+    assert_eq!(steps, ["2", "4"], "{metrics}");
+    let out = lapa(&["compress", "distill", "--resume", "--out", &s, "--teacher", &t, "--quiet", "--cache", &cache]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("drop --teacher"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = lapa(&["train", "finetune", "--resume", "--out", &s, "--quiet", "--cache", &cache]);
     assert!(
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("lapa compress distill --resume"),

@@ -90,32 +90,38 @@ pub fn run(c: CompressCommand) -> Result<()> {
 
 /// `lapa compress distill`: the student's run config from the teacher's, then the shared trainer.
 pub fn distill(a: &DistillArgs) -> Result<lapa_train::vla::VlaSummary> {
-    use lapa_model::vla::HeadConfig;
     use lapa_train::trainer::TRAIN_FILE;
     use lapa_train::vla::train::DistillConfig;
     use lapa_train::vla::{StageKind, VlaTrainConfig};
     let mut cfg = super::vla::config(StageKind::Distill, a.data.clone(), &a.common, None);
-    if let Some(teacher) = &a.teacher {
-        let tc =
-            lapa_model::artifact::load_vla_config(&teacher.join(MODEL_DIR)).with_context(|| format!("--teacher {}: not a policy run", teacher.display()))?;
-        let HeadConfig::Action(h) = &tc.head else {
-            bail!("--teacher {}: no action head; distil a finetuned or action-trained policy", teacher.display());
-        };
-        (cfg.chunk, cfg.bins, cfg.target, cfg.state) = (h.spec.chunk, h.bins, h.target, tc.state.is_some());
-        if a.data.is_empty() {
-            let path = teacher.join(TRAIN_FILE);
-            let t: VlaTrainConfig =
-                serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("--teacher: {} cannot be read; give --data", path.display()))?)
-                    .with_context(|| format!("--teacher: {} is not a policy run's train.json; give --data", path.display()))?;
-            cfg.data.data = t.data.data;
-            cfg.data.camera = cfg.data.camera.or(t.data.camera);
-            cfg.data.episodes = a.episodes.or(t.data.episodes);
-        } else {
-            cfg.data.episodes = a.episodes;
+    if a.common.resume {
+        if a.teacher.is_some() || !a.data.is_empty() || !a.unlabeled.is_empty() || a.episodes.is_some() {
+            bail!(
+                "--resume continues with the teacher and data of {}'s train.json; drop --teacher, --data, --unlabeled and --episodes",
+                a.common.out.display()
+            );
         }
+        return super::vla::run_stage(cfg, &a.common);
+    }
+    let Some(teacher) = &a.teacher else { bail!("--teacher is required (unless --resume)") };
+    let d = DistillConfig { temperature: a.temperature, label_weight: a.label_weight, ..DistillConfig::new(teacher.clone()) };
+    d.take_teacher_head(&mut cfg).with_context(|| format!("--teacher {}", teacher.display()))?;
+    if a.data.is_empty() {
+        let path = teacher.join(TRAIN_FILE);
+        let t: VlaTrainConfig =
+            lapa_model::artifact::json_slice(&std::fs::read(&path).with_context(|| format!("--teacher: {} cannot be read; give --data", path.display()))?)
+                .map_err(|e| anyhow::anyhow!("--teacher: {}: {e}; give --data", path.display()))?;
+        if !t.data.action_labels.is_empty() {
+            bail!("--teacher: {} trained on pseudo-actions (--action-labels), not its datasets' own; give the labeled --data", path.display());
+        }
+        cfg.data.data = t.data.data;
+        cfg.data.camera = cfg.data.camera.or(t.data.camera);
+        cfg.data.episodes = a.episodes.or(t.data.episodes);
+    } else {
+        cfg.data.episodes = a.episodes;
     }
     cfg.data.unlabeled = a.unlabeled.clone();
-    cfg.distill = a.teacher.clone().map(|t| DistillConfig { temperature: a.temperature, label_weight: a.label_weight, ..DistillConfig::new(t) });
+    cfg.distill = Some(d);
     super::vla::run_stage(cfg, &a.common)
 }
 

@@ -495,8 +495,14 @@ pub fn load(spec: &LoadSpec<'_>) -> Result<Pool> {
 }
 
 impl Pool {
-    /// Embeds every distinct instruction with the frozen encoder (once each).
-    pub fn embed_instructions(&mut self, encoder: &mut lapa_model::text::SentenceEncoder) -> Result<()> {
+    /// Embeds every distinct instruction once with the frozen sentence encoder `text` names
+    /// (read from [`lapa_model::text::minilm_dir`], run on `device` without gradients); nothing
+    /// to do for a hashed text encoder, whose ids were made at load.
+    pub fn embed_instructions(&mut self, text: &TextConfig, device: &lapa_model::burn::tensor::Device) -> Result<()> {
+        if text.frozen_dim().is_none() {
+            return Ok(());
+        }
+        let mut encoder = lapa_model::text::SentenceEncoder::load(&lapa_model::text::minilm_dir(), text, device)?;
         let texts: Vec<&str> = self.instructions.iter().map(String::as_str).collect();
         let embs = encoder.embed(&texts).context("embedding the datasets' instructions")?;
         self.text = embs.into_iter().map(TextRepr::Embedded).collect();

@@ -53,12 +53,37 @@ pub struct DistillConfig {
     /// Weight of the labels' cross-entropy on labeled frames; the teacher's KL, on every
     /// frame, gets 1 − this.
     pub label_weight: f32,
+    /// SHA-256 of the teacher's weights, recorded when the run starts and checked when it
+    /// resumes (a teacher trained further in between would change the targets silently).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_sha256: Option<String>,
 }
 
 impl DistillConfig {
     pub fn new(teacher: PathBuf) -> Self {
-        Self { teacher, temperature: 2.0, label_weight: 0.5 }
+        Self { teacher, temperature: 2.0, label_weight: 0.5, teacher_sha256: None }
     }
+
+    /// Sets `cfg`'s action settings (chunk, bins, targets, state token) to the teacher's, which
+    /// a student must share: the one place they are read from the teacher.
+    pub fn take_teacher_head(&self, cfg: &mut VlaTrainConfig) -> Result<()> {
+        let tc =
+            artifact::load_vla_config(&self.teacher.join(MODEL_DIR)).with_context(|| format!("{}: the teacher is not a policy run", self.teacher.display()))?;
+        let h = teacher_head(&tc, &self.teacher)?;
+        (cfg.chunk, cfg.bins, cfg.target, cfg.state) = (h.spec.chunk, h.bins, h.target, tc.state.is_some());
+        Ok(())
+    }
+}
+
+/// The teacher's action head, or why `cfg` (read from `dir`) cannot teach.
+fn teacher_head<'c>(cfg: &'c VlaConfig, dir: &Path) -> Result<&'c ActionHeadConfig> {
+    let HeadConfig::Action(h) = &cfg.head else {
+        bail!("{}: the teacher has no action head; distil a finetuned or action-trained policy", dir.display());
+    };
+    if cfg.frames != 1 {
+        bail!("{}: an inverse-dynamics model ({} frames per observation) is not a policy to distil", dir.display(), cfg.frames);
+    }
+    Ok(h)
 }
 
 /// AdamW with linear warm-up, then constant.
@@ -222,6 +247,7 @@ struct Teacher {
     device: Device,
     temperature: f32,
     label_weight: f32,
+    sha256: String,
 }
 
 struct VlaStage {
@@ -421,16 +447,19 @@ fn action_head(pool: &Pool, cfg: &VlaTrainConfig) -> Result<HeadConfig> {
     Ok(HeadConfig::Action(ActionHeadConfig { spec, target: cfg.target, bins: cfg.bins, edges }))
 }
 
-/// Loads a distillation teacher and checks that the run's action settings are its own.
+/// Loads a distillation teacher and checks that the run's action settings are its own (and, on
+/// a run that recorded them, its weights).
 fn load_teacher(d: &DistillConfig, cfg: &VlaTrainConfig, device: &Device) -> Result<Teacher> {
+    let weights = d.teacher.join(MODEL_DIR).join(artifact::WEIGHTS_FILE);
+    let sha = lapa_model::bundle::sha256_file(&weights).with_context(|| format!("{}: the teacher is not a policy run", d.teacher.display()))?;
+    if let Some(want) = &d.teacher_sha256
+        && *want != sha
+    {
+        bail!("{}: the teacher's weights changed since this run started (sha256 {sha}, the run recorded {want})", weights.display());
+    }
     let dir = d.teacher.join(MODEL_DIR);
     let (tc, model) = artifact::load_vla(&dir, device).with_context(|| format!("{}: the teacher is not a policy run", d.teacher.display()))?;
-    let HeadConfig::Action(h) = &tc.head else {
-        bail!("{}: the teacher has no action head; distil a finetuned or action-trained policy", d.teacher.display());
-    };
-    if tc.frames != 1 {
-        bail!("{}: an inverse-dynamics model ({} frames per observation) is not a policy to distil", d.teacher.display(), tc.frames);
-    }
+    let h = teacher_head(&tc, &d.teacher)?;
     if (h.spec.chunk, h.bins, h.target, tc.state.is_some()) != (cfg.chunk, cfg.bins, cfg.target, cfg.state) {
         bail!(
             "{}: the teacher predicts chunks of {} over {} bins ({:?} targets, state token {}); the run asks for {} over {} ({:?}, {}): a student takes its teacher's",
@@ -445,7 +474,7 @@ fn load_teacher(d: &DistillConfig, cfg: &VlaTrainConfig, device: &Device) -> Res
             cfg.state
         );
     }
-    Ok(Teacher { cfg: tc, model, device: device.clone(), temperature: d.temperature, label_weight: d.label_weight })
+    Ok(Teacher { cfg: tc, model, device: device.clone(), temperature: d.temperature, label_weight: d.label_weight, sha256: sha })
 }
 
 /// Trains (or resumes) a policy run in `run`.
@@ -513,12 +542,13 @@ pub fn train(cfg: &VlaTrainConfig, run: &Path, devices: &[Device], cache_dir: &P
         text: &base.text,
         quiet,
     })?;
-    if base.text.frozen_dim().is_some() {
-        // The frozen encoder runs on the plain device (no gradients), once per instruction.
-        let dir = lapa_model::text::minilm_dir();
-        let mut enc = lapa_model::text::SentenceEncoder::load(&dir, &base.text, device)?;
-        pool.embed_instructions(&mut enc)?;
+    if let Some(t) = &teacher
+        && t.cfg.state.is_some()
+        && pool.state_dim != t.cfg.state_dim()
+    {
+        bail!("the data has {} state values, the teacher's state token takes {}", pool.state_dim, t.cfg.state_dim());
     }
+    pool.embed_instructions(&base.text, device)?;
     let head = match kind {
         TargetKind::Latent => {
             let l = data::Labels::read(&d.labels[0], false)?;
@@ -565,9 +595,15 @@ pub fn train(cfg: &VlaTrainConfig, run: &Path, devices: &[Device], cache_dir: &P
         .with_weight_decay(o.weight_decay)
         .with_grad_clipping(o.grad_clip.map(GradientClippingConfig::Norm));
     let params = model.num_params();
+    // What train.json records: the settings, and the teacher's weights it started from.
+    let mut saved = cfg.clone();
+    if let (Some(d), Some(t)) = (&mut saved.distill, &teacher) {
+        d.teacher_sha256 = Some(t.sha256.clone());
+    }
     let mut stage = VlaStage {
         cfg: cfg.clone(),
-        teacher,
+        // At label weight 1 the KL weighs nothing: the teacher only lent its head.
+        teacher: teacher.filter(|t| t.label_weight < 1.0),
         model_cfg: model_cfg.clone(),
         model: Some(model),
         opt: adamw.init(),
@@ -581,7 +617,7 @@ pub fn train(cfg: &VlaTrainConfig, run: &Path, devices: &[Device], cache_dir: &P
         last_loss: f32::NAN,
         last_acc: 0.0,
     };
-    let start = crate::trainer::begin(&mut stage, run, resume, cfg, quiet)?;
+    let start = crate::trainer::begin(&mut stage, run, resume, &saved, quiet)?;
     if !quiet {
         let (t, c) = head.logits_shape();
         println!(
@@ -666,10 +702,10 @@ pub fn offline_score(model_dir: &Path, dataset: &Path, episodes: Option<usize>, 
     if pool.action_names != h.spec.names {
         bail!("{}: actions {:?}, the policy's {:?}", dataset.display(), pool.action_names, h.spec.names);
     }
-    if cfg.text.frozen_dim().is_some() {
-        let mut enc = lapa_model::text::SentenceEncoder::load(&lapa_model::text::minilm_dir(), &cfg.text, device)?;
-        pool.embed_instructions(&mut enc)?;
+    if pool.state_dim != cfg.state_dim() && cfg.state.is_some() {
+        bail!("{}: {} state values, the policy's state token takes {}", dataset.display(), pool.state_dim, cfg.state_dim());
     }
+    pool.embed_instructions(&cfg.text, device)?;
     let spec = BatchSpec {
         batch_size: 0,
         side: cfg.image_size,
