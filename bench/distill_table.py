@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Writes results/compress/distill/table.{md,json} from the evaluations bench/distill.sh made:
+the teacher (its LAPA-table evaluations), the distilled student and the labels-only student, per
+split and pooled, with Wilson 95% intervals (the eval reports' own), parameters and weight bytes."""
+import json, math, os, sys
+
+out, teacher = sys.argv[1], sys.argv[2]
+splits = ["seen", "unseen-objects", "unseen-instructions", "unseen-env"]
+rows = [
+    ("teacher: small, lapa-arm, N = 40", teacher),
+    ("student tiny, distilled (T = 2, 2,000 steps)", f"{out}/runs/distilled"),
+    ("student tiny, labels only (2,000 steps)", f"{out}/runs/labels-only"),
+]
+# Levers tried after the first table (bench/distill.sh's header says how they were made).
+for name, label in [("distilled-6k", "student tiny, distilled (T = 2, 6,000 steps)"), ("distilled-t1", "student tiny, distilled (T = 1, 2,000 steps)")]:
+    if os.path.isdir(f"{out}/runs/{name}"):
+        rows.append((label, f"{out}/runs/{name}"))
+
+
+def wilson(k, n, z=1.96):
+    if n == 0:
+        return [0.0, 1.0]
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return [max(0.0, c - h), min(1.0, c + h)]
+
+
+def weights(run):
+    path = f"{run}/model/model.bpk"
+    return os.path.getsize(path) if os.path.exists(path) else None
+
+
+table = []
+for name, run in rows:
+    cells = {}
+    for s in splits:
+        p = f"{run}/eval/{s}.json"
+        if os.path.exists(p):
+            t = json.load(open(p))["total"]
+            cells[s] = {"successes": t["successes"], "rollouts": t["rollouts"], "rate": t["rate"], "ci95": t["ci95"]}
+    k = sum(c["successes"] for c in cells.values())
+    n = sum(c["rollouts"] for c in cells.values())
+    table.append({"row": name, "run": run, "weight_bytes": weights(run), "splits": cells,
+                  "pooled": {"successes": k, "rollouts": n, "rate": k / n if n else None, "ci95": wilson(k, n)}})
+
+md = ["| row | weights | " + " | ".join(splits) + " | pooled |", "|---" * (len(splits) + 3) + "|"]
+for r in table:
+    cell = lambda c: f"{c['successes']}/{c['rollouts']} [{100*c['ci95'][0]:.0f}, {100*c['ci95'][1]:.0f}]" if c and c["rollouts"] else "…"
+    wb = f"{r['weight_bytes']/1e6:.2f} MB" if r["weight_bytes"] else "?"
+    md.append(f"| {r['row']} | {wb} | " + " | ".join(cell(r["splits"].get(s)) for s in splits) + f" | {cell(r['pooled'])} |")
+open(f"{out}/table.md", "w").write("\n".join(md) + "\n")
+json.dump(table, open(f"{out}/table.json", "w"), indent=2)
+print("\n".join(md))
