@@ -91,8 +91,8 @@ pub fn run(c: CompressCommand) -> Result<()> {
 /// `lapa compress distill`: the student's run config from the teacher's, then the shared trainer.
 pub fn distill(a: &DistillArgs) -> Result<lapa_train::vla::VlaSummary> {
     use lapa_train::trainer::TRAIN_FILE;
+    use lapa_train::vla::StageKind;
     use lapa_train::vla::train::DistillConfig;
-    use lapa_train::vla::{StageKind, VlaTrainConfig};
     let mut cfg = super::vla::config(StageKind::Distill, a.data.clone(), &a.common, None);
     if a.common.resume {
         if a.teacher.is_some() || !a.data.is_empty() || !a.unlabeled.is_empty() || a.episodes.is_some() {
@@ -107,12 +107,12 @@ pub fn distill(a: &DistillArgs) -> Result<lapa_train::vla::VlaSummary> {
     let d = DistillConfig { temperature: a.temperature, label_weight: a.label_weight, ..DistillConfig::new(teacher.clone()) };
     d.take_teacher_head(&mut cfg).with_context(|| format!("--teacher {}", teacher.display()))?;
     if a.data.is_empty() {
-        let path = teacher.join(TRAIN_FILE);
-        let t: VlaTrainConfig =
-            lapa_model::artifact::json_slice(&std::fs::read(&path).with_context(|| format!("--teacher: {} cannot be read; give --data", path.display()))?)
-                .map_err(|e| anyhow::anyhow!("--teacher: {}: {e}; give --data", path.display()))?;
+        let t = super::vla::read_train_config(teacher).context("--teacher: its data is the default for --data; give --data")?;
         if !t.data.action_labels.is_empty() {
-            bail!("--teacher: {} trained on pseudo-actions (--action-labels), not its datasets' own; give the labeled --data", path.display());
+            bail!(
+                "--teacher: {} trained on pseudo-actions (--action-labels), not its datasets' own; give the labeled --data",
+                teacher.join(TRAIN_FILE).display()
+            );
         }
         cfg.data.data = t.data.data;
         cfg.data.camera = cfg.data.camera.or(t.data.camera);

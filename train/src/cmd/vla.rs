@@ -171,12 +171,17 @@ pub(crate) fn config(stage: StageKind, data: Vec<PathBuf>, c: &CommonArgs, a: Op
     cfg
 }
 
+/// A policy run's `train.json` (errors name the file, and the field that is wrong).
+pub(crate) fn read_train_config(run: &Path) -> Result<VlaTrainConfig> {
+    let path = run.join(TRAIN_FILE);
+    let bytes = std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+    lapa_model::artifact::json_slice(&bytes).map_err(|e| anyhow::anyhow!("{}: not a policy run's train.json: {e}", path.display()))
+}
+
 pub(crate) fn run_stage(cfg: VlaTrainConfig, c: &CommonArgs) -> Result<VlaSummary> {
     let devices = lapa_model::devices(&c.rt.device)?;
     let cfg = if c.resume {
-        let path = c.out.join(TRAIN_FILE);
-        let saved: VlaTrainConfig = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("{}: no train.json to resume", c.out.display()))?)
-            .with_context(|| format!("{}: not a policy run's train.json", path.display()))?;
+        let saved = read_train_config(&c.out).with_context(|| format!("{}: no run to resume", c.out.display()))?;
         if saved.stage != cfg.stage {
             let how = match saved.stage {
                 StageKind::LatentContinuous => "lapa train latent --continuous".to_string(),

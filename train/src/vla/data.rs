@@ -656,6 +656,33 @@ pub struct BatchSpec {
     pub frames: usize,
 }
 
+impl BatchSpec {
+    /// How batches for `model` are made: its image, patch and frame sizes, its head's bins or
+    /// latent standardisation, its state standardisation — everything read from the model's
+    /// config, nothing from the caller but the batch's size, seed and augmentation.
+    pub fn for_model(model: &lapa_model::vla::VlaConfig, kind: TargetKind, batch_size: usize, seed: u64, crop: f32) -> Self {
+        use lapa_model::vla::HeadConfig;
+        Self {
+            batch_size,
+            side: model.image_size,
+            patch: model.patch_size,
+            seed,
+            kind,
+            bins: match &model.head {
+                HeadConfig::Action(a) => a.edges.clone(),
+                HeadConfig::Latent { .. } | HeadConfig::Continuous { .. } => Vec::new(),
+            },
+            latent_norm: match &model.head {
+                HeadConfig::Continuous { tokens, mean, std, .. } => Some((mean.clone(), std.clone(), *tokens)),
+                _ => None,
+            },
+            state_norm: model.state.as_ref().map(|s| (s.mean.clone(), s.std.clone())),
+            crop,
+            frames: model.frames,
+        }
+    }
+}
+
 /// Batch `step`: a pure function of `(spec.seed, step)`.
 pub fn make_batch(pool: &Pool, spec: &BatchSpec, step: u64) -> Batch {
     let mut rng = Rng::new(spec.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x71A);

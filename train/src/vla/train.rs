@@ -631,24 +631,7 @@ pub fn train(cfg: &VlaTrainConfig, run: &Path, devices: &[Device], cache_dir: &P
             cfg.steps
         );
     }
-    let spec = BatchSpec {
-        batch_size: cfg.batch_size,
-        side: model_cfg.image_size,
-        patch: model_cfg.patch_size,
-        seed: cfg.seed,
-        kind,
-        bins: match &head {
-            HeadConfig::Action(a) => a.edges.clone(),
-            HeadConfig::Latent { .. } | HeadConfig::Continuous { .. } => Vec::new(),
-        },
-        latent_norm: match &head {
-            HeadConfig::Continuous { tokens, mean, std, .. } => Some((mean.clone(), std.clone(), *tokens)),
-            _ => None,
-        },
-        state_norm: state.map(|s| (s.mean, s.std)),
-        crop: cfg.data.crop,
-        frames: model_cfg.frames,
-    };
+    let spec = BatchSpec::for_model(&model_cfg, kind, cfg.batch_size, cfg.seed, cfg.data.crop);
     let samples = pool.samples.len();
     let pool = Arc::new(pool);
     let make = Arc::new(move |step: u64| data::make_batch(&pool, &spec, step));
@@ -706,18 +689,7 @@ pub fn offline_score(model_dir: &Path, dataset: &Path, episodes: Option<usize>, 
         bail!("{}: {} state values, the policy's state token takes {}", dataset.display(), pool.state_dim, cfg.state_dim());
     }
     pool.embed_instructions(&cfg.text, device)?;
-    let spec = BatchSpec {
-        batch_size: 0,
-        side: cfg.image_size,
-        patch: cfg.patch_size,
-        seed: 0,
-        kind,
-        bins: h.edges.clone(),
-        latent_norm: None,
-        state_norm: cfg.state.as_ref().map(|s| (s.mean.clone(), s.std.clone())),
-        crop: 0.0,
-        frames: cfg.frames,
-    };
+    let spec = BatchSpec::for_model(&cfg, kind, 0, 0, 0.0);
     let d = h.spec.names.len();
     let (mut hits, mut abs, mut n) = (0usize, 0.0f64, 0usize);
     let all: Vec<usize> = (0..pool.samples.len()).collect();
