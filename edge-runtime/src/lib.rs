@@ -27,6 +27,8 @@
 //! - [`estop`]: the e-stop button (GPIO, normally closed), watched on its own thread.
 //! - [`record`]: what the robot saw and did, as a LeRobot v3.0 dataset.
 //! - [`teleop`]: a leader arm drives the follower through the safety filter; episodes recorded.
+//! - [`speech`]: spoken instructions — microphone, voice-activity detection, PocketSphinx
+//!   (feature `speech`) with a grammar of the instruction vocabulary, "stop" first.
 
 pub mod calibrate;
 pub mod camera;
@@ -43,6 +45,7 @@ pub mod remote;
 pub mod runtime;
 pub mod safety;
 pub mod sim;
+pub mod speech;
 pub mod status_led;
 pub mod teleop;
 pub mod v4l2;

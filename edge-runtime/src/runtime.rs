@@ -116,6 +116,8 @@ pub struct Controls {
     episode: AtomicU8,
     estop_presses: AtomicU64,
     pauses: AtomicU64,
+    /// What speech last heard and decided (echoed before it is acted on).
+    heard: Mutex<String>,
 }
 
 /// A recording command for teleoperation.
@@ -139,6 +141,7 @@ impl Controls {
             episode: AtomicU8::new(0),
             estop_presses: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
+            heard: Mutex::new(String::new()),
         }))
     }
 
@@ -158,6 +161,16 @@ impl Controls {
     pub fn instruction(&self) -> (u64, String) {
         let g = self.instruction.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         (self.version.load(Ordering::SeqCst), g.clone())
+    }
+
+    /// Publishes what speech heard (the control socket's `status` shows it).
+    pub fn set_heard(&self, text: &str) {
+        *self.heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = text.to_string();
+    }
+
+    /// What speech last heard; empty when nothing was.
+    pub fn heard(&self) -> String {
+        self.heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     pub fn estop(&self) {

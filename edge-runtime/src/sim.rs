@@ -219,6 +219,9 @@ pub struct SimExpertPolicy {
     /// Expert and tracker state at the start of each action of the last plan.
     plan: Vec<(Expert, ArmTracker)>,
     plan_time: f64,
+    /// What instructions mean: the expert does the scene's task only while the instruction names
+    /// it (any paraphrase, the same objects and place), and holds the arm still otherwise.
+    vocabulary: crate::speech::grammar::Vocabulary,
 }
 
 impl SimExpertPolicy {
@@ -226,7 +229,16 @@ impl SimExpertPolicy {
     pub fn new(scene: SharedScene, fps: f32, chunk: usize) -> Result<Self, PolicyError> {
         let spec = crate::runtime::arm_action_spec(&SO101, fps, chunk);
         spec.validate()?;
-        Ok(Self { scene, spec, plan: Vec::new(), plan_time: 0.0 })
+        Ok(Self { scene, spec, plan: Vec::new(), plan_time: 0.0, vocabulary: crate::speech::grammar::Vocabulary::sim() })
+    }
+
+    /// Whether `instruction` asks for the scene's task.
+    pub fn means_the_task(&self, instruction: &str) -> bool {
+        let task = lock(&self.scene).instruction();
+        match (self.vocabulary.parse(instruction), self.vocabulary.parse(&task)) {
+            (Some(said), Some(task)) => said.same_meaning(&task),
+            _ => false,
+        }
     }
 }
 
@@ -240,6 +252,11 @@ impl Policy for SimExpertPolicy {
     }
 
     fn infer(&mut self, input: &PolicyInput<'_>) -> Result<Vec<Vec<f32>>, PolicyError> {
+        if !self.means_the_task(input.instruction) {
+            // Not the scene's task: hold where the arm is (the expert knows no other).
+            self.plan.clear();
+            return Ok(vec![input.state.to_vec(); self.spec.chunk]);
+        }
         let mut env = lock(&self.scene).env.clone();
         // Continue the last plan's expert from where the arm has got to since it was made.
         let (mut expert, mut tracker) = match self.plan.is_empty() {
@@ -317,6 +334,11 @@ mod tests {
         let state = lock(&scene).env().state();
         let input =
             PolicyInput { frame: lapa_model::policy::Frame { width: f.width, height: f.height, rgb: &f.rgb }, state: &state, instruction: "", time_s: 0.0 };
+        // An instruction that is not the scene's task: the expert holds still.
+        let held = p.infer(&input).unwrap();
+        assert!(held.iter().all(|a| a[..] == state[..]), "{held:?}");
+        let task = lock(&scene).instruction();
+        let input = PolicyInput { instruction: &task, ..input };
         let chunk = p.infer(&input).unwrap();
         lapa_model::policy::check_chunk(p.action_spec(), &chunk).unwrap();
         assert_eq!(chunk.len(), 8);

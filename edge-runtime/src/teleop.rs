@@ -140,9 +140,17 @@ impl Operator for SimOperator {
     fn before_tick(&mut self, tick: u64) -> Result<(), String> {
         let due = self.chunk.as_ref().is_none_or(|c| c.end_tick() <= (tick + 1) as f64);
         if due {
-            let state = lock(&self.scene).env().state();
-            let input =
-                PolicyInput { frame: Frame { width: 0, height: 0, rgb: &[] }, state: &state, instruction: "", time_s: tick as f64 / f64::from(self.rate_hz) };
+            let (state, task) = {
+                let scene = lock(&self.scene);
+                (scene.env().state(), scene.instruction())
+            };
+            // The operator stands in for a person who knows the scene's task.
+            let input = PolicyInput {
+                frame: Frame { width: 0, height: 0, rgb: &[] },
+                state: &state,
+                instruction: &task,
+                time_s: tick as f64 / f64::from(self.rate_hz),
+            };
             let actions = self.expert.infer(&input).map_err(|e| e.to_string())?;
             let actions: Vec<Joints> = actions.iter().filter_map(|a| <Joints>::try_from(a.as_slice()).ok()).collect();
             let ticks_per_action = f64::from(self.rate_hz) / f64::from(self.expert.action_spec().fps);

@@ -37,7 +37,7 @@ enum Cmd {
     /// `--bundle` or a `--remote` policy. `--sim` runs the same loop against the simulated SO-101
     /// and its camera (with the scripted expert when no policy is given). On a terminal, typed
     /// lines are control commands (`stop`, `release`, `pause`, `i NEW INSTRUCTION`, `q`).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Read a cycle log back: header, events, chunk arrivals, timing and safety summary, every
     /// cycle with --cycles, a PNG of commanded vs measured joints with --plot.
     Replay(ReplayArgs),
@@ -62,6 +62,25 @@ enum Cmd {
     /// one line (or JSON with --json) and exits non-zero when the bundle would not run.
     /// `lapa flash` runs it on the board before switching to a new bundle.
     Verify(VerifyArgs),
+    /// Listen without an arm: cut the audio (--speech-file, or --speech-device until Ctrl-C)
+    /// into utterances and print what each was understood as — an instruction (from the grammar,
+    /// or the nearest known one to free-form speech), a stop, or nothing. --json prints one JSON
+    /// object a line (the speech evaluation reads it); --grammar prints the JSGF grammar made
+    /// from the vocabulary and exits.
+    Listen(ListenArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ListenArgs {
+    #[command(flatten)]
+    speech: SpeechArgs,
+    /// One JSON object per utterance: start/decided (seconds of audio), decode time, what it
+    /// was understood as.
+    #[arg(long)]
+    json: bool,
+    /// Print the grammar (JSGF) and exit.
+    #[arg(long)]
+    grammar: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -326,10 +345,13 @@ struct RunArgs {
     /// What the e-stop does.
     #[arg(long, value_enum, default_value = "hold")]
     estop: EStop,
-    /// The instruction (sim: the scene's own task instruction when absent; the sim expert
-    /// follows the scene's task whatever the text).
+    /// The instruction (sim: the scene's own task instruction when absent; the sim expert does
+    /// the scene's task only while the instruction names it, and holds still otherwise).
+    /// With speech and no --instruction, the run waits, holding, for the first spoken one.
     #[arg(long)]
     instruction: Option<String>,
+    #[command(flatten)]
+    speech: SpeechArgs,
     /// Write the per-cycle log here (read it with `lapa-edge replay`).
     #[arg(long)]
     log: Option<PathBuf>,
@@ -388,12 +410,63 @@ struct ReplayArgs {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Run(a) => run(a),
+        Cmd::Run(a) => run(*a),
         Cmd::Replay(a) => replay(a),
         Cmd::Calibrate(a) => calibrate(a),
         Cmd::Teleop(a) => teleop(a),
         Cmd::Doctor(a) => doctor(a),
         Cmd::Verify(a) => verify(a),
+        Cmd::Listen(a) => listen(a),
+    }
+}
+
+fn listen(a: ListenArgs) -> Result<()> {
+    use lapa_edge::instruction::InstructionSource;
+    use lapa_edge::speech::recognize::{How, Understood};
+    if a.grammar {
+        print!("{}", a.speech.vocabulary()?.jsgf());
+        return Ok(());
+    }
+    if !a.speech.enabled() {
+        bail!("give --speech-file WAV or --speech-device DEVICE");
+    }
+    // A file is read as fast as it decodes (its timing is in the stream, not the wall clock).
+    let mut sp = a.speech.open_with(None, false)?;
+    let mut shown = 0;
+    loop {
+        let more = sp.next().is_some();
+        for e in &sp.events[shown..] {
+            if a.json {
+                let (kind, text, how) = match &e.understood {
+                    Understood::Stop => ("stop", String::new(), serde_json::Value::Null),
+                    Understood::Instruction { text, how: How::Grammar { fit } } => {
+                        ("instruction", text.clone(), serde_json::json!({ "grammar": { "fit": fit } }))
+                    }
+                    Understood::Instruction { text, how: How::Nearest { heard, cosine } } => {
+                        ("instruction", text.clone(), serde_json::json!({ "nearest": { "heard": heard, "cosine": cosine } }))
+                    }
+                    Understood::Unclear { heard, why } => ("unclear", heard.clone(), serde_json::json!({ "why": why })),
+                };
+                println!(
+                    "{}",
+                    serde_json::json!({ "start_s": e.start_s, "decided_s": e.decided_s, "decode_s": e.decode_s, "kind": kind, "text": text, "how": how })
+                );
+            } else {
+                let what = match &e.understood {
+                    Understood::Stop => "STOP".to_string(),
+                    Understood::Instruction { text, how: How::Grammar { fit } } => format!("instruction {text:?} (grammar, fit {fit:.1})"),
+                    Understood::Instruction { text, how: How::Nearest { heard, cosine } } => {
+                        format!("instruction {text:?} (heard {heard:?}, cosine {cosine:.2})")
+                    }
+                    Understood::Unclear { heard, why } => format!("not understood {heard:?}: {why}"),
+                };
+                println!("{:7.2}–{:7.2} s  {what}  [{:.0} ms]", e.start_s, e.decided_s, e.decode_s * 1e3);
+            }
+        }
+        shown = sp.events.len();
+        if !more {
+            return Ok(());
+        }
     }
 }
 
@@ -709,11 +782,14 @@ fn run(a: RunArgs) -> Result<()> {
         }
     };
     let desc: &'static ArmDescription = board.as_ref().map_or(&SO101, |b| b.desc);
+    let mut opened_bundle = None;
     let policy: Box<dyn Policy> = match &a.bundle {
         Some(b) => {
             let trust = a.trust.trust(board.as_ref().map_or(&[][..], |h| &h.trusted_keys))?;
             let bundle = open_bundle(b, &trust)?;
-            bundle_policy(b, &bundle, board.as_ref().map(|b| b.policy.backend.as_str()))?
+            let p = bundle_policy(b, &bundle, board.as_ref().map(|b| b.policy.backend.as_str()))?;
+            opened_bundle = Some(bundle);
+            p
         }
         None => match &remote {
             Some(url) => {
@@ -735,9 +811,19 @@ fn run(a: RunArgs) -> Result<()> {
             },
         },
     };
+    // Speech is set up (model, vocabulary, microphone checked) before anything moves.
+    let speech = a.speech.enabled().then(|| a.speech.open(opened_bundle.as_ref())).transpose()?;
     let scene_instruction = scene.as_ref().map(|sc| lock(sc).instruction());
-    let instruction = a.instruction.clone().or_else(|| scene_instruction.clone()).unwrap_or_default();
+    // With speech and no --instruction the run waits, holding, for the first spoken one.
+    let wait_for_speech = speech.is_some() && a.instruction.is_none();
+    let instruction = match wait_for_speech {
+        true => "(waiting for a spoken instruction)".to_string(),
+        false => a.instruction.clone().or_else(|| scene_instruction.clone()).unwrap_or_default(),
+    };
     let controls = Controls::new(&instruction).map_err(|e| anyhow!("--instruction: {e}"))?;
+    if wait_for_speech {
+        controls.set_paused(true);
+    }
     quit_on_signal(controls.clone());
     let cfg = RunConfig {
         rate_hz: rate as f32,
@@ -788,8 +874,8 @@ fn run(a: RunArgs) -> Result<()> {
     match &scene_instruction {
         Some(task) => eprintln!(
             "task: {task:?}{}",
-            if a.instruction.is_some() && a.bundle.is_none() && remote.is_none() {
-                " (the sim expert follows the scene's task, not --instruction)"
+            if (a.instruction.is_some() || wait_for_speech) && a.bundle.is_none() && remote.is_none() {
+                " (the sim expert does it only while the instruction names it)"
             } else {
                 ""
             }
@@ -835,6 +921,12 @@ fn run(a: RunArgs) -> Result<()> {
         }
         _ => None,
     };
+    if let Some(sp) = speech {
+        let sp = sp.echo_to(controls.clone());
+        let sp = if wait_for_speech { sp.resume_on_first_instruction() } else { sp };
+        eprintln!("speech: listening{}", if wait_for_speech { " (the arm holds until an instruction is heard)" } else { "" });
+        lapa_edge::instruction::spawn(Box::new(sp), controls.clone()).context("starting the speech thread")?;
+    }
     let settle_ticks = (a.settle_seconds * rate as f32).round() as u64;
     let mut succeeded_at: Option<u64> = None;
     let mut last_status = Instant::now();
@@ -921,6 +1013,134 @@ fn run(a: RunArgs) -> Result<()> {
         bail!("the run failed: {why}");
     }
     Ok(())
+}
+
+/// Spoken instructions (`run` and `listen`).
+#[derive(Debug, Clone, clap::Args)]
+struct SpeechArgs {
+    /// Take spoken instructions from this WAV file, played as a microphone in real time: each
+    /// utterance is recognised against the vocabulary's grammar; "stop" engages the e-stop.
+    #[arg(long, value_name = "WAV")]
+    speech_file: Option<PathBuf>,
+    /// Take spoken instructions from this ALSA capture device (`default`, `plughw:1,0`; list them
+    /// with `arecord -L`). Needs a build with the `alsa` feature.
+    #[arg(long, value_name = "DEVICE", conflicts_with = "speech_file")]
+    speech_device: Option<String>,
+    /// The PocketSphinx English model folder (Debian/Ubuntu: `apt install pocketsphinx-en-us`).
+    #[arg(long, value_name = "DIR", default_value = "/usr/share/pocketsphinx/model/en-us")]
+    speech_model: PathBuf,
+    /// The instructions speech knows, as a TOML vocabulary of templates and slot values
+    /// (default: the simulator's task templates and paraphrases).
+    #[arg(long, value_name = "FILE")]
+    vocabulary: Option<PathBuf>,
+    /// Take a grammar sentence when its per-frame fit to the audio (log-likelihood against a free
+    /// phone loop) is at least this; below it, free-form recognition and the nearest known
+    /// instruction are tried instead.
+    #[arg(long, default_value_t = lapa_edge::speech::recognize::Thresholds::default().fit, allow_negative_numbers = true)]
+    speech_fit: f32,
+    /// The cosine similarity (policy's sentence encoder) at which free-form speech is mapped to
+    /// the nearest known instruction; below it the runtime asks again.
+    #[arg(long, default_value_t = lapa_edge::speech::recognize::Thresholds::default().cosine)]
+    speech_cosine: f32,
+}
+
+impl SpeechArgs {
+    fn enabled(&self) -> bool {
+        self.speech_file.is_some() || self.speech_device.is_some()
+    }
+
+    /// The microphone, the recogniser and the interpreter, checked before anything moves.
+    /// `bundle`: the policy's bundle, whose sentence encoder maps free-form speech (else the
+    /// installed all-MiniLM-L6-v2; without either, only grammar sentences are taken).
+    fn vocabulary(&self) -> Result<lapa_edge::speech::grammar::Vocabulary> {
+        Ok(match &self.vocabulary {
+            Some(p) => lapa_edge::speech::grammar::Vocabulary::load(p)?,
+            None => lapa_edge::speech::grammar::Vocabulary::sim(),
+        })
+    }
+
+    fn open(&self, bundle: Option<&lapa_model::bundle::Bundle>) -> Result<lapa_edge::speech::Speech> {
+        self.open_with(bundle, true)
+    }
+
+    /// `realtime`: a --speech-file plays at the wall clock's pace (as a microphone would).
+    fn open_with(&self, bundle: Option<&lapa_model::bundle::Bundle>, realtime: bool) -> Result<lapa_edge::speech::Speech> {
+        use lapa_edge::speech::{audio, recognize, vad};
+        if !(self.speech_fit.is_finite() && self.speech_fit <= 0.0) {
+            bail!("--speech-fit {}: a per-frame log-likelihood difference, ≤ 0", self.speech_fit);
+        }
+        if !(self.speech_cosine.is_finite() && (0.0..=1.0).contains(&self.speech_cosine)) {
+            bail!("--speech-cosine {}: give 0..=1", self.speech_cosine);
+        }
+        let vocabulary = self.vocabulary()?;
+        let mic: Box<dyn audio::Microphone> = match (&self.speech_file, &self.speech_device) {
+            (Some(f), _) => {
+                let r = audio::Recording::open(f).with_context(|| "--speech-file")?;
+                Box::new(if realtime { r.realtime() } else { r })
+            }
+            (None, Some(d)) => open_alsa(d)?,
+            (None, None) => bail!("no microphone: give --speech-file or --speech-device"),
+        };
+        let rec = open_recognizer(&self.speech_model, &vocabulary)?;
+        let embedder = sentence_encoder(bundle);
+        let thresholds = recognize::Thresholds { fit: self.speech_fit, cosine: self.speech_cosine, ..recognize::Thresholds::default() };
+        eprintln!(
+            "speech: {} → {}{}",
+            mic.describe(),
+            rec.describe(),
+            if embedder.is_some() {
+                ", free-form speech mapped by the policy's sentence encoder"
+            } else {
+                " (grammar sentences only: no sentence encoder installed)"
+            }
+        );
+        let interp = recognize::Interpreter::new(vocabulary, thresholds, embedder);
+        Ok(lapa_edge::speech::Speech::new(mic, rec, interp, vad::VadConfig::default()))
+    }
+}
+
+#[cfg(feature = "alsa")]
+fn open_alsa(device: &str) -> Result<Box<dyn lapa_edge::speech::audio::Microphone>> {
+    Ok(Box::new(lapa_edge::speech::audio::AlsaMic::open(device).context("--speech-device")?))
+}
+
+#[cfg(not(feature = "alsa"))]
+fn open_alsa(device: &str) -> Result<Box<dyn lapa_edge::speech::audio::Microphone>> {
+    bail!("--speech-device {device}: this lapa-edge was built without ALSA (cargo build --features alsa; Debian libasound2-dev)")
+}
+
+#[cfg(feature = "speech")]
+fn open_recognizer(model: &Path, vocabulary: &lapa_edge::speech::grammar::Vocabulary) -> Result<Box<dyn lapa_edge::speech::recognize::Recognizer>> {
+    use lapa_edge::speech::sphinx::{ModelFiles, PocketSphinx};
+    let files = ModelFiles::in_dir(model).context("--speech-model")?;
+    Ok(Box::new(PocketSphinx::new(&files, vocabulary)?))
+}
+
+#[cfg(not(feature = "speech"))]
+fn open_recognizer(_: &Path, _: &lapa_edge::speech::grammar::Vocabulary) -> Result<Box<dyn lapa_edge::speech::recognize::Recognizer>> {
+    bail!("speech: this lapa-edge was built without a recogniser (the `speech` feature)")
+}
+
+/// The policy's sentence encoder for free-form speech: the bundle's all-MiniLM-L6-v2, else the
+/// installed one; `None` (with a note) when neither loads.
+fn sentence_encoder(bundle: Option<&lapa_model::bundle::Bundle>) -> Option<Box<dyn lapa_edge::speech::recognize::Embedder>> {
+    use lapa_model::text::{SentenceEncoder, TextConfig};
+    let device = lapa_model::device("cpu").ok()?;
+    let from_bundle = bundle.filter(|b| b.manifest.text_encoder.as_ref().is_some_and(|t| t.kind.contains("minilm"))).and_then(|b| {
+        let [a, c, d] = lapa_model::vla::export::TEXT_PARTS.map(|p| b.part(p));
+        Some([a?, c?, d?])
+    });
+    let loaded = match from_bundle {
+        Some(files) => SentenceEncoder::load_files(&files, &TextConfig::minilm(), &device),
+        None => SentenceEncoder::load(&lapa_model::text::minilm_dir(), &TextConfig::minilm(), &device),
+    };
+    match loaded {
+        Ok(e) => Some(Box::new(e)),
+        Err(e) => {
+            eprintln!("speech: no free-form fallback ({e})");
+            None
+        }
+    }
 }
 
 fn calibrate(a: CalibrateArgs) -> Result<()> {

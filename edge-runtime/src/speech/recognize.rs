@@ -1,0 +1,172 @@
+//! From an utterance to a command: the [`Recognizer`] trait (PocketSphinx now; a Whisper backend
+//! would implement it too) and the [`Interpreter`] that decides what was meant — "stop" first, a
+//! sentence of the grammar when it fits the audio, else the nearest known instruction by the
+//! policy's own sentence encoder, else nothing (the runtime asks again instead of guessing).
+
+use super::SpeechError;
+use super::grammar::{Vocabulary, is_stop, normalize};
+
+/// The grammar's best sentence for an utterance and how well it fits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hypothesis {
+    pub text: String,
+    /// How well the grammar explains the audio against a free alternative, per frame (for
+    /// PocketSphinx: the grammar's path score minus the free word loop's, in its scaled
+    /// log-base-1.0001 units; above 0: the grammar sentence explains the audio better than any
+    /// word sequence does).
+    pub fit: f32,
+}
+
+/// A speech recogniser over whole utterances (16 kHz mono).
+pub trait Recognizer: Send {
+    fn describe(&self) -> String;
+    /// The best sentence of the vocabulary's grammar; `None` if no sentence fits at all or the
+    /// recogniser has no grammar search.
+    fn grammar(&mut self, audio: &[i16]) -> Result<Option<Hypothesis>, SpeechError>;
+    /// Free-form text; `None` when nothing was recognised.
+    fn free(&mut self, audio: &[i16]) -> Result<Option<String>, SpeechError>;
+}
+
+/// A sentence encoder: the policy's own (all-MiniLM-L6-v2), unit-length embeddings.
+pub trait Embedder: Send {
+    fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String>;
+}
+
+impl Embedder for lapa_model::text::SentenceEncoder {
+    fn embed(&mut self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        lapa_model::text::SentenceEncoder::embed(self, texts).map_err(|e| e.to_string())
+    }
+}
+
+/// How the interpreter decides.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// A grammar sentence is taken when its fit is at least this.
+    pub fit: f32,
+    /// "Stop" is taken at a lower fit: stopping by mistake is cheap, moving by mistake is not.
+    pub stop_fit: f32,
+    /// The nearest known instruction to free-form text is taken at this cosine similarity or more.
+    pub cosine: f32,
+}
+
+impl Default for Thresholds {
+    /// Calibrated on espeak-ng voices (`results/speech/`): in-grammar sentences decoded right
+    /// fit at +4 to +20, out-of-grammar sentences forced onto an instruction at −10 to −20.
+    fn default() -> Self {
+        Self { fit: 0.0, stop_fit: -2.0, cosine: 0.75 }
+    }
+}
+
+/// The longest utterance (as the detector cuts it: pre-roll, speech, hangover) taken as a stop:
+/// "stop" is one short word, and longer out-of-vocabulary sentences sometimes decode as one.
+pub const STOP_MAX_MS: u64 = 1400;
+
+fn short_enough_for_stop(audio: &[i16]) -> bool {
+    audio.len() as u64 * 1000 <= STOP_MAX_MS * u64::from(super::audio::RATE)
+}
+
+/// What an utterance meant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Understood {
+    Stop,
+    Instruction {
+        text: String,
+        how: How,
+    },
+    /// Nothing to act on; `heard` is what the recogniser made of it, `why` the reason.
+    Unclear {
+        heard: String,
+        why: String,
+    },
+}
+
+/// Where an instruction came from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum How {
+    /// A sentence of the grammar that fits the audio.
+    Grammar { fit: f32 },
+    /// Free-form text mapped to the nearest known instruction.
+    Nearest { heard: String, cosine: f32 },
+}
+
+/// Decides what an utterance meant.
+pub struct Interpreter {
+    pub vocabulary: Vocabulary,
+    pub thresholds: Thresholds,
+    embedder: Option<Box<dyn Embedder>>,
+}
+
+impl std::fmt::Debug for Interpreter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interpreter").field("thresholds", &self.thresholds).field("nearest", &self.embedder.is_some()).finish_non_exhaustive()
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na * nb) }
+}
+
+impl Interpreter {
+    /// Without an embedder there is no free-form fallback: only grammar sentences are taken.
+    pub fn new(vocabulary: Vocabulary, thresholds: Thresholds, embedder: Option<Box<dyn Embedder>>) -> Self {
+        Self { vocabulary, thresholds, embedder }
+    }
+
+    /// The known instruction nearest to free-form `heard`: the templates filled with the slot
+    /// values heard (the words name the objects; the encoder judges which template the sentence
+    /// means), the best by cosine similarity, if it reaches the threshold.
+    pub fn nearest(&mut self, heard: &str) -> Result<Understood, SpeechError> {
+        let unclear = |why: String| Ok(Understood::Unclear { heard: heard.to_string(), why });
+        let norm = normalize(heard);
+        if norm.is_empty() {
+            return unclear("nothing recognised".into());
+        }
+        let Some(embedder) = self.embedder.as_mut() else {
+            return unclear("not a sentence of the grammar (no sentence encoder for free-form speech)".into());
+        };
+        let slots = self.vocabulary.slot_values_in(&norm);
+        let candidates = self.vocabulary.fill(&slots);
+        if candidates.is_empty() {
+            return unclear(if slots.is_empty() { "it names no object or place I know".into() } else { "no instruction takes what it names".into() });
+        }
+        let mut texts: Vec<&str> = vec![&norm];
+        texts.extend(candidates.iter().map(String::as_str));
+        let e = embedder.embed(&texts).map_err(SpeechError::Recognizer)?;
+        let (best, sim) =
+            e[1..].iter().zip(&candidates).map(|(v, c)| (c, cosine(&e[0], v))).fold((&candidates[0], f32::MIN), |a, b| if b.1 > a.1 { b } else { a });
+        if sim >= self.thresholds.cosine {
+            Ok(Understood::Instruction { text: best.clone(), how: How::Nearest { heard: norm, cosine: sim } })
+        } else {
+            unclear(format!("nearest known instruction {best:?} is only {sim:.2} similar (threshold {:.2})", self.thresholds.cosine))
+        }
+    }
+
+    /// What `audio` meant, asking `rec` for the grammar sentence first and for free-form text
+    /// only when that does not fit.
+    pub fn understand(&mut self, rec: &mut dyn Recognizer, audio: &[i16]) -> Result<Understood, SpeechError> {
+        let g = rec.grammar(audio)?;
+        if let Some(h) = &g {
+            if is_stop(&h.text) && h.fit >= self.thresholds.stop_fit && short_enough_for_stop(audio) {
+                return Ok(Understood::Stop);
+            }
+            if !is_stop(&h.text) && h.fit >= self.thresholds.fit {
+                return Ok(Understood::Instruction { text: normalize(&h.text), how: How::Grammar { fit: h.fit } });
+            }
+        }
+        let rejected =
+            g.as_ref().map(|h| format!("; the grammar's best, {:?}, fits at {:.1} (threshold {:.1})", h.text, h.fit, self.thresholds.fit)).unwrap_or_default();
+        match rec.free(audio)? {
+            Some(text) if is_stop(&text) && short_enough_for_stop(audio) => Ok(Understood::Stop),
+            Some(text) => Ok(match self.nearest(&text)? {
+                Understood::Unclear { heard, why } => Understood::Unclear { heard, why: format!("{why}{rejected}") },
+                u => u,
+            }),
+            None => {
+                Ok(Understood::Unclear { heard: g.map(|h| format!("{} (fit {:.2})", h.text, h.fit)).unwrap_or_default(), why: "nothing recognised".into() })
+            }
+        }
+    }
+}

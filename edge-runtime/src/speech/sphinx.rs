@@ -1,0 +1,307 @@
+//! CMU PocketSphinx, loaded at run time.
+//!
+//! Which PocketSphinx: Debian's (and Ubuntu's, so JetPack's and Raspberry Pi OS's) packages
+//! `libpocketsphinx3` + `pocketsphinx-en-us`, the 5prealpha API. It is packaged for both the
+//! workstation and the boards, needs nothing compiled, and its English acoustic model, dictionary
+//! and language model install beside it. The library is opened with `dlopen` when speech starts
+//! rather than linked, so `lapa-edge` cross-builds for aarch64 with no C library of the target
+//! and runs without the packages when speech is not asked for; a missing library or model is a
+//! clear error naming the packages. (PocketSphinx 5.x from PyPI's sdist would need its C sources
+//! compiled by our build for every target, for the same model.)
+//!
+//! Two searches over each utterance, both finite-state: the JSGF grammar of the vocabulary, and
+//! a free loop over the vocabulary's words and [`COMMON_WORDS`]. The loop is a superset of the
+//! grammar, so its best path scores at least as well; the grammar's *fit* is their difference per
+//! frame (near 0: the grammar costs nothing, the audio is one of its sentences; well below 0:
+//! something else was said). The loop's text is the free-form transcript the nearest-instruction
+//! fallback reads. (Measured here first and dropped: 5prealpha's phone-loop search ran at about
+//! 7× real time with the beams the grammar needs, and its n-gram search took 1.8 s for a 3.4 s
+//! sentence and turned espeak-ng's voices into mostly wrong words.)
+
+// The FFI boundary: the only unsafe code of the speech module, each block with its reason.
+#![allow(unsafe_code)]
+
+use super::recognize::{Hypothesis, Recognizer};
+use super::{SpeechError, grammar::Vocabulary};
+use libloading::{Library, Symbol};
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::path::{Path, PathBuf};
+
+/// Where `pocketsphinx-en-us` installs the English model.
+pub const DEBIAN_MODEL: &str = "/usr/share/pocketsphinx/model/en-us";
+
+/// The libraries tried, in order.
+const LIBS: [&str; 2] = ["libpocketsphinx.so.3", "libpocketsphinx.so"];
+const BASE_LIBS: [&str; 2] = ["libsphinxbase.so.3", "libsphinxbase.so"];
+
+/// Everyday words the free loop may use besides the vocabulary's own (those missing from the
+/// dictionary are left out).
+pub const COMMON_WORDS: &str = "a an the i you he she it we they me my your our this that these those there here what which who \
+    when where why how is are was were be been am do does did have has had will would can could should may might must \
+    shall not no yes ok okay please thanks thank hello hi hey oh uh um ah so and or but if then than of in on at to \
+    from by with for about into over under up down out off again now today tomorrow time day night good bad nice new \
+    old big small little one two three four five six seven eight nine ten go get take make put give bring come see \
+    look find know think want need like let help tell say call turn open close start play work move show pick drop \
+    hold keep leave find car cup door kitchen table water coffee food music light room house home weather phone \
+    name man woman people thing things way world life hand head side back";
+
+/// The English model's files.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    pub hmm: PathBuf,
+    pub dict: PathBuf,
+}
+
+impl ModelFiles {
+    /// The model in `dir` laid out as `pocketsphinx-en-us` installs it (the acoustic model
+    /// `en-us/` and the dictionary `cmudict-en-us.dict`).
+    pub fn in_dir(dir: &Path) -> Result<Self, SpeechError> {
+        let f = Self { hmm: dir.join("en-us"), dict: dir.join("cmudict-en-us.dict") };
+        for p in [&f.hmm.join("mdef"), &f.dict] {
+            if !p.is_file() {
+                return Err(SpeechError::Model(format!(
+                    "{} is missing: the English speech model is not installed (Debian/Ubuntu: `apt install pocketsphinx-en-us`), or give --speech-model DIR",
+                    p.display()
+                )));
+            }
+        }
+        Ok(f)
+    }
+}
+
+/// The words of the pronunciation dictionary at `dict`.
+fn dictionary(dict: &Path) -> Result<std::collections::HashSet<String>, SpeechError> {
+    let text = std::fs::read_to_string(dict).map_err(|e| SpeechError::Model(format!("{}: {e}", dict.display())))?;
+    Ok(text.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect())
+}
+
+/// The free loop's grammar: any sequence of the vocabulary's words and the common words the
+/// dictionary knows.
+pub fn loop_jsgf(vocabulary: &Vocabulary, known: &std::collections::HashSet<String>) -> String {
+    let mut words = vocabulary.words();
+    words.extend(COMMON_WORDS.split_whitespace().filter(|w| known.contains(*w)).map(str::to_string));
+    let words: Vec<String> = words.into_iter().collect();
+    format!("#JSGF V1.0;\ngrammar free;\npublic <free> = <word>+;\n<word> = {};\n", words.join(" | "))
+}
+
+type Fn0<R> = unsafe extern "C" fn() -> R;
+type CmdLnParse = unsafe extern "C" fn(*mut c_void, *const c_void, i32, *const *const c_char, i32) -> *mut c_void;
+type PsInit = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
+type PsFree = unsafe extern "C" fn(*mut c_void) -> c_int;
+type PsSetStr = unsafe extern "C" fn(*mut c_void, *const c_char, *const c_char) -> c_int;
+type PsSetSearch = unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int;
+type PsUtt = unsafe extern "C" fn(*mut c_void) -> c_int;
+type PsProcessRaw = unsafe extern "C" fn(*mut c_void, *const i16, usize, c_int, c_int) -> c_int;
+type PsGetHyp = unsafe extern "C" fn(*mut c_void, *mut i32) -> *const c_char;
+
+/// A PocketSphinx decoder with the vocabulary's grammar and the free word loop.
+pub struct PocketSphinx {
+    // Field order: the decoder and config are freed (in Drop) before the libraries unload.
+    ps: *mut c_void,
+    config: *mut c_void,
+    ps_free: PsFree,
+    cmd_ln_free: PsFree,
+    start_utt: PsUtt,
+    end_utt: PsUtt,
+    process_raw: PsProcessRaw,
+    get_hyp: PsGetHyp,
+    set_search: PsSetSearch,
+    get_n_frames: PsUtt,
+    describe: String,
+    /// The free loop's decode of the last utterance the grammar decoded (length, text).
+    last_free: Option<(usize, u64, String)>,
+    _base: Library,
+    _lib: Library,
+}
+
+// SAFETY: the decoder is used from one thread at a time (`&mut self`); PocketSphinx keeps no
+// thread-local state, so moving it between threads is sound.
+unsafe impl Send for PocketSphinx {}
+
+impl std::fmt::Debug for PocketSphinx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe)
+    }
+}
+
+fn open_any(names: &[&str]) -> Result<Library, SpeechError> {
+    let mut last = String::new();
+    for n in names {
+        // SAFETY: loading a shared library runs its initialisers; PocketSphinx's have no
+        // preconditions.
+        match unsafe { Library::new(n) } {
+            Ok(l) => return Ok(l),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(SpeechError::Model(format!(
+        "cannot load {} ({last}): PocketSphinx is not installed (Debian/Ubuntu: `apt install libpocketsphinx3 pocketsphinx-en-us`)",
+        names[0]
+    )))
+}
+
+fn sym<T: Copy>(lib: &Library, name: &str) -> Result<T, SpeechError> {
+    // SAFETY: each symbol is declared with the signature of PocketSphinx 5prealpha's header
+    // (`pocketsphinx.h`, `ps_search.h`, sphinxbase's `cmd_ln.h`).
+    let s: Symbol<'_, T> =
+        unsafe { lib.get(name.as_bytes()) }.map_err(|e| SpeechError::Model(format!("PocketSphinx lacks {name} ({e}): not the 5prealpha library")))?;
+    Ok(*s)
+}
+
+fn cstr(s: &str) -> Result<CString, SpeechError> {
+    CString::new(s).map_err(|_| SpeechError::Model(format!("{s:?} holds a NUL byte")))
+}
+
+impl PocketSphinx {
+    /// Loads the library and the model and sets up the three searches over `vocabulary`.
+    /// Every word of the vocabulary must be in the model's dictionary (the error lists any that
+    /// are not).
+    pub fn new(model: &ModelFiles, vocabulary: &Vocabulary) -> Result<Self, SpeechError> {
+        let known = dictionary(&model.dict)?;
+        let missing: Vec<String> = vocabulary.words().into_iter().filter(|w| !known.contains(w)).collect();
+        if !missing.is_empty() {
+            return Err(SpeechError::Model(format!("the speech dictionary {} does not know: {}", model.dict.display(), missing.join(", "))));
+        }
+        let base = open_any(&BASE_LIBS)?;
+        let lib = open_any(&LIBS)?;
+        let cmd_ln_parse: CmdLnParse = sym(&base, "cmd_ln_parse_r")?;
+        let cmd_ln_free: PsFree = sym(&base, "cmd_ln_free_r")?;
+        let ps_args: Fn0<*const c_void> = sym(&lib, "ps_args")?;
+        let ps_init: PsInit = sym(&lib, "ps_init")?;
+        let ps_free: PsFree = sym(&lib, "ps_free")?;
+        let set_jsgf: PsSetStr = sym(&lib, "ps_set_jsgf_string")?;
+        let set_search: PsSetSearch = sym(&lib, "ps_set_search")?;
+        let path = |p: &Path| p.to_str().map(str::to_string).ok_or_else(|| SpeechError::Model(format!("{} is not UTF-8", p.display())));
+        // Wider beams than the defaults (1e-48, 7e-29): with those, the grammar search lost
+        // sentences of a dozen words before their end.
+        let args: Vec<String> = ["-logfn", "/dev/null", "-beam", "1e-80", "-wbeam", "1e-60", "-bestpath", "no", "-logbase", "1.0001"]
+            .into_iter()
+            .map(String::from)
+            .chain(["-hmm".to_string(), path(&model.hmm)?, "-dict".to_string(), path(&model.dict)?])
+            .collect();
+        let cargs: Vec<CString> = args.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
+        let argv: Vec<*const c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+        // SAFETY: argv outlives the call (cmd_ln copies what it keeps); ps_args returns a static
+        // table.
+        let config = unsafe { cmd_ln_parse(std::ptr::null_mut(), ps_args(), argv.len() as i32, argv.as_ptr(), 1) };
+        if config.is_null() {
+            return Err(SpeechError::Model("PocketSphinx refused its configuration".into()));
+        }
+        // SAFETY: config is a valid cmd_ln_t.
+        let ps = unsafe { ps_init(config) };
+        if ps.is_null() {
+            // SAFETY: config came from cmd_ln_parse_r and is freed once.
+            unsafe { cmd_ln_free(config) };
+            return Err(SpeechError::Model(format!("PocketSphinx could not load the model in {}", model.hmm.display())));
+        }
+        let mut me = Self {
+            ps,
+            config,
+            ps_free,
+            cmd_ln_free,
+            start_utt: sym(&lib, "ps_start_utt")?,
+            end_utt: sym(&lib, "ps_end_utt")?,
+            process_raw: sym(&lib, "ps_process_raw")?,
+            get_hyp: sym(&lib, "ps_get_hyp")?,
+            set_search,
+            get_n_frames: sym(&lib, "ps_get_n_frames")?,
+            describe: String::new(),
+            last_free: None,
+            _base: base,
+            _lib: lib,
+        };
+        let jsgf = cstr(&vocabulary.jsgf())?;
+        let free = cstr(&loop_jsgf(vocabulary, &known))?;
+        let (g, f) = (cstr("grammar")?, cstr("free")?);
+        // SAFETY: ps is valid; the strings outlive each call (PocketSphinx copies them).
+        unsafe {
+            if set_jsgf(me.ps, g.as_ptr(), jsgf.as_ptr()) != 0 {
+                return Err(SpeechError::Model("PocketSphinx refused the generated JSGF grammar".into()));
+            }
+            if set_jsgf(me.ps, f.as_ptr(), free.as_ptr()) != 0 {
+                return Err(SpeechError::Model("PocketSphinx refused the free word loop".into()));
+            }
+        }
+        me.describe = format!("PocketSphinx 5prealpha (grammar of {} templates; model {})", vocabulary.templates.len(), model.hmm.display());
+        Ok(me)
+    }
+
+    /// Decodes `audio` with the search `name`: the hypothesis, its path score (PocketSphinx's
+    /// scaled log-base-1.0001 units) and the number of frames.
+    fn decode(&mut self, name: &str, audio: &[i16]) -> Result<(String, f64, i32), SpeechError> {
+        let n = cstr(name)?;
+        // Digital silence (a WAV padded with zeros) has no spectrum: PocketSphinx's features go
+        // to -inf there and the grammar search ends nowhere. A ±1 LSB dither, the same every
+        // time, keeps decoding deterministic and costs nothing audible (-90 dBFS).
+        let mut seed = 0x9e3779b97f4a7c15u64;
+        let audio: Vec<i16> = audio
+            .iter()
+            .map(|&v| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                v.saturating_add((seed % 3) as i16 - 1)
+            })
+            .collect();
+        let fail = |what: &str| SpeechError::Recognizer(format!("PocketSphinx: {what} failed"));
+        // SAFETY: ps is valid; audio is a live slice of `audio.len()` samples.
+        unsafe {
+            if (self.set_search)(self.ps, n.as_ptr()) != 0 {
+                return Err(fail("selecting the search"));
+            }
+            if (self.start_utt)(self.ps) != 0 {
+                return Err(fail("starting the utterance"));
+            }
+            if (self.process_raw)(self.ps, audio.as_ptr(), audio.len(), 0, 1) < 0 {
+                let _ = (self.end_utt)(self.ps);
+                return Err(fail("processing the audio"));
+            }
+            if (self.end_utt)(self.ps) != 0 {
+                return Err(fail("ending the utterance"));
+            }
+            let mut score = 0i32;
+            let hyp = (self.get_hyp)(self.ps, &mut score);
+            let text = if hyp.is_null() { String::new() } else { CStr::from_ptr(hyp).to_string_lossy().into_owned() };
+            Ok((text, f64::from(score), (self.get_n_frames)(self.ps)))
+        }
+    }
+}
+
+impl Drop for PocketSphinx {
+    fn drop(&mut self) {
+        // SAFETY: both were made in `new` and are freed once, before the libraries unload.
+        unsafe {
+            (self.ps_free)(self.ps);
+            (self.cmd_ln_free)(self.config);
+        }
+    }
+}
+
+impl Recognizer for PocketSphinx {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn grammar(&mut self, audio: &[i16]) -> Result<Option<Hypothesis>, SpeechError> {
+        let (text, g, frames) = self.decode("grammar", audio)?;
+        if text.trim().is_empty() || frames <= 0 {
+            return Ok(None);
+        }
+        let (free, f, _) = self.decode("free", audio)?;
+        self.last_free = Some((audio.len(), fingerprint(audio), free.trim().to_string()));
+        Ok(Some(Hypothesis { text: text.trim().to_string(), fit: ((g - f) / f64::from(frames)) as f32 }))
+    }
+
+    fn free(&mut self, audio: &[i16]) -> Result<Option<String>, SpeechError> {
+        let text = match self.last_free.take() {
+            Some((n, h, t)) if n == audio.len() && h == fingerprint(audio) => t,
+            _ => self.decode("free", audio)?.0.trim().to_string(),
+        };
+        Ok((!text.is_empty()).then_some(text))
+    }
+}
+
+/// A cheap fingerprint of an utterance (FNV-1a over its samples).
+fn fingerprint(audio: &[i16]) -> u64 {
+    audio.iter().fold(0xcbf29ce484222325u64, |h, &s| (h ^ u64::from(s as u16)).wrapping_mul(0x100000001b3))
+}
