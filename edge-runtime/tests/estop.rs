@@ -17,7 +17,9 @@ fn go(act: impl Fn(&Controls), at: u64) -> Vec<(u64, u16, bool)> {
     let limits = joint_limits(&SO101, &joint_calibrations(&arm.read_calibration().expect("cal"))).expect("limits");
     let safety = SafetyFilter::new(SafetyConfig::default(), &SO101, limits, 50.0).expect("safety");
     let policy = SimExpertPolicy::new(scene.clone(), 10.0, 10).expect("policy");
-    let controls = Controls::new("push").expect("controls");
+    // The scene's own task: the expert moves only while the instruction names it.
+    let task = lapa_edge::sim::lock(&scene).instruction();
+    let controls = Controls::new(&task).expect("controls");
     let cfg = RunConfig { rate_hz: 50.0, max_ticks: Some(at + 40), ..RunConfig::default() };
     let mut seen = Vec::new();
     let c2 = controls.clone();

@@ -81,6 +81,9 @@ struct ListenArgs {
     /// Print the grammar (JSGF) and exit.
     #[arg(long)]
     grammar: bool,
+    /// Print the vocabulary as JSON (templates with their tasks, slot values) and exit.
+    #[arg(long)]
+    vocabulary_json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -427,6 +430,12 @@ fn listen(a: ListenArgs) -> Result<()> {
         print!("{}", a.speech.vocabulary()?.jsgf());
         return Ok(());
     }
+    let vocabulary = a.speech.vocabulary()?;
+    if a.vocabulary_json {
+        let templates: Vec<_> = vocabulary.templates.iter().map(|t| serde_json::json!({ "task": t.task, "text": t.text })).collect();
+        println!("{}", serde_json::json!({ "templates": templates, "slots": vocabulary.slots, "stop": lapa_edge::speech::grammar::STOP_PHRASES }));
+        return Ok(());
+    }
     if !a.speech.enabled() {
         bail!("give --speech-file WAV or --speech-device DEVICE");
     }
@@ -447,9 +456,12 @@ fn listen(a: ListenArgs) -> Result<()> {
                     }
                     Understood::Unclear { heard, why } => ("unclear", heard.clone(), serde_json::json!({ "why": why })),
                 };
+                // What the instruction means (task and slot values), for scoring.
+                let meaning =
+                    (kind == "instruction").then(|| vocabulary.parse(&text)).flatten().map(|p| serde_json::json!({ "task": p.task, "slots": p.slots }));
                 println!(
                     "{}",
-                    serde_json::json!({ "start_s": e.start_s, "decided_s": e.decided_s, "decode_s": e.decode_s, "kind": kind, "text": text, "how": how })
+                    serde_json::json!({ "start_s": e.start_s, "decided_s": e.decided_s, "decode_s": e.decode_s, "kind": kind, "text": text, "how": how, "meaning": meaning })
                 );
             } else {
                 let what = match &e.understood {
@@ -465,6 +477,9 @@ fn listen(a: ListenArgs) -> Result<()> {
         }
         shown = sp.events.len();
         if !more {
+            if a.json {
+                println!("{}", serde_json::json!({ "decode_s_total": sp.decode_s_total }));
+            }
             return Ok(());
         }
     }
@@ -1027,15 +1042,16 @@ struct SpeechArgs {
     #[arg(long, value_name = "DEVICE", conflicts_with = "speech_file")]
     speech_device: Option<String>,
     /// The PocketSphinx English model folder (Debian/Ubuntu: `apt install pocketsphinx-en-us`).
-    #[arg(long, value_name = "DIR", default_value = "/usr/share/pocketsphinx/model/en-us")]
+    #[arg(long, value_name = "DIR", default_value = lapa_edge::speech::DEBIAN_MODEL)]
     speech_model: PathBuf,
     /// The instructions speech knows, as a TOML vocabulary of templates and slot values
     /// (default: the simulator's task templates and paraphrases).
     #[arg(long, value_name = "FILE")]
     vocabulary: Option<PathBuf>,
-    /// Take a grammar sentence when its per-frame fit to the audio (log-likelihood against a free
-    /// phone loop) is at least this; below it, free-form recognition and the nearest known
-    /// instruction are tried instead.
+    /// Take a grammar sentence when its fit to the audio is at least this: its path score minus
+    /// that of a free loop over the same words and everyday English, per frame (sentences said
+    /// fit at about +4 to +20, other speech forced onto the grammar at about −10 to −20). Below
+    /// it, the free-form words are mapped to the nearest known instruction instead.
     #[arg(long, default_value_t = lapa_edge::speech::recognize::Thresholds::default().fit, allow_negative_numbers = true)]
     speech_fit: f32,
     /// The cosine similarity (policy's sentence encoder) at which free-form speech is mapped to
@@ -1066,8 +1082,8 @@ impl SpeechArgs {
     /// `realtime`: a --speech-file plays at the wall clock's pace (as a microphone would).
     fn open_with(&self, bundle: Option<&lapa_model::bundle::Bundle>, realtime: bool) -> Result<lapa_edge::speech::Speech> {
         use lapa_edge::speech::{audio, recognize, vad};
-        if !(self.speech_fit.is_finite() && self.speech_fit <= 0.0) {
-            bail!("--speech-fit {}: a per-frame log-likelihood difference, ≤ 0", self.speech_fit);
+        if !self.speech_fit.is_finite() {
+            bail!("--speech-fit {}: give a number (a per-frame score difference)", self.speech_fit);
         }
         if !(self.speech_cosine.is_finite() && (0.0..=1.0).contains(&self.speech_cosine)) {
             bail!("--speech-cosine {}: give 0..=1", self.speech_cosine);
@@ -1101,7 +1117,9 @@ impl SpeechArgs {
 
 #[cfg(feature = "alsa")]
 fn open_alsa(device: &str) -> Result<Box<dyn lapa_edge::speech::audio::Microphone>> {
-    Ok(Box::new(lapa_edge::speech::audio::AlsaMic::open(device).context("--speech-device")?))
+    use lapa_edge::speech::audio::{AlsaMic, Threaded};
+    // Captured on its own thread: a long decode never stalls the device.
+    Ok(Box::new(Threaded::new(Box::new(AlsaMic::open(device).context("--speech-device")?))?))
 }
 
 #[cfg(not(feature = "alsa"))]

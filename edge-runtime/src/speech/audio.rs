@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 /// The recogniser's sample rate, Hz: every source delivers this.
 pub const RATE: u32 = 16_000;
 
-/// Longest WAV file read, seconds (a file is read whole).
-pub const MAX_WAV_SECONDS: u64 = 600;
+/// Longest WAV file read, seconds (a file is read whole: an hour is 115 MB at 16 kHz).
+pub const MAX_WAV_SECONDS: u64 = 3600;
 
 /// A source of 16 kHz mono audio.
 pub trait Microphone: Send {
@@ -91,16 +91,34 @@ pub fn read_wav(path: &Path) -> Result<Vec<i16>, SpeechError> {
         return Err(wav_err(path, format!("{:.0} s long; at most {MAX_WAV_SECONDS} s are read", frames as f64 / f64::from(spec.sample_rate))));
     }
     let ch = usize::from(spec.channels);
-    let samples: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
+    // Mixed to mono while reading: a many-channel file never sits in memory whole.
+    let mut mono: Vec<f32> = Vec::with_capacity(frames as usize);
+    let mut acc = 0.0f32;
+    let mut k = 0;
+    let mut push = |v: f32| {
+        acc += v;
+        k += 1;
+        if k == ch {
+            mono.push(acc / ch as f32);
+            acc = 0.0;
+            k = 0;
+        }
+    };
+    let bad = |e: hound::Error| wav_err(path, format!("truncated or damaged sample data: {e}"));
+    match (spec.sample_format, spec.bits_per_sample) {
         (hound::SampleFormat::Int, b @ (8 | 16 | 24 | 32)) => {
             let scale = 1.0 / (1u64 << (b - 1)) as f32;
-            reader.into_samples::<i32>().map(|s| s.map(|v| v as f32 * scale)).collect::<Result<_, _>>()
+            for v in reader.into_samples::<i32>() {
+                push(v.map_err(bad)? as f32 * scale);
+            }
         }
-        (hound::SampleFormat::Float, 32) => reader.into_samples::<f32>().collect::<Result<_, _>>(),
+        (hound::SampleFormat::Float, 32) => {
+            for v in reader.into_samples::<f32>() {
+                push(v.map_err(bad)?);
+            }
+        }
         (f, b) => return Err(wav_err(path, format!("{b}-bit {f:?} samples; 8/16/24/32-bit integer or 32-bit float PCM are read"))),
     }
-    .map_err(|e| wav_err(path, format!("truncated or damaged sample data: {e}")))?;
-    let mono: Vec<f32> = samples.chunks_exact(ch).map(|f| f.iter().sum::<f32>() / ch as f32).collect();
     if mono.iter().any(|v| !v.is_finite()) {
         return Err(wav_err(path, "non-finite float samples"));
     }
@@ -129,7 +147,11 @@ pub fn to_i16(x: &[f32]) -> Vec<i16> {
 
 /// Band-limited resampling (windowed sinc, 16 zero crossings a side, Blackman window; the cut-off
 /// at the lower of the two Nyquist rates).
+/// Either rate 0: nothing (there is no such signal).
 pub fn resample(x: &[f32], from: u32, to: u32) -> Vec<f32> {
+    if from == 0 || to == 0 {
+        return Vec::new();
+    }
     if from == to || x.is_empty() {
         return x.to_vec();
     }
@@ -195,6 +217,67 @@ pub fn noise(len: usize, seed: u64, pink: bool) -> Vec<i16> {
             (y * 8000.0).round() as i16
         })
         .collect()
+}
+
+/// A live microphone read on its own thread into a bounded queue (10 s), so a slow decode never
+/// stalls the device (an overrun would lose the audio, a "stop" with it). When the queue is full
+/// (ten seconds behind), new audio is dropped until the reader catches up.
+pub struct Threaded {
+    name: String,
+    rx: std::sync::mpsc::Receiver<Result<Vec<i16>, SpeechError>>,
+    pending: Vec<i16>,
+    _worker: crate::worker::Worker,
+}
+
+impl std::fmt::Debug for Threaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Threaded({})", self.name)
+    }
+}
+
+impl Threaded {
+    pub fn new(mut inner: Box<dyn Microphone>) -> Result<Self, SpeechError> {
+        let name = inner.describe();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<i16>, SpeechError>>(500);
+        let worker = crate::worker::Worker::spawn("microphone", move |stop| {
+            let mut buf = vec![0i16; 320];
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let r = inner.read(&mut buf).map(|n| buf[..n].to_vec());
+                let end = !matches!(&r, Ok(v) if !v.is_empty());
+                match tx.try_send(r) {
+                    Ok(()) => {}
+                    // Full: the reader is behind; this block is dropped (it is the newest, but the
+                    // reader drains the queue in order and catches up).
+                    Err(std::sync::mpsc::TrySendError::Full(_)) => {}
+                    Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return,
+                }
+                if end {
+                    return;
+                }
+            }
+        })
+        .map_err(SpeechError::Device)?;
+        Ok(Self { name, rx, pending: Vec::new(), _worker: worker })
+    }
+}
+
+impl Microphone for Threaded {
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    fn read(&mut self, buf: &mut [i16]) -> Result<usize, SpeechError> {
+        if self.pending.is_empty() {
+            match self.rx.recv() {
+                Ok(r) => self.pending = r?,
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.pending.len());
+        buf[..n].copy_from_slice(&self.pending[..n]);
+        self.pending.drain(..n);
+        Ok(n)
+    }
 }
 
 /// The board's microphone through ALSA (16 kHz mono S16, the device's own conversion; `default`

@@ -53,9 +53,17 @@ pub struct Parsed {
 }
 
 impl Parsed {
-    /// Two sentences mean the same thing: same task, same slot values in the same order.
+    /// Two sentences mean the same thing: same task, same slot values. The order of the values
+    /// is not part of the meaning ("separate the red square from the blue circle" and "pull the
+    /// blue circle and the red square apart" name one task; the simulator's success checks are
+    /// symmetric in their objects).
     pub fn same_meaning(&self, other: &Parsed) -> bool {
-        self.task == other.task && self.slots == other.slots
+        let sorted = |p: &Parsed| {
+            let mut v = p.slots.clone();
+            v.sort();
+            v
+        };
+        self.task == other.task && sorted(self) == sorted(other)
     }
 }
 
@@ -85,6 +93,8 @@ struct VocabularyFile {
 /// Most templates and values a vocabulary may hold (the grammar stays small enough to decode fast).
 pub const MAX_TEMPLATES: usize = 512;
 pub const MAX_SLOT_VALUES: usize = 256;
+/// Most words and slots in one template.
+pub const MAX_TEMPLATE_TOKENS: usize = 48;
 
 impl Vocabulary {
     /// Builds and checks a vocabulary: every `{slot}` a template names has values, slot names are
@@ -104,11 +114,19 @@ impl Vocabulary {
             if values.is_empty() || values.len() > MAX_SLOT_VALUES {
                 return Err(format!("slot {name:?} has {} values; 1 to {MAX_SLOT_VALUES}", values.len()));
             }
-            let mut vs: Vec<String> = values.iter().map(|v| normalize(v)).collect();
-            if let Some(bad) = vs.iter().position(String::is_empty) {
-                return Err(format!("slot {name:?}: value {:?} has no words", values[bad]));
+            let mut vs: Vec<String> = Vec::new();
+            for v in values.iter() {
+                let n = normalize(v);
+                if n.is_empty() {
+                    return Err(format!("slot {name:?}: value {v:?} has no words"));
+                }
+                if n.split(' ').count() > 8 {
+                    return Err(format!("slot {name:?}: value {v:?} is longer than 8 words"));
+                }
+                if !vs.contains(&n) {
+                    vs.push(n);
+                }
             }
-            vs.dedup();
             clean_slots.insert(name, vs);
         }
         let mut out = Vec::new();
@@ -116,6 +134,9 @@ impl Vocabulary {
             let tokens = tokenize(&text).map_err(|e| format!("template {} ({text:?}): {e}", i + 1))?;
             if tokens.is_empty() {
                 return Err(format!("template {} is empty", i + 1));
+            }
+            if tokens.len() > MAX_TEMPLATE_TOKENS {
+                return Err(format!("template {} ({text:?}) has {} words and slots; at most {MAX_TEMPLATE_TOKENS}", i + 1, tokens.len()));
             }
             for t in &tokens {
                 if let Token::Slot(s) = t
@@ -217,28 +238,45 @@ impl Vocabulary {
         let words: Vec<&str> = norm.split(' ').filter(|w| !w.is_empty()).collect();
         self.templates.iter().enumerate().find_map(|(i, t)| {
             let mut slots = Vec::new();
-            self.match_tokens(&t.tokens, &words, &mut slots).then(|| Parsed { template: i, task: t.task.clone(), slots })
+            let mut failed = std::collections::HashSet::new();
+            self.match_tokens(&t.tokens, 0, &words, 0, &mut slots, &mut failed).then(|| Parsed { template: i, task: t.task.clone(), slots })
         })
     }
 
-    fn match_tokens(&self, tokens: &[Token], words: &[&str], slots: &mut Vec<(String, String)>) -> bool {
-        let Some((first, rest)) = tokens.split_first() else { return words.is_empty() };
-        match first {
-            Token::Word(w) => words.first() == Some(&w.as_str()) && self.match_tokens(rest, &words[1..], slots),
-            Token::Slot(s) => {
-                for v in &self.slots[s] {
-                    let n = v.split(' ').count();
-                    if words.len() >= n && words[..n].join(" ") == *v {
-                        slots.push((s.clone(), v.clone()));
-                        if self.match_tokens(rest, &words[n..], slots) {
-                            return true;
-                        }
-                        slots.pop();
+    /// Matches `tokens[ti..]` against `words[wi..]`. Whether a (token, word) position can finish
+    /// does not depend on how it was reached, so positions that failed once are not tried again
+    /// (`failed`): the search is polynomial however ambiguous the slot values.
+    fn match_tokens(
+        &self,
+        tokens: &[Token],
+        ti: usize,
+        words: &[&str],
+        wi: usize,
+        slots: &mut Vec<(String, String)>,
+        failed: &mut std::collections::HashSet<(usize, usize)>,
+    ) -> bool {
+        let Some(first) = tokens.get(ti) else { return wi == words.len() };
+        if failed.contains(&(ti, wi)) {
+            return false;
+        }
+        let ok = match first {
+            Token::Word(w) => words.get(wi) == Some(&w.as_str()) && self.match_tokens(tokens, ti + 1, words, wi + 1, slots, failed),
+            Token::Slot(s) => self.slots[s].iter().any(|v| {
+                let n = v.split(' ').count();
+                if wi + n <= words.len() && words[wi..wi + n].join(" ") == *v {
+                    slots.push((s.clone(), v.clone()));
+                    if self.match_tokens(tokens, ti + 1, words, wi + n, slots, failed) {
+                        return true;
                     }
+                    slots.pop();
                 }
                 false
-            }
+            }),
+        };
+        if !ok {
+            failed.insert((ti, wi));
         }
+        ok
     }
 
     /// The slot values named in `text`, in the order heard (longest value first where they
@@ -302,6 +340,9 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
     let mut out = Vec::new();
     let mut rest = text;
     while let Some(open) = rest.find('{') {
+        if rest[..open].contains('}') {
+            return Err("a `}` without its `{`".into());
+        }
         out.extend(normalize(&rest[..open]).split(' ').filter(|w| !w.is_empty()).map(|w| Token::Word(w.to_string())));
         let close = rest[open..].find('}').ok_or("a `{` without its `}`")? + open;
         let name = rest[open + 1..close].trim();
@@ -368,6 +409,18 @@ mod tests {
     }
 
     #[test]
+    fn ambiguous_slot_values_do_not_make_parsing_exponential() {
+        // 30 slots whose values overlap ("a", "a a", …): a naive backtracking parse of a
+        // sentence that fails only at its last word tries about 4^30 splits.
+        let values: Vec<String> = (1..=4).map(|n| vec!["a"; n].join(" ")).collect();
+        let template = vec!["{x}"; 30].join(" ") + " end";
+        let v = Vocabulary::new(vec![("t".into(), template)], BTreeMap::from([("x".to_string(), values)])).unwrap();
+        let said = vec!["a"; 60].join(" ");
+        assert_eq!(v.parse(&format!("{said} nope")), None);
+        assert_eq!(v.parse(&format!("{said} end")).unwrap().slots.len(), 30);
+    }
+
+    #[test]
     fn vocabulary_files_are_checked_field_by_field() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("v.toml");
@@ -380,6 +433,7 @@ mod tests {
             ("templates = []\n", "no templates"),
             ("templates = [{ task = \"a\", text = \"go\", speed = 2 }]\n", "unknown field"),
             ("templates = [{ task = \"a\", text = \"go {x}\" }]\n[slots]\nx = [\"!!\"]\n", "has no words"),
+            ("templates = [{ task = \"a\", text = \"go } to {x}\" }]\n[slots]\nx = [\"y\"]\n", "without its `{`"),
         ] {
             std::fs::write(&p, body).unwrap();
             let e = Vocabulary::load(&p).unwrap_err().to_string();

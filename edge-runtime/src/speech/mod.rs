@@ -38,12 +38,17 @@ pub enum SpeechError {
     Vocabulary { path: PathBuf, message: String },
 }
 
+/// Where Debian's `pocketsphinx-en-us` installs the English model.
+pub const DEBIAN_MODEL: &str = "/usr/share/pocketsphinx/model/en-us";
+
 /// An open utterance quiet this long, and short enough to be a "stop", is decoded early.
 pub const EARLY_STOP_QUIET_MS: u32 = 200;
 /// Longest open utterance checked early for a "stop", ms: the same speech as
-/// [`recognize::STOP_MAX_MS`] allows, with [`EARLY_STOP_QUIET_MS`] of quiet instead of the full
-/// hangover.
-pub const EARLY_STOP_MAX_MS: u64 = recognize::STOP_MAX_MS - 450 + EARLY_STOP_QUIET_MS as u64;
+/// [`recognize::STOP_MAX_MS`] allows, with [`EARLY_STOP_QUIET_MS`] of quiet instead of the
+/// detector's full hangover.
+pub fn early_stop_max_ms(vad: &vad::VadConfig) -> u64 {
+    recognize::STOP_MAX_MS.saturating_sub(u64::from(vad.hangover_ms)) + u64::from(EARLY_STOP_QUIET_MS)
+}
 /// Samples read from the microphone at a time (20 ms).
 const BLOCK: usize = 320;
 
@@ -68,12 +73,18 @@ pub struct Speech {
     pending: VecDeque<Heard>,
     /// Resume the run after the first instruction heard (a run that started waiting for one).
     resume_on_first: bool,
+    /// An instruction was handed out and, if it is taken, the run resumes.
+    resume_if_taken: bool,
+    vad_cfg: vad::VadConfig,
     /// The open utterance (by its start) was already checked early for a stop.
     early_checked: Option<u64>,
-    /// ... and was a stop: it is not decided again when it ends.
-    early_stopped: bool,
+    /// The utterance (by its start) already acted on as a stop: when it ends, it is decided
+    /// again for what else it says, but not stopped for twice.
+    early_stopped: Option<u64>,
     ended: bool,
     pub events: Vec<Event>,
+    /// Decoding time, every decode included (early stop checks too), seconds.
+    pub decode_s_total: f64,
     /// Echoes each decision here (the console); `None` keeps quiet (tests).
     echo: bool,
     /// Where each decision is also published (the control socket's `status`, the web console).
@@ -95,12 +106,15 @@ impl Speech {
         Self {
             mic,
             vad: vad::Vad::new(vad),
+            vad_cfg: vad,
+            resume_if_taken: false,
+            decode_s_total: 0.0,
             rec,
             interp,
             pending: VecDeque::new(),
             resume_on_first: false,
             early_checked: None,
-            early_stopped: false,
+            early_stopped: None,
             ended: false,
             events: Vec::new(),
             echo: false,
@@ -131,13 +145,18 @@ impl Speech {
         }
     }
 
-    fn decide(&mut self, start: u64, audio: &[i16], decided: u64) {
+    fn decide(&mut self, start: u64, audio: &[i16], decided: u64, stopped_already: bool) {
         let t = std::time::Instant::now();
         let understood = match self.interp.understand(self.rec.as_mut(), audio) {
             Ok(u) => u,
             Err(e) => Understood::Unclear { heard: String::new(), why: e.to_string() },
         };
-        self.act(start, decided, understood, t.elapsed().as_secs_f64());
+        let took = t.elapsed().as_secs_f64();
+        self.decode_s_total += took;
+        if stopped_already && understood == Understood::Stop {
+            return;
+        }
+        self.act(start, decided, understood, took);
     }
 
     fn act(&mut self, start: u64, decided: u64, understood: Understood, decode_s: f64) {
@@ -154,9 +173,8 @@ impl Speech {
                 };
                 self.publish(format!("speech: instruction {text:?} ({via})"));
                 self.pending.push_back(Heard::Command(Command::Instruction(text.clone())));
-                if std::mem::take(&mut self.resume_on_first) {
-                    self.pending.push_back(Heard::Command(Command::Resume));
-                }
+                // The run resumes once an instruction is taken (its reply says so).
+                self.resume_if_taken = self.resume_on_first;
             }
             Understood::Unclear { heard, why } => {
                 self.publish(format!(
@@ -186,10 +204,8 @@ impl Speech {
                 self.vad.push(&buf[..n])
             };
             for u in done {
-                if std::mem::take(&mut self.early_stopped) {
-                    continue;
-                }
-                self.decide(u.start, &u.samples, u.end);
+                let stopped = self.early_stopped == Some(u.start);
+                self.decide(u.start, &u.samples, u.end, stopped);
             }
             // A stop does not wait for the hangover.
             let cur = self.vad.current();
@@ -197,17 +213,21 @@ impl Speech {
             if open.is_some()
                 && self.early_checked != open
                 && self.vad.quiet_ms() >= EARLY_STOP_QUIET_MS
-                && (cur.len() as u64) * 1000 <= EARLY_STOP_MAX_MS * u64::from(audio::RATE)
+                && self.vad.speech_ms() >= self.vad_cfg.min_ms
+                && (cur.len() as u64) * 1000 <= early_stop_max_ms(&self.vad_cfg) * u64::from(audio::RATE)
             {
                 self.early_checked = open;
                 let (cur, pos) = (cur.to_vec(), self.vad.position());
                 let t = std::time::Instant::now();
-                if let Ok(Some(h)) = self.rec.grammar(&cur)
+                let h = self.rec.grammar(&cur);
+                let took = t.elapsed().as_secs_f64();
+                self.decode_s_total += took;
+                if let Ok(Some(h)) = h
                     && grammar::is_stop(&h.text)
                     && h.fit >= self.interp.thresholds.stop_fit
                 {
-                    self.early_stopped = true;
-                    self.act(pos - cur.len() as u64, pos, Understood::Stop, t.elapsed().as_secs_f64());
+                    self.early_stopped = open;
+                    self.act(pos - cur.len() as u64, pos, Understood::Stop, took);
                 }
             }
         }
@@ -228,5 +248,102 @@ impl InstructionSource for Speech {
         if self.echo && text.starts_with("error") {
             eprintln!("speech: {text}");
         }
+        if std::mem::take(&mut self.resume_if_taken) && text.starts_with("ok instruction") {
+            self.resume_on_first = false;
+            self.pending.push_front(Heard::Command(Command::Resume));
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use recognize::{Hypothesis, Thresholds};
+
+    /// A stand-in recogniser for the source's own logic (PocketSphinx itself is tested in
+    /// `tests/speech.rs`): audio of under 1.2 s is "stop", longer is an instruction.
+    struct ByLength;
+
+    impl Recognizer for ByLength {
+        fn describe(&self) -> String {
+            "by length".into()
+        }
+        fn grammar(&mut self, audio: &[i16]) -> Result<Option<Hypothesis>, SpeechError> {
+            let text = if audio.len() < 19_200 { "stop" } else { "point at the red square" };
+            Ok(Some(Hypothesis { text: text.into(), fit: 5.0 }))
+        }
+        fn free(&mut self, _: &[i16]) -> Result<Option<String>, SpeechError> {
+            Ok(None)
+        }
+    }
+
+    fn buzz(ms: usize) -> Vec<i16> {
+        (0..ms * 16).map(|i| ((i as f64 * 0.055).sin() * 9000.0) as i16).collect()
+    }
+
+    fn quiet(ms: usize) -> Vec<i16> {
+        vec![0; ms * 16]
+    }
+
+    fn heard(audio: Vec<i16>) -> (Vec<Heard>, Speech) {
+        let interp = Interpreter::new(grammar::Vocabulary::sim(), Thresholds::default(), None);
+        let mut sp = Speech::new(Box::new(audio::Recording::new("t", audio)), Box::new(ByLength), interp, vad::VadConfig::default());
+        let h = std::iter::from_fn(|| sp.next()).collect();
+        (h, sp)
+    }
+
+    #[test]
+    fn a_stop_is_taken_early_once_and_what_follows_it_is_still_heard() {
+        // "stop", a 300 ms pause (shorter than the hangover), then an instruction: one utterance
+        // to the detector. The stop is acted on after 200 ms of the pause; the whole utterance is
+        // then decided for what it says, without a second stop.
+        let mut a = quiet(500);
+        a.extend(buzz(500));
+        let stop_end = a.len();
+        a.extend(quiet(300));
+        a.extend(buzz(1500));
+        a.extend(quiet(1000));
+        let (h, sp) = heard(a);
+        assert_eq!(h, vec![Heard::Command(Command::Stop), Heard::Command(Command::Instruction("point at the red square".into()))], "{:#?}", sp.events);
+        let after = sp.events[0].decided_s - stop_end as f64 / 16_000.0;
+        assert!((0.2..0.25).contains(&after), "decided {after:.3} s after the word");
+        assert!(sp.decode_s_total >= sp.events.iter().map(|e| e.decode_s).sum::<f64>());
+    }
+
+    #[test]
+    fn a_click_is_never_checked_for_a_stop_and_does_not_swallow_the_next_utterance() {
+        let mut a = quiet(500);
+        a.extend(buzz(100));
+        a.extend(quiet(1200));
+        a.extend(buzz(1500));
+        a.extend(quiet(1000));
+        let (h, sp) = heard(a);
+        assert_eq!(h, vec![Heard::Command(Command::Instruction("point at the red square".into()))], "{:#?}", sp.events);
+    }
+
+    #[test]
+    fn a_run_waiting_for_speech_resumes_only_once_an_instruction_is_taken() {
+        let controls = crate::runtime::Controls::new("(waiting)").unwrap();
+        controls.set_paused(true);
+        let mut a = quiet(500);
+        a.extend(buzz(1500));
+        a.extend(quiet(1000));
+        let interp = Interpreter::new(grammar::Vocabulary::sim(), Thresholds::default(), None);
+        let mut sp = Speech::new(Box::new(audio::Recording::new("t", a)), Box::new(ByLength), interp, vad::VadConfig::default()).resume_on_first_instruction();
+        crate::instruction::drive(&mut sp, &controls);
+        assert_eq!(controls.instruction().1, "point at the red square");
+        assert!(!controls.paused());
+        // An instruction the run refuses (longer than it takes, say) does not resume it.
+        let mut sp = Speech::new(
+            Box::new(audio::Recording::new("t", Vec::new())),
+            Box::new(ByLength),
+            Interpreter::new(grammar::Vocabulary::sim(), Thresholds::default(), None),
+            vad::VadConfig::default(),
+        )
+        .resume_on_first_instruction();
+        sp.resume_if_taken = true;
+        sp.reply("error: the instruction is 600 bytes long");
+        assert!(sp.next().is_none(), "no resume after a refused instruction");
     }
 }

@@ -10,10 +10,10 @@
 //! compiled by our build for every target, for the same model.)
 //!
 //! Two searches over each utterance, both finite-state: the JSGF grammar of the vocabulary, and
-//! a free loop over the vocabulary's words and [`COMMON_WORDS`]. The loop is a superset of the
-//! grammar, so its best path scores at least as well; the grammar's *fit* is their difference per
-//! frame (near 0: the grammar costs nothing, the audio is one of its sentences; well below 0:
-//! something else was said). The loop's text is the free-form transcript the nearest-instruction
+//! a free loop over the vocabulary's words and [`COMMON_WORDS`]. The grammar's *fit* is their
+//! path-score difference per frame: above 0, the grammar's sentence explains the audio better
+//! than any sequence of the loop's words (its transitions are far more constrained, so a sentence
+//! that was said wins clearly); below 0, the loop explains it better — something else was said. The loop's text is the free-form transcript the nearest-instruction
 //! fallback reads. (Measured here first and dropped: 5prealpha's phone-loop search ran at about
 //! 7× real time with the beams the grammar needs, and its n-gram search took 1.8 s for a 3.4 s
 //! sentence and turned espeak-ng's voices into mostly wrong words.)
@@ -28,7 +28,7 @@ use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::path::{Path, PathBuf};
 
 /// Where `pocketsphinx-en-us` installs the English model.
-pub const DEBIAN_MODEL: &str = "/usr/share/pocketsphinx/model/en-us";
+pub use super::DEBIAN_MODEL;
 
 /// The libraries tried, in order.
 const LIBS: [&str; 2] = ["libpocketsphinx.so.3", "libpocketsphinx.so"];
@@ -110,6 +110,9 @@ pub struct PocketSphinx {
     describe: String,
     /// The free loop's decode of the last utterance the grammar decoded (length, text).
     last_free: Option<(usize, u64, String)>,
+    /// The configuration's argument strings: sphinxbase keeps pointers into them, so they live
+    /// until the config is freed (fields drop after `Drop::drop`).
+    _args: Vec<CString>,
     _base: Library,
     _lib: Library,
 }
@@ -171,6 +174,9 @@ impl PocketSphinx {
         let ps_free: PsFree = sym(&lib, "ps_free")?;
         let set_jsgf: PsSetStr = sym(&lib, "ps_set_jsgf_string")?;
         let set_search: PsSetSearch = sym(&lib, "ps_set_search")?;
+        // Every symbol before anything is allocated: a missing one leaks nothing.
+        let (start_utt, end_utt, process_raw, get_hyp, get_n_frames) =
+            (sym(&lib, "ps_start_utt")?, sym(&lib, "ps_end_utt")?, sym(&lib, "ps_process_raw")?, sym(&lib, "ps_get_hyp")?, sym(&lib, "ps_get_n_frames")?);
         let path = |p: &Path| p.to_str().map(str::to_string).ok_or_else(|| SpeechError::Model(format!("{} is not UTF-8", p.display())));
         // Wider beams than the defaults (1e-48, 7e-29): with those, the grammar search lost
         // sentences of a dozen words before their end.
@@ -181,8 +187,8 @@ impl PocketSphinx {
             .collect();
         let cargs: Vec<CString> = args.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
         let argv: Vec<*const c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
-        // SAFETY: argv outlives the call (cmd_ln copies what it keeps); ps_args returns a static
-        // table.
+        // SAFETY: argv's strings live as long as the config (kept in `_args`: sphinxbase keeps
+        // pointers to the option names); ps_args returns a static table.
         let config = unsafe { cmd_ln_parse(std::ptr::null_mut(), ps_args(), argv.len() as i32, argv.as_ptr(), 1) };
         if config.is_null() {
             return Err(SpeechError::Model("PocketSphinx refused its configuration".into()));
@@ -199,14 +205,15 @@ impl PocketSphinx {
             config,
             ps_free,
             cmd_ln_free,
-            start_utt: sym(&lib, "ps_start_utt")?,
-            end_utt: sym(&lib, "ps_end_utt")?,
-            process_raw: sym(&lib, "ps_process_raw")?,
-            get_hyp: sym(&lib, "ps_get_hyp")?,
+            start_utt,
+            end_utt,
+            process_raw,
+            get_hyp,
             set_search,
-            get_n_frames: sym(&lib, "ps_get_n_frames")?,
+            get_n_frames,
             describe: String::new(),
             last_free: None,
+            _args: cargs,
             _base: base,
             _lib: lib,
         };
@@ -283,6 +290,9 @@ impl Recognizer for PocketSphinx {
     }
 
     fn grammar(&mut self, audio: &[i16]) -> Result<Option<Hypothesis>, SpeechError> {
+        if audio.len() < MIN_SAMPLES {
+            return Ok(None);
+        }
         let (text, g, frames) = self.decode("grammar", audio)?;
         if text.trim().is_empty() || frames <= 0 {
             return Ok(None);
@@ -293,6 +303,9 @@ impl Recognizer for PocketSphinx {
     }
 
     fn free(&mut self, audio: &[i16]) -> Result<Option<String>, SpeechError> {
+        if audio.len() < MIN_SAMPLES {
+            return Ok(None);
+        }
         let text = match self.last_free.take() {
             Some((n, h, t)) if n == audio.len() && h == fingerprint(audio) => t,
             _ => self.decode("free", audio)?.0.trim().to_string(),
@@ -300,6 +313,9 @@ impl Recognizer for PocketSphinx {
         Ok((!text.is_empty()).then_some(text))
     }
 }
+
+/// Shorter audio is not decoded (100 ms: no word is that short).
+const MIN_SAMPLES: usize = (super::audio::RATE / 10) as usize;
 
 /// A cheap fingerprint of an utterance (FNV-1a over its samples).
 fn fingerprint(audio: &[i16]) -> u64 {

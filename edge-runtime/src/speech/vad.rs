@@ -119,6 +119,11 @@ impl Vad {
         if self.active.is_some() { self.quiet_run * 10 } else { 0 }
     }
 
+    /// Speech in the open utterance so far, ms (frames above the stay level).
+    pub fn speech_ms(&self) -> u32 {
+        if self.active.is_some() { self.speech_frames * 10 } else { 0 }
+    }
+
     /// The open utterance so far (empty when none is open).
     pub fn current(&self) -> &[i16] {
         if self.active.is_some() { &self.history } else { &[] }
