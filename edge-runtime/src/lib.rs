@@ -18,6 +18,7 @@
 //! - [`runtime`]: the control loop, the inference thread and what they share.
 //! - [`instruction`]: instruction sources (the terminal, socket clients, scripts; speech later)
 //!   behind one trait, and the one consumer that applies their commands.
+//! - [`console`]: the local web console (camera, instruction, timing, safety, a stop button).
 //! - [`control`]: the control socket (change the instruction, pause, stop while running).
 //! - [`worker`]: a background thread stopped and joined when its handle drops.
 //! - [`status_led`]: the board's status LED (on: may move; blinking: paused or stopped).
@@ -33,6 +34,7 @@
 pub mod calibrate;
 pub mod camera;
 pub mod chunk;
+pub mod console;
 pub mod control;
 pub mod cyclelog;
 pub mod doctor;

@@ -355,6 +355,15 @@ struct RunArgs {
     instruction: Option<String>,
     #[command(flatten)]
     speech: SpeechArgs,
+    /// Serve the web console here (`127.0.0.1:8080`; port 0 picks a free one): the camera, the
+    /// instruction with a box to change it, the last command and the safety filter's state,
+    /// timing, what speech heard, and a stop button. An address beyond loopback needs --ui-token.
+    #[arg(long, value_name = "ADDR:PORT")]
+    ui: Option<String>,
+    /// The web console's token (16+ letters, digits or -_.~), required when --ui binds beyond
+    /// loopback; the page is then opened as http://ADDR/?token=TOKEN. Default: $LAPA_UI_TOKEN.
+    #[arg(long, requires = "ui")]
+    ui_token: Option<String>,
     /// Write the per-cycle log here (read it with `lapa-edge replay`).
     #[arg(long)]
     log: Option<PathBuf>,
@@ -942,6 +951,21 @@ fn run(a: RunArgs) -> Result<()> {
         eprintln!("speech: listening{}", if wait_for_speech { " (the arm holds until an instruction is heard)" } else { "" });
         lapa_edge::instruction::spawn(Box::new(sp), controls.clone()).context("starting the speech thread")?;
     }
+    // The web console: its own threads; the loop and the camera publish without waiting.
+    let console_state = a.ui.as_ref().map(|_| lapa_edge::console::ConsoleState::new());
+    let camera: Box<dyn lapa_edge::camera::Camera> = match &console_state {
+        Some(st) => Box::new(lapa_edge::console::ConsoleCamera::new(camera, st.clone())),
+        None => camera,
+    };
+    let _console = match (&a.ui, &console_state) {
+        (Some(addr), Some(st)) => {
+            let token = a.ui_token.clone().or_else(|| std::env::var("LAPA_UI_TOKEN").ok().filter(|t| !t.is_empty()));
+            let c = lapa_edge::console::Console::bind(addr, token.clone(), controls.clone(), st.clone()).map_err(|e| anyhow!("--ui {e}"))?;
+            eprintln!("web console: http://{}/{}", c.addr, if token.is_some() { "?token=…" } else { "" });
+            Some(c)
+        }
+        _ => None,
+    };
     let settle_ticks = (a.settle_seconds * rate as f32).round() as u64;
     let mut succeeded_at: Option<u64> = None;
     let mut last_status = Instant::now();
@@ -958,6 +982,9 @@ fn run(a: RunArgs) -> Result<()> {
             last_status = Instant::now();
             eprint!("\r{}   ", c.stats.line());
             let _ = std::io::stderr().flush();
+        }
+        if let Some(st) = &console_state {
+            st.publish_cycle(c);
         }
         if succeeded_at.is_none() && sim.as_ref().is_some_and(|sc| lock(sc).success()) {
             succeeded_at = Some(c.tick);
