@@ -9,7 +9,7 @@
 #     weights, unpacked by scripts/fetch-minilm.sh);
 #   - apt, for speech: libpocketsphinx3 + pocketsphinx-en-us (the recogniser and its English
 #     model), espeak-ng (the tests synthesise their utterances), libasound2-dev (the ALSA
-#     microphone's build is type-checked);
+#     microphone's build is type-checked); chromium (the web console's test opens the page in it);
 #   - for the aarch64 board build (scripts/cross-check.sh): gcc-aarch64-linux-gnu, libclang-dev,
 #     libudev-dev:arm64, qemu-user and the rustup target.
 # Then: rustfmt check; cargo test --workspace; clippy with -D warnings (workspace, all targets, and
@@ -29,6 +29,7 @@ ls /usr/lib/*/libpocketsphinx.so.3 >/dev/null 2>&1 || missing+=(libpocketsphinx3
 [ -f /usr/share/pocketsphinx/model/en-us/cmudict-en-us.dict ] || missing+=(pocketsphinx-en-us)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 pkg-config --exists alsa 2>/dev/null || missing+=(libasound2-dev)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   $SUDO apt-get update -qq
@@ -55,8 +56,9 @@ echo "test.sh: rustfmt"
 cargo fmt --all -- --check
 (cd firmware-bridge/mcu && cargo fmt -- --check)
 
-# The flash test must find sshd here, and the speech tests PocketSphinx and espeak-ng: never skip.
-LAPA_REQUIRE_SSHD=1 LAPA_REQUIRE_SPEECH=1 cargo test --workspace --locked "$@"
+# The flash test must find sshd here, the speech tests PocketSphinx and espeak-ng, the web
+# console's test Chromium: never skip.
+LAPA_REQUIRE_SSHD=1 LAPA_REQUIRE_SPEECH=1 LAPA_REQUIRE_BROWSER=1 cargo test --workspace --locked "$@"
 
 echo "test.sh: clippy (-D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings

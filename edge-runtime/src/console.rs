@@ -288,7 +288,7 @@ input[type=text]{width:70%;font-size:1em;padding:.3em}
 <div>
 <p>State: <span id="state">…</span></p>
 <p>Instruction: <b id="instruction">…</b></p>
-<form id="form"><input type="text" id="text" placeholder="new instruction" maxlength="512"> <button>set</button></form>
+<form id="form"><input type="text" id="text" placeholder="new instruction" maxlength="512"> <button id="set">set</button></form>
 <p id="reply"></p>
 <p>Speech heard: <span id="heard">—</span></p>
 <p>Safety filter: <span id="safety">—</span></p>

@@ -1,6 +1,6 @@
 //! The web console against a `--sim` run, over HTTP: the page, the status, the camera frame, the
 //! instruction box's endpoint, the stop button's endpoint (the arm holds), the token rules.
-//! (The same page in a real browser is the next step: headless Chromium.)
+//! And the same page in a real browser: headless Chromium, driven over the DevTools protocol.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -125,4 +125,181 @@ fn beyond_loopback_the_console_needs_a_token() {
     assert_eq!(http(&addr, "POST", "/stop", b"", Some("wrong-token-of-the-same-len")).0, 401);
     assert_eq!(http(&addr, "GET", "/status", b"", Some(token)).0, 200);
     assert_eq!(http(&addr, "GET", &format!("/status?token={token}"), b"", None).0, 200);
+}
+
+/// A headless Chromium driven over the DevTools protocol (websocket, JSON).
+struct Browser {
+    child: Child,
+    ws: tungstenite::WebSocket<TcpStream>,
+    next: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Browser {
+    /// Chromium, or None (with a message) where it is not installed; CI installs it and sets
+    /// LAPA_REQUIRE_BROWSER so this never skips there.
+    fn start() -> Option<Self> {
+        let exe =
+            ["chromium", "chromium-browser", "google-chrome"].into_iter().find(|e| Command::new(e).arg("--version").output().is_ok_and(|o| o.status.success()));
+        let Some(exe) = exe else {
+            assert!(std::env::var_os("LAPA_REQUIRE_BROWSER").is_none(), "chromium is missing and LAPA_REQUIRE_BROWSER is set");
+            eprintln!("skipping: no chromium (Debian: apt install chromium)");
+            return None;
+        };
+        let profile = tempfile::tempdir().unwrap();
+        let child = Command::new(exe)
+            .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1000,800", "--remote-debugging-port=0"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let port_file = profile.path().join("DevToolsActivePort");
+        let t = std::time::Instant::now();
+        let text = loop {
+            if let Ok(s) = std::fs::read_to_string(&port_file)
+                && s.lines().count() >= 2
+            {
+                break s;
+            }
+            assert!(t.elapsed().as_secs() < 30, "chromium did not start its DevTools server");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let mut lines = text.lines();
+        let (port, path) = (lines.next().unwrap().trim().to_string(), lines.next().unwrap().trim().to_string());
+        let stream = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+        let (ws, _) = tungstenite::client::client(format!("ws://127.0.0.1:{port}{path}"), stream).unwrap();
+        Some(Self { child, ws, next: 0, _profile: profile })
+    }
+
+    /// One DevTools call (events in between are skipped); its result.
+    fn call(&mut self, session: Option<&str>, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.next += 1;
+        let mut msg = serde_json::json!({ "id": self.next, "method": method, "params": params });
+        if let Some(s) = session {
+            msg["sessionId"] = s.into();
+        }
+        self.ws.send(tungstenite::Message::text(msg.to_string())).unwrap();
+        loop {
+            if let tungstenite::Message::Text(t) = self.ws.read().unwrap() {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["id"] == self.next {
+                    assert!(v.get("error").is_none(), "{method}: {v}");
+                    return v["result"].clone();
+                }
+            }
+        }
+    }
+
+    fn eval(&mut self, session: &str, js: &str) -> serde_json::Value {
+        self.call(Some(session), "Runtime.evaluate", serde_json::json!({ "expression": js, "returnByValue": true }))["result"]["value"].clone()
+    }
+
+    /// Waits until `js` evaluates to `want`.
+    fn wait_for(&mut self, session: &str, js: &str, want: serde_json::Value) {
+        let t = std::time::Instant::now();
+        loop {
+            let got = self.eval(session, js);
+            if got == want {
+                return;
+            }
+            assert!(t.elapsed().as_secs() < 15, "{js}: {got}, waiting for {want}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// A real mouse click at the middle of the element with `id`.
+    fn click(&mut self, session: &str, id: &str) {
+        let r = self.eval(
+            session,
+            &format!("(() => {{ const r = document.getElementById('{id}').getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()"),
+        );
+        let (x, y) = (r[0].as_f64().unwrap(), r[1].as_f64().unwrap());
+        for kind in ["mousePressed", "mouseReleased"] {
+            self.call(Some(session), "Input.dispatchMouseEvent", serde_json::json!({ "type": kind, "x": x, "y": y, "button": "left", "clickCount": 1 }));
+        }
+    }
+}
+
+fn base64(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let b: Vec<u8> = s.bytes().filter(|&c| c != b'=' && !c.is_ascii_whitespace()).map(val).collect();
+    b.chunks(4)
+        .flat_map(|c| {
+            let n = c.iter().enumerate().fold(0u32, |a, (i, &v)| a | u32::from(v) << (18 - 6 * i));
+            let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+            bytes.into_iter().take(c.len() - 1)
+        })
+        .collect()
+}
+
+#[test]
+fn in_a_real_browser_the_page_shows_the_camera_and_status_and_its_controls_drive_the_arm() {
+    let Some(mut b) = Browser::start() else { return };
+    let (_run, addr) = start(&["--ui", "127.0.0.1:0"]);
+    let target = b.call(None, "Target.createTarget", serde_json::json!({ "url": format!("http://{addr}/") }))["targetId"].as_str().unwrap().to_string();
+    let session = b.call(None, "Target.attachToTarget", serde_json::json!({ "targetId": target, "flatten": true }))["sessionId"].as_str().unwrap().to_string();
+    b.wait_for(&session, "document.getElementById('state').textContent", "running".into());
+    b.wait_for(&session, "document.getElementById('cam').naturalWidth", 64.into());
+
+    // The screenshot shows the camera image (not a blank box) and the green "running" state.
+    let shot = b.call(Some(&session), "Page.captureScreenshot", serde_json::json!({ "format": "png" }))["data"].as_str().unwrap().to_string();
+    let png = base64(&shot);
+    std::fs::write(std::env::temp_dir().join("lapa-console-screenshot.png"), &png).unwrap();
+    let mut dec = png::Decoder::new(std::io::Cursor::new(png)).read_info().unwrap();
+    let mut buf = vec![0; dec.output_buffer_size().unwrap()];
+    let info = dec.next_frame(&mut buf).unwrap();
+    let ch = info.color_type.samples();
+    let scale = b.eval(&session, "window.devicePixelRatio").as_f64().unwrap();
+    let rect = |b: &mut Browser, id: &str| {
+        let r = b.eval(
+            &session,
+            &format!("(() => {{ const r = document.getElementById('{id}').getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; }})()"),
+        );
+        r.as_array().unwrap().iter().map(|v| (v.as_f64().unwrap() * scale) as usize).collect::<Vec<_>>()
+    };
+    let pixels = |r: &[usize]| -> Vec<[u8; 3]> {
+        let mut v = Vec::new();
+        for y in r[1]..(r[1] + r[3]).min(info.height as usize) {
+            for x in r[0]..(r[0] + r[2]).min(info.width as usize) {
+                let i = (y * info.width as usize + x) * ch;
+                v.push([buf[i], buf[i + 1], buf[i + 2]]);
+            }
+        }
+        v
+    };
+    let cam = pixels(&rect(&mut b, "cam"));
+    let distinct: std::collections::HashSet<[u8; 3]> = cam.iter().copied().collect();
+    assert!(cam.len() > 10_000 && distinct.len() > 20, "the camera image is on the page: {} pixels, {} colours", cam.len(), distinct.len());
+    let green = pixels(&rect(&mut b, "state")).iter().filter(|p| p[1] > 90 && p[0] < 60 && p[2] < 60).count();
+    assert!(green > 10, "the status reads \"running\" in green on the screenshot");
+
+    // The instruction box changes the running instruction.
+    b.eval(&session, "document.getElementById('text').focus()");
+    b.call(Some(&session), "Input.insertText", serde_json::json!({ "text": "point at the blue square" }));
+    b.click(&session, "set");
+    b.wait_for(&session, "document.getElementById('instruction').textContent", "point at the blue square".into());
+    assert_eq!(status(&addr)["instruction"], "point at the blue square");
+
+    // The stop button stops the arm.
+    b.click(&session, "stop");
+    b.wait_for(&session, "document.getElementById('state').textContent", "E-STOP".into());
+    let a = status(&addr);
+    assert_eq!(a["estop"], true);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_eq!(status(&addr)["loop"]["joints"], a["loop"]["joints"], "the arm holds");
 }
