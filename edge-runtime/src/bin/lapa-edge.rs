@@ -1081,6 +1081,10 @@ struct SpeechArgs {
     /// it, the free-form words are mapped to the nearest known instruction instead.
     #[arg(long, default_value_t = lapa_edge::speech::recognize::Thresholds::default().fit, allow_negative_numbers = true)]
     speech_fit: f32,
+    /// Push-to-talk: listen only while a button on this GPIO line (BCM numbering; the button to
+    /// ground, the line pulled up) is held; letting go ends the utterance at once. Raspberry Pi.
+    #[arg(long, value_name = "BCM")]
+    speech_ptt_gpio: Option<u8>,
     /// The cosine similarity (policy's sentence encoder) at which free-form speech is mapped to
     /// the nearest known instruction; below it the runtime asks again.
     #[arg(long, default_value_t = lapa_edge::speech::recognize::Thresholds::default().cosine)]
@@ -1138,8 +1142,26 @@ impl SpeechArgs {
             }
         );
         let interp = recognize::Interpreter::new(vocabulary, thresholds, embedder);
-        Ok(lapa_edge::speech::Speech::new(mic, rec, interp, vad::VadConfig::default()))
+        let speech = lapa_edge::speech::Speech::new(mic, rec, interp, vad::VadConfig::default());
+        Ok(match self.speech_ptt_gpio {
+            Some(bcm) => {
+                eprintln!("speech: push-to-talk on GPIO{bcm} (held = low)");
+                speech.push_to_talk(ptt_button(bcm)?)
+            }
+            None => speech,
+        })
     }
+}
+
+#[cfg(feature = "gpio")]
+fn ptt_button(bcm: u8) -> Result<Box<dyn FnMut() -> bool + Send>> {
+    let pin = lapa_edge::estop::pi_pin(bcm).map_err(|e| anyhow!("--speech-ptt-gpio: {e}"))?;
+    Ok(lapa_edge::speech::held_while_low(pin))
+}
+
+#[cfg(not(feature = "gpio"))]
+fn ptt_button(bcm: u8) -> Result<Box<dyn FnMut() -> bool + Send>> {
+    bail!("--speech-ptt-gpio {bcm}: this lapa-edge was built without GPIO support (the `gpio` feature)")
 }
 
 #[cfg(feature = "alsa")]

@@ -89,6 +89,14 @@ pub struct Speech {
     echo: bool,
     /// Where each decision is also published (the control socket's `status`, the web console).
     heard: Option<std::sync::Arc<crate::runtime::Controls>>,
+    /// Push-to-talk: listened to only while this says the button is held.
+    ptt: Option<Box<dyn FnMut() -> bool + Send>>,
+}
+
+/// A push-to-talk button on an input pin (pulled up, the button to ground: held reads low). A pin
+/// that cannot be read counts as not held: nothing is heard rather than everything.
+pub fn held_while_low<P: embedded_hal::digital::InputPin + Send + 'static>(mut pin: P) -> Box<dyn FnMut() -> bool + Send> {
+    Box::new(move || matches!(pin.is_low(), Ok(true)))
 }
 
 impl std::fmt::Debug for Speech {
@@ -119,7 +127,15 @@ impl Speech {
             events: Vec::new(),
             echo: false,
             heard: None,
+            ptt: None,
         }
+    }
+
+    /// Push-to-talk: audio is listened to only while `held` says so, and letting go ends the
+    /// utterance at once (no hangover to wait for).
+    pub fn push_to_talk(mut self, held: Box<dyn FnMut() -> bool + Send>) -> Self {
+        self.ptt = Some(held);
+        self
     }
 
     /// The run started paused, waiting for a spoken instruction: resume after the first.
@@ -197,11 +213,17 @@ impl Speech {
                     0
                 }
             };
-            let done = if n == 0 {
+            let talking = self.ptt.as_mut().is_none_or(|held| held());
+            let done: Vec<vad::Utterance> = if n == 0 {
                 self.ended = true;
                 self.vad.finish().into_iter().collect()
-            } else {
+            } else if talking {
                 self.vad.push(&buf[..n])
+            } else {
+                // Released: what was open ends here; the rest is not listened to.
+                let closed = self.vad.finish().into_iter().collect();
+                self.vad.skip(n);
+                closed
             };
             for u in done {
                 let stopped = self.early_stopped == Some(u.start);
@@ -320,6 +342,52 @@ mod tests {
         a.extend(quiet(1000));
         let (h, sp) = heard(a);
         assert_eq!(h, vec![Heard::Command(Command::Instruction("point at the red square".into()))], "{:#?}", sp.events);
+    }
+
+    #[test]
+    fn push_to_talk_hears_only_while_the_button_is_held_and_letting_go_ends_the_utterance() {
+        // Two instructions; the button (a simulated pin, pulled up: held = low) is held only for
+        // the second, and let go in the middle of its trailing silence.
+        let mut a = quiet(500);
+        a.extend(buzz(1500));
+        a.extend(quiet(1000));
+        let second = a.len();
+        a.extend(buzz(1500));
+        let release = a.len() + 16 * 100;
+        a.extend(quiet(2000));
+        let pin = crate::estop::SimPin::default();
+        pin.level.store(true, std::sync::atomic::Ordering::SeqCst);
+        let level = pin.level.clone();
+        let interp = Interpreter::new(grammar::Vocabulary::sim(), Thresholds::default(), None);
+        let mic = audio::Recording::new("t", a);
+        // The button follows the stream position: held from 300 ms before the second utterance
+        // to 100 ms after its speech.
+        let pos = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let p2 = pos.clone();
+        struct Counting(audio::Recording, std::sync::Arc<std::sync::atomic::AtomicUsize>);
+        impl audio::Microphone for Counting {
+            fn describe(&self) -> String {
+                "counting".into()
+            }
+            fn read(&mut self, buf: &mut [i16]) -> Result<usize, SpeechError> {
+                let n = self.0.read(buf)?;
+                self.1.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                Ok(n)
+            }
+        }
+        let mut held = held_while_low(pin);
+        let ptt = Box::new(move || {
+            let at = p2.load(std::sync::atomic::Ordering::SeqCst);
+            level.store(!(at > second - 16 * 300 && at <= release), std::sync::atomic::Ordering::SeqCst);
+            held()
+        });
+        let mut sp = Speech::new(Box::new(Counting(mic, pos)), Box::new(ByLength), interp, vad::VadConfig::default()).push_to_talk(ptt);
+        let h: Vec<Heard> = std::iter::from_fn(|| sp.next()).collect();
+        assert_eq!(h.len(), 1, "only the held utterance: {:#?}", sp.events);
+        let e = &sp.events[0];
+        assert!((e.start_s - (second as f64 / 16_000.0 - 0.2)).abs() < 0.05, "{e:?}");
+        // Decided at the release, not after the 450 ms hangover.
+        assert!((e.decided_s - release as f64 / 16_000.0).abs() < 0.03, "{e:?}");
     }
 
     #[test]

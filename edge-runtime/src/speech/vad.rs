@@ -156,6 +156,17 @@ impl Vad {
         out
     }
 
+    /// Advances over `n` samples not listened to (push-to-talk released): nothing open survives.
+    pub fn skip(&mut self, n: usize) {
+        self.active = None;
+        self.partial.clear();
+        self.history.clear();
+        self.loud_run = 0;
+        self.quiet_run = 0;
+        self.pos += n as u64;
+        self.history_start = self.pos;
+    }
+
     /// Ends the stream: an utterance still open is closed (if long enough).
     pub fn finish(&mut self) -> Option<Utterance> {
         let rest = std::mem::take(&mut self.partial);
