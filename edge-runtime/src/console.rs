@@ -6,9 +6,16 @@
 //! publish into [`ConsoleState`] with `try_lock` (a busy lock skips one update), frames are
 //! JPEG-encoded on the server's side, each client gets the newest frame (a slow client simply
 //! sees fewer), at most [`MAX_CLIENTS`] connections are served at once, requests are capped in
-//! size and time. Commands go through the same [`crate::instruction::apply`] as the terminal and
-//! the control socket. Loopback by default; binding anywhere else requires a token, sent as
-//! `Authorization: Bearer …` or `?token=…` (the page keeps the one it was opened with).
+//! size and time (2 s for a request's head, at most [`MAX_PER_PEER`] connections from one
+//! address). Commands go through the same [`crate::instruction::apply`] as the terminal and the
+//! control socket. Loopback by default; binding anywhere else requires a token, sent as
+//! `Authorization: Bearer …` or `?token=…` (the page keeps the one it was opened with; plain
+//! HTTP: the token crosses the network in clear).
+//!
+//! Other web pages in the user's browser must not drive the arm: every request must name this
+//! server in `Host` (a DNS-rebinding page names its own), and every command (POST) must carry
+//! the header `X-Lapa: 1`, which a cross-origin page cannot send without a preflight this server
+//! never grants.
 
 use crate::camera::{Camera, CameraError, CapturedFrame};
 use crate::instruction::{Command, apply};
@@ -21,6 +28,10 @@ use std::time::Duration;
 
 /// Connections served at once; more are answered 503.
 pub const MAX_CLIENTS: usize = 16;
+/// Connections served at once from one address.
+pub const MAX_PER_PEER: usize = 4;
+/// Time a client has to send a request's head and body.
+const REQUEST_TIME: Duration = Duration::from_secs(2);
 /// Longest request head and body accepted, bytes.
 const MAX_HEAD: u64 = 8 << 10;
 const MAX_BODY: usize = 1024;
@@ -43,6 +54,8 @@ pub struct Snapshot {
 pub struct ConsoleState {
     snapshot: Mutex<Snapshot>,
     frame: Mutex<Option<Arc<CapturedFrame>>>,
+    /// The newest frame as JPEG, by its sequence number (encoded once however many clients ask).
+    jpeg: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
 }
 
 impl ConsoleState {
@@ -67,9 +80,30 @@ impl ConsoleState {
     }
 
     fn publish_frame(&self, f: &CapturedFrame) {
-        if let Ok(mut slot) = self.frame.try_lock() {
-            *slot = Some(Arc::new(f.clone()));
+        // Copied before the lock is tried, dropped after it is let go: the camera's thread holds
+        // it for a pointer swap only.
+        let new = Some(Arc::new(f.clone()));
+        let old = match self.frame.try_lock() {
+            Ok(mut slot) => std::mem::replace(&mut *slot, new),
+            Err(_) => None,
+        };
+        drop(old);
+    }
+
+    /// The newest frame as JPEG, encoded at most once per frame.
+    fn jpeg(&self) -> Option<Result<Arc<Vec<u8>>, String>> {
+        let f = self.frame()?;
+        let mut cache = self.jpeg.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((seq, bytes)) = cache.as_ref()
+            && *seq == f.seq
+        {
+            return Some(Ok(bytes.clone()));
         }
+        Some(jpeg(&f).map(|b| {
+            let b = Arc::new(b);
+            *cache = Some((f.seq, b.clone()));
+            b
+        }))
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -139,31 +173,80 @@ impl Console {
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let token: Option<Arc<str>> = token.map(Arc::from);
         let busy = Arc::new(AtomicUsize::new(0));
+        let peers: Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> = Arc::default();
+        let host = Arc::new(addr);
         let worker = crate::worker::Worker::spawn("web console", move |stop| {
             while !stop.load(Ordering::SeqCst) {
                 match listener.accept() {
-                    Ok((stream, _)) => {
+                    Ok((stream, peer)) => {
                         let _ = stream.set_nonblocking(false);
-                        if busy.load(Ordering::SeqCst) >= MAX_CLIENTS {
+                        let _ = stream.set_write_timeout(Some(REQUEST_TIME));
+                        let Some(slot) = Slot::take(&busy, &peers, peer.ip()) else {
                             let _ = respond(&stream, "503 Service Unavailable", "text/plain", b"busy");
                             continue;
-                        }
-                        busy.fetch_add(1, Ordering::SeqCst);
-                        let (controls, state, token, held) = (controls.clone(), state.clone(), token.clone(), busy.clone());
-                        let spawned = std::thread::Builder::new().name("console client".into()).spawn(move || {
-                            let _ = serve(stream, &controls, &state, token.as_deref());
-                            held.fetch_sub(1, Ordering::SeqCst);
+                        };
+                        let (controls, state, token, host) = (controls.clone(), state.clone(), token.clone(), host.clone());
+                        let _ = std::thread::Builder::new().name("console client".into()).spawn(move || {
+                            let _slot = slot;
+                            let _ = serve(stream, &controls, &state, token.as_deref(), &host);
                         });
-                        if spawned.is_err() {
-                            busy.fetch_sub(1, Ordering::SeqCst);
-                        }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
             }
         })?;
         Ok(Self { addr, _worker: worker })
+    }
+}
+
+/// One connection's place among those served; given back when dropped (a client thread that
+/// panics gives it back too).
+struct Slot {
+    busy: Arc<AtomicUsize>,
+    peers: Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl Slot {
+    fn take(busy: &Arc<AtomicUsize>, peers: &Arc<Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>, ip: std::net::IpAddr) -> Option<Self> {
+        let mut p = peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = p.entry(ip).or_default();
+        if *n >= MAX_PER_PEER || busy.load(Ordering::SeqCst) >= MAX_CLIENTS {
+            return None;
+        }
+        *n += 1;
+        busy.fetch_add(1, Ordering::SeqCst);
+        Some(Self { busy: busy.clone(), peers: peers.clone(), ip })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+        let mut p = self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = p.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                p.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Reads with what is left of the request's time as the timeout.
+struct Deadline<'a> {
+    stream: &'a TcpStream,
+    until: std::time::Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        (&mut &*self.stream).read(buf)
     }
 }
 
@@ -183,10 +266,9 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 /// One request: parsed and checked field by field, answered, closed.
-fn serve(stream: TcpStream, controls: &Controls, state: &ConsoleState, token: Option<&str>) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new((&stream).take(MAX_HEAD + MAX_BODY as u64));
+fn serve(stream: TcpStream, controls: &Controls, state: &ConsoleState, token: Option<&str>, bound: &SocketAddr) -> std::io::Result<()> {
+    let deadline = Deadline { stream: &stream, until: std::time::Instant::now() + REQUEST_TIME };
+    let mut reader = BufReader::new(deadline.take(MAX_HEAD + MAX_BODY as u64));
     let mut line = String::new();
     if reader.read_line(&mut line).is_err() || !line.ends_with('\n') {
         return respond(&stream, "400 Bad Request", "text/plain", b"bad request line");
@@ -195,6 +277,8 @@ fn serve(stream: TcpStream, controls: &Controls, state: &ConsoleState, token: Op
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let mut length = 0usize;
     let mut auth = None;
+    let mut host = None;
+    let mut marked = false;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).is_err() || !h.ends_with('\n') {
@@ -211,11 +295,26 @@ fn serve(stream: TcpStream, controls: &Controls, state: &ConsoleState, token: Op
                     _ => return respond(&stream, "413 Payload Too Large", "text/plain", b"body: at most 1024 bytes"),
                 },
                 "authorization" => auth = v.trim().strip_prefix("Bearer ").map(str::to_string),
+                "host" => host = Some(v.trim().to_ascii_lowercase()),
+                "x-lapa" => marked = v.trim() == "1",
                 _ => {}
             }
         }
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    // Only requests addressed to this server: a page that rebinds its own name to this address
+    // still sends its own name.
+    let host_ok = host.as_deref().is_some_and(|h| {
+        let name = h.rsplit_once(':').filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit())).map_or(h, |(n, _)| n);
+        name == "localhost" || name.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok() || *h == bound.to_string()
+    });
+    // (With a token, the token is the check: the board may be reached by any name.)
+    if token.is_none() && !host_ok {
+        return respond(&stream, "421 Misdirected Request", "text/plain", b"Host must name this server (an address, or localhost)");
+    }
+    if method == "POST" && !marked {
+        return respond(&stream, "403 Forbidden", "text/plain", b"commands need the header X-Lapa: 1 (the console page sends it)");
+    }
     if let Some(t) = token {
         let given = auth.or_else(|| query.split('&').find_map(|kv| kv.strip_prefix("token=").map(str::to_string)));
         if !given.is_some_and(|g| same(&g, t)) {
@@ -241,11 +340,9 @@ fn serve(stream: TcpStream, controls: &Controls, state: &ConsoleState, token: Op
             });
             respond(&stream, "200 OK", "application/json", v.to_string().as_bytes())
         }
-        ("GET", "/frame.jpg") => match state.frame() {
-            Some(f) => match jpeg(&f) {
-                Ok(bytes) => respond(&stream, "200 OK", "image/jpeg", &bytes),
-                Err(e) => respond(&stream, "500 Internal Server Error", "text/plain", e.as_bytes()),
-            },
+        ("GET", "/frame.jpg") => match state.jpeg() {
+            Some(Ok(bytes)) => respond(&stream, "200 OK", "image/jpeg", &bytes),
+            Some(Err(e)) => respond(&stream, "500 Internal Server Error", "text/plain", e.as_bytes()),
             None => respond(&stream, "503 Service Unavailable", "text/plain", b"no frame yet"),
         },
         ("POST", "/instruction") => match std::str::from_utf8(&body) {
@@ -269,7 +366,7 @@ fn jpeg(f: &CapturedFrame) -> Result<Vec<u8>, String> {
 }
 
 /// The page: inline HTML, CSS and script; it polls `/status` and `/frame.jpg`.
-pub const PAGE: &str = r#"<!doctype html>
+pub const PAGE: &str = r##"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>lapa-edge</title>
 <style>
@@ -300,8 +397,14 @@ const token = new URLSearchParams(location.search).get("token");
 const q = token ? "?token=" + encodeURIComponent(token) : "";
 const $ = id => document.getElementById(id);
 async function post(path, body) {
-  const r = await fetch(path + q, {method: "POST", body: body || ""});
-  $("reply").textContent = await r.text();
+  try {
+    const r = await fetch(path + q, {method: "POST", body: body || "", headers: {"X-Lapa": "1"}, signal: AbortSignal.timeout(3000)});
+    $("reply").textContent = await r.text();
+    $("reply").style.color = r.ok ? "" : "#c00";
+  } catch (e) {
+    $("reply").textContent = path.slice(1).toUpperCase() + " FAILED: " + e;
+    $("reply").style.color = "#c00";
+  }
 }
 $("stop").onclick = () => post("/stop");
 $("release").onclick = () => post("/release");
@@ -311,7 +414,7 @@ $("form").onsubmit = e => { e.preventDefault(); post("/instruction", $("text").v
 const fmt = v => (v || []).map(x => x.toFixed(1)).join("  ");
 async function tick() {
   try {
-    const s = await (await fetch("/status" + q)).json();
+    const s = await (await fetch("/status" + q, {signal: AbortSignal.timeout(2000)})).json();
     $("state").textContent = s.estop ? "E-STOP" : s.paused ? "paused" : "running";
     $("state").className = s.estop ? "estop" : s.paused ? "paused" : "running";
     $("instruction").textContent = s.instruction;
@@ -321,7 +424,8 @@ async function tick() {
     $("joints").textContent = "measured  " + fmt(s.loop.joints) + "\ncommanded " + fmt(s.loop.command);
   } catch (e) { $("state").textContent = "disconnected"; }
   $("cam").src = "/frame.jpg" + (q ? q + "&" : "?") + "t=" + Date.now();
+  setTimeout(tick, 300);  // the next poll only after this one: polls never pile up ahead of STOP
 }
-setInterval(tick, 300); tick();
+tick();
 </script></body></html>
-"#;
+"##;

@@ -18,14 +18,16 @@ impl Drop for Run {
 
 /// Starts a sim run with the console; its address from the run's own announcement.
 fn start(extra: &[&str]) -> (Run, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lapa-edge"))
-        .args(["run", "--sim", "--seed", "0", "--quiet", "--max-seconds", "60"])
+    let child = Command::new(env!("CARGO_BIN_EXE_lapa-edge"))
+        // The run outlives the test's waits: no early end when the scene's task succeeds.
+        .args(["run", "--sim", "--seed", "0", "--quiet", "--max-seconds", "120", "--settle-seconds", "0"])
         .args(extra)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut run = Run(child);
+    let mut err = BufReader::new(run.0.stderr.take().unwrap());
     let mut line = String::new();
     let addr = loop {
         line.clear();
@@ -36,14 +38,16 @@ fn start(extra: &[&str]) -> (Run, String) {
     };
     // Keep draining the run's stderr so it never blocks on a full pipe.
     std::thread::spawn(move || for _ in err.lines() {});
-    (Run(child), addr)
+    (run, addr)
 }
 
 /// One request; (status code, body).
 fn http(addr: &str, method: &str, path: &str, body: &[u8], auth: Option<&str>) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
     let auth = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\n\r\n", body.len()).unwrap();
+    // What the page's own requests carry.
+    let mark = if method == "POST" { "X-Lapa: 1\r\n" } else { "" };
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{mark}Content-Length: {}\r\n\r\n", body.len()).unwrap();
     s.write_all(body).unwrap();
     let mut out = Vec::new();
     s.read_to_end(&mut out).unwrap();
@@ -114,6 +118,34 @@ fn the_console_shows_the_run_changes_the_instruction_and_stops_the_arm() {
     assert_eq!(code, 404);
 }
 
+/// A raw request, headers as given.
+fn raw(addr: &str, request: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn other_web_pages_cannot_drive_the_arm_and_slow_clients_cannot_hold_it() {
+    let (_run, addr) = start(&["--ui", "127.0.0.1:0"]);
+    // A cross-origin form or no-cors fetch cannot add X-Lapa: refused, nothing released.
+    assert_eq!(raw(&addr, &format!("POST /stop HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n")), 403);
+    assert_eq!(status(&addr)["estop"], false);
+    // A DNS-rebinding page names its own host.
+    assert_eq!(raw(&addr, "GET /status HTTP/1.1\r\nHost: evil.example:8080\r\n\r\n"), 421);
+    assert_eq!(raw(&addr, &format!("GET /status HTTP/1.1\r\nHost: localhost:{}\r\n\r\n", addr.rsplit(':').next().unwrap())), 200);
+    // Four idle connections from one address take its share; the fifth is turned away, and
+    // after the 2 s request time the idle ones are closed and the slots free again.
+    let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(raw(&addr, &format!("GET /status HTTP/1.1\r\nHost: {addr}\r\n\r\n")), 503);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(http(&addr, "POST", "/stop", b"", None).0, 200, "the stop gets through once the idle clients time out");
+    drop(idle);
+}
+
 #[test]
 fn beyond_loopback_the_console_needs_a_token() {
     let out = Command::new(env!("CARGO_BIN_EXE_lapa-edge")).args(["run", "--sim", "--quiet", "--max-seconds", "1", "--ui", "0.0.0.0:0"]).output().unwrap();
@@ -129,16 +161,17 @@ fn beyond_loopback_the_console_needs_a_token() {
 
 /// A headless Chromium driven over the DevTools protocol (websocket, JSON).
 struct Browser {
-    child: Child,
     ws: tungstenite::WebSocket<TcpStream>,
     next: u64,
+    // Field order: the browser is closed, then killed, then its profile removed.
+    _chrome: Run,
     _profile: tempfile::TempDir,
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.ws.send(tungstenite::Message::text(serde_json::json!({ "id": 0, "method": "Browser.close" }).to_string()));
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
 
@@ -155,13 +188,16 @@ impl Browser {
         };
         let profile = tempfile::tempdir().unwrap();
         let child = Command::new(exe)
-            .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1000,800", "--remote-debugging-port=0"])
+            .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage", "--disable-background-timer-throttling"])
+            .args(["--window-size=1000,800", "--remote-debugging-port=0"])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // Killed however the start below ends.
+        let guard = Run(child);
         let port_file = profile.path().join("DevToolsActivePort");
         let t = std::time::Instant::now();
         let text = loop {
@@ -176,8 +212,9 @@ impl Browser {
         let mut lines = text.lines();
         let (port, path) = (lines.next().unwrap().trim().to_string(), lines.next().unwrap().trim().to_string());
         let stream = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
         let (ws, _) = tungstenite::client::client(format!("ws://127.0.0.1:{port}{path}"), stream).unwrap();
-        Some(Self { child, ws, next: 0, _profile: profile })
+        Some(Self { ws, next: 0, _chrome: guard, _profile: profile })
     }
 
     /// One DevTools call (events in between are skipped); its result.

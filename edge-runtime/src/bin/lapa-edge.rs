@@ -1120,13 +1120,23 @@ impl SpeechArgs {
             bail!("--speech-cosine {}: give 0..=1", self.speech_cosine);
         }
         let vocabulary = self.vocabulary()?;
-        let mic: Box<dyn audio::Microphone> = match (&self.speech_file, &self.speech_device) {
+        let raw: Box<dyn audio::Microphone> = match (&self.speech_file, &self.speech_device) {
             (Some(f), _) => {
                 let r = audio::Recording::open(f).with_context(|| "--speech-file")?;
                 Box::new(if realtime { r.realtime() } else { r })
             }
             (None, Some(d)) => open_alsa(d)?,
             (None, None) => bail!("no microphone: give --speech-file or --speech-device"),
+        };
+        // A live source is read on its own thread (a long decode never stalls the device), with
+        // the push-to-talk button sampled beside the audio.
+        let mic: Box<dyn audio::Microphone> = match (self.speech_ptt_gpio, realtime || self.speech_device.is_some()) {
+            (Some(bcm), _) => {
+                eprintln!("speech: push-to-talk on GPIO{bcm} (held = low)");
+                Box::new(audio::Threaded::with_button(raw, ptt_button(bcm)?)?)
+            }
+            (None, true) => Box::new(audio::Threaded::new(raw)?),
+            (None, false) => raw,
         };
         let rec = open_recognizer(&self.speech_model, &vocabulary)?;
         let embedder = sentence_encoder(bundle);
@@ -1142,14 +1152,7 @@ impl SpeechArgs {
             }
         );
         let interp = recognize::Interpreter::new(vocabulary, thresholds, embedder);
-        let speech = lapa_edge::speech::Speech::new(mic, rec, interp, vad::VadConfig::default());
-        Ok(match self.speech_ptt_gpio {
-            Some(bcm) => {
-                eprintln!("speech: push-to-talk on GPIO{bcm} (held = low)");
-                speech.push_to_talk(ptt_button(bcm)?)
-            }
-            None => speech,
-        })
+        Ok(lapa_edge::speech::Speech::new(mic, rec, interp, vad::VadConfig::default()))
     }
 }
 
@@ -1166,9 +1169,7 @@ fn ptt_button(bcm: u8) -> Result<Box<dyn FnMut() -> bool + Send>> {
 
 #[cfg(feature = "alsa")]
 fn open_alsa(device: &str) -> Result<Box<dyn lapa_edge::speech::audio::Microphone>> {
-    use lapa_edge::speech::audio::{AlsaMic, Threaded};
-    // Captured on its own thread: a long decode never stalls the device.
-    Ok(Box::new(Threaded::new(Box::new(AlsaMic::open(device).context("--speech-device")?))?))
+    Ok(Box::new(lapa_edge::speech::audio::AlsaMic::open(device).context("--speech-device")?))
 }
 
 #[cfg(not(feature = "alsa"))]

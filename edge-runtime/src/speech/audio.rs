@@ -18,6 +18,11 @@ pub trait Microphone: Send {
     /// Fills `buf` with the next samples; the count read, 0 at the end of a finite source. A live
     /// device blocks until samples are there.
     fn read(&mut self, buf: &mut [i16]) -> Result<usize, SpeechError>;
+    /// Whether the push-to-talk button was held while the samples last read were captured, for a
+    /// source that samples its button itself ([`Threaded::with_button`]); `None` otherwise.
+    fn held(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// Audio held in memory, played out as a microphone: a WAV file (any rate and channel count,
@@ -222,10 +227,14 @@ pub fn noise(len: usize, seed: u64, pink: bool) -> Vec<i16> {
 /// A live microphone read on its own thread into a bounded queue (10 s), so a slow decode never
 /// stalls the device (an overrun would lose the audio, a "stop" with it). When the queue is full
 /// (ten seconds behind), new audio is dropped until the reader catches up.
+/// A block of audio from the capture thread, with the button's state when it was captured.
+type Block = Result<(Vec<i16>, Option<bool>), SpeechError>;
+
 pub struct Threaded {
     name: String,
-    rx: std::sync::mpsc::Receiver<Result<Vec<i16>, SpeechError>>,
+    rx: std::sync::mpsc::Receiver<Block>,
     pending: Vec<i16>,
+    held: Option<bool>,
     _worker: crate::worker::Worker,
 }
 
@@ -236,18 +245,27 @@ impl std::fmt::Debug for Threaded {
 }
 
 impl Threaded {
-    pub fn new(mut inner: Box<dyn Microphone>) -> Result<Self, SpeechError> {
+    pub fn new(inner: Box<dyn Microphone>) -> Result<Self, SpeechError> {
+        Self::start(inner, None)
+    }
+
+    /// With a push-to-talk button, read on the capture thread beside each block: the button's
+    /// state belongs to the audio captured with it, however far behind the reader is.
+    pub fn with_button(inner: Box<dyn Microphone>, held: Box<dyn FnMut() -> bool + Send>) -> Result<Self, SpeechError> {
+        Self::start(inner, Some(held))
+    }
+
+    fn start(mut inner: Box<dyn Microphone>, mut button: Option<Box<dyn FnMut() -> bool + Send>>) -> Result<Self, SpeechError> {
         let name = inner.describe();
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<i16>, SpeechError>>(500);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Block>(500);
         let worker = crate::worker::Worker::spawn("microphone", move |stop| {
             let mut buf = vec![0i16; 320];
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let r = inner.read(&mut buf).map(|n| buf[..n].to_vec());
-                let end = !matches!(&r, Ok(v) if !v.is_empty());
+                let r = inner.read(&mut buf).map(|n| (buf[..n].to_vec(), button.as_mut().map(|held| held())));
+                let end = !matches!(&r, Ok((v, _)) if !v.is_empty());
                 match tx.try_send(r) {
                     Ok(()) => {}
-                    // Full: the reader is behind; this block is dropped (it is the newest, but the
-                    // reader drains the queue in order and catches up).
+                    // Full: the reader is ten seconds behind; this block is dropped.
                     Err(std::sync::mpsc::TrySendError::Full(_)) => {}
                     Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return,
                 }
@@ -257,7 +275,7 @@ impl Threaded {
             }
         })
         .map_err(SpeechError::Device)?;
-        Ok(Self { name, rx, pending: Vec::new(), _worker: worker })
+        Ok(Self { name, rx, pending: Vec::new(), held: None, _worker: worker })
     }
 }
 
@@ -266,10 +284,14 @@ impl Microphone for Threaded {
         self.name.clone()
     }
 
+    fn held(&self) -> Option<bool> {
+        self.held
+    }
+
     fn read(&mut self, buf: &mut [i16]) -> Result<usize, SpeechError> {
         if self.pending.is_empty() {
             match self.rx.recv() {
-                Ok(r) => self.pending = r?,
+                Ok(r) => (self.pending, self.held) = r?,
                 Err(_) => return Ok(0),
             }
         }
@@ -389,6 +411,33 @@ mod tests {
         std::fs::write(dir.path().join("cut.wav"), &bytes[..bytes.len() / 2 + 1]).unwrap();
         let e = read_wav(&dir.path().join("cut.wav")).unwrap_err().to_string();
         assert!(e.contains("cut.wav"), "{e}");
+    }
+
+    #[test]
+    fn a_threaded_source_keeps_each_blocks_button_state_with_it() {
+        // The button is sampled on the capture thread, block by block: held for the first five
+        // blocks. The reader, however late, sees the state that went with each block.
+        let samples: Vec<i16> = (0..3200).map(|i| i as i16).collect();
+        let mut calls = 0;
+        let button = Box::new(move || {
+            calls += 1;
+            calls <= 5
+        });
+        let mut mic = Threaded::with_button(Box::new(Recording::new("t", samples.clone())), button).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut got = Vec::new();
+        let mut held = Vec::new();
+        let mut buf = [0i16; 320];
+        loop {
+            let n = mic.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            held.push(mic.held().unwrap());
+        }
+        assert_eq!(got, samples, "every sample, in order");
+        assert_eq!(held, [vec![true; 5], vec![false; 5]].concat());
     }
 
     #[test]

@@ -132,7 +132,9 @@ impl Speech {
     }
 
     /// Push-to-talk: audio is listened to only while `held` says so, and letting go ends the
-    /// utterance at once (no hangover to wait for).
+    /// utterance at once (no hangover to wait for). `held` is asked as each block is read; for
+    /// a live device read on its own thread, give the button to [`audio::Threaded::with_button`]
+    /// instead, so its state is sampled with the audio.
     pub fn push_to_talk(mut self, held: Box<dyn FnMut() -> bool + Send>) -> Self {
         self.ptt = Some(held);
         self
@@ -213,7 +215,11 @@ impl Speech {
                     0
                 }
             };
-            let talking = self.ptt.as_mut().is_none_or(|held| held());
+            // The button's state captured with the audio where the source has it; else now.
+            let talking = match self.mic.held() {
+                Some(h) => h,
+                None => self.ptt.as_mut().is_none_or(|held| held()),
+            };
             let done: Vec<vad::Utterance> = if n == 0 {
                 self.ended = true;
                 self.vad.finish().into_iter().collect()

@@ -58,6 +58,8 @@ pub struct Vad {
     floor: Option<f32>,
     /// Power of the last three frames (the decisions use their mean: 30 ms).
     recent: [f64; 3],
+    /// The next frame starts the smoothing afresh (the stream's start, or after a skip).
+    fresh: bool,
     loud_run: u32,
     quiet_run: u32,
     /// Frames of the open utterance above the stay level (its speech, without pre-roll and
@@ -96,6 +98,7 @@ impl Vad {
             history: Vec::new(),
             floor: None,
             recent: [0.0; 3],
+            fresh: true,
             loud_run: 0,
             quiet_run: 0,
             speech_frames: 0,
@@ -159,6 +162,9 @@ impl Vad {
     /// Advances over `n` samples not listened to (push-to-talk released): nothing open survives.
     pub fn skip(&mut self, n: usize) {
         self.active = None;
+        // The energy smoothing starts again with the next frame heard.
+        self.recent = [0.0; 3];
+        self.fresh = true;
         self.partial.clear();
         self.history.clear();
         self.loud_run = 0;
@@ -177,7 +183,7 @@ impl Vad {
 
     fn frame(&mut self, frame: &[i16]) -> Option<Utterance> {
         let p = frame_power(frame);
-        if self.pos == 0 {
+        if std::mem::take(&mut self.fresh) {
             self.recent = [p; 3];
         }
         self.recent = [self.recent[1], self.recent[2], p];
