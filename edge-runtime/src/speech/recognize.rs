@@ -53,7 +53,7 @@ impl Default for Thresholds {
     /// Calibrated on espeak-ng voices (`results/speech/`): in-grammar sentences decoded right
     /// fit at +4 to +20, out-of-grammar sentences forced onto an instruction at −10 to −20.
     fn default() -> Self {
-        Self { fit: 0.0, stop_fit: -2.0, cosine: 0.75 }
+        Self { fit: 0.0, stop_fit: -4.0, cosine: 0.75 }
     }
 }
 

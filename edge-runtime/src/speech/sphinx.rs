@@ -180,7 +180,9 @@ impl PocketSphinx {
         let path = |p: &Path| p.to_str().map(str::to_string).ok_or_else(|| SpeechError::Model(format!("{} is not UTF-8", p.display())));
         // Wider beams than the defaults (1e-48, 7e-29): with those, the grammar search lost
         // sentences of a dozen words before their end.
-        let args: Vec<String> = ["-logfn", "/dev/null", "-beam", "1e-80", "-wbeam", "1e-60", "-bestpath", "no", "-logbase", "1.0001"]
+        // Cepstral mean normalisation over each utterance alone ("batch": utterances are decoded
+        // whole): with "live", the previous utterance's voice and room set the start of the next.
+        let args: Vec<String> = ["-logfn", "/dev/null", "-beam", "1e-80", "-wbeam", "1e-60", "-bestpath", "no", "-logbase", "1.0001", "-cmn", "batch"]
             .into_iter()
             .map(String::from)
             .chain(["-hmm".to_string(), path(&model.hmm)?, "-dict".to_string(), path(&model.dict)?])

@@ -27,7 +27,7 @@ pub struct VadConfig {
 
 impl Default for VadConfig {
     fn default() -> Self {
-        Self { start_db: 9.0, stay_db: 5.0, start_ms: 60, hangover_ms: 450, preroll_ms: 200, min_ms: 200, max_ms: 10_000, min_level_db: -60.0 }
+        Self { start_db: 7.0, stay_db: 5.0, start_ms: 60, hangover_ms: 450, preroll_ms: 200, min_ms: 200, max_ms: 10_000, min_level_db: -60.0 }
     }
 }
 
