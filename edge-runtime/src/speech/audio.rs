@@ -210,26 +210,23 @@ pub fn mix_at_snr(speech: &[i16], noise: &[i16], snr_db: f64) -> Vec<i16> {
 /// Deterministic noise for tests and the evaluation: white, or "babble-like" pink noise
 /// (white through a first-order low-pass), from a seed.
 pub fn noise(len: usize, seed: u64, pink: bool) -> Vec<i16> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    let mut rng = lapa_sim::rng::Rng::new(seed);
     let mut y = 0.0f64;
     (0..len)
         .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let white = (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+            let white = f64::from(rng.range(-1.0, 1.0));
             y = if pink { 0.95 * y + 0.05 * white * 4.0 } else { white };
             (y * 8000.0).round() as i16
         })
         .collect()
 }
 
-/// A live microphone read on its own thread into a bounded queue (10 s), so a slow decode never
-/// stalls the device (an overrun would lose the audio, a "stop" with it). When the queue is full
-/// (ten seconds behind), new audio is dropped until the reader catches up.
 /// A block of audio from the capture thread, with the button's state when it was captured.
 type Block = Result<(Vec<i16>, Option<bool>), SpeechError>;
 
+/// A live microphone read on its own thread into a bounded queue (10 s), so a slow decode never
+/// stalls the device (an overrun would lose the audio, a "stop" with it). When the queue is full
+/// (ten seconds behind), new audio is dropped until the reader catches up.
 pub struct Threaded {
     name: String,
     rx: std::sync::mpsc::Receiver<Block>,

@@ -299,7 +299,7 @@ mod tests {
         }
         fn grammar(&mut self, audio: &[i16]) -> Result<Option<Hypothesis>, SpeechError> {
             let text = if audio.len() < 19_200 { "stop" } else { "point at the red square" };
-            Ok(Some(Hypothesis { text: text.into(), fit: 5.0 }))
+            Ok(Some(Hypothesis { text: text.into(), fit: 5.0, free: None }))
         }
         fn free(&mut self, _: &[i16]) -> Result<Option<String>, SpeechError> {
             Ok(None)

@@ -15,6 +15,9 @@ pub struct Hypothesis {
     /// log-base-1.0001 units; above 0: the grammar sentence explains the audio better than any
     /// word sequence does).
     pub fit: f32,
+    /// The free-form transcript the recogniser made on the way to the fit, if it made one
+    /// (`Some("")`: it heard no words); `None` leaves it to [`Recognizer::free`].
+    pub free: Option<String>,
 }
 
 /// A speech recogniser over whole utterances (16 kHz mono).
@@ -158,7 +161,11 @@ impl Interpreter {
         }
         let rejected =
             g.as_ref().map(|h| format!("; the grammar's best, {:?}, fits at {:.1} (threshold {:.1})", h.text, h.fit, self.thresholds.fit)).unwrap_or_default();
-        match rec.free(audio)? {
+        let free = match g.as_ref().and_then(|h| h.free.clone()) {
+            Some(text) => (!text.is_empty()).then_some(text),
+            None => rec.free(audio)?,
+        };
+        match free {
             Some(text) if is_stop(&text) && short_enough_for_stop(audio) => Ok(Understood::Stop),
             Some(text) => Ok(match self.nearest(&text)? {
                 Understood::Unclear { heard, why } => Understood::Unclear { heard, why: format!("{why}{rejected}") },

@@ -108,8 +108,6 @@ pub struct PocketSphinx {
     set_search: PsSetSearch,
     get_n_frames: PsUtt,
     describe: String,
-    /// The free loop's decode of the last utterance the grammar decoded (length, text).
-    last_free: Option<(usize, u64, String)>,
     /// The configuration's argument strings: sphinxbase keeps pointers into them, so they live
     /// until the config is freed (fields drop after `Drop::drop`).
     _args: Vec<CString>,
@@ -214,7 +212,6 @@ impl PocketSphinx {
             set_search,
             get_n_frames,
             describe: String::new(),
-            last_free: None,
             _args: cargs,
             _base: base,
             _lib: lib,
@@ -300,26 +297,17 @@ impl Recognizer for PocketSphinx {
             return Ok(None);
         }
         let (free, f, _) = self.decode("free", audio)?;
-        self.last_free = Some((audio.len(), fingerprint(audio), free.trim().to_string()));
-        Ok(Some(Hypothesis { text: text.trim().to_string(), fit: ((g - f) / f64::from(frames)) as f32 }))
+        Ok(Some(Hypothesis { text: text.trim().to_string(), fit: ((g - f) / f64::from(frames)) as f32, free: Some(free.trim().to_string()) }))
     }
 
     fn free(&mut self, audio: &[i16]) -> Result<Option<String>, SpeechError> {
         if audio.len() < MIN_SAMPLES {
             return Ok(None);
         }
-        let text = match self.last_free.take() {
-            Some((n, h, t)) if n == audio.len() && h == fingerprint(audio) => t,
-            _ => self.decode("free", audio)?.0.trim().to_string(),
-        };
+        let text = self.decode("free", audio)?.0.trim().to_string();
         Ok((!text.is_empty()).then_some(text))
     }
 }
 
 /// Shorter audio is not decoded (100 ms: no word is that short).
 const MIN_SAMPLES: usize = (super::audio::RATE / 10) as usize;
-
-/// A cheap fingerprint of an utterance (FNV-1a over its samples).
-fn fingerprint(audio: &[i16]) -> u64 {
-    audio.iter().fold(0xcbf29ce484222325u64, |h, &s| (h ^ u64::from(s as u16)).wrapping_mul(0x100000001b3))
-}

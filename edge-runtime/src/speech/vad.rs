@@ -76,17 +76,12 @@ fn frames(ms: u32) -> u32 {
 
 /// Mean power of a frame re full scale.
 fn frame_power(frame: &[i16]) -> f64 {
-    frame.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / frame.len().max(1) as f64 / (32768.0f64 * 32768.0)
+    (super::audio::rms(frame) / 32768.0).powi(2)
 }
 
 /// Power in dB re full scale (-100 for digital silence).
 fn db(power: f64) -> f32 {
     (10.0 * power.max(1e-10).log10()) as f32
-}
-
-/// Energy of a frame, dB re full scale (-100 for digital silence).
-pub fn frame_db(frame: &[i16]) -> f32 {
-    db(frame_power(frame))
 }
 
 impl Vad {
