@@ -148,9 +148,16 @@ fn other_web_pages_cannot_drive_the_arm_and_slow_clients_cannot_hold_it() {
 
 #[test]
 fn beyond_loopback_the_console_needs_a_token() {
-    let out = Command::new(env!("CARGO_BIN_EXE_lapa-edge")).args(["run", "--sim", "--quiet", "--max-seconds", "1", "--ui", "0.0.0.0:0"]).output().unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a token"), "{}", String::from_utf8_lossy(&out.stderr));
+    for (args, want) in [
+        (&["--ui", "0.0.0.0:0"][..], "needs a token"),
+        (&["--ui", "localhost"][..], "not an address:port"),
+        (&["--ui", "127.0.0.1:0", "--ui-token", "short"][..], "16 or more"),
+        (&["--ui", "127.0.0.1:0", "--ui-token", "has spaces in it, more than sixteen"][..], "16 or more"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lapa-edge")).args(["run", "--sim", "--quiet", "--max-seconds", "1"]).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{args:?}: {err}");
+    }
     let token = "s3cret-token-of-some-length";
     let (_run, addr) = start(&["--ui", "127.0.0.1:0", "--ui-token", token]);
     assert_eq!(http(&addr, "GET", "/status", b"", None).0, 401);

@@ -185,14 +185,8 @@ fn a_sim_episode_is_driven_from_speech_to_success() {
     audio.extend(silence(800));
     let dir = tempfile::tempdir().unwrap();
     let wav = dir.path().join("utterance.wav");
-    write_wav(&wav, &audio).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lapa-edge"))
-        .args(["run", "--sim", "--seed", "0", "--quiet", "--max-seconds", "40", "--speech-file"])
-        .arg(&wav)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{stderr}");
+    let (ok, stdout, stderr) = run_sim_hearing(&wav, &audio, "40");
+    assert!(ok, "{stderr}");
     assert!(stderr.contains(&format!("speech: instruction {:?}", lapa_edge::speech::grammar::normalize(&task))), "{stderr}");
     assert!(stdout.contains("task: succeeded"), "{stdout}\n{stderr}");
 
@@ -201,13 +195,44 @@ fn a_sim_episode_is_driven_from_speech_to_success() {
     let mut audio = silence(400);
     audio.extend(say(other, "en-us", 160, 50).unwrap());
     audio.extend(silence(800));
-    write_wav(&wav, &audio).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lapa-edge"))
-        .args(["run", "--sim", "--seed", "0", "--quiet", "--max-seconds", "6", "--speech-file"])
-        .arg(&wav)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (_, stdout, stderr) = run_sim_hearing(&wav, &audio, "6");
     assert!(stderr.contains(&format!("speech: instruction {other:?}")), "{stderr}");
     assert!(stdout.contains("task: not achieved"), "{stdout}\n{stderr}");
+}
+
+/// `lapa-edge run --sim` (seed 0) hearing `audio` from a WAV file: (success, stdout, stderr).
+fn run_sim_hearing(wav: &std::path::Path, audio: &[i16], max_seconds: &str) -> (bool, String, String) {
+    write_wav(wav, audio).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lapa-edge"))
+        .args(["run", "--sim", "--seed", "0", "--quiet", "--max-seconds", max_seconds, "--speech-file"])
+        .arg(wav)
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn bad_speech_options_and_files_are_refused_by_name_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("u.wav");
+    write_wav(&wav, &silence(500)).unwrap();
+    let junk = dir.path().join("junk.wav");
+    std::fs::write(&junk, b"RIFF....WAVEnot audio").unwrap();
+    let vocab = dir.path().join("v.toml");
+    std::fs::write(&vocab, "templates = [{ task = \"a\", text = \"go {nowhere}\" }]\n").unwrap();
+    let w = wav.to_str().unwrap();
+    for (args, want) in [
+        (vec!["--speech-file", w, "--speech-cosine", "2"], "--speech-cosine"),
+        (vec!["--speech-file", w, "--speech-fit", "NaN"], "--speech-fit"),
+        (vec!["--speech-file", dir.path().join("missing.wav").to_str().unwrap()], "missing.wav"),
+        (vec!["--speech-file", junk.to_str().unwrap()], "not a readable WAV"),
+        (vec!["--speech-file", w, "--vocabulary", vocab.to_str().unwrap()], "names slot {nowhere}"),
+        (vec!["--speech-file", w, "--speech-model", dir.path().to_str().unwrap()], "pocketsphinx-en-us"),
+    ] {
+        let out =
+            std::process::Command::new(env!("CARGO_BIN_EXE_lapa-edge")).args(["run", "--sim", "--quiet", "--max-seconds", "1"]).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
 }
