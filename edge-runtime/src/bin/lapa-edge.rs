@@ -449,7 +449,7 @@ fn listen(a: ListenArgs) -> Result<()> {
         bail!("give --speech-file WAV or --speech-device DEVICE");
     }
     // A file is read as fast as it decodes (its timing is in the stream, not the wall clock).
-    let mut sp = a.speech.open_with(None, false)?;
+    let mut sp = a.speech.open_with(None, false, vocabulary.clone())?;
     let mut shown = 0;
     loop {
         let more = sp.next().is_some();
@@ -1107,11 +1107,16 @@ impl SpeechArgs {
     }
 
     fn open(&self, bundle: Option<&lapa_model::bundle::Bundle>) -> Result<lapa_edge::speech::Speech> {
-        self.open_with(bundle, true)
+        self.open_with(bundle, true, self.vocabulary()?)
     }
 
     /// `realtime`: a --speech-file plays at the wall clock's pace (as a microphone would).
-    fn open_with(&self, bundle: Option<&lapa_model::bundle::Bundle>, realtime: bool) -> Result<lapa_edge::speech::Speech> {
+    fn open_with(
+        &self,
+        bundle: Option<&lapa_model::bundle::Bundle>,
+        realtime: bool,
+        vocabulary: lapa_edge::speech::grammar::Vocabulary,
+    ) -> Result<lapa_edge::speech::Speech> {
         use lapa_edge::speech::{audio, recognize, vad};
         if !self.speech_fit.is_finite() {
             bail!("--speech-fit {}: give a number (a per-frame score difference)", self.speech_fit);
@@ -1119,7 +1124,6 @@ impl SpeechArgs {
         if !(self.speech_cosine.is_finite() && (0.0..=1.0).contains(&self.speech_cosine)) {
             bail!("--speech-cosine {}: give 0..=1", self.speech_cosine);
         }
-        let vocabulary = self.vocabulary()?;
         let raw: Box<dyn audio::Microphone> = match (&self.speech_file, &self.speech_device) {
             (Some(f), _) => {
                 let r = audio::Recording::open(f).with_context(|| "--speech-file")?;
