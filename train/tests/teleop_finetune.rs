@@ -47,10 +47,10 @@ fn a_teleop_recording_is_finetuned_on_unchanged() {
 
     let run = dir.path().join("ft");
     let cache = dir.path().join("cache");
-    let out = lapa(&[
-        "train", "finetune", "--init", "none", "--data", d, "--chunk", "2", "--bins", "8", "--steps", "2", "--config", "tiny", "--batch", "4",
-        "--quiet", "--cache", cache.to_str().expect("utf-8"), "--out", run.to_str().expect("utf-8"),
-    ]);
+    let (c, r) = (cache.to_str().expect("utf-8"), run.to_str().expect("utf-8"));
+    let mut args = vec!["train", "finetune", "--init", "none", "--data", d, "--chunk", "2", "--bins", "8", "--steps", "2"];
+    args.extend(["--config", "tiny", "--batch", "4", "--quiet", "--cache", c, "--out", r]);
+    let out = lapa(&args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let model: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("model/config.json")).expect("model config")).expect("json");
     assert_eq!(model["head"]["kind"].as_str(), Some("action"), "{}", model["head"]);
