@@ -125,6 +125,17 @@ pub fn load_policy(bundle: &Bundle) -> Result<EnginePolicy, CompressError> {
     EnginePolicy::new(engine, encoder, label)
 }
 
+/// The policy of any checked bundle: the int8 engine when the bundle requires [`INT8`] (it
+/// computes on the CPU's int8 kernels whatever `device` is), else the burn model on `device`.
+/// The edge runtime and `lapa eval --bundle` both load bundles through this.
+pub fn open_policy(bundle: &Bundle, device: &lapa_model::burn::tensor::Device) -> Result<Box<dyn lapa_model::Policy>, CompressError> {
+    Ok(if bundle.manifest.requires.iter().any(|r| r == INT8) {
+        Box::new(load_policy(bundle)?)
+    } else {
+        Box::new(lapa_model::vla::export::load_policy(bundle, device)?)
+    })
+}
+
 /// A plan with every linear layer under `scheme` except `keep_f32`.
 pub fn uniform_plan(layers: &[String], scheme: impl Fn(&str) -> Scheme, keep_f32: &[String], made_by: String) -> QuantPlan {
     let layers = layers.iter().map(|l| (l.clone(), if keep_f32.contains(l) { LayerPlan::F32 {} } else { scheme(l).into() })).collect();

@@ -222,3 +222,56 @@ fn distill_trains_a_student_from_a_teacher_run_and_names_misuse() {
         assert!(!dir.path().join("s2/model").exists(), "{extra:?} left a model");
     }
 }
+
+#[test]
+fn eval_takes_a_bundle_as_the_board_loads_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = |n: &str| dir.path().join(n).to_str().expect("utf-8").to_string();
+    let out = lapa(&["bench", "policy", "--config", "tiny", "--steps", "1", "--bins", "32", "--save-run", &p("run")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (name, extra) in [("f32", vec![]), ("int8", vec!["--int8", "dynamic"])] {
+        let mut args = vec!["export", "--run", p("run").leak() as &str, "--out", p(name).leak(), "--unsigned"];
+        args.extend(extra);
+        let out = lapa(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let common = ["--split", "unseen-env", "--episodes", "3", "--family", "point_at", "--videos", "0", "--quiet"];
+    let eval = |what: &[&str], report: &str| -> std::process::Output {
+        let mut a = vec!["eval"];
+        a.extend(what);
+        a.extend(common);
+        a.extend(["--out", report]);
+        lapa(&a)
+    };
+    let episodes = |report: &str| -> (String, Vec<(u64, String, String)>) {
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(report).expect("report")).expect("json");
+        let eps = r["episodes"]
+            .as_array()
+            .expect("episodes")
+            .iter()
+            .map(|e| (e["seed"].as_u64().expect("seed"), e["family"].to_string(), e["instruction"].to_string()));
+        (r["agent"].as_str().expect("agent").to_string(), eps.collect())
+    };
+    let out = eval(&["--run", &p("run")], &p("run.json"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, want) = episodes(&p("run.json"));
+    assert_eq!(want.len(), 3);
+    for name in ["f32", "int8"] {
+        let report = p(&format!("{name}.json"));
+        let out = eval(&["--bundle", &p(name), "--allow-unsigned"], &report);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("without a verified signature"), "{}", String::from_utf8_lossy(&out.stderr));
+        let (agent, got) = episodes(&report);
+        assert_eq!(got, want, "{name}: the bundle is evaluated on the run's scenes");
+        assert!(agent.contains(&p(name)) && (name == "f32" || agent.contains("int8")), "{agent}");
+    }
+    assert!(!dir.path().join("int8/eval").exists(), "nothing is written into a bundle");
+    // Unsigned without --allow-unsigned, and a key without a bundle, are refused by name.
+    let out = eval(&["--bundle", &p("int8")], &p("x.json"));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--bundle"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = eval(&["--run", &p("run"), "--bundle", &p("f32")], &p("x.json"));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--bundle"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = eval(&["--run", &p("run"), "--public-key", &p("nokey.pub")], &p("x.json"));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--bundle"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!dir.path().join("x.json").exists());
+}

@@ -281,12 +281,8 @@ fn bundle_policy(path: &Path, bundle: &lapa_model::bundle::Bundle, profile_backe
         Some(other) => other,
     };
     let device = lapa_model::device(backend).with_context(|| format!("the board profile's policy.backend = {backend:?}"))?;
-    Ok(if bundle.manifest.requires.iter().any(|r| r == lapa_compress::bundle::INT8) {
-        // The compressed policy computes on the CPU's int8 kernels, whatever the backend.
-        Box::new(lapa_compress::bundle::load_policy(bundle).with_context(|| format!("--bundle {}", path.display()))?)
-    } else {
-        Box::new(lapa_model::vla::export::load_policy(bundle, &device).with_context(|| format!("--bundle {}", path.display()))?)
-    })
+    // A compressed bundle computes on the CPU's int8 kernels, whatever the backend.
+    lapa_compress::bundle::open_policy(bundle, &device).with_context(|| format!("--bundle {}", path.display()))
 }
 
 /// Opens a bundle under `trust`, saying on stderr when its signature was not checked.

@@ -152,6 +152,9 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
     println!("[7/8] closed-loop evaluation in the simulator (seen split, {} episodes)", a.eval_episodes);
     let ev = super::vla::eval_cmd(&EvalArgs {
         run: Some(finetuned.clone()),
+        bundle: None,
+        public_keys: Vec::new(),
+        allow_unsigned: false,
         baseline: None,
         split: super::vla::SplitArg::Seen,
         episodes: a.eval_episodes,

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use lapa_model::vla::{ActionTarget, VlaPolicy};
 use lapa_sim::{Split, TaskFamily};
 use lapa_train::trainer::{MODEL_DIR, TRAIN_FILE};
-use lapa_train::vla::eval::{self, Agent, EvalOptions, EvalReport, ExpertAgent, PolicyAgent, RandomAgent};
+use lapa_train::vla::eval::{self, Agent, BoxedPolicyAgent, EvalOptions, EvalReport, ExpertAgent, PolicyAgent, RandomAgent};
 use lapa_train::vla::{StageKind, VlaSummary, VlaTrainConfig};
 
 use super::laq::RuntimeArgs;
@@ -327,8 +327,21 @@ pub enum BaselineArg {
 #[derive(Debug, Clone, Args)]
 pub struct EvalArgs {
     /// A finetuned (or action-trained) policy run.
-    #[arg(long, required_unless_present = "baseline", conflicts_with = "baseline")]
+    #[arg(long, required_unless_present_any = ["baseline", "bundle"], conflicts_with_all = ["baseline", "bundle"])]
     pub run: Option<PathBuf>,
+    /// An exported bundle (`lapa export`), loaded as the board loads it: the int8 engine for a
+    /// compressed bundle, burn for an f32 one; its hashes and signature are checked first. Its
+    /// episodes are stepped one at a time (as on the board), so --parallel only groups the scenes.
+    /// Nothing is written into the bundle: give --out for a report.
+    #[arg(long, conflicts_with = "baseline")]
+    pub bundle: Option<PathBuf>,
+    /// A trusted public key for --bundle's signature (`lapa keys generate`; repeatable; default
+    /// ~/.config/lapa/keys/lapa-signing.pub when it exists).
+    #[arg(long = "public-key", value_name = "FILE")]
+    pub public_keys: Vec<PathBuf>,
+    /// Also evaluate an unsigned --bundle, or one signed by a key not given.
+    #[arg(long)]
+    pub allow_unsigned: bool,
     /// Evaluate a reference agent instead of a run.
     #[arg(long, value_enum)]
     pub baseline: Option<BaselineArg>,
@@ -336,7 +349,7 @@ pub struct EvalArgs {
     pub split: SplitArg,
     #[arg(long, default_value_t = 100)]
     pub episodes: usize,
-    /// One task family only (push-to-side, …); all six in turn by default.
+    /// One task family only (push_to_side, point_at, …); all six in turn by default.
     #[arg(long)]
     pub family: Option<String>,
     /// Offset of the evaluation seeds (every offset gives new scenes, never training ones).
@@ -363,6 +376,10 @@ pub struct EvalArgs {
 }
 
 pub fn eval_cmd(a: &EvalArgs) -> Result<EvalReport> {
+    // (Not clap's `requires`: it waives a requirement that conflicts with a given argument.)
+    if a.bundle.is_none() && (!a.public_keys.is_empty() || a.allow_unsigned) {
+        bail!("--public-key and --allow-unsigned are for --bundle (a run or a baseline has no signature)");
+    }
     let family = match &a.family {
         None => None,
         Some(f) => Some(
@@ -394,7 +411,38 @@ pub fn eval_cmd(a: &EvalArgs) -> Result<EvalReport> {
             opts.size = policy.config().image_size;
             Box::new(PolicyAgent { policy, name: run.display().to_string() })
         }
-        (None, None) => bail!("give --run RUN or --baseline expert|random"),
+        (None, None) => match &a.bundle {
+            Some(path) => {
+                let mut keys = a.public_keys.clone();
+                if keys.is_empty()
+                    && let Some(default) = crate::cmd::keys::default_key_path()
+                        .map(|p| {
+                            let mut s = p.into_os_string();
+                            s.push(".pub");
+                            PathBuf::from(s)
+                        })
+                        .filter(|p| p.exists())
+                {
+                    keys.push(default);
+                }
+                let trust = lapa_model::signing::Trust::from_files(&keys, a.allow_unsigned).context("--public-key")?;
+                let bundle = lapa_model::bundle::Bundle::open(path, &trust).with_context(|| format!("--bundle {}", path.display()))?;
+                if let lapa_model::signing::Verified::Unchecked { reason } = &bundle.verified {
+                    eprintln!("warning: --allow-unsigned: evaluating {} without a verified signature ({reason})", path.display());
+                }
+                let device = lapa_model::device(&a.device)?;
+                let policy = lapa_compress::bundle::open_policy(&bundle, &device).with_context(|| format!("--bundle {}", path.display()))?;
+                let spec = policy.action_spec().clone();
+                if spec.names.len() != 6 {
+                    bail!("{}: the policy drives {} action dimensions; the simulated arm has 6", path.display(), spec.names.len());
+                }
+                opts.fps = spec.fps.round() as u32;
+                opts.size = bundle.manifest.camera.width;
+                let name = format!("{} ({})", path.display(), policy.describe());
+                Box::new(BoxedPolicyAgent { policy, name })
+            }
+            None => bail!("give --run RUN, --bundle DIR or --baseline expert|random"),
+        },
     };
     let report = eval::evaluate(agent.as_mut(), &opts)?;
     if !a.quiet {
@@ -404,7 +452,7 @@ pub fn eval_cmd(a: &EvalArgs) -> Result<EvalReport> {
         }
     }
     if let Some(o) = &out
-        && a.run.is_some()
+        && (a.run.is_some() || a.bundle.is_some())
     {
         lapa_fs::atomic_write(o, &serde_json::to_vec_pretty(&report)?)?;
         if !a.quiet {

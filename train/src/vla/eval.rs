@@ -145,6 +145,52 @@ impl Agent for PolicyAgent {
     }
 }
 
+/// Any [`lapa_model::Policy`] — an exported bundle as the board loads it (burn f32, or the int8
+/// engine) — asked one episode at a time, its chunks checked against its spec as the edge
+/// runtime checks them.
+pub struct BoxedPolicyAgent {
+    pub policy: Box<dyn lapa_model::Policy>,
+    pub name: String,
+}
+
+impl std::fmt::Debug for BoxedPolicyAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BoxedPolicyAgent({})", self.name)
+    }
+}
+
+impl Agent for BoxedPolicyAgent {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn reset(&mut self, _episode: usize, _env: &Env) {}
+
+    fn act(&mut self, _episodes: &[usize], envs: &[&Env]) -> Result<Vec<Vec<Joints>>> {
+        envs.iter()
+            .map(|env| {
+                let o = env.observe();
+                let input = PolicyInput {
+                    frame: Frame { width: o.image.width, height: o.image.height, rgb: &o.image.data },
+                    state: &o.state,
+                    instruction: env.instruction(),
+                    time_s: 0.0,
+                };
+                let chunk = self.policy.infer(&input).map_err(|e| anyhow::anyhow!("{}: {e}", self.name))?;
+                lapa_model::policy::check_chunk(self.policy.action_spec(), &chunk).map_err(|e| anyhow::anyhow!("{}: {e}", self.name))?;
+                chunk
+                    .into_iter()
+                    .map(|a| {
+                        a.as_slice()
+                            .try_into()
+                            .map_err(|_| anyhow::anyhow!("{}: the policy gives {} action values; the simulated arm takes 6", self.name, a.len()))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
 /// What to evaluate.
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
