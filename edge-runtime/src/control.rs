@@ -12,27 +12,101 @@
 //! | `next` | teleop: save the current episode and start the next |
 //! | `rerecord` | teleop: throw the current episode away and record it again |
 //! | `status` | the instruction and state |
+//! | `watch` | from now on, also a `heard "…"` line each time speech decides something, before it is acted on |
 //!
 //! `echo stop | socat - UNIX-CONNECT:/tmp/lapa-edge.sock` stops the arm from another shell.
 //! Every line is validated before it changes anything; a line longer than 1 KiB or not UTF-8 is
 //! refused and the connection closed.
 
-use crate::instruction::{BadLine, Lines};
+use crate::instruction::{BadLine, Command, Heard, InstructionSource, Lines};
 pub use crate::instruction::{COMMANDS, MAX_LINE};
 use crate::runtime::Controls;
-use std::io::BufReader;
+use std::io::{BufReader, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// One socket client as an instruction source: its lines in, a reply line back for each.
-fn serve_client(stream: UnixStream, controls: &Controls) -> std::io::Result<()> {
+/// A client's writing half, shared by its replies and its watcher; one `write` is one line.
+#[derive(Debug, Clone)]
+struct SharedOut(Arc<Mutex<UnixStream>>);
+
+impl Write for SharedOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).write_all(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).flush()
+    }
+}
+
+/// Not watching (see [`Client::watch_from`]).
+const NOT_WATCHING: u64 = u64::MAX;
+
+/// A socket client's lines, with `watch` carried out here (it concerns this connection only).
+struct Client<S> {
+    lines: S,
+    controls: Arc<Controls>,
+    /// The speech publication count the client has been sent up to ([`NOT_WATCHING`] until it
+    /// asks): what came after `watch` is sent, nothing from before.
+    watch_from: Arc<AtomicU64>,
+}
+
+impl<S: InstructionSource> InstructionSource for Client<S> {
+    fn describe(&self) -> String {
+        self.lines.describe()
+    }
+    fn next(&mut self) -> Option<Heard> {
+        match self.lines.next()? {
+            Heard::Command(Command::Watch) => {
+                self.watch_from.store(self.controls.heard_update().0, Ordering::SeqCst);
+                Some(Heard::Local("ok watching: each speech decision follows as a `heard \"…\"` line".into()))
+            }
+            other => Some(other),
+        }
+    }
+    fn reply(&mut self, text: &str) {
+        self.lines.reply(text);
+    }
+}
+
+/// One socket client as an instruction source: its lines in, a reply line back for each, and
+/// once it asks to `watch`, what speech hears.
+fn serve_client(stream: UnixStream, controls: &Arc<Controls>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(600)))?;
-    let out = stream.try_clone()?;
-    crate::instruction::drive(&mut Lines::new("socket client", BufReader::new(stream), out, BadLine::Close), controls);
+    // A client that stops reading cannot stall the watcher (or the speech thread) for long.
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let out = SharedOut(Arc::new(Mutex::new(stream.try_clone()?)));
+    let watch_from = Arc::new(AtomicU64::new(NOT_WATCHING));
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (mut out, watch_from, done, controls) = (out.clone(), watch_from.clone(), done.clone(), controls.clone());
+        std::thread::Builder::new().name("control-watch".into()).spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+                let from = watch_from.load(Ordering::SeqCst);
+                if from == NOT_WATCHING {
+                    continue;
+                }
+                // The latest decision (two within one 20 ms poll: the later one).
+                let (seq, text) = controls.heard_update();
+                if seq > from
+                    && watch_from.compare_exchange(from, seq, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+                    && out.write_all(format!("heard {text:?}\n").as_bytes()).is_err()
+                {
+                    return;
+                }
+            }
+        })?
+    };
+    let lines = Lines::new("socket client", BufReader::new(stream), out, BadLine::Close);
+    let mut client = Client { lines, controls: controls.clone(), watch_from };
+    crate::instruction::drive(&mut client, controls);
+    done.store(true, Ordering::SeqCst);
+    let _ = watcher.join();
     Ok(())
 }
 
@@ -153,6 +227,22 @@ mod tests {
         assert!(matches!(r2.read_line(&mut rest), Ok(0) | Err(_)), "closed: {rest:?}");
         let mut s3 = UnixStream::connect(&path).unwrap();
         let mut r3 = BufReader::new(s3.try_clone().unwrap());
+        // `watch`: this client is sent what speech decides; the others are not.
+        s3.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        assert!(ask(&mut s3, &mut r3, b"watch\n").starts_with("ok watching"));
+        controls.set_heard("speech: instruction \"stack the red cube\" (grammar, fit 0.91)");
+        let mut pushed = String::new();
+        r3.read_line(&mut pushed).unwrap();
+        assert_eq!(pushed, "heard \"speech: instruction \\\"stack the red cube\\\" (grammar, fit 0.91)\"\n");
+        let mut s4 = UnixStream::connect(&path).unwrap();
+        s4.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut r4 = BufReader::new(s4.try_clone().unwrap());
+        assert!(ask(&mut s4, &mut r4, b"status\n").starts_with("ok instruction"));
+        controls.set_heard("speech: heard \"stop\" → e-stop");
+        r3.read_line(&mut pushed).unwrap();
+        assert!(pushed.ends_with("heard \"speech: heard \\\"stop\\\" → e-stop\"\n"), "{pushed:?}");
+        assert!(ask(&mut s4, &mut r4, b"status\n").starts_with("ok instruction"), "a client that did not watch gets replies only");
+        assert!(ask(&mut s3, &mut r3, b"watch please\n").contains("takes no argument"));
         assert_eq!(ask(&mut s3, &mut r3, b"quit\n"), "ok quitting\n");
         assert!(controls.quitting());
         drop(sock);

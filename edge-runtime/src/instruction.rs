@@ -15,7 +15,7 @@ use crate::runtime::{Controls, EpisodeCommand};
 pub const MAX_LINE: u64 = 1024;
 
 /// The help line sent for an unknown command.
-pub const COMMANDS: &str = "instruction TEXT | pause | resume | stop | release | quit | next | rerecord | status";
+pub const COMMANDS: &str = "instruction TEXT | pause | resume | stop | release | quit | next | rerecord | status | watch";
 
 /// One command for a running loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,11 +34,14 @@ pub enum Command {
     /// Teleop: throw the current episode away and record it again.
     Rerecord,
     Status,
+    /// Control socket: send this client a `heard "…"` line each time speech decides something
+    /// (before it is acted on).
+    Watch,
 }
 
 impl Command {
     /// Parses one line: a command word (`instruction`/`i`, `pause`, `resume`, `stop`/`estop`,
-    /// `release`, `quit`/`q`, `next`/`n`, `rerecord`/`r`, `status`) and, for an instruction, its text.
+    /// `release`, `quit`/`q`, `next`/`n`, `rerecord`/`r`, `status`, `watch`) and, for an instruction, its text.
     pub fn parse(line: &str) -> Result<Self, String> {
         let line = line.trim();
         let (cmd, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
@@ -53,6 +56,7 @@ impl Command {
             "next" | "n" => bare(Command::Next),
             "rerecord" | "r" => bare(Command::Rerecord),
             "status" => bare(Command::Status),
+            "watch" => bare(Command::Watch),
             "" => Err(format!("empty line; commands: {COMMANDS}")),
             other => Err(format!("unknown command {other:?}; commands: {COMMANDS}")),
         }
@@ -99,6 +103,8 @@ pub fn apply(controls: &Controls, cmd: &Command) -> String {
             let heard = if heard.is_empty() { String::new() } else { format!(" heard {heard:?}") };
             format!("ok instruction {:?} estop {} paused {}{heard}", controls.instruction().1, controls.estopped(), controls.paused())
         }
+        // A source that can watch (a socket client) answers it itself, as `Heard::Local`.
+        Command::Watch => "error: `watch` is a control-socket command (on the terminal, speech echoes on stderr)".into(),
     }
 }
 
@@ -109,6 +115,8 @@ pub enum Heard {
     /// Something that is not a command (unparseable, not UTF-8, too long): the reason, which
     /// is replied; nothing changes.
     Refused(String),
+    /// A command the source carried out itself (a socket client's `watch`): the reply.
+    Local(String),
 }
 
 /// A source of commands for a running loop. Implementations block in [`Self::next`] on their
@@ -128,6 +136,7 @@ pub fn drive(source: &mut dyn InstructionSource, controls: &Controls) {
         let reply = match heard {
             Heard::Command(c) => apply(controls, &c),
             Heard::Refused(why) => format!("error: {why}"),
+            Heard::Local(reply) => reply,
         };
         source.reply(&reply);
     }
@@ -222,7 +231,8 @@ impl<R: BufRead + Send, W: Write + Send> InstructionSource for Lines<R, W> {
     }
 
     fn reply(&mut self, text: &str) {
-        let _ = writeln!(self.replies, "{text}");
+        // One write per line: a socket client's watcher writes its lines between them.
+        let _ = self.replies.write_all(format!("{text}\n").as_bytes());
         let _ = self.replies.flush();
     }
 }

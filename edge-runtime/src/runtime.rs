@@ -118,6 +118,8 @@ pub struct Controls {
     pauses: AtomicU64,
     /// What speech last heard and decided (echoed before it is acted on).
     heard: Mutex<String>,
+    /// Bumped by every [`Self::set_heard`] (socket clients that `watch` are sent each one).
+    heard_seq: AtomicU64,
 }
 
 /// A recording command for teleoperation.
@@ -142,6 +144,7 @@ impl Controls {
             estop_presses: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
             heard: Mutex::new(String::new()),
+            heard_seq: AtomicU64::new(0),
         }))
     }
 
@@ -165,7 +168,15 @@ impl Controls {
 
     /// Publishes what speech heard (the control socket's `status` shows it).
     pub fn set_heard(&self, text: &str) {
-        *self.heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = text.to_string();
+        let mut g = self.heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *g = text.to_string();
+        self.heard_seq.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many times speech has published, and the latest (a watcher sends each new one).
+    pub fn heard_update(&self) -> (u64, String) {
+        let g = self.heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (self.heard_seq.load(Ordering::SeqCst), g.clone())
     }
 
     /// What speech last heard; empty when nothing was.
