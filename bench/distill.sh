@@ -39,7 +39,8 @@ finished() { [ -f "$1/metrics.csv" ] && [ "$(tail -n1 "$1/metrics.csv" | cut -d,
 
 if ! finished "$TEACHER" 2000; then
   resume=()
-  [ -f "$TEACHER/train.json" ] && resume=(--resume)
+  # (train.json is written at step 0, the first checkpoint later: resume only from a checkpoint.)
+  [ -d "$TEACHER/checkpoint" ] || [ -d "$TEACHER/checkpoint.old" ] && resume=(--resume)
   cmd=("$LAPA" train finetune --init results/lapa-table/runs/pretrain-lapa-arm --data data/sim-arm --episodes 40 --chunk 4 --bins 256
     --config small --steps 2000 --batch 32 --lr 0.0003 --seed 0 --out "$TEACHER" --quiet "${resume[@]}")
   log "${cmd[*]}"
@@ -50,7 +51,7 @@ student() { # name label_weight [unlabeled dataset]
   local run="$OUT/runs/$1"
   finished "$run" "$STEPS" && return
   local cmd=("$LAPA" compress distill --teacher "$TEACHER" --student-config tiny --label-weight "$2" ${3:+--unlabeled "$3"})
-  [ -f "$run/train.json" ] && cmd=("$LAPA" compress distill --resume)
+  { [ -d "$run/checkpoint" ] || [ -d "$run/checkpoint.old" ]; } && cmd=("$LAPA" compress distill --resume)
   cmd+=(--steps "$STEPS" --out "$run" --quiet)
   log "${cmd[*]}"
   /usr/bin/time -f "$1: %e s wall, %U s user" -a -o "$OUT/times.txt" "${cmd[@]}"

@@ -12,7 +12,7 @@
 //! | `next` | teleop: save the current episode and start the next |
 //! | `rerecord` | teleop: throw the current episode away and record it again |
 //! | `status` | the instruction and state |
-//! | `watch` | from now on, also a `heard "…"` line each time speech decides something, before it is acted on |
+//! | `watch` | from now on, also a `heard "…"` line for each speech decision as it is made (`heard-dropped N` if the client fell 64 behind) |
 //!
 //! `echo stop | socat - UNIX-CONNECT:/tmp/lapa-edge.sock` stops the arm from another shell.
 //! Every line is validated before it changes anything; a line longer than 1 KiB or not UTF-8 is
@@ -22,20 +22,30 @@ use crate::instruction::{BadLine, Command, Heard, InstructionSource, Lines};
 pub use crate::instruction::{COMMANDS, MAX_LINE};
 use crate::runtime::Controls;
 use std::io::{BufReader, Write};
+use std::net::Shutdown;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Clients served at once; more are told so and closed.
+pub const MAX_CLIENTS: usize = 16;
+
 /// A client's writing half, shared by its replies and its watcher; one `write` is one line.
+/// A write that fails (the client stopped reading past the write timeout, or left) shuts the
+/// connection down both ways, so a half-written line is never followed by more.
 #[derive(Debug, Clone)]
 struct SharedOut(Arc<Mutex<UnixStream>>);
 
 impl Write for SharedOut {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).write_all(buf)?;
+        let mut s = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = s.write_all(buf) {
+            let _ = s.shutdown(Shutdown::Both);
+            return Err(e);
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -43,16 +53,17 @@ impl Write for SharedOut {
     }
 }
 
-/// Not watching (see [`Client::watch_from`]).
-const NOT_WATCHING: u64 = u64::MAX;
-
 /// A socket client's lines, with `watch` carried out here (it concerns this connection only).
 struct Client<S> {
     lines: S,
     controls: Arc<Controls>,
-    /// The speech publication count the client has been sent up to ([`NOT_WATCHING`] until it
-    /// asks): what came after `watch` is sent, nothing from before.
-    watch_from: Arc<AtomicU64>,
+    out: SharedOut,
+    /// The connection, to lift the read timeout once the client watches (it may stay quiet).
+    stream: UnixStream,
+    /// `watch` was heard: the latest decision's number then (sent: what comes after it).
+    asked: Option<u64>,
+    watcher: Option<std::thread::JoinHandle<()>>,
+    done: Arc<AtomicBool>,
 }
 
 impl<S: InstructionSource> InstructionSource for Client<S> {
@@ -62,7 +73,9 @@ impl<S: InstructionSource> InstructionSource for Client<S> {
     fn next(&mut self) -> Option<Heard> {
         match self.lines.next()? {
             Heard::Command(Command::Watch) => {
-                self.watch_from.store(self.controls.heard_update().0, Ordering::SeqCst);
+                if self.watcher.is_none() {
+                    self.asked = Some(self.controls.heard_seq());
+                }
                 Some(Heard::Local("ok watching: each speech decision follows as a `heard \"…\"` line".into()))
             }
             other => Some(other),
@@ -70,43 +83,49 @@ impl<S: InstructionSource> InstructionSource for Client<S> {
     }
     fn reply(&mut self, text: &str) {
         self.lines.reply(text);
+        // The watcher starts after the `ok watching` reply is out, so nothing comes before it.
+        if let Some(after) = self.asked.take() {
+            let _ = self.stream.set_read_timeout(None);
+            let (mut out, controls, done) = (self.out.clone(), self.controls.clone(), self.done.clone());
+            self.watcher = std::thread::Builder::new()
+                .name("control-watch".into())
+                .spawn(move || {
+                    let mut after = after;
+                    while !done.load(Ordering::SeqCst) {
+                        let got = controls.heard_since(after, Duration::from_millis(200));
+                        let mut lines = String::new();
+                        if got.dropped > 0 {
+                            lines += &format!("heard-dropped {}\n", got.dropped);
+                        }
+                        for (n, text) in &got.decisions {
+                            lines += &format!("heard {text:?}\n");
+                            after = *n;
+                        }
+                        if !lines.is_empty() && out.write_all(lines.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .ok();
+        }
     }
 }
 
 /// One socket client as an instruction source: its lines in, a reply line back for each, and
-/// once it asks to `watch`, what speech hears.
+/// once it asks to `watch`, every speech decision as it is made.
 fn serve_client(stream: UnixStream, controls: &Arc<Controls>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(600)))?;
-    // A client that stops reading cannot stall the watcher (or the speech thread) for long.
+    // A client that stops reading is cut off (its writes fail) rather than stalling anyone.
     stream.set_write_timeout(Some(Duration::from_secs(2)))?;
     let out = SharedOut(Arc::new(Mutex::new(stream.try_clone()?)));
-    let watch_from = Arc::new(AtomicU64::new(NOT_WATCHING));
+    let lines = Lines::new("socket client", BufReader::new(stream.try_clone()?), out.clone(), BadLine::Close);
     let done = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (mut out, watch_from, done, controls) = (out.clone(), watch_from.clone(), done.clone(), controls.clone());
-        std::thread::Builder::new().name("control-watch".into()).spawn(move || {
-            while !done.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(20));
-                let from = watch_from.load(Ordering::SeqCst);
-                if from == NOT_WATCHING {
-                    continue;
-                }
-                // The latest decision (two within one 20 ms poll: the later one).
-                let (seq, text) = controls.heard_update();
-                if seq > from
-                    && watch_from.compare_exchange(from, seq, Ordering::SeqCst, Ordering::SeqCst).is_ok()
-                    && out.write_all(format!("heard {text:?}\n").as_bytes()).is_err()
-                {
-                    return;
-                }
-            }
-        })?
-    };
-    let lines = Lines::new("socket client", BufReader::new(stream), out, BadLine::Close);
-    let mut client = Client { lines, controls: controls.clone(), watch_from };
+    let mut client = Client { lines, controls: controls.clone(), out, stream, asked: None, watcher: None, done: done.clone() };
     crate::instruction::drive(&mut client, controls);
     done.store(true, Ordering::SeqCst);
-    let _ = watcher.join();
+    if let Some(w) = client.watcher.take() {
+        let _ = w.join();
+    }
     Ok(())
 }
 
@@ -142,18 +161,29 @@ impl ControlSocket {
         listener.set_nonblocking(true).map_err(|e| format!("{}: {e}", path.display()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
+        let clients = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::Builder::new()
             .name("control-socket".into())
             .spawn(move || {
                 while !s.load(Ordering::SeqCst) {
                     match listener.accept() {
-                        Ok((stream, _)) => {
-                            let c = controls.clone();
+                        Ok((mut stream, _)) => {
                             let _ = stream.set_nonblocking(false);
+                            if clients.load(Ordering::SeqCst) >= MAX_CLIENTS {
+                                let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+                                let _ = stream.write_all(format!("error: {MAX_CLIENTS} control clients are connected already; closing\n").as_bytes());
+                                continue;
+                            }
+                            clients.fetch_add(1, Ordering::SeqCst);
+                            let (c, n) = (controls.clone(), clients.clone());
                             // One thread per client: a client that never sends does not block others.
-                            let _ = std::thread::Builder::new().name("control-client".into()).spawn(move || {
+                            let spawned = std::thread::Builder::new().name("control-client".into()).spawn(move || {
                                 let _ = serve_client(stream, &c);
+                                n.fetch_sub(1, Ordering::SeqCst);
                             });
+                            if spawned.is_err() {
+                                clients.fetch_sub(1, Ordering::SeqCst);
+                            }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
                         Err(_) => std::thread::sleep(Duration::from_millis(100)),
@@ -227,22 +257,57 @@ mod tests {
         assert!(matches!(r2.read_line(&mut rest), Ok(0) | Err(_)), "closed: {rest:?}");
         let mut s3 = UnixStream::connect(&path).unwrap();
         let mut r3 = BufReader::new(s3.try_clone().unwrap());
-        // `watch`: this client is sent what speech decides; the others are not.
+        // `watch`: this client is sent each decision after it asked, in order; the others are not.
+        controls.set_heard("before the watch");
         s3.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         assert!(ask(&mut s3, &mut r3, b"watch\n").starts_with("ok watching"));
         controls.set_heard("speech: instruction \"stack the red cube\" (grammar, fit 0.91)");
+        controls.set_heard("speech: heard \"stop\" → e-stop");
         let mut pushed = String::new();
         r3.read_line(&mut pushed).unwrap();
-        assert_eq!(pushed, "heard \"speech: instruction \\\"stack the red cube\\\" (grammar, fit 0.91)\"\n");
+        r3.read_line(&mut pushed).unwrap();
+        assert_eq!(pushed, "heard \"speech: instruction \\\"stack the red cube\\\" (grammar, fit 0.91)\"\nheard \"speech: heard \\\"stop\\\" → e-stop\"\n");
+        assert!(ask(&mut s3, &mut r3, b"watch please\n").contains("takes no argument"));
         let mut s4 = UnixStream::connect(&path).unwrap();
         s4.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut r4 = BufReader::new(s4.try_clone().unwrap());
-        assert!(ask(&mut s4, &mut r4, b"status\n").starts_with("ok instruction"));
-        controls.set_heard("speech: heard \"stop\" → e-stop");
-        r3.read_line(&mut pushed).unwrap();
-        assert!(pushed.ends_with("heard \"speech: heard \\\"stop\\\" → e-stop\"\n"), "{pushed:?}");
+        assert!(ask(&mut s4, &mut r4, b"status\n").contains("heard \"speech: heard"), "status shows the latest");
+        controls.set_heard("third");
         assert!(ask(&mut s4, &mut r4, b"status\n").starts_with("ok instruction"), "a client that did not watch gets replies only");
-        assert!(ask(&mut s3, &mut r3, b"watch please\n").contains("takes no argument"));
+        pushed.clear();
+        r3.read_line(&mut pushed).unwrap();
+        assert_eq!(pushed, "heard \"third\"\n");
+        // A watcher more than HEARD_KEPT behind is told how many it missed.
+        let since = controls.heard_since(0, Duration::ZERO);
+        assert_eq!((since.decisions.len(), since.dropped), (4, 0));
+        for k in 0..crate::runtime::HEARD_KEPT + 3 {
+            controls.set_heard(&format!("d{k}"));
+        }
+        let since = controls.heard_since(4, Duration::ZERO);
+        assert_eq!((since.decisions.len(), since.dropped, since.decisions[0].1.as_str()), (crate::runtime::HEARD_KEPT, 3, "d3"));
+        // The socket watcher got the burst as it could: every decision sent or counted as dropped,
+        // in order, the last one last.
+        let (mut sent, mut dropped, mut last) = (0u64, 0u64, String::new());
+        while last != "heard \"d66\"\n" {
+            last.clear();
+            r3.read_line(&mut last).unwrap();
+            match last.strip_prefix("heard-dropped ") {
+                Some(n) => dropped += n.trim().parse::<u64>().unwrap(),
+                None => {
+                    assert!(last.starts_with("heard \"d"), "{last:?}");
+                    sent += 1;
+                }
+            }
+        }
+        assert_eq!(sent + dropped, crate::runtime::HEARD_KEPT as u64 + 3);
+        // Clients beyond the cap are told so and closed; the others carry on.
+        let extra: Vec<UnixStream> = (0..MAX_CLIENTS).map(|_| UnixStream::connect(&path).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let mut over = BufReader::new(UnixStream::connect(&path).unwrap());
+        let mut refused = String::new();
+        over.read_line(&mut refused).unwrap();
+        assert!(refused.contains("control clients are connected already"), "{refused:?}");
+        drop(extra);
         assert_eq!(ask(&mut s3, &mut r3, b"quit\n"), "ok quitting\n");
         assert!(controls.quitting());
         drop(sock);

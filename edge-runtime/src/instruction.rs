@@ -34,8 +34,7 @@ pub enum Command {
     /// Teleop: throw the current episode away and record it again.
     Rerecord,
     Status,
-    /// Control socket: send this client a `heard "…"` line each time speech decides something
-    /// (before it is acted on).
+    /// Control socket: send this client a `heard "…"` line for each speech decision as it is made.
     Watch,
 }
 

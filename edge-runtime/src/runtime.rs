@@ -20,7 +20,7 @@ use lapa_bridge::arm::{Arm, ArmReading};
 use lapa_model::policy::{Frame, Policy, PolicyInput, check_chunk};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// What an engaged e-stop does.
@@ -116,10 +116,30 @@ pub struct Controls {
     episode: AtomicU8,
     estop_presses: AtomicU64,
     pauses: AtomicU64,
-    /// What speech last heard and decided (echoed before it is acted on).
-    heard: Mutex<String>,
-    /// Bumped by every [`Self::set_heard`] (socket clients that `watch` are sent each one).
-    heard_seq: AtomicU64,
+    /// What speech decided, latest last (the control socket's `status` and watchers read it).
+    heard: Mutex<HeardLog>,
+    /// Signalled on every [`Self::set_heard`].
+    heard_cv: Condvar,
+}
+
+/// Speech decisions kept for control-socket watchers: the last [`HEARD_KEPT`], numbered.
+#[derive(Debug, Default)]
+struct HeardLog {
+    /// How many were ever published (the number of the latest).
+    seq: u64,
+    recent: std::collections::VecDeque<(u64, String)>,
+}
+
+/// Decisions a slow watcher may fall behind by before it is told some were dropped.
+pub const HEARD_KEPT: usize = 64;
+
+/// What [`Controls::heard_since`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeardSince {
+    /// The decisions after the asked-for number, oldest first, with their numbers.
+    pub decisions: Vec<(u64, String)>,
+    /// Decisions after it that are no longer kept (the watcher fell more than [`HEARD_KEPT`] behind).
+    pub dropped: u64,
 }
 
 /// A recording command for teleoperation.
@@ -143,8 +163,8 @@ impl Controls {
             episode: AtomicU8::new(0),
             estop_presses: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
-            heard: Mutex::new(String::new()),
-            heard_seq: AtomicU64::new(0),
+            heard: Mutex::new(HeardLog::default()),
+            heard_cv: Condvar::new(),
         }))
     }
 
@@ -166,22 +186,37 @@ impl Controls {
         (self.version.load(Ordering::SeqCst), g.clone())
     }
 
-    /// Publishes what speech heard (the control socket's `status` shows it).
+    /// Publishes what speech decided (the control socket's `status` shows the latest; watchers
+    /// are sent each one).
     pub fn set_heard(&self, text: &str) {
         let mut g = self.heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *g = text.to_string();
-        self.heard_seq.fetch_add(1, Ordering::SeqCst);
+        g.seq += 1;
+        let seq = g.seq;
+        g.recent.push_back((seq, text.to_string()));
+        while g.recent.len() > HEARD_KEPT {
+            g.recent.pop_front();
+        }
+        drop(g);
+        self.heard_cv.notify_all();
     }
 
-    /// How many times speech has published, and the latest (a watcher sends each new one).
-    pub fn heard_update(&self) -> (u64, String) {
+    /// The number of the latest decision (0: none yet).
+    pub fn heard_seq(&self) -> u64 {
+        self.heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).seq
+    }
+
+    /// The decisions numbered above `after`, waiting up to `wait` for one when there are none.
+    pub fn heard_since(&self, after: u64, wait: Duration) -> HeardSince {
         let g = self.heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        (self.heard_seq.load(Ordering::SeqCst), g.clone())
+        let (g, _) = self.heard_cv.wait_timeout_while(g, wait, |g| g.seq <= after).unwrap_or_else(std::sync::PoisonError::into_inner);
+        let decisions: Vec<(u64, String)> = g.recent.iter().filter(|(n, _)| *n > after).cloned().collect();
+        let first = decisions.first().map_or(g.seq + 1, |d| d.0);
+        HeardSince { dropped: first.saturating_sub(after + 1), decisions }
     }
 
-    /// What speech last heard; empty when nothing was.
+    /// What speech last decided; empty when nothing was.
     pub fn heard(&self) -> String {
-        self.heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recent.back().map(|(_, t)| t.clone()).unwrap_or_default()
     }
 
     pub fn estop(&self) {

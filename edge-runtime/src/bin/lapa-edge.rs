@@ -363,7 +363,8 @@ struct RunArgs {
     /// Write the per-cycle log here (read it with `lapa-edge replay`).
     #[arg(long)]
     log: Option<PathBuf>,
-    /// Listen for commands on this Unix socket (instruction, pause, resume, stop, release, quit).
+    /// Listen for commands on this Unix socket, one per line: instruction TEXT, pause, resume,
+    /// stop, release, quit, status, and watch (then each speech decision as it is made).
     #[arg(long)]
     socket: Option<PathBuf>,
     /// Stop after this many seconds of loop time (0: run until stopped, as a service does).
