@@ -43,7 +43,12 @@ fn a_teleop_recording_is_finetuned_on_unchanged() {
     let out = lapa(&["dataset", "info", d]);
     let info = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(info.contains("episodes") && info.contains("observation.state"), "{info}");
+    assert!(info.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["episodes", "2"]), "{info}");
+    assert!(info.contains("robot_type: so101_follower") && info.contains("[64, 64, 3]"), "{info}");
+    for key in ["action", "observation.state"] {
+        let line = info.lines().find(|l| l.trim_start().starts_with(key)).unwrap_or_else(|| panic!("no {key}: {info}"));
+        assert!(line.contains("[6] [shoulder_pan.pos,"), "{line}");
+    }
 
     let run = dir.path().join("ft");
     let cache = dir.path().join("cache");

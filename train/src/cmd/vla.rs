@@ -365,7 +365,8 @@ pub struct EvalArgs {
     /// Save the first N rollouts as MP4 (4× scaled) beside the report.
     #[arg(long, default_value_t = 4)]
     pub videos: usize,
-    /// Report JSON (default: RUN/eval/SPLIT.json; for a baseline, nothing is written).
+    /// Report JSON (default: RUN/eval/SPLIT.json; for a baseline or a --bundle, nothing is
+    /// written, and no videos, unless this is given).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Compute device.
@@ -436,8 +437,15 @@ pub fn eval_cmd(a: &EvalArgs) -> Result<EvalReport> {
                 if spec.names.len() != 6 {
                     bail!("{}: the policy drives {} action dimensions; the simulated arm has 6", path.display(), spec.names.len());
                 }
-                opts.fps = spec.fps.round() as u32;
-                opts.size = bundle.manifest.camera.width;
+                let (fps, cam) = (spec.fps, &bundle.manifest.camera);
+                if !(1.0..=1000.0).contains(&fps) || fps.fract() != 0.0 {
+                    bail!("{}: the policy runs at {fps} fps; the simulator steps at a whole number of frames per second (1–1000)", path.display());
+                }
+                if cam.width != cam.height || cam.crop.is_some() {
+                    bail!("{}: camera {}×{} (crop {:?}); the simulator renders square, uncropped frames", path.display(), cam.width, cam.height, cam.crop);
+                }
+                opts.fps = fps as u32;
+                opts.size = cam.width;
                 let name = format!("{} ({})", path.display(), policy.describe());
                 Box::new(BoxedPolicyAgent { policy, name })
             }

@@ -164,7 +164,10 @@ impl Agent for BoxedPolicyAgent {
         self.name.clone()
     }
 
-    fn reset(&mut self, _episode: usize, _env: &Env) {}
+    fn reset(&mut self, _episode: usize, _env: &Env) {
+        // As the board does at a new episode (today's policies keep no per-episode state).
+        self.policy.reset();
+    }
 
     fn act(&mut self, _episodes: &[usize], envs: &[&Env]) -> Result<Vec<Vec<Joints>>> {
         envs.iter()
@@ -254,6 +257,9 @@ pub struct EpisodeResult {
     pub instruction: String,
     pub success: bool,
     pub steps: usize,
+    /// Where the arm ended (degrees, gripper 0..100): two agents on the same scenes can be
+    /// compared by more than success.
+    pub final_joints: Vec<f32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -368,6 +374,7 @@ pub fn evaluate(agent: &mut dyn Agent, opts: &EvalOptions) -> Result<EvalReport>
                     instruction: s.env.instruction().to_string(),
                     success,
                     steps: s.env.steps(),
+                    final_joints: s.env.state().to_vec(),
                 });
                 finished.push(i);
             }
