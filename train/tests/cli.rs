@@ -289,3 +289,68 @@ fn eval_takes_a_bundle_as_the_board_loads_it() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("are for --bundle"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!dir.path().join("x.json").exists());
 }
+
+#[test]
+fn distill_dagger_rounds_record_the_students_rollouts_and_resume() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = |n: &str| dir.path().join(n).to_str().expect("utf-8").to_string();
+    let out = lapa(&["sim", "record", "--embodiment", "arm", "--episodes", "2", "--out", &p("ds"), "--codec", "h264"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (ds, cache, t, s) = (p("ds"), p("cache"), p("teacher"), p("student"));
+    let common = ["--config", "tiny", "--batch", "4", "--quiet", "--cache", cache.as_str()];
+    let mut teacher = vec!["train", "finetune", "--init", "none", "--data", ds.as_str(), "--chunk", "2", "--bins", "16", "--steps", "2", "--out", t.as_str()];
+    teacher.extend(common);
+    let out = lapa(&teacher);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut distill = vec!["compress", "distill", "--teacher", t.as_str(), "--student-config", "tiny", "--steps", "2", "--out", s.as_str()];
+    distill.extend(["--dagger-rounds", "2", "--dagger-episodes", "2", "--dagger-steps", "3", "--batch", "4", "--quiet", "--cache", cache.as_str()]);
+    let out = lapa(&distill);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let train_json =
+        || -> serde_json::Value { serde_json::from_slice(&std::fs::read(dir.path().join("student/train.json")).expect("train.json")).expect("json") };
+    let last_step = || {
+        std::fs::read_to_string(dir.path().join("student/metrics.csv"))
+            .expect("metrics")
+            .lines()
+            .last()
+            .expect("row")
+            .split(',')
+            .next()
+            .expect("step")
+            .to_string()
+    };
+    let rounds = |cfg: &serde_json::Value| -> Vec<String> {
+        cfg["data"]["unlabeled"].as_array().expect("unlabeled").iter().map(|v| v.as_str().expect("path").to_string()).collect()
+    };
+    let cfg = train_json();
+    assert_eq!(cfg["distill"]["dagger"], serde_json::json!({ "rounds": 2, "episodes": 2, "steps_per_round": 3 }), "{cfg}");
+    assert_eq!(rounds(&cfg), [format!("{s}/dagger/round-1"), format!("{s}/dagger/round-2")]);
+    assert_eq!((cfg["steps"].as_u64(), last_step()), (Some(8), "8".to_string()), "2 steps, then 3 per round");
+    for r in 1..=2 {
+        // Each round's rollouts are a dataset of the student's own states (2 episodes, with state
+        // and the executed targets), labelled by where they came from.
+        let root = dir.path().join(format!("student/dagger/round-{r}"));
+        let info = lapa(&["dataset", "info", root.to_str().expect("utf-8")]);
+        let text = String::from_utf8_lossy(&info.stdout);
+        assert!(info.status.success() && text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["episodes", "2"]), "{text}");
+        let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(root.join("meta/lapa_eval.json")).expect("lapa_eval.json")).expect("json");
+        assert_eq!(meta["episodes"].as_array().map(Vec::len), Some(2), "{meta}");
+        assert_eq!(meta["seed"].as_u64(), Some(1000 + r), "rounds roll out on their own scenes");
+    }
+    // --resume carries on with the rounds left (here: one more, as if the run had been stopped).
+    let mut cfg = train_json();
+    cfg["distill"]["dagger"]["rounds"] = 3.into();
+    std::fs::write(dir.path().join("student/train.json"), serde_json::to_vec_pretty(&cfg).expect("json")).expect("write");
+    let out = lapa(&["compress", "distill", "--resume", "--out", &s, "--quiet", "--cache", &cache]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!((rounds(&train_json()).len(), last_step()), (3, "11".to_string()));
+    // Misuse is named.
+    let out = lapa(&["compress", "distill", "--resume", "--out", &s, "--dagger-rounds", "1", "--quiet", "--cache", &cache]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--dagger-*"), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut bad = vec!["compress", "distill", "--teacher", t.as_str(), "--steps", "2", "--out", p("s2").leak() as &str, "--dagger-rounds", "0"];
+    bad.extend(["--quiet", "--cache", cache.as_str()]);
+    let out = lapa(&bad);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--dagger-rounds 0"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = lapa(&["compress", "distill", "--teacher", &t, "--steps", "2", "--out", &p("s3"), "--dagger-steps", "5"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--dagger-rounds"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -48,6 +48,18 @@ pub struct DistillArgs {
     /// Weight of the labels' cross-entropy; the teacher's KL gets 1 − this.
     #[arg(long, default_value_t = 0.5)]
     pub label_weight: f32,
+    /// DAgger-style rounds after the first --steps: each rolls the student out in the simulator
+    /// (--dagger-episodes rollouts, recorded under OUT/dagger/round-K), adds the rollouts as
+    /// unlabeled data the teacher labels, and trains --dagger-steps more steps. --resume carries
+    /// on with the rounds left.
+    #[arg(long)]
+    pub dagger_rounds: Option<u32>,
+    /// Student rollouts per DAgger round [default: 60].
+    #[arg(long, requires = "dagger_rounds")]
+    pub dagger_episodes: Option<usize>,
+    /// Training steps added per DAgger round [default: 500].
+    #[arg(long, requires = "dagger_rounds")]
+    pub dagger_steps: Option<u64>,
     #[command(flatten)]
     pub common: super::vla::CommonArgs,
 }
@@ -95,13 +107,14 @@ pub fn distill(a: &DistillArgs) -> Result<lapa_train::vla::VlaSummary> {
     use lapa_train::vla::train::DistillConfig;
     let mut cfg = super::vla::config(StageKind::Distill, a.data.clone(), &a.common, None);
     if a.common.resume {
-        if a.teacher.is_some() || !a.data.is_empty() || !a.unlabeled.is_empty() || a.episodes.is_some() {
+        if a.teacher.is_some() || !a.data.is_empty() || !a.unlabeled.is_empty() || a.episodes.is_some() || a.dagger_rounds.is_some() {
             bail!(
-                "--resume continues with the teacher and data of {}'s train.json; drop --teacher, --data, --unlabeled and --episodes",
+                "--resume continues with the teacher, data and DAgger rounds of {}'s train.json; drop --teacher, --data, --unlabeled, --episodes and --dagger-*",
                 a.common.out.display()
             );
         }
-        return super::vla::run_stage(cfg, &a.common);
+        let s = super::vla::run_stage(cfg, &a.common)?;
+        return dagger_rounds(&a.common).map(|d| d.unwrap_or(s));
     }
     let Some(teacher) = &a.teacher else { bail!("--teacher is required (unless --resume)") };
     let d = DistillConfig { temperature: a.temperature, label_weight: a.label_weight, ..DistillConfig::new(teacher.clone()) };
@@ -121,8 +134,60 @@ pub fn distill(a: &DistillArgs) -> Result<lapa_train::vla::VlaSummary> {
         cfg.data.episodes = a.episodes;
     }
     cfg.data.unlabeled = a.unlabeled.clone();
-    cfg.distill = Some(d);
-    super::vla::run_stage(cfg, &a.common)
+    let dagger = a.dagger_rounds.map(|rounds| lapa_train::vla::train::DaggerConfig {
+        rounds,
+        episodes: a.dagger_episodes.unwrap_or(60),
+        steps_per_round: a.dagger_steps.unwrap_or(500),
+    });
+    if let Some(g) = &dagger {
+        g.validate()?;
+    }
+    cfg.distill = Some(DistillConfig { dagger, ..d });
+    let s = super::vla::run_stage(cfg, &a.common)?;
+    dagger_rounds(&a.common).map(|d| d.unwrap_or(s))
+}
+
+/// The DAgger rounds of the distillation run in `c.out` that are still to do (its train.json
+/// says how many; the rounds done are the rollout datasets among its unlabeled data). Each:
+/// roll the student out, record, add the recording, train on. `None` when none were left.
+fn dagger_rounds(c: &super::vla::CommonArgs) -> Result<Option<lapa_train::vla::VlaSummary>> {
+    use lapa_train::vla::eval::{self, EvalOptions, PolicyAgent};
+    let root = c.out.join("dagger");
+    let mut last = None;
+    loop {
+        let mut cfg = super::vla::read_train_config(&c.out)?;
+        let Some(g) = cfg.distill.as_ref().and_then(|d| d.dagger.clone()) else { return Ok(last) };
+        let done = cfg.data.unlabeled.iter().filter(|p| p.starts_with(&root)).count();
+        if done >= g.rounds as usize {
+            return Ok(last);
+        }
+        let round = done + 1;
+        let dir = root.join(format!("round-{round}"));
+        // A recording is staged and renamed into place, so a folder there is a whole one (a
+        // round interrupted after recording and before training keeps its recording).
+        if !dir.exists() {
+            let devices = lapa_model::devices(&c.rt.device)?;
+            let device = devices.first().context("no device")?.clone();
+            let (mcfg, model) = lapa_model::load_vla(&c.out.join(MODEL_DIR), &device)?;
+            let size = mcfg.image_size;
+            let policy = lapa_model::vla::VlaPolicy::new(mcfg, model, device, format!("student {}", c.out.display()))?;
+            let fps = lapa_model::Policy::action_spec(&policy).fps;
+            let mut opts = EvalOptions::new(lapa_sim::Split::Seen, g.episodes);
+            opts.seed = 1_000 + round as u64;
+            opts.fps = fps.round().max(1.0) as u32;
+            opts.size = size;
+            opts.record = Some(dir.clone());
+            opts.quiet = c.rt.quiet;
+            let r = eval::evaluate(&mut PolicyAgent { policy, name: "student".into() }, &opts)?;
+            if !c.rt.quiet {
+                println!("DAgger round {round}/{}: {} student rollouts recorded in {} (success {})", g.rounds, g.episodes, dir.display(), r.total);
+            }
+        }
+        cfg.data.unlabeled.push(dir);
+        cfg.steps += g.steps_per_round;
+        let devices = lapa_model::devices(&c.rt.device)?;
+        last = Some(lapa_train::vla::train(&cfg, &c.out, &devices, &c.rt.cache_dir(), true, c.rt.quiet)?);
+    }
 }
 
 fn scan(a: &ScanArgs) -> Result<()> {

@@ -155,6 +155,7 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         bundle: None,
         public_keys: Vec::new(),
         allow_unsigned: false,
+        record: None,
         baseline: None,
         split: super::vla::SplitArg::Seen,
         episodes: a.eval_episodes,

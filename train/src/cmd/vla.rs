@@ -369,6 +369,10 @@ pub struct EvalArgs {
     /// written, and no videos, unless this is given).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also write every rollout as a LeRobot v3.0 dataset in this new folder (camera, joint
+    /// state, the executed targets as actions, the instruction).
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
     /// Compute device.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -396,6 +400,7 @@ pub fn eval_cmd(a: &EvalArgs) -> Result<EvalReport> {
     opts.ensemble_decay = a.ensemble_decay;
     opts.quiet = a.quiet;
     opts.videos = a.videos;
+    opts.record = a.record.clone();
     opts.video_dir = out.as_ref().and_then(|o| o.parent().map(|p| p.join(format!("{}-videos", a.split.split().name()))));
     let mut agent: Box<dyn Agent> = match (&a.run, a.baseline) {
         (_, Some(BaselineArg::Expert)) => Box::new(ExpertAgent::default()),

@@ -211,12 +211,29 @@ pub struct EvalOptions {
     /// Save the first this many rollouts as MP4 into `video_dir`.
     pub videos: usize,
     pub video_dir: Option<PathBuf>,
+    /// Also write every rollout as a LeRobot v3.0 dataset here (camera, joint state, the executed
+    /// targets as actions, the instruction), in the order the episodes end: the student's own
+    /// states for DAgger, or failures to look at.
+    pub record: Option<PathBuf>,
     pub quiet: bool,
 }
 
 impl EvalOptions {
     pub fn new(split: Split, episodes: usize) -> Self {
-        Self { split, episodes, family: None, seed: 0, parallel: 32, ensemble_decay: 0.85, fps: 10, size: 64, videos: 0, video_dir: None, quiet: true }
+        Self {
+            split,
+            episodes,
+            family: None,
+            seed: 0,
+            parallel: 32,
+            ensemble_decay: 0.85,
+            fps: 10,
+            size: 64,
+            videos: 0,
+            video_dir: None,
+            record: None,
+            quiet: true,
+        }
     }
 }
 
@@ -289,6 +306,8 @@ struct Slot {
     /// (step the chunk was planned at, chunk).
     chunks: Vec<(usize, Vec<Joints>)>,
     frames: Option<Vec<u8>>,
+    /// With [`EvalOptions::record`]: the frames, states and executed targets so far.
+    rec: Option<(Vec<u8>, Vec<f32>, Vec<f32>)>,
 }
 
 /// The executed target at `step`: every chunk that covers it, blended by
@@ -332,6 +351,22 @@ pub fn evaluate(agent: &mut dyn Agent, opts: &EvalOptions) -> Result<EvalReport>
     let mut next = 0usize;
     let mut slots: Vec<Slot> = Vec::new();
     let mut successes = 0usize;
+    let mut writer = match &opts.record {
+        Some(root) => {
+            let names: Vec<String> = lapa_boards::SO101.names().iter().map(|n| format!("{n}.pos")).collect();
+            let spec = lapa_dataset::DatasetSpec {
+                fps: opts.fps,
+                robot_type: "so101_follower".into(),
+                cameras: vec![lapa_dataset::CameraSpec { key: "observation.images.front".into(), width: opts.size, height: opts.size }],
+                state_names: Some(names.clone()),
+                action_names: Some(names),
+                codec: lapa_dataset::VideoCodec::H264 { crf: 18 },
+            };
+            Some(lapa_dataset::DatasetWriter::create(root, spec).with_context(|| format!("--record {}", root.display()))?)
+        }
+        None => None,
+    };
+    let mut recorded = Vec::new();
     loop {
         // Fill free slots with the next episodes.
         while slots.len() < parallel && next < opts.episodes {
@@ -340,7 +375,8 @@ pub fn evaluate(agent: &mut dyn Agent, opts: &EvalOptions) -> Result<EvalReport>
             env.reset(EVAL_SEED_BASE.wrapping_add(opts.seed.wrapping_mul(1_000_003)).wrapping_add(next as u64), Embodiment::Arm, Some(family), opts.split);
             let frames = (next < opts.videos && opts.video_dir.is_some()).then(Vec::new);
             agent.reset(next, &env);
-            slots.push(Slot { env, episode: next, chunks: Vec::new(), frames });
+            let rec = writer.is_some().then(|| (Vec::new(), Vec::new(), Vec::new()));
+            slots.push(Slot { env, episode: next, chunks: Vec::new(), frames, rec });
             next += 1;
         }
         if slots.is_empty() {
@@ -361,8 +397,16 @@ pub fn evaluate(agent: &mut dyn Agent, opts: &EvalOptions) -> Result<EvalReport>
             s.chunks.push((step, chunk));
             s.chunks.retain(|(start, c)| start + c.len() > step);
             let q = blend(&s.chunks, step, opts.ensemble_decay).context("no chunk covers the step")?;
-            if let Some(f) = &mut s.frames {
-                f.extend_from_slice(&s.env.observe().image.data);
+            if s.frames.is_some() || s.rec.is_some() {
+                let o = s.env.observe();
+                if let Some(f) = &mut s.frames {
+                    f.extend_from_slice(&o.image.data);
+                }
+                if let Some((img, state, action)) = &mut s.rec {
+                    img.extend_from_slice(&o.image.data);
+                    state.extend_from_slice(&o.state);
+                    action.extend_from_slice(&q);
+                }
             }
             s.env.advance(&Action::JointTargets(q));
             let success = s.env.success();
@@ -382,6 +426,13 @@ pub fn evaluate(agent: &mut dyn Agent, opts: &EvalOptions) -> Result<EvalReport>
         for &i in finished.iter().rev() {
             let s = slots.swap_remove(i);
             agent.finish(s.episode);
+            if let (Some(w), Some((img, state, action))) = (&mut writer, &s.rec) {
+                let r = results[s.episode].as_ref().expect("just finished");
+                w.add_episode(&lapa_dataset::EpisodeInput { task: &r.instruction, images: &[img], state: Some(state), action: Some(action) })?;
+                recorded.push(serde_json::json!({
+                    "episode_index": recorded.len(), "eval_episode": s.episode, "seed": r.seed, "family": r.family, "success": r.success,
+                }));
+            }
             if let (Some(mut frames), Some(dir)) = (s.frames, &opts.video_dir) {
                 frames.extend_from_slice(&s.env.observe().image.data);
                 let r = results[s.episode].as_ref().expect("just finished");
@@ -394,6 +445,10 @@ pub fn evaluate(agent: &mut dyn Agent, opts: &EvalOptions) -> Result<EvalReport>
         }
     }
     pb.finish_and_clear();
+    if let Some(mut w) = writer {
+        w.add_meta_file("lapa_eval.json", serde_json::json!({ "agent": agent.name(), "split": opts.split.name(), "seed": opts.seed, "episodes": recorded }));
+        w.finish()?;
+    }
     let episodes: Vec<EpisodeResult> = results.into_iter().map(|r| r.expect("every episode ran")).collect();
     let total = Rate::new(episodes.iter().filter(|e| e.success).count(), episodes.len());
     let per_family = TaskFamily::ALL

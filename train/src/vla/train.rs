@@ -57,11 +57,43 @@ pub struct DistillConfig {
     /// resumes (a teacher trained further in between would change the targets silently).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher_sha256: Option<String>,
+    /// DAgger-style rounds after the first `steps` (none by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dagger: Option<DaggerConfig>,
+}
+
+/// On-policy data for a distilled student, DAgger-style: each round rolls the student out in the
+/// simulator, records the rollouts (`RUN/dagger/round-K`, a LeRobot dataset) as unlabeled data —
+/// the teacher's distributions on the states the student itself reaches are their targets — and
+/// trains `steps_per_round` more steps on everything so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaggerConfig {
+    pub rounds: u32,
+    /// Rollouts per round (task families in turn, the seen split, seeds apart from the
+    /// evaluation's).
+    pub episodes: usize,
+    pub steps_per_round: u64,
+}
+
+impl DaggerConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.rounds == 0 || self.rounds > 100 {
+            bail!("--dagger-rounds {}: 1 to 100", self.rounds);
+        }
+        if self.episodes == 0 || self.episodes > 100_000 {
+            bail!("--dagger-episodes {}: 1 to 100,000", self.episodes);
+        }
+        if self.steps_per_round == 0 || self.steps_per_round > 10_000_000 {
+            bail!("--dagger-steps {}: 1 to 10,000,000", self.steps_per_round);
+        }
+        Ok(())
+    }
 }
 
 impl DistillConfig {
     pub fn new(teacher: PathBuf) -> Self {
-        Self { teacher, temperature: 2.0, label_weight: 0.5, teacher_sha256: None }
+        Self { teacher, temperature: 2.0, label_weight: 0.5, teacher_sha256: None, dagger: None }
     }
 
     /// Sets `cfg`'s action settings (chunk, bins, targets, state token) to the teacher's, which
