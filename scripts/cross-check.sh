@@ -4,9 +4,11 @@
 #   apt: gcc-aarch64-linux-gnu (linker, C cross compiler), libclang-dev (the V4L2 bindings are
 #        generated with bindgen), libudev-dev:arm64 (serial port enumeration), qemu-user;
 #   rustup: the aarch64-unknown-linux-gnu target.
-# Under qemu it runs the crate's unit tests, a closed-loop `--sim` episode to success, doctor and
-# calibrate on the simulated bus, a teleoperated sim episode recorded as a dataset, and the replay of
-# a cycle log written by the x86-64 build (the log format is the same on both).
+# Under qemu it runs the crate's unit tests, lapa-compress's kernel and engine tests (the Arm int8
+# kernels), a closed-loop `--sim` episode to success, doctor and calibrate on the simulated bus, a
+# teleoperated sim episode recorded as a dataset, the replay of a cycle log written by the x86-64
+# build (the log format is the same on both), and an int8 bundle exported on x86-64 driving a sim
+# episode on the aarch64 int8 kernels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=aarch64-unknown-linux-gnu
@@ -52,11 +54,15 @@ probe=0
 timeout 20 "${qemu[@]}" "$work/probe" || probe=$?
 if [ "$probe" != 0 ]; then
   echo "cross-check: a two-thread C program does not run under '${qemu[*]}' (exit code $probe; 124 = it hung)."
-  echo "cross-check: check that /lib/ld-linux-aarch64.so.1 and /lib/aarch64-linux-gnu/libc.so.6 come from the same libc6:arm64"
+  echo "cross-check: check that /lib/ld-linux-aarch64.so.1 and /lib/aarch64-linux-gnu/libc.so.6 come from the same libc6:arm64,"
+  echo "cross-check: and that it is not older than the cross toolchain's glibc the binaries link against:"
+  dpkg-query -W libc6:arm64 libc6-arm64-cross libc6-dev-arm64-cross 2>&1 | sed 's/^/  /' || true
   exit 1
 fi
 echo "cross-check: unit tests under qemu-aarch64"
 timeout 1500 cargo test --locked -p lapa-edge --target "$target" --profile cross --lib
+echo "cross-check: lapa-compress's kernel and engine tests under qemu-aarch64 (rten-gemm's Arm int8 kernels)"
+timeout 1500 cargo test --locked -p lapa-compress --target "$target" --profile cross --test engine
 echo "cross-check: a --sim episode under qemu-aarch64"
 timeout 600 "${qemu[@]}" "$edge" run --sim --seed 1 --family push_to_side --quiet --max-seconds 30 > "$work/run.txt"
 cat "$work/run.txt"
@@ -77,4 +83,12 @@ cargo test --workspace --locked -q --no-run
 timeout 300 "${qemu[@]}" "$edge" replay "$work/x86.cyclelog" --plot "$work/x86.png" > "$work/replay.txt"
 grep -q "^cycles: " "$work/replay.txt"
 [ -s "$work/x86.png" ]
+# An int8 bundle exported by the x86-64 `lapa`, run by the aarch64 `lapa-edge` on its own int8
+# kernels (a functional check: emulated timings say nothing about a board).
+"$target_dir/debug/lapa" bench policy --config tiny --steps 1 --bins 32 --save-run "$work/run" > /dev/null
+"$target_dir/debug/lapa" export --run "$work/run" --out "$work/int8" --unsigned --int8 dynamic > /dev/null
+timeout 600 "${qemu[@]}" "$edge" run --sim --seed 1 --family push_to_side --bundle "$work/int8" --allow-unsigned --max-seconds 5 --quiet > "$work/int8.txt" 2>&1
+grep -E "^(policy|inference):" "$work/int8.txt"
+grep -q "^policy: int8 .*aarch64" "$work/int8.txt"
+grep -q "^inference: [1-9][0-9]* chunks .* 0 errors" "$work/int8.txt"
 echo "cross-check: ok"
