@@ -276,6 +276,25 @@ fn bad_training_input_is_named() {
     cfg.data.labels = vec![arm_labels];
     let err = train(&cfg, &run, &[device()], &cache, false, true).expect_err("token outside the vocabulary");
     assert!(format!("{err:#}").contains("line 2: latent_0 = 9 is outside the vocabulary of 8"), "{err:#}");
+    // Labels whose header disagrees with the LAQ they say made them.
+    let relabelled = tmp.path().join("arm-labels-2");
+    synthetic_labels(&arm, &relabelled, 8);
+    let mpath = relabelled.join("latent_actions.json");
+    let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&mpath).expect("meta")).expect("json");
+    meta["n_tokens"] = 3.into();
+    std::fs::write(&mpath, serde_json::to_vec(&meta).expect("json")).expect("write");
+    cfg.data.labels = vec![relabelled.clone()];
+    let err = train(&cfg, &run, &[device()], &cache, false, true).expect_err("header against laq_config");
+    assert!(format!("{err:#}").contains("n_tokens 3 and vocabulary 8 disagree with its laq_config (4 tokens, vocabulary 8)"), "{err:#}");
+    // Two sources labelled by different LAQs (here: codebooks of 8 and 16).
+    synthetic_labels(&arm, &relabelled, 8);
+    let hand_labels = tmp.path().join("hand-labels-16");
+    synthetic_labels(&hand, &hand_labels, 16);
+    let mut two = tiny(StageKind::Latent, arm.clone(), 2);
+    two.data.data = vec![arm.clone(), hand.clone()];
+    two.data.labels = vec![relabelled, hand_labels];
+    let err = train(&two, &run, &[device()], &cache, false, true).expect_err("labels from two LAQs");
+    assert!(format!("{err:#}").contains("labels from different LAQs"), "{err:#}");
     // Asking for more episodes than there are.
     let mut ft = tiny(StageKind::Finetune, arm.clone(), 2);
     ft.data.episodes = Some(5);
