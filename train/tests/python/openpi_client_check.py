@@ -88,6 +88,46 @@ for name, o, needle in [
     ok, detail = refused(o, needle)
     check(f"refused: {name}", ok, detail)
 
+# Malformed frames straight onto the socket (what openpi-client never sends): each is answered
+# with a text frame naming what is wrong, then close code 1011.
+import msgpack  # noqa: E402 - openpi-client's own dependency
+from websockets.exceptions import ConnectionClosed  # noqa: E402
+from websockets.sync.client import connect  # noqa: E402
+
+
+def raw(frame, needle):
+    with connect(f"ws://{host}:{port}", compression=None, max_size=None, additional_headers={"Authorization": f"Api-Key {token}"}) as ws:
+        ws.recv()  # the metadata
+        ws.send(frame)
+        got = []
+        try:
+            while True:
+                got.append(ws.recv(timeout=10))
+        except ConnectionClosed as e:
+            code = e.rcvd.code if e.rcvd else None
+        except TimeoutError:
+            return False, f"no close after {got!r}"
+        return len(got) == 1 and isinstance(got[0], str) and needle in got[0] and code == 1011, f"{got!r}, close {code}"
+
+
+def nd(data, shape, dtype="|u1"):
+    return {b"__ndarray__": True, b"data": data, b"dtype": dtype, b"shape": shape}
+
+
+good = {"observation/image": nd(bytes(64 * 64 * 3), [64, 64, 3]), "observation/state": nd(bytes(24), [6], "<f4"), "prompt": "push the red cube to the left"}
+for name, frame, needle in [
+    ("not msgpack", b"\xc1\x00garbage", "0xc1 is not a msgpack type"),
+    ("not a map", msgpack.packb([1, 2, 3]), "must be a map"),
+    ("truncated", msgpack.packb(good)[:-10], "bytes announced"),
+    ("trailing bytes", msgpack.packb(good) + b"\x00", "bytes after the message"),
+    ("array data shorter than its shape", msgpack.packb({**good, "observation/image": nd(bytes(10), [64, 64, 3])}), "needs 12288 bytes, has 10"),
+    ("unsupported dtype", msgpack.packb({**good, "observation/image": nd(bytes(64 * 64 * 3), [64, 64, 3], "<c8")}), "dtype \"<c8\""),
+    ("nesting bomb", b"\x91" * 100_000 + b"\x00", "nested deeper than"),
+    ("text frame", "hello", "requests are binary msgpack frames"),
+]:
+    ok, detail = raw(frame, needle)
+    check(f"refused on the wire: {name}", ok, detail)
+
 # The server survived every bad request and still answers a new client.
 r4 = client().infer(obs())
 check("still serving", np.array_equal(r4["actions"], a))
