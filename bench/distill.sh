@@ -26,26 +26,9 @@ STEPS="${STEPS:-2000}"
 EPISODES="${EPISODES:-100}"
 export RAYON_NUM_THREADS="${THREADS:-1}"
 mkdir -p "$OUT/runs"
-log() { echo "$*" >> "$OUT/commands.txt"; echo "+ $*"; }
-
-# The table's data (the same command as results/lapa-table: the teacher's train.json names it).
-if [ ! -f data/sim-arm/meta/info.json ]; then
-  log "$LAPA" sim record --embodiment arm --episodes 240 --out data/sim-arm --seed 100 --codec h264 --crf 18
-  "$LAPA" sim record --embodiment arm --episodes 240 --out data/sim-arm --seed 100 --codec h264 --crf 18
-fi
-bash scripts/fetch-minilm.sh   # the teacher's (and so the student's) frozen text encoder
-
-finished() { [ -f "$1/metrics.csv" ] && [ "$(tail -n1 "$1/metrics.csv" | cut -d, -f1)" = "$2" ]; }
-
-if ! finished "$TEACHER" 2000; then
-  resume=()
-  # (train.json is written at step 0, the first checkpoint later: resume only from a checkpoint.)
-  [ -d "$TEACHER/checkpoint" ] || [ -d "$TEACHER/checkpoint.old" ] && resume=(--resume)
-  cmd=("$LAPA" train finetune --init results/lapa-table/runs/pretrain-lapa-arm --data data/sim-arm --episodes 40 --chunk 4 --bins 256
-    --config small --steps 2000 --batch 32 --lr 0.0003 --seed 0 --out "$TEACHER" --quiet "${resume[@]}")
-  log "${cmd[*]}"
-  /usr/bin/time -f "teacher: %e s wall, %U s user" -a -o "$OUT/times.txt" "${cmd[@]}"
-fi
+source bench/teacher.sh
+table_data
+teacher "$TEACHER"
 
 student() { # name label_weight [unlabeled dataset]
   local run="$OUT/runs/$1"

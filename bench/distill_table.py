@@ -2,7 +2,9 @@
 """Writes results/compress/distill/table.{md,json} from the evaluations bench/distill.sh made:
 the teacher (its LAPA-table evaluations), the distilled student and the labels-only student, per
 split and pooled, with Wilson 95% intervals (the eval reports' own), parameters and weight bytes."""
-import json, math, os, sys
+import json, os, sys
+
+from stats import wilson
 
 out, teacher = sys.argv[1], sys.argv[2]
 splits = ["seen", "unseen-objects", "unseen-instructions", "unseen-env"]
@@ -15,16 +17,6 @@ rows = [
 for name, label in [("distilled-6k", "student tiny, distilled (T = 2, 6,000 steps)"), ("distilled-t1", "student tiny, distilled (T = 1, 2,000 steps)")]:
     if os.path.isdir(f"{out}/runs/{name}"):
         rows.append((label, f"{out}/runs/{name}"))
-
-
-def wilson(k, n, z=1.96):
-    if n == 0:
-        return [0.0, 1.0]
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return [max(0.0, c - h), min(1.0, c + h)]
 
 
 def weights(run):
