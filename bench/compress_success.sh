@@ -2,8 +2,9 @@
 # Closed-loop success of the compressed policy (issue 14's "int8 within 2 points of f32"): the
 # distillation experiment's teacher (`small`, finetuned from the LAPA table's pretrained lapa-arm
 # trunk on N = 40 labeled arm episodes — the LAPA table's lapa-arm cell — by bench/distill.sh's
-# command, remade here into results/compress/success/teacher) exported as bundles, f32 and int8 (dynamic; static with min-max ranges
-# over 256 frames of its finetuning dataset), each evaluated by `lapa eval --bundle` exactly as the
+# command, remade here into results/compress/success/teacher) exported as bundles, f32, int8
+# (dynamic; static with min-max ranges over 256 frames of its finetuning dataset) and weight-only
+# int4, each evaluated by `lapa eval --bundle` exactly as the
 # board loads it (the int8 engine on lapa-compress's kernels), on the four splits, 100 rollouts
 # each, with the LAPA table's evaluation seeds. The f32 bundle runs on burn through the same
 # one-episode-at-a-time path, so the rows differ only in the arithmetic.
@@ -34,6 +35,7 @@ bundle() { # name [export flags]
 bundle f32
 bundle int8-dynamic --int8 dynamic
 bundle int8-static --int8 static --calib data/sim-arm --calib-frames 256
+bundle int4 --int4
 
 evaluate() { # name split
   local r="$OUT/eval/$1/$2.json"
@@ -46,6 +48,6 @@ evaluate() { # name split
 export LAPA OUT EPISODES
 export -f evaluate log
 for split in seen unseen-objects unseen-instructions unseen-env; do
-  for name in f32 int8-dynamic int8-static; do echo "$name $split"; done
+  for name in f32 int8-dynamic int8-static int4; do echo "$name $split"; done
 done | xargs -P "${JOBS:-2}" -L 1 bash -c 'evaluate "$0" "$1"'
 python3 bench/compress_success_table.py "$OUT"

@@ -9,7 +9,7 @@ from stats import wilson
 
 out = sys.argv[1]
 splits = ["seen", "unseen-objects", "unseen-instructions", "unseen-env"]
-rows = [("f32 (burn)", "f32"), ("int8 dynamic", "int8-dynamic"), ("int8 static (min-max, 256 frames)", "int8-static")]
+rows = [("f32 (burn)", "f32"), ("int8 dynamic", "int8-dynamic"), ("int8 static (min-max, 256 frames)", "int8-static"), ("int4 weights (blocks of 32)", "int4")]
 
 
 def report(name, split):

@@ -1,5 +1,6 @@
-//! Compressed policies in the model bundle: a `quant.json` part says each linear layer's scheme,
-//! the manifest `requires` [`INT8`], and the f32 weights stay the bundle's `policy.bpk`. The board
+//! Compressed policies in the model bundle: a `quant.json` part says each linear layer's scheme
+//! (f32, int8 dynamic or static, int4 weight-only), the manifest `requires` [`INT8`] (the
+//! compressed engine, whatever the schemes), and the f32 weights stay the bundle's `policy.bpk`. The board
 //! quantizes them at load (per-channel int8 is deterministic, so it computes exactly what the
 //! workstation measured); the whole plan is covered by the manifest's hashes and signature.
 
@@ -30,6 +31,7 @@ pub enum LayerPlan {
     F32 {},
     Int8Dynamic {},
     Int8Static { lo: f32, hi: f32 },
+    Int4Weights {},
 }
 
 impl From<LayerPlan> for Scheme {
@@ -38,6 +40,7 @@ impl From<LayerPlan> for Scheme {
             LayerPlan::F32 {} => Scheme::F32,
             LayerPlan::Int8Dynamic {} => Scheme::Int8Dynamic,
             LayerPlan::Int8Static { lo, hi } => Scheme::Int8Static { lo, hi },
+            LayerPlan::Int4Weights {} => Scheme::Int4Weights,
         }
     }
 }
@@ -48,6 +51,7 @@ impl From<Scheme> for LayerPlan {
             Scheme::F32 => LayerPlan::F32 {},
             Scheme::Int8Dynamic => LayerPlan::Int8Dynamic {},
             Scheme::Int8Static { lo, hi } => LayerPlan::Int8Static { lo, hi },
+            Scheme::Int4Weights => LayerPlan::Int4Weights {},
         }
     }
 }
@@ -119,9 +123,14 @@ pub fn load_policy(bundle: &Bundle) -> Result<EnginePolicy, CompressError> {
     let params = lapa_model::artifact::named_params(&model)?;
     plan.check(&layer_names(&cfg, &params)?).map_err(at)?;
     let engine = Engine::new(&cfg, params, &|name| plan.layers.get(name).copied().map_or(Scheme::F32, Scheme::from))?;
-    let int8 = plan.layers.values().filter(|p| !matches!(p, LayerPlan::F32 {})).count();
-    let label =
-        format!("int8 {} ({int8}/{} layers int8, {}, one thread; {})", m.name, plan.layers.len(), crate::kernel::int8_kernel().0, bundle.root.display());
+    let int8 = plan.layers.values().filter(|p| matches!(p, LayerPlan::Int8Dynamic {} | LayerPlan::Int8Static { .. })).count();
+    let int4 = plan.layers.values().filter(|p| matches!(p, LayerPlan::Int4Weights {})).count();
+    let (n, path) = (plan.layers.len(), bundle.root.display());
+    let label = match (int8, int4) {
+        (_, 0) => format!("int8 {} ({int8}/{n} layers int8, {}, one thread; {path})", m.name, crate::kernel::int8_kernel().0),
+        (0, _) => format!("int4 {} ({int4}/{n} layers int4 weight-only, one thread; {path})", m.name),
+        _ => format!("int8+int4 {} ({int8}/{n} layers int8, {int4} int4 weight-only, {}, one thread; {path})", m.name, crate::kernel::int8_kernel().0),
+    };
     EnginePolicy::new(engine, encoder, label)
 }
 

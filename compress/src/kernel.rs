@@ -62,10 +62,23 @@ pub enum Scheme {
     Int8Dynamic,
     /// int8 weights; one activation range `[lo, hi]` fixed by calibration (values outside clip).
     Int8Static { lo: f32, hi: f32 },
+    /// Weight-only int4: each output channel's weights in blocks of [`INT4_BLOCK`] inputs, one
+    /// f32 scale per block, values −7..=7 packed two to a byte; activations stay f32 (the layer
+    /// unpacks its weights into a scratch f32 matrix for each call and multiplies in f32).
+    Int4Weights,
 }
 
+/// Inputs per int4 weight block (one scale each).
+pub const INT4_BLOCK: usize = 32;
+
 impl Scheme {
+    /// Activations quantized to int8 (the int8 GEMM).
     pub fn is_int8(&self) -> bool {
+        matches!(self, Self::Int8Dynamic | Self::Int8Static { .. })
+    }
+
+    /// Weights stored below f32 (int8 or int4).
+    pub fn is_quantized(&self) -> bool {
         !matches!(self, Self::F32)
     }
 }
@@ -133,6 +146,52 @@ pub enum Kernel {
         o: usize,
         qmax: i8,
     },
+    Int4 {
+        gemm: &'static GemmExecutor<f32>,
+        /// Column-major nibbles: output channel `j`'s inputs `k` at `j · i + k`, two per byte
+        /// (low nibble first), each the value + 8.
+        nibbles: Vec<u8>,
+        /// `[o, ⌈i / INT4_BLOCK⌉]`: output channel `j`'s block scales.
+        scales: Vec<f32>,
+        bias: Vec<f32>,
+        i: usize,
+        o: usize,
+    },
+}
+
+/// Weight-only int4 of `w` [i, o] (row-major): the packed nibbles and block scales of
+/// [`Kernel::Int4`].
+pub fn quantize_int4(w: &[f32], i: usize, o: usize) -> (Vec<u8>, Vec<f32>) {
+    let blocks = i.div_ceil(INT4_BLOCK);
+    let mut scales = vec![0f32; o * blocks];
+    let mut nibbles = vec![0u8; (i * o).div_ceil(2)];
+    for j in 0..o {
+        for b in 0..blocks {
+            let ks = b * INT4_BLOCK..((b + 1) * INT4_BLOCK).min(i);
+            let m = ks.clone().map(|k| w[k * o + j].abs()).fold(0f32, f32::max);
+            let s = if m > 0.0 { m / 7.0 } else { 1.0 };
+            scales[j * blocks + b] = s;
+            for k in ks {
+                let q = (w[k * o + j] / s).round().clamp(-7.0, 7.0) as i8;
+                let n = (q + 8) as u8;
+                let at = j * i + k;
+                nibbles[at / 2] |= if at.is_multiple_of(2) { n } else { n << 4 };
+            }
+        }
+    }
+    (nibbles, scales)
+}
+
+/// The f32 weights [i, o] (row-major) that int4 `nibbles` and `scales` stand for.
+pub fn dequantize_int4(nibbles: &[u8], scales: &[f32], i: usize, o: usize, out: &mut [f32]) {
+    let blocks = i.div_ceil(INT4_BLOCK);
+    for j in 0..o {
+        for k in 0..i {
+            let at = j * i + k;
+            let n = if at.is_multiple_of(2) { nibbles[at / 2] & 0x0f } else { nibbles[at / 2] >> 4 };
+            out[k * o + j] = f32::from(n as i8 - 8) * scales[j * blocks + k / INT4_BLOCK];
+        }
+    }
 }
 
 /// The static activation range (public view).
@@ -147,6 +206,7 @@ impl std::fmt::Debug for Kernel {
         match self {
             Self::F32 { i, o, .. } => write!(f, "F32 {{ {i} → {o} }}"),
             Self::Int8 { i, o, act, qmax, .. } => write!(f, "Int8 {{ {i} → {o}, weights ±{qmax}, activations {act:?} }}"),
+            Self::Int4 { i, o, .. } => write!(f, "Int4 {{ {i} → {o}, weights ±7 in blocks of {INT4_BLOCK} }}"),
         }
     }
 }
@@ -207,18 +267,22 @@ impl Kernel {
                 };
                 Ok(Self::Int8 { gemm, packed, col_sums, scales, bias, act, i, o, qmax })
             }
+            Scheme::Int4Weights => {
+                let (nibbles, scales) = quantize_int4(w, i, o);
+                Ok(Self::Int4 { gemm: f32_gemm(), nibbles, scales, bias, i, o })
+            }
         }
     }
 
     pub fn in_dim(&self) -> usize {
         match self {
-            Self::F32 { i, .. } | Self::Int8 { i, .. } => *i,
+            Self::F32 { i, .. } | Self::Int8 { i, .. } | Self::Int4 { i, .. } => *i,
         }
     }
 
     pub fn out_dim(&self) -> usize {
         match self {
-            Self::F32 { o, .. } | Self::Int8 { o, .. } => *o,
+            Self::F32 { o, .. } | Self::Int8 { o, .. } | Self::Int4 { o, .. } => *o,
         }
     }
 
@@ -228,13 +292,14 @@ impl Kernel {
             Self::F32 { .. } => Scheme::F32,
             Self::Int8 { act: None, .. } => Scheme::Int8Dynamic,
             Self::Int8 { act: Some(a), .. } => Scheme::Int8Static { lo: a.lo, hi: a.hi },
+            Self::Int4 { .. } => Scheme::Int4Weights,
         }
     }
 
     /// The weights' largest quantized magnitude (63 on AVX2's saturating kernel, else 127).
     pub fn weight_qmax(&self) -> Option<i8> {
         match self {
-            Self::F32 { .. } => None,
+            Self::F32 { .. } | Self::Int4 { .. } => None,
             Self::Int8 { qmax, .. } => Some(*qmax),
         }
     }
@@ -244,6 +309,7 @@ impl Kernel {
         match self {
             Self::F32 { i, o, .. } => 4 * (i * o + o),
             Self::Int8 { i, o, .. } => i * o + 8 * o,
+            Self::Int4 { nibbles, scales, o, .. } => nibbles.len() + 4 * scales.len() + 4 * o,
         }
     }
 
@@ -291,6 +357,17 @@ impl Kernel {
                     }
                 }
             }
+            Self::Int4 { gemm, nibbles, scales, bias, i, o } => {
+                // The weights exist in f32 only for the length of this call.
+                let mut w = vec![0f32; i * o];
+                dequantize_int4(nibbles, scales, *i, *o, &mut w);
+                let a = NdTensorView::from_data([rows, *i], x);
+                let b = NdTensorView::from_data([*i, *o], w.as_slice());
+                let opts = GemmOptions { bias: Some(BiasVector::Row(bias)), ..Default::default() };
+                if let Err(e) = gemm.gemm(out, GemmInputA::Unpacked(a), GemmInputB::Unpacked(b), opts) {
+                    unreachable!("f32 gemm: {e:?}");
+                }
+            }
         }
     }
 }
@@ -312,6 +389,27 @@ mod tests {
         let mut q = [0u8; 4];
         quantize_row(&[f32::NAN, 10.0, -10.0, f32::INFINITY], r, &mut q);
         assert_eq!(q, [r.zero, 255, 0, 255]);
+    }
+
+    #[test]
+    fn int4_blocks_round_trip_within_half_a_step() {
+        // 70 inputs (two full blocks and a short one) × 3 outputs; column 2 is zero.
+        let (i, o) = (70, 3);
+        let w: Vec<f32> = (0..i * o).map(|n| if n % o == 2 { 0.0 } else { ((n * 37 % 101) as f32 - 50.0) / 25.0 * (1 + n / 100) as f32 }).collect();
+        let (nib, scales) = quantize_int4(&w, i, o);
+        assert_eq!((nib.len(), scales.len()), (105, 9));
+        let mut back = vec![0f32; i * o];
+        dequantize_int4(&nib, &scales, i, o, &mut back);
+        for k in 0..i {
+            for j in 0..o {
+                let s = scales[j * 3 + k / INT4_BLOCK];
+                assert!((back[k * o + j] - w[k * o + j]).abs() <= s / 2.0 + 1e-6, "w[{k}][{j}]");
+            }
+        }
+        assert!(back.iter().skip(2).step_by(3).all(|v| *v == 0.0), "a zero column stays zero");
+        // The largest magnitude of each block is exact (it sets the scale at ±7).
+        let m = (0..INT4_BLOCK).map(|k| w[k * o].abs()).fold(0f32, f32::max);
+        assert!((0..INT4_BLOCK).any(|k| back[k * o].abs() == m || (back[k * o].abs() - m).abs() < 1e-5));
     }
 
     #[test]

@@ -290,6 +290,15 @@ impl Builder {
                 let wn = self.f32s(&format!("{name}.weight"), &[i, o], &w);
                 self.op("MatMul", &[x, &wn], vec![])
             }
+            // Opset 17 has no 4-bit type: the weights go in as the f32 values they stand for
+            // (what the engine multiplies by), so the file is f32-sized.
+            Scheme::Int4Weights => {
+                let (nibbles, scales) = crate::kernel::quantize_int4(&w, i, o);
+                let mut wd = vec![0f32; i * o];
+                crate::kernel::dequantize_int4(&nibbles, &scales, i, o, &mut wd);
+                let wn = self.f32s(&format!("{name}.weight_int4_values"), &[i, o], &wd);
+                self.op("MatMul", &[x, &wn], vec![])
+            }
             Scheme::Int8Dynamic | Scheme::Int8Static { .. } => {
                 let (q, scales) = quantize_weights(&w, i, o, qmax);
                 let mut col_sums = vec![0i32; o];

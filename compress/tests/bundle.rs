@@ -47,6 +47,16 @@ fn an_int8_bundle_round_trips_and_refuses_a_bad_plan() {
     // The plain burn loader refuses it rather than run it as f32.
     let e = lapa_model::vla::export::load_policy(&opened, &device).expect_err("int8").to_string();
     assert!(e.contains("requires \"int8\""), "{e}");
+    // Weight-only int4 in the same bundle format: its plan says so and it loads on the engine.
+    let plan4 = bundle::uniform_plan(&layers, |_| Scheme::Int4Weights, &[], "test int4".into());
+    let b4 = bundle::write(&model_dir, tmp.path(), &tmp.path().join("b4"), "tiny-int4", Some(&key), &plan4).expect("write int4");
+    let text = std::fs::read_to_string(b4.root.join(QUANT_PART)).expect("plan");
+    assert!(text.contains("\"scheme\": \"int4-weights\""), "{text}");
+    let mut p4 = bundle::load_policy(&lapa_model::bundle::Bundle::open(&b4.root, &trust).expect("open")).expect("load int4");
+    assert!(p4.describe().starts_with("int4 tiny-int4 (14/14 layers int4 weight-only"), "{}", p4.describe());
+    let c4 = p4.infer(&PolicyInput { frame: Frame { width: 64, height: 64, rgb: &rgb }, state: &[], instruction: "pick", time_s: 0.0 }).expect("infer int4");
+    assert_eq!((c4.len(), c4[0].len()), (3, 6));
+    assert!(c4.iter().flatten().all(|v| v.is_finite()));
     // A plan that leaves out a layer, names one the model lacks, or has a bad range.
     let mut missing = plan.clone();
     missing.layers.remove("patch_proj");

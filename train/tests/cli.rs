@@ -231,7 +231,7 @@ fn eval_takes_a_bundle_as_the_board_loads_it() {
     let run_lapa = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_lapa")).args(args).env("XDG_CONFIG_HOME", dir.path()).output().expect("run lapa");
     let out = run_lapa(&["bench", "policy", "--config", "tiny", "--steps", "1", "--bins", "32", "--save-run", &p("run")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for (name, extra) in [("f32", vec![]), ("int8", vec!["--int8", "dynamic"])] {
+    for (name, extra) in [("f32", vec![]), ("int8", vec!["--int8", "dynamic"]), ("int4", vec!["--int4"])] {
         let (run, bundle) = (p("run"), p(name));
         let mut args = vec!["export", "--run", run.as_str(), "--out", bundle.as_str(), "--unsigned"];
         args.extend(extra);
@@ -259,13 +259,13 @@ fn eval_takes_a_bundle_as_the_board_loads_it() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (_, want) = episodes(&p("run.json"));
     assert_eq!(want.len(), 3);
-    for name in ["f32", "int8"] {
+    for name in ["f32", "int8", "int4"] {
         let report = p(&format!("{name}.json"));
         let out = eval(&["--bundle", &p(name), "--allow-unsigned"], &report);
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stderr).contains("without a verified signature"), "{}", String::from_utf8_lossy(&out.stderr));
         let (agent, got) = episodes(&report);
-        assert!(agent.contains(&p(name)) && (name == "f32" || agent.contains("int8")), "{agent}");
+        assert!(agent.contains(&p(name)) && (name == "f32" || agent.contains(&format!("{name} run ("))), "{agent}");
         for (g, w) in got.iter().zip(&want) {
             assert_eq!((g.0, &g.1, &g.2), (w.0, &w.1, &w.2), "{name}: the bundle is evaluated on the run's scenes");
             assert!(g.3.len() == 6 && g.3.iter().all(|v| v.is_finite()), "{g:?}");
@@ -288,6 +288,17 @@ fn eval_takes_a_bundle_as_the_board_loads_it() {
     let out = eval(&["--run", &p("run"), "--public-key", &p("nokey.pub")], &p("x.json"));
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("are for --bundle"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!dir.path().join("x.json").exists());
+    // --keep-f32 needs a compressed export; --int4 and --int8 are one or the other.
+    for (extra, want) in
+        [(vec!["--keep-f32", "patch_proj"], "--keep-f32 is for --int8 or --int4"), (vec!["--int4", "--int8", "dynamic"], "cannot be used with")]
+    {
+        let (run, out) = (p("run"), p("never"));
+        let mut args = vec!["export", "--run", run.as_str(), "--out", out.as_str(), "--unsigned"];
+        args.extend(extra);
+        let o = run_lapa(&args);
+        assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains(want), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(!dir.path().join("never").exists());
+    }
 }
 
 #[test]

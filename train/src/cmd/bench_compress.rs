@@ -126,6 +126,7 @@ pub fn run(a: &BenchCompressArgs) -> Result<()> {
     let static_plan = |name: &str| ranges.get(name).map_or(Scheme::Int8Dynamic, |&(lo, hi)| Scheme::Int8Static { lo, hi });
     let dyn_engine = Engine::new(&cfg, params.clone(), &|_| Scheme::Int8Dynamic)?;
     let static_engine = Engine::new(&cfg, params.clone(), &static_plan)?;
+    let int4_engine = Engine::new(&cfg, params.clone(), &|_| Scheme::Int4Weights)?;
     let logits_of = |e: &Engine| -> Result<Vec<Vec<f32>>> {
         eval_set.iter().map(|o| e.forward(&o.patches, o.text.as_text(), o.state.as_deref(), &mut |_, _, _| {}).map_err(anyhow::Error::from)).collect()
     };
@@ -135,8 +136,8 @@ pub fn run(a: &BenchCompressArgs) -> Result<()> {
         let sb = reference.iter().zip(l).map(|(p, q)| same_bin(p, q, bins)).sum::<f64>() / l.len() as f64;
         (kl, sb)
     };
-    let (dyn_q, static_q) = (quality(&logits_of(&dyn_engine)?), quality(&logits_of(&static_engine)?));
-    let weight_bytes = [f32_engine.weight_bytes(), dyn_engine.weight_bytes(), static_engine.weight_bytes()];
+    let (dyn_q, static_q, int4_q) = (quality(&logits_of(&dyn_engine)?), quality(&logits_of(&static_engine)?), quality(&logits_of(&int4_engine)?));
+    let weight_bytes = [f32_engine.weight_bytes(), dyn_engine.weight_bytes(), static_engine.weight_bytes(), int4_engine.weight_bytes()];
 
     // ONNX on rten, the same graphs bench/compress.sh gives ONNX Runtime.
     let onnx_f32 = lapa_compress::onnx::export(&cfg, params.clone(), &|_| Scheme::F32, 127, "bench f32")?;
@@ -189,37 +190,40 @@ pub fn run(a: &BenchCompressArgs) -> Result<()> {
         EnginePolicy::new(f32_engine, load_encoder()?, "engine f32")?,
         EnginePolicy::new(dyn_engine, load_encoder()?, "engine int8 dynamic")?,
         EnginePolicy::new(static_engine, load_encoder()?, "engine int8 static")?,
+        EnginePolicy::new(int4_engine, load_encoder()?, "engine int4 weights")?,
     ];
     let names = [
         "lapa f32 (burn flex)",
         "lapa f32 (compress engine)",
         "lapa int8 dynamic",
         "lapa int8 static (min-max, sim frames)",
+        "lapa int4 weights (blocks of 32)",
         "rten f32 (ONNX)",
         "rten int8 dynamic (ONNX)",
     ];
-    let runtimes = ["burn", "lapa-compress", "lapa-compress", "lapa-compress", "rten", "rten"];
+    let runtimes = ["burn", "lapa-compress", "lapa-compress", "lapa-compress", "lapa-compress", "rten", "rten"];
     let mut timed: Vec<Timed> = names
         .iter()
         .zip(runtimes)
         .map(|(n, r)| Timed { name: n.to_string(), runtime: r, weight_bytes: None, samples: Vec::new(), p50_per_round: Vec::new(), kl: None, same_bin: None })
         .collect();
     timed[0].weight_bytes = Some(4 * n_params);
-    for k in 0..3 {
+    for k in 0..4 {
         timed[k + 1].weight_bytes = Some(weight_bytes[k]);
     }
     timed[1].kl = Some(0.0);
     timed[1].same_bin = Some(1.0);
     (timed[2].kl, timed[2].same_bin) = (Some(dyn_q.0), Some(dyn_q.1));
     (timed[3].kl, timed[3].same_bin) = (Some(static_q.0), Some(static_q.1));
+    (timed[4].kl, timed[4].same_bin) = (Some(int4_q.0), Some(int4_q.1));
     let f32_in = rten_inputs(&rten_f32)?;
     let int8_in = rten_inputs(&rten_int8)?;
     let (f32_out, int8_out) = (rten_f32.node_id("actions").map_err(|e| anyhow!("{e}"))?, rten_int8.node_id("actions").map_err(|e| anyhow!("{e}"))?);
     let mut step = |v: usize| -> Result<()> {
         match v {
             0 => lapa_model::Policy::infer(&mut burn_policy, &input).map(|_| ())?,
-            1..=3 => lapa_model::Policy::infer(&mut policies[v - 1], &input).map(|_| ())?,
-            4 => rten_f32
+            1..=4 => lapa_model::Policy::infer(&mut policies[v - 1], &input).map(|_| ())?,
+            5 => rten_f32
                 .run(f32_in.iter().map(|(i, x)| (*i, x.clone())).collect(), &[f32_out], pool_opts.clone())
                 .map(|_| ())
                 .map_err(|e| anyhow!("rten: {e}"))?,

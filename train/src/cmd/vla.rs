@@ -849,8 +849,16 @@ pub struct ExportArgs {
     /// kernels (lapa-compress).
     #[arg(long, value_enum)]
     pub int8: Option<Int8Arg>,
-    /// Linear layers (parameter paths, e.g. `head.Action.out`) that stay f32 in an --int8 bundle.
-    #[arg(long, value_delimiter = ',', requires = "int8")]
+    /// Compress the policy to weight-only int4 instead: each output channel's weights in blocks
+    /// of 32 inputs with one scale each, activations f32 (the smallest weights in memory; each
+    /// layer unpacks its weights for the duration of its matmul). The bundle still carries the f32
+    /// weights, quantized at load as int8 bundles are. In ONNX (--onnx) the int4 values are
+    /// written as f32 (opset 17 has no 4-bit type).
+    #[arg(long, conflicts_with_all = ["int8", "calib"])]
+    pub int4: bool,
+    /// Linear layers (parameter paths, e.g. `head.Action.out`) that stay f32 in an --int8 or
+    /// --int4 bundle.
+    #[arg(long, value_delimiter = ',')]
     pub keep_f32: Vec<String>,
     /// The calibration set of `--int8 static`: a LeRobot dataset (the finetuning data, or frames
     /// recorded on the board with `lapa-edge run --record`); its camera frames, task strings and
@@ -974,15 +982,36 @@ fn compressible(
 fn export_onnx(a: &ExportArgs, path: &Path) -> Result<()> {
     let (cfg, params, layers) = compressible(a, &lapa_model::device("cpu")?)?;
     let int8 = a.int8.is_some();
-    let scheme = |name: &str| if int8 && !a.keep_f32.iter().any(|k| k == name) { lapa_compress::Scheme::Int8Dynamic } else { lapa_compress::Scheme::F32 };
-    let doc = format!("lapa policy from {} ({})", a.run.display(), if int8 { "int8 dynamic, MatMulInteger" } else { "f32" });
+    let quantized = if int8 {
+        lapa_compress::Scheme::Int8Dynamic
+    } else if a.int4 {
+        lapa_compress::Scheme::Int4Weights
+    } else {
+        lapa_compress::Scheme::F32
+    };
+    let scheme = |name: &str| if !a.keep_f32.iter().any(|k| k == name) { quantized } else { lapa_compress::Scheme::F32 };
+    let doc = format!(
+        "lapa policy from {} ({})",
+        a.run.display(),
+        if int8 {
+            "int8 dynamic, MatMulInteger"
+        } else if a.int4 {
+            "int4 weight values as f32"
+        } else {
+            "f32"
+        }
+    );
     let bytes = lapa_compress::onnx::export(&cfg, params, &scheme, 127, &doc).with_context(|| format!("--onnx {}", path.display()))?;
     lapa_fs::atomic_write(path, &bytes).with_context(|| format!("--onnx {}", path.display()))?;
     println!(
         "onnx policy ({:.1} MB, opset {}, {}): {}",
         bytes.len() as f64 / 1e6,
         lapa_compress::onnx::OPSET,
-        if int8 { format!("{}/{} linear layers int8", layers.iter().filter(|l| scheme(l).is_int8()).count(), layers.len()) } else { "f32".into() },
+        if quantized.is_quantized() {
+            format!("{}/{} linear layers {}", layers.iter().filter(|l| scheme(l).is_quantized()).count(), layers.len(), if int8 { "int8" } else { "int4" })
+        } else {
+            "f32".into()
+        },
         path.display()
     );
     Ok(())
@@ -1001,6 +1030,9 @@ pub enum Int8Arg {
 /// and camera specs, the weights and (for MiniLM policies) the text encoder's files, each with
 /// its SHA-256; staged and renamed into place.
 pub fn export_cmd(a: &ExportArgs) -> Result<()> {
+    if !a.keep_f32.is_empty() && a.int8.is_none() && !a.int4 {
+        bail!("--keep-f32 is for --int8 or --int4 (an f32 export keeps every layer f32)");
+    }
     match (a.int8, &a.calib) {
         (Some(Int8Arg::Static), None) => bail!("--int8 static needs --calib DATASET (the frames its ranges are calibrated on)"),
         (Some(Int8Arg::Dynamic) | None, Some(_)) => bail!("--calib is for --int8 static"),
@@ -1040,6 +1072,12 @@ fn export_bundle(a: &ExportArgs, out: &Path) -> Result<()> {
     let model_dir = a.run.join(MODEL_DIR);
     let text_dir = lapa_model::text::minilm_dir();
     let b = match a.int8 {
+        None if a.int4 => {
+            let (_, _, layers) = compressible(a, &lapa_model::device("cpu")?)?;
+            let made_by = format!("lapa export --int4{}", if a.keep_f32.is_empty() { String::new() } else { format!(" --keep-f32 {}", a.keep_f32.join(",")) });
+            let plan = lapa_compress::bundle::uniform_plan(&layers, |_| lapa_compress::Scheme::Int4Weights, &a.keep_f32, made_by);
+            lapa_compress::bundle::write(&model_dir, &text_dir, out, &name, signer.as_ref(), &plan)?
+        }
         None => lapa_model::vla::export::write_bundle(&model_dir, &text_dir, out, &name, signer.as_ref())?,
         Some(Int8Arg::Static) => {
             let calib_dir = a.calib.as_deref().context("--int8 static needs --calib DATASET")?;
