@@ -17,15 +17,17 @@ for name in f32 int8-dynamic int8-static int4; do
   b="$OUT/bundles/$name"
   [ -f "$b/manifest.json" ] || { echo "compress_board: $b is missing; run bench/compress_success.sh first"; exit 1; }
   if [ ! -f "$OUT/board/$name.json" ]; then
-    echo "+ $EDGE run --sim --bundle $b (50 Hz, 30 s)" | tee -a "$OUT/commands.txt"
-    /usr/bin/time -v -o "$OUT/board/$name.time" "$EDGE" run --sim --seed 3 --bundle "$b" --allow-unsigned --rate 50 --threads 1 \
-      --max-seconds 30 --settle-seconds 0 --quiet --summary-json "$OUT/board/$name.json.tmp" > /dev/null 2>&1
+    cmd=("$EDGE" run --sim --seed 3 --bundle "$b" --allow-unsigned --rate 50 --threads 1 --max-seconds 30 --settle-seconds 0 --quiet
+      --summary-json "$OUT/board/$name.json.tmp")
+    echo "/usr/bin/time -v ${cmd[*]}" | tee -a "$OUT/commands.txt"
+    /usr/bin/time -v -o "$OUT/board/$name.time" "${cmd[@]}" > /dev/null 2>&1
     mv "$OUT/board/$name.json.tmp" "$OUT/board/$name.json"
   fi
   if [ -n "${EDGE_AARCH64:-}" ] && [ ! -f "$OUT/board/$name-qemu.json" ]; then
-    echo "+ qemu-aarch64 -L / $EDGE_AARCH64 run --sim --bundle $b (10 s)" | tee -a "$OUT/commands.txt"
-    qemu-aarch64 -L / "$EDGE_AARCH64" run --sim --seed 3 --bundle "$b" --allow-unsigned --threads 1 \
-      --max-seconds 10 --settle-seconds 0 --quiet --summary-json "$OUT/board/$name-qemu.json.tmp" > /dev/null 2>&1
+    cmd=(qemu-aarch64 -L / "$EDGE_AARCH64" run --sim --seed 3 --bundle "$b" --allow-unsigned --threads 1 --max-seconds 10 --settle-seconds 0
+      --quiet --summary-json "$OUT/board/$name-qemu.json.tmp")
+    echo "${cmd[*]}" | tee -a "$OUT/commands.txt"
+    "${cmd[@]}" > /dev/null 2>&1
     mv "$OUT/board/$name-qemu.json.tmp" "$OUT/board/$name-qemu.json"
   fi
 done

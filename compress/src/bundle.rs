@@ -18,8 +18,11 @@ use crate::policy::EnginePolicy;
 
 /// The plan's part name.
 pub const QUANT_PART: &str = "quant.json";
-/// The requirement an int8 bundle names.
+/// The requirement every compressed bundle names (the compressed engine).
 pub const INT8: &str = "int8";
+/// Named as well when a layer is int4 weight-only, so a runtime from before that scheme refuses
+/// the bundle by name instead of failing on its plan.
+pub const INT4: &str = "int4";
 /// The plan format this build writes and reads.
 pub const PLAN_FORMAT: u32 = 1;
 
@@ -104,15 +107,23 @@ pub fn write(model_dir: &Path, text_dir: &Path, out: &Path, name: &str, signer: 
     let params = lapa_model::artifact::named_params(&model)?;
     plan.check(&layer_names(&cfg, &params)?).map_err(|e| CompressError::Model(format!("{QUANT_PART}: {e}")))?;
     let json = serde_json::to_vec_pretty(plan).map_err(|e| CompressError::Model(e.to_string()))?;
-    Ok(lapa_model::vla::export::write_bundle_with(model_dir, text_dir, out, name, signer, vec![(QUANT_PART, json)], vec![INT8.to_string()])?)
+    let mut requires = vec![INT8.to_string()];
+    if plan.layers.values().any(|p| matches!(p, LayerPlan::Int4Weights {})) {
+        requires.push(INT4.to_string());
+    }
+    Ok(lapa_model::vla::export::write_bundle_with(model_dir, text_dir, out, name, signer, vec![(QUANT_PART, json)], requires)?)
 }
 
 /// The compressed policy of a checked bundle that requires [`INT8`].
 pub fn load_policy(bundle: &Bundle) -> Result<EnginePolicy, CompressError> {
     let at = |m: String| CompressError::Model(format!("{}: {m}", bundle.root.join(QUANT_PART).display()));
     let m = &bundle.manifest;
-    if m.requires.iter().any(|r| r != INT8) || !m.requires.iter().any(|r| r == INT8) {
-        return Err(CompressError::Model(format!("{}: requires {:?}; the compressed runtime runs [\"{INT8}\"]", bundle.root.display(), m.requires)));
+    if m.requires.iter().any(|r| r != INT8 && r != INT4) || !m.requires.iter().any(|r| r == INT8) {
+        return Err(CompressError::Model(format!(
+            "{}: requires {:?}; the compressed runtime runs [\"{INT8}\"] and [\"{INT8}\", \"{INT4}\"]",
+            bundle.root.display(),
+            m.requires
+        )));
     }
     let path = bundle.part(QUANT_PART).ok_or_else(|| at("missing: an int8 bundle carries its plan".into()))?;
     let bytes = std::fs::read(&path).map_err(|e| at(e.to_string()))?;
@@ -122,6 +133,10 @@ pub fn load_policy(bundle: &Bundle) -> Result<EnginePolicy, CompressError> {
     let (cfg, model, encoder) = lapa_model::vla::export::load_parts(bundle, &device)?;
     let params = lapa_model::artifact::named_params(&model)?;
     plan.check(&layer_names(&cfg, &params)?).map_err(at)?;
+    let int4_layers = plan.layers.values().any(|p| matches!(p, LayerPlan::Int4Weights {}));
+    if int4_layers != m.requires.iter().any(|r| r == INT4) {
+        return Err(at(format!("the plan's int4 layers and the manifest's requires {:?} disagree", m.requires)));
+    }
     let engine = Engine::new(&cfg, params, &|name| plan.layers.get(name).copied().map_or(Scheme::F32, Scheme::from))?;
     let int8 = plan.layers.values().filter(|p| matches!(p, LayerPlan::Int8Dynamic {} | LayerPlan::Int8Static { .. })).count();
     let int4 = plan.layers.values().filter(|p| matches!(p, LayerPlan::Int4Weights {})).count();

@@ -50,6 +50,7 @@ fn an_int8_bundle_round_trips_and_refuses_a_bad_plan() {
     // Weight-only int4 in the same bundle format: its plan says so and it loads on the engine.
     let plan4 = bundle::uniform_plan(&layers, |_| Scheme::Int4Weights, &[], "test int4".into());
     let b4 = bundle::write(&model_dir, tmp.path(), &tmp.path().join("b4"), "tiny-int4", Some(&key), &plan4).expect("write int4");
+    assert_eq!(b4.manifest.requires, vec![INT8.to_string(), bundle::INT4.to_string()], "an older runtime refuses it by name");
     let text = std::fs::read_to_string(b4.root.join(QUANT_PART)).expect("plan");
     assert!(text.contains("\"scheme\": \"int4-weights\""), "{text}");
     let mut p4 = bundle::load_policy(&lapa_model::bundle::Bundle::open(&b4.root, &trust).expect("open")).expect("load int4");

@@ -12,7 +12,7 @@
 //! | `next` | teleop: save the current episode and start the next |
 //! | `rerecord` | teleop: throw the current episode away and record it again |
 //! | `status` | the instruction and state |
-//! | `watch` | from now on, also a `heard "…"` line for each speech decision as it is made (`heard-dropped N` if the client fell 64 behind) |
+//! | `watch` | from now on, also a `heard "…"` line for each speech decision as it is made (`heard-dropped N` if the client fell 64 behind; at most 8 watchers) |
 //!
 //! `echo stop | socat - UNIX-CONNECT:/tmp/lapa-edge.sock` stops the arm from another shell.
 //! Every line is validated before it changes anything; a line longer than 1 KiB or not UTF-8 is
@@ -32,6 +32,25 @@ use std::time::Duration;
 
 /// Clients served at once; more are told so and closed.
 pub const MAX_CLIENTS: usize = 16;
+/// Of those, clients that `watch` (idle watchers never time out; the rest of the slots stay free
+/// for commands such as `stop`).
+pub const MAX_WATCHERS: usize = 8;
+
+/// One taken client slot, given back when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(n: &Arc<AtomicUsize>) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// A client's writing half, shared by its replies and its watcher; one `write` is one line.
 /// A write that fails (the client stopped reading past the write timeout, or left) shuts the
@@ -60,10 +79,55 @@ struct Client<S> {
     out: SharedOut,
     /// The connection, to lift the read timeout once the client watches (it may stay quiet).
     stream: UnixStream,
-    /// `watch` was heard: the latest decision's number then (sent: what comes after it).
-    asked: Option<u64>,
+    /// Set once the `ok watching` reply is out: the watcher sends nothing before it.
+    armed: Arc<AtomicBool>,
     watcher: Option<std::thread::JoinHandle<()>>,
     done: Arc<AtomicBool>,
+    /// Watching clients of this socket (at most [`MAX_WATCHERS`], so slots stay for commands).
+    watchers: Arc<AtomicUsize>,
+}
+
+impl<S> Client<S> {
+    /// Starts the watcher: every decision numbered above the latest now, once armed.
+    fn watch(&mut self) -> Result<(), String> {
+        if self.watchers.fetch_add(1, Ordering::SeqCst) >= MAX_WATCHERS {
+            self.watchers.fetch_sub(1, Ordering::SeqCst);
+            return Err(format!("{MAX_WATCHERS} clients are watching already"));
+        }
+        let mut after = self.controls.heard_seq();
+        let (mut out, controls, done, armed) = (self.out.clone(), self.controls.clone(), self.done.clone(), self.armed.clone());
+        let spawned = std::thread::Builder::new().name("control-watch".into()).spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                let got = controls.heard_since(after, Duration::from_millis(200));
+                if !armed.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let mut lines = String::new();
+                if got.dropped > 0 {
+                    lines += &format!("heard-dropped {}\n", got.dropped);
+                }
+                for (n, text) in &got.decisions {
+                    lines += &format!("heard {text:?}\n");
+                    after = *n;
+                }
+                if !lines.is_empty() && out.write_all(lines.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        });
+        match spawned {
+            Ok(t) => {
+                self.watcher = Some(t);
+                // A watcher may stay quiet for as long as it likes.
+                let _ = self.stream.set_read_timeout(None);
+                Ok(())
+            }
+            Err(e) => {
+                self.watchers.fetch_sub(1, Ordering::SeqCst);
+                Err(format!("cannot start a watcher thread: {e}"))
+            }
+        }
+    }
 }
 
 impl<S: InstructionSource> InstructionSource for Client<S> {
@@ -72,59 +136,41 @@ impl<S: InstructionSource> InstructionSource for Client<S> {
     }
     fn next(&mut self) -> Option<Heard> {
         match self.lines.next()? {
-            Heard::Command(Command::Watch) => {
-                if self.watcher.is_none() {
-                    self.asked = Some(self.controls.heard_seq());
-                }
-                Some(Heard::Local("ok watching: each speech decision follows as a `heard \"…\"` line".into()))
-            }
+            Heard::Command(Command::Watch) => Some(Heard::Local(match self.watcher.is_some() {
+                true => "ok watching".into(),
+                false => match self.watch() {
+                    Ok(()) => "ok watching: each speech decision follows as a `heard \"…\"` line".into(),
+                    Err(e) => format!("error: {e}"),
+                },
+            })),
             other => Some(other),
         }
     }
     fn reply(&mut self, text: &str) {
         self.lines.reply(text);
-        // The watcher starts after the `ok watching` reply is out, so nothing comes before it.
-        if let Some(after) = self.asked.take() {
-            let _ = self.stream.set_read_timeout(None);
-            let (mut out, controls, done) = (self.out.clone(), self.controls.clone(), self.done.clone());
-            self.watcher = std::thread::Builder::new()
-                .name("control-watch".into())
-                .spawn(move || {
-                    let mut after = after;
-                    while !done.load(Ordering::SeqCst) {
-                        let got = controls.heard_since(after, Duration::from_millis(200));
-                        let mut lines = String::new();
-                        if got.dropped > 0 {
-                            lines += &format!("heard-dropped {}\n", got.dropped);
-                        }
-                        for (n, text) in &got.decisions {
-                            lines += &format!("heard {text:?}\n");
-                            after = *n;
-                        }
-                        if !lines.is_empty() && out.write_all(lines.as_bytes()).is_err() {
-                            return;
-                        }
-                    }
-                })
-                .ok();
+        // Decisions made meanwhile are held until the `ok watching` reply is out.
+        if self.watcher.is_some() {
+            self.armed.store(true, Ordering::SeqCst);
         }
     }
 }
 
 /// One socket client as an instruction source: its lines in, a reply line back for each, and
 /// once it asks to `watch`, every speech decision as it is made.
-fn serve_client(stream: UnixStream, controls: &Arc<Controls>) -> std::io::Result<()> {
+fn serve_client(stream: UnixStream, controls: &Arc<Controls>, watchers: &Arc<AtomicUsize>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(600)))?;
     // A client that stops reading is cut off (its writes fail) rather than stalling anyone.
     stream.set_write_timeout(Some(Duration::from_secs(2)))?;
     let out = SharedOut(Arc::new(Mutex::new(stream.try_clone()?)));
     let lines = Lines::new("socket client", BufReader::new(stream.try_clone()?), out.clone(), BadLine::Close);
     let done = Arc::new(AtomicBool::new(false));
-    let mut client = Client { lines, controls: controls.clone(), out, stream, asked: None, watcher: None, done: done.clone() };
+    let armed = Arc::new(AtomicBool::new(false));
+    let mut client = Client { lines, controls: controls.clone(), out, stream, armed, watcher: None, done: done.clone(), watchers: watchers.clone() };
     crate::instruction::drive(&mut client, controls);
     done.store(true, Ordering::SeqCst);
     if let Some(w) = client.watcher.take() {
         let _ = w.join();
+        watchers.fetch_sub(1, Ordering::SeqCst);
     }
     Ok(())
 }
@@ -162,6 +208,7 @@ impl ControlSocket {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let clients = Arc::new(AtomicUsize::new(0));
+        let watchers = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::Builder::new()
             .name("control-socket".into())
             .spawn(move || {
@@ -174,16 +221,15 @@ impl ControlSocket {
                                 let _ = stream.write_all(format!("error: {MAX_CLIENTS} control clients are connected already; closing\n").as_bytes());
                                 continue;
                             }
-                            clients.fetch_add(1, Ordering::SeqCst);
-                            let (c, n) = (controls.clone(), clients.clone());
+                            let slot = Slot::take(&clients);
+                            let (c, w) = (controls.clone(), watchers.clone());
                             // One thread per client: a client that never sends does not block others.
-                            let spawned = std::thread::Builder::new().name("control-client".into()).spawn(move || {
-                                let _ = serve_client(stream, &c);
-                                n.fetch_sub(1, Ordering::SeqCst);
+                            // (The slot is given back when the thread ends, a panic included,
+                            // or at once if it cannot start.)
+                            let _ = std::thread::Builder::new().name("control-client".into()).spawn(move || {
+                                let _slot = slot;
+                                let _ = serve_client(stream, &c, &w);
                             });
-                            if spawned.is_err() {
-                                clients.fetch_sub(1, Ordering::SeqCst);
-                            }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
                         Err(_) => std::thread::sleep(Duration::from_millis(100)),
@@ -287,23 +333,44 @@ mod tests {
         assert_eq!((since.decisions.len(), since.dropped, since.decisions[0].1.as_str()), (crate::runtime::HEARD_KEPT, 3, "d3"));
         // The socket watcher got the burst as it could: every decision sent or counted as dropped,
         // in order, the last one last.
-        let (mut sent, mut dropped, mut last) = (0u64, 0u64, String::new());
+        let (mut sent, mut dropped, mut last, mut prev) = (0u64, 0u64, String::new(), -1i64);
         while last != "heard \"d66\"\n" {
             last.clear();
             r3.read_line(&mut last).unwrap();
             match last.strip_prefix("heard-dropped ") {
                 Some(n) => dropped += n.trim().parse::<u64>().unwrap(),
                 None => {
-                    assert!(last.starts_with("heard \"d"), "{last:?}");
+                    let k: i64 = last.strip_prefix("heard \"d").and_then(|r| r.strip_suffix("\"\n")).unwrap().parse().unwrap();
+                    assert!(k > prev, "in order: d{k} after d{prev}");
+                    prev = k;
                     sent += 1;
                 }
             }
         }
         assert_eq!(sent + dropped, crate::runtime::HEARD_KEPT as u64 + 3);
+        // At most MAX_WATCHERS watch (s3 is one); the rest of the slots stay for commands.
+        let mut others: Vec<(UnixStream, BufReader<UnixStream>)> = (1..MAX_WATCHERS)
+            .map(|_| {
+                let mut c = UnixStream::connect(&path).unwrap();
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                assert!(ask(&mut c, &mut r, b"watch\n").starts_with("ok watching"));
+                (c, r)
+            })
+            .collect();
+        let mut s5 = UnixStream::connect(&path).unwrap();
+        let mut r5 = BufReader::new(s5.try_clone().unwrap());
+        assert!(ask(&mut s5, &mut r5, b"watch\n").contains("clients are watching already"));
+        assert!(ask(&mut s5, &mut r5, b"status\n").starts_with("ok instruction"), "a refused watcher still takes commands");
+        others.clear();
+        drop((s5, r5));
+        // (Their server threads end within one 200 ms watch poll and give their slots back.)
+        std::thread::sleep(Duration::from_millis(800));
         // Clients beyond the cap are told so and closed; the others carry on.
         let extra: Vec<UnixStream> = (0..MAX_CLIENTS).map(|_| UnixStream::connect(&path).unwrap()).collect();
         std::thread::sleep(Duration::from_millis(300));
-        let mut over = BufReader::new(UnixStream::connect(&path).unwrap());
+        let over_stream = UnixStream::connect(&path).unwrap();
+        over_stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut over = BufReader::new(over_stream);
         let mut refused = String::new();
         over.read_line(&mut refused).unwrap();
         assert!(refused.contains("control clients are connected already"), "{refused:?}");

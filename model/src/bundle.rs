@@ -36,8 +36,9 @@ pub const MIN_FORMAT: u32 = 1;
 /// A detached ed25519 signature of the manifest's exact bytes ([`crate::signing`]).
 pub const SIGNATURE: &str = "manifest.json.sig";
 /// Features a reader must have to run a bundle: `int8`, a compressed policy (its `quant.json`
-/// says each linear layer's scheme; `lapa_compress::bundle` loads it).
-pub const KNOWN_REQUIREMENTS: [&str; 1] = ["int8"];
+/// says each linear layer's scheme; `lapa_compress::bundle` loads it); `int4`, one with int4
+/// weight-only layers among them.
+pub const KNOWN_REQUIREMENTS: [&str; 2] = ["int8", "int4"];
 /// The manifest's file name.
 pub const MANIFEST: &str = "manifest.json";
 /// Largest manifest read (the model config is small; a huge file is not a manifest).

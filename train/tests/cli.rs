@@ -334,7 +334,7 @@ fn distill_dagger_rounds_record_the_students_rollouts_and_resume() {
         cfg["data"]["unlabeled"].as_array().expect("unlabeled").iter().map(|v| v.as_str().expect("path").to_string()).collect()
     };
     let cfg = train_json();
-    assert_eq!(cfg["distill"]["dagger"], serde_json::json!({ "rounds": 2, "episodes": 2, "steps_per_round": 3 }), "{cfg}");
+    assert_eq!(cfg["distill"]["dagger"], serde_json::json!({ "rounds": 2, "episodes": 2, "steps_per_round": 3, "rounds_done": 2 }), "{cfg}");
     assert_eq!(rounds(&cfg), [format!("{s}/dagger/round-1"), format!("{s}/dagger/round-2")]);
     assert_eq!((cfg["steps"].as_u64(), last_step()), (Some(8), "8".to_string()), "2 steps, then 3 per round");
     for r in 1..=2 {
@@ -355,7 +355,12 @@ fn distill_dagger_rounds_record_the_students_rollouts_and_resume() {
     let out = lapa(&["compress", "distill", "--resume", "--out", &s, "--quiet", "--cache", &cache]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!((rounds(&train_json()).len(), last_step()), (3, "11".to_string()));
-    // Misuse is named.
+    // Misuse is named: DAgger flags or --steps on a resume, a new run over another's rollouts.
+    let out = lapa(&["compress", "distill", "--resume", "--out", &s, "--steps", "20", "--quiet", "--cache", &cache]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("drop --steps"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = lapa(&distill);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("rollouts of an earlier run"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(last_step(), "11", "the refused runs changed nothing");
     let out = lapa(&["compress", "distill", "--resume", "--out", &s, "--dagger-rounds", "1", "--quiet", "--cache", &cache]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--dagger-*"), "{}", String::from_utf8_lossy(&out.stderr));
     let mut bad = vec!["compress", "distill", "--teacher", t.as_str(), "--steps", "2", "--out", p("s2").leak() as &str, "--dagger-rounds", "0"];

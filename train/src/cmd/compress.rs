@@ -113,6 +113,10 @@ pub fn distill(a: &DistillArgs) -> Result<lapa_train::vla::VlaSummary> {
                 a.common.out.display()
             );
         }
+        let saved = super::vla::read_train_config(&a.common.out).with_context(|| format!("{}: no run to resume", a.common.out.display()))?;
+        if a.common.steps.is_some() && saved.distill.as_ref().is_some_and(|d| d.dagger.is_some()) {
+            bail!("--steps with --resume: a DAgger run's steps are its first --steps plus --dagger-steps per round (its train.json); drop --steps");
+        }
         let s = super::vla::run_stage(cfg, &a.common)?;
         return dagger_rounds(&a.common).map(|d| d.unwrap_or(s));
     }
@@ -138,9 +142,15 @@ pub fn distill(a: &DistillArgs) -> Result<lapa_train::vla::VlaSummary> {
         rounds,
         episodes: a.dagger_episodes.unwrap_or(60),
         steps_per_round: a.dagger_steps.unwrap_or(500),
+        rounds_done: 0,
     });
     if let Some(g) = &dagger {
         g.validate()?;
+        // A new run would take an earlier run's rollouts there for its own.
+        let old = a.common.out.join("dagger");
+        if old.exists() {
+            bail!("{}: rollouts of an earlier run; remove the folder or choose another --out", old.display());
+        }
     }
     cfg.distill = Some(DistillConfig { dagger, ..d });
     let s = super::vla::run_stage(cfg, &a.common)?;
@@ -148,23 +158,22 @@ pub fn distill(a: &DistillArgs) -> Result<lapa_train::vla::VlaSummary> {
 }
 
 /// The DAgger rounds of the distillation run in `c.out` that are still to do (its train.json
-/// says how many; the rounds done are the rollout datasets among its unlabeled data). Each:
-/// roll the student out, record, add the recording, train on. `None` when none were left.
+/// says how many and how many are done). Each: roll the student out, record, add the recording,
+/// train on. `None` when none were left.
 fn dagger_rounds(c: &super::vla::CommonArgs) -> Result<Option<lapa_train::vla::VlaSummary>> {
     use lapa_train::vla::eval::{self, EvalOptions, PolicyAgent};
-    let root = c.out.join("dagger");
     let mut last = None;
     loop {
         let mut cfg = super::vla::read_train_config(&c.out)?;
         let Some(g) = cfg.distill.as_ref().and_then(|d| d.dagger.clone()) else { return Ok(last) };
-        let done = cfg.data.unlabeled.iter().filter(|p| p.starts_with(&root)).count();
-        if done >= g.rounds as usize {
+        g.validate().with_context(|| format!("{}", c.out.join(lapa_train::trainer::TRAIN_FILE).display()))?;
+        if g.rounds_done >= g.rounds {
             return Ok(last);
         }
-        let round = done + 1;
-        let dir = root.join(format!("round-{round}"));
-        // A recording is staged and renamed into place, so a folder there is a whole one (a
-        // round interrupted after recording and before training keeps its recording).
+        let round = g.rounds_done + 1;
+        let dir = c.out.join("dagger").join(format!("round-{round}"));
+        // A recording is staged and renamed into place, so a folder there is a whole one (this
+        // run's: a new run refuses an existing dagger/ folder).
         if !dir.exists() {
             let devices = lapa_model::devices(&c.rt.device)?;
             let device = devices.first().context("no device")?.clone();
@@ -173,10 +182,12 @@ fn dagger_rounds(c: &super::vla::CommonArgs) -> Result<Option<lapa_train::vla::V
             let policy = lapa_model::vla::VlaPolicy::new(mcfg, model, device, format!("student {}", c.out.display()))?;
             let fps = lapa_model::Policy::action_spec(&policy).fps;
             let mut opts = EvalOptions::new(lapa_sim::Split::Seen, g.episodes);
-            opts.seed = 1_000 + round as u64;
+            opts.seed = 1_000 + u64::from(round);
             opts.fps = fps.round().max(1.0) as u32;
             opts.size = size;
             opts.record = Some(dir.clone());
+            // Under the camera key the run reads from every source.
+            opts.record_camera = cfg.data.camera.clone();
             opts.quiet = c.rt.quiet;
             let r = eval::evaluate(&mut PolicyAgent { policy, name: "student".into() }, &opts)?;
             if !c.rt.quiet {
@@ -184,7 +195,10 @@ fn dagger_rounds(c: &super::vla::CommonArgs) -> Result<Option<lapa_train::vla::V
             }
         }
         cfg.data.unlabeled.push(dir);
-        cfg.steps += g.steps_per_round;
+        cfg.steps = cfg.steps.checked_add(g.steps_per_round).context("dagger: the step count overflows")?;
+        if let Some(d) = cfg.distill.as_mut().and_then(|d| d.dagger.as_mut()) {
+            d.rounds_done = round;
+        }
         let devices = lapa_model::devices(&c.rt.device)?;
         last = Some(lapa_train::vla::train(&cfg, &c.out, &devices, &c.rt.cache_dir(), true, c.rt.quiet)?);
     }

@@ -215,6 +215,8 @@ pub struct EvalOptions {
     /// targets as actions, the instruction), in the order the episodes end: the student's own
     /// states for DAgger, or failures to look at.
     pub record: Option<PathBuf>,
+    /// The camera feature key of the recording (default `observation.images.front`).
+    pub record_camera: Option<String>,
     pub quiet: bool,
 }
 
@@ -232,6 +234,7 @@ impl EvalOptions {
             videos: 0,
             video_dir: None,
             record: None,
+            record_camera: None,
             quiet: true,
         }
     }
@@ -357,7 +360,11 @@ pub fn evaluate(agent: &mut dyn Agent, opts: &EvalOptions) -> Result<EvalReport>
             let spec = lapa_dataset::DatasetSpec {
                 fps: opts.fps,
                 robot_type: "so101_follower".into(),
-                cameras: vec![lapa_dataset::CameraSpec { key: "observation.images.front".into(), width: opts.size, height: opts.size }],
+                cameras: vec![lapa_dataset::CameraSpec {
+                    key: opts.record_camera.clone().unwrap_or_else(|| "observation.images.front".into()),
+                    width: opts.size,
+                    height: opts.size,
+                }],
                 state_names: Some(names.clone()),
                 action_names: Some(names),
                 codec: lapa_dataset::VideoCodec::H264 { crf: 18 },

@@ -74,6 +74,10 @@ pub struct DaggerConfig {
     /// evaluation's).
     pub episodes: usize,
     pub steps_per_round: u64,
+    /// Rounds whose rollouts are in the run's unlabeled data (the last one possibly still
+    /// training when the run stopped).
+    #[serde(default)]
+    pub rounds_done: u32,
 }
 
 impl DaggerConfig {
@@ -86,6 +90,9 @@ impl DaggerConfig {
         }
         if self.steps_per_round == 0 || self.steps_per_round > 10_000_000 {
             bail!("--dagger-steps {}: 1 to 10,000,000", self.steps_per_round);
+        }
+        if self.rounds_done > self.rounds {
+            bail!("dagger: {} rounds done of {}", self.rounds_done, self.rounds);
         }
         Ok(())
     }
