@@ -161,7 +161,7 @@ pub fn distill(a: &DistillArgs) -> Result<lapa_train::vla::VlaSummary> {
 /// says how many and how many are done). Each: roll the student out, record, add the recording,
 /// train on. `None` when none were left.
 fn dagger_rounds(c: &super::vla::CommonArgs) -> Result<Option<lapa_train::vla::VlaSummary>> {
-    use lapa_train::vla::eval::{self, EvalOptions, PolicyAgent};
+    use lapa_train::vla::eval::{self, EvalOptions};
     let mut last = None;
     loop {
         let mut cfg = super::vla::read_train_config(&c.out)?;
@@ -177,19 +177,14 @@ fn dagger_rounds(c: &super::vla::CommonArgs) -> Result<Option<lapa_train::vla::V
         if !dir.exists() {
             let devices = lapa_model::devices(&c.rt.device)?;
             let device = devices.first().context("no device")?.clone();
-            let (mcfg, model) = lapa_model::load_vla(&c.out.join(MODEL_DIR), &device)?;
-            let size = mcfg.image_size;
-            let policy = lapa_model::vla::VlaPolicy::new(mcfg, model, device, format!("student {}", c.out.display()))?;
-            let fps = lapa_model::Policy::action_spec(&policy).fps;
             let mut opts = EvalOptions::new(lapa_sim::Split::Seen, g.episodes);
+            let mut agent = super::vla::run_agent(&c.out, device, format!("student {}", c.out.display()), &mut opts)?;
             opts.seed = 1_000 + u64::from(round);
-            opts.fps = fps.round().max(1.0) as u32;
-            opts.size = size;
             opts.record = Some(dir.clone());
             // Under the camera key the run reads from every source.
             opts.record_camera = cfg.data.camera.clone();
             opts.quiet = c.rt.quiet;
-            let r = eval::evaluate(&mut PolicyAgent { policy, name: "student".into() }, &opts)?;
+            let r = eval::evaluate(&mut agent, &opts)?;
             if !c.rt.quiet {
                 println!("DAgger round {round}/{}: {} student rollouts recorded in {} (success {})", g.rounds, g.episodes, dir.display(), r.total);
             }

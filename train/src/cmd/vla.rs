@@ -380,6 +380,20 @@ pub struct EvalArgs {
     pub quiet: bool,
 }
 
+/// The policy of `run` as an evaluation agent, with `opts`' frame rate and image size set to the
+/// policy's (`lapa eval --run` and the DAgger rounds' rollouts).
+pub(crate) fn run_agent(run: &Path, device: lapa_model::burn::tensor::Device, name: String, opts: &mut eval::EvalOptions) -> Result<PolicyAgent> {
+    let (cfg, model) = lapa_model::load_vla(&run.join(MODEL_DIR), &device)?;
+    let policy = VlaPolicy::new(cfg, model, device, name.clone()).with_context(|| format!("{}", run.display()))?;
+    let spec = lapa_model::Policy::action_spec(&policy).clone();
+    if spec.names.len() != 6 {
+        bail!("{}: the policy drives {} action dimensions; the simulated arm has 6", run.display(), spec.names.len());
+    }
+    opts.fps = spec.fps.round().max(1.0) as u32;
+    opts.size = policy.config().image_size;
+    Ok(PolicyAgent { policy, name })
+}
+
 pub fn eval_cmd(a: &EvalArgs) -> Result<EvalReport> {
     // (Not clap's `requires`: it waives a requirement that conflicts with a given argument.)
     if a.bundle.is_none() && (!a.public_keys.is_empty() || a.allow_unsigned) {
@@ -405,18 +419,7 @@ pub fn eval_cmd(a: &EvalArgs) -> Result<EvalReport> {
     let mut agent: Box<dyn Agent> = match (&a.run, a.baseline) {
         (_, Some(BaselineArg::Expert)) => Box::new(ExpertAgent::default()),
         (_, Some(BaselineArg::Random)) => Box::new(RandomAgent::new(a.seed)),
-        (Some(run), None) => {
-            let device = lapa_model::device(&a.device)?;
-            let (cfg, model) = lapa_model::load_vla(&run.join(MODEL_DIR), &device)?;
-            let policy = VlaPolicy::new(cfg, model, device, run.display().to_string()).with_context(|| format!("{}", run.display()))?;
-            let spec = lapa_model::Policy::action_spec(&policy).clone();
-            if spec.names.len() != 6 {
-                bail!("{}: the policy drives {} action dimensions; the simulated arm has 6", run.display(), spec.names.len());
-            }
-            opts.fps = spec.fps.round() as u32;
-            opts.size = policy.config().image_size;
-            Box::new(PolicyAgent { policy, name: run.display().to_string() })
-        }
+        (Some(run), None) => Box::new(run_agent(run, lapa_model::device(&a.device)?, run.display().to_string(), &mut opts)?),
         (None, None) => match &a.bundle {
             Some(path) => {
                 let mut keys = a.public_keys.clone();
