@@ -50,7 +50,7 @@ pub struct Plan {
 }
 
 /// The table's rows: (name, pretraining, description).
-pub const ROWS: [(&str, &str); 6] = [
+pub const ROWS: [(&str, &str); 7] = [
     ("scratch", "no pretraining: the same model finetuned from random weights"),
     ("lapa-arm", "latent pretraining on the arm episodes' video (no actions)"),
     ("lapa-hand", "latent pretraining on the hand's video only"),
@@ -60,7 +60,83 @@ pub const ROWS: [(&str, &str); 6] = [
         "lapa-continuous",
         "ablation, a departure from LAPA: latent pretraining on the arm video regressing the LAQ's continuous pre-quantisation latent (what LAPO feeds its policy) instead of predicting its tokens",
     ),
+    (
+        "lapa-hand-laq",
+        "the paper's human-video setting: a LAQ trained on the hand's video only (the arm labels' LAQ recipe without its action labels) labels the hand's video, the policy pretrains on it; no arm frame and no action before finetuning",
+    ),
 ];
+
+/// Steps of the hand-only LAQ (`lapa-hand-laq`): the LAQ ablation's budget, at which its
+/// hand-only row was measured (`results/laq/ablation`, fsq-4x8555-hand). The arm labels' LAQ was
+/// continued to three times that with action supervision, which hand video cannot have.
+pub const HAND_LAQ_STEPS: u64 = 2000;
+
+/// The recipe of the LAQ run behind `labels`, as `lapa train laq` flags for another dataset:
+/// its quantizer and vocabulary (the labels' `laq_config`) and its optimiser and dead-code
+/// settings (the run's `train.json`); its action supervision is left out.
+fn laq_recipe(labels: &Path, run: &Path) -> Result<Vec<String>> {
+    #[derive(Deserialize)]
+    struct Meta {
+        laq_config: LaqCfg,
+    }
+    #[derive(Deserialize)]
+    struct LaqCfg {
+        n_tokens: usize,
+        quantizer: String,
+        codebook_size: usize,
+        #[serde(default)]
+        fsq_levels: Vec<usize>,
+    }
+    #[derive(Deserialize)]
+    struct Train {
+        batch_size: usize,
+        lr: f64,
+        grad_clip: f32,
+        seed: u64,
+        dead_code: DeadCode,
+        augment: Augment,
+    }
+    #[derive(Deserialize)]
+    struct DeadCode {
+        enabled: bool,
+        threshold: f32,
+        last_step: u64,
+        from_batch: bool,
+    }
+    #[derive(Deserialize)]
+    struct Augment {
+        crop: f32,
+        brightness: f32,
+        contrast: f32,
+    }
+    let mp = labels.join(crate::laq::label::LABELS_META);
+    let m: Meta = serde_json::from_slice(&std::fs::read(&mp).with_context(|| format!("{}: cannot read", mp.display()))?)
+        .with_context(|| format!("{}: no laq_config", mp.display()))?;
+    let tp = run.join("train.json");
+    let t: Train = serde_json::from_slice(&std::fs::read(&tp).with_context(|| format!("{}: cannot read the arm LAQ's recipe", tp.display()))?)
+        .with_context(|| format!("{}: not a LAQ training record", tp.display()))?;
+    if t.augment.brightness != t.augment.contrast {
+        bail!("{}: brightness and contrast jitter differ; `lapa train laq` sets both with --aug-color", tp.display());
+    }
+    let mut a: Vec<String> = vec!["--config".into(), "small".into(), "--tokens".into(), m.laq_config.n_tokens.to_string(), "--quantizer".into()];
+    a.push(m.laq_config.quantizer.clone());
+    match m.laq_config.quantizer.as_str() {
+        "fsq" => a.extend(["--fsq-levels".into(), m.laq_config.fsq_levels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",")]),
+        "nsvq" => a.extend(["--codebook-size".into(), m.laq_config.codebook_size.to_string()]),
+        q => bail!("{}: quantizer {q:?}", mp.display()),
+    }
+    a.extend(["--batch".into(), t.batch_size.to_string(), "--lr".into(), t.lr.to_string(), "--grad-clip".into(), t.grad_clip.to_string()]);
+    a.extend(["--seed".into(), t.seed.to_string(), "--aug-crop".into(), t.augment.crop.to_string(), "--aug-color".into(), t.augment.brightness.to_string()]);
+    if t.dead_code.enabled {
+        a.extend(["--dead-code-threshold".into(), t.dead_code.threshold.to_string(), "--dead-code-until".into(), t.dead_code.last_step.to_string()]);
+        if t.dead_code.from_batch {
+            a.push("--reseed-from-batch".into());
+        }
+    } else {
+        a.push("--no-dead-code".into());
+    }
+    Ok(a)
+}
 
 impl Plan {
     pub fn default_for(arm: PathBuf, hand: PathBuf, arm_labels: PathBuf, hand_labels: PathBuf) -> Self {
@@ -80,7 +156,7 @@ impl Plan {
             bins: 256,
             rollouts: 100,
             splits: ["seen", "unseen-objects", "unseen-instructions", "unseen-env"].map(String::from).to_vec(),
-            rows: ["scratch", "lapa-arm", "lapa-hand", "actionvla", "vpt", "lapa-continuous"].map(String::from).to_vec(),
+            rows: ROWS.map(|r| r.0.to_string()).to_vec(),
             seed: 0,
         }
     }
@@ -130,7 +206,7 @@ impl Cell {
     /// A pretraining, or what one waits on (the VPT row's IDM and its labelling): scheduled
     /// first, as it unblocks the most.
     fn leads_to_pretraining(&self) -> bool {
-        self.name.starts_with("pretrain-") || self.name.starts_with("idm-") || self.name.starts_with("label-")
+        ["pretrain-", "idm-", "label-", "laq-"].iter().any(|p| self.name.starts_with(p))
     }
 
     /// A training cell is done when its weights are there and it reached its budget: by its
@@ -208,6 +284,31 @@ fn cells(plan: &Plan, out: &Path) -> Result<Vec<Cell>> {
                 a.extend(common(plan.pretrain_steps, &pre));
                 Some(a)
             }
+            "lapa-hand-laq" => {
+                // A LAQ of the hand's video alone, its labels of that video, then pretraining.
+                let (arm_laq, spacing) = labels_run(&plan.arm_labels)?;
+                let laq = runs.join("laq-hand");
+                let spacing = format!("{spacing}s");
+                let mut a = vec!["train".to_string(), "laq".into(), "--data".into(), s(&plan.hand), "--spacing".into(), spacing.clone()];
+                a.extend(laq_recipe(&plan.arm_labels, &arm_laq)?);
+                a.extend(["--steps".into(), HAND_LAQ_STEPS.to_string(), "--out".into(), s(&laq), "--quiet".into()]);
+                cells.push(Cell { name: "laq-hand".into(), args: a, output: laq.clone(), steps: Some(HAND_LAQ_STEPS), after: vec![] });
+                let labels = runs.join("hand-laq-labels");
+                let a = ["laq", "label", "--run", &s(&laq), "--data", &s(&plan.hand), "--spacing", &spacing, "--out", &s(&labels), "--quiet"]
+                    .map(String::from)
+                    .to_vec();
+                cells.push(Cell {
+                    name: "label-hand-laq".into(),
+                    args: a,
+                    output: labels.join(crate::laq::label::LABELS_META),
+                    steps: None,
+                    after: vec!["laq-hand".into()],
+                });
+                pre_after.push("label-hand-laq".to_string());
+                let mut a = vec!["train".to_string(), "latent".into(), "--data".into(), s(&plan.hand), "--labels".into(), s(&labels)];
+                a.extend(common(plan.pretrain_steps, &pre));
+                Some(a)
+            }
             "actionvla" => {
                 let mut a = vec!["train".to_string(), "action".into(), "--data".into(), s(&plan.arm)];
                 a.extend(head());
@@ -275,6 +376,30 @@ fn cells(plan: &Plan, out: &Path) -> Result<Vec<Cell>> {
     Ok(cells)
 }
 
+/// A cell whose every dependent is done (a finetune evaluated on all its splits, the labels a
+/// finished pretraining read) is not run again: weights, checkpoints and labels are not all kept
+/// in the repository, the results are. Repeated until nothing changes, so it runs back along
+/// chains (IDM → its labels → pretraining → finetune → evaluations).
+fn skip_behind_done(all: &[Cell], done: &mut BTreeMap<String, bool>) {
+    loop {
+        let newly: Vec<String> = all
+            .iter()
+            .filter(|c| !done[&c.name])
+            .filter(|c| {
+                let mut dependents = all.iter().filter(|d| d.after.contains(&c.name)).peekable();
+                dependents.peek().is_some() && dependents.all(|d| done[&d.name])
+            })
+            .map(|c| c.name.clone())
+            .collect();
+        if newly.is_empty() {
+            return;
+        }
+        for n in newly {
+            done.insert(n, true);
+        }
+    }
+}
+
 /// Runs (or continues) the experiment in `out` with `jobs` cells at a time, each on `threads`
 /// threads.
 pub fn run(plan: &Plan, out: &Path, jobs: usize, threads: usize, quiet: bool) -> Result<()> {
@@ -293,14 +418,7 @@ pub fn run(plan: &Plan, out: &Path, jobs: usize, threads: usize, quiet: bool) ->
     let exe = std::env::current_exe().context("cannot find the lapa binary")?;
     let all = cells(plan, out)?;
     let mut done: BTreeMap<String, bool> = all.iter().map(|c| (c.name.clone(), c.done())).collect();
-    // A training cell whose every dependent is done (a finetune evaluated on all its splits) is
-    // not run again: its weights are not kept in the repository, its results are.
-    for c in all.iter().filter(|c| c.steps.is_some()) {
-        let mut dependents = all.iter().filter(|d| d.after.contains(&c.name)).peekable();
-        if dependents.peek().is_some() && dependents.all(|d| done[&d.name]) {
-            done.insert(c.name.clone(), true);
-        }
-    }
+    skip_behind_done(&all, &mut done);
     let mut running: Vec<(Cell, Child, Instant)> = Vec::new();
     let log_path = out.join("commands.txt");
     let times_path = out.join("cell_seconds.json");
@@ -473,8 +591,15 @@ fn chart(plan: &Plan, out: &Path, cell: &dyn Fn(&str, &str) -> Option<CellResult
         .label_style(("sans-serif", 12))
         .draw()
         .map_err(|x| e(&x))?;
-    let colours =
-        [RGBColor(120, 120, 120), RGBColor(31, 119, 180), RGBColor(44, 160, 44), RGBColor(214, 39, 40), RGBColor(148, 103, 189), RGBColor(255, 127, 14)];
+    let colours = [
+        RGBColor(120, 120, 120),
+        RGBColor(31, 119, 180),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(255, 127, 14),
+        RGBColor(23, 190, 207),
+    ];
     for (ri, row) in plan.rows.iter().enumerate() {
         let col = colours[ri % colours.len()];
         let w = 0.8 / per as f64;
@@ -513,5 +638,94 @@ mod tests {
         let Err(e) = labels_run(&dir.path().join("missing")) else { anyhow::bail!("a missing folder was accepted") };
         assert!(format!("{e:#}").contains("cannot read the arm labels"), "{e:#}");
         Ok(())
+    }
+
+    fn arm_laq(dir: &Path, augment: &str) -> Result<PathBuf> {
+        let run = dir.join("laq-arm");
+        std::fs::create_dir_all(&run)?;
+        std::fs::write(
+            run.join("train.json"),
+            format!(
+                r#"{{"data": ["data/sim-arm"], "spacing_s": 0.6, "batch_size": 32, "steps": 6000, "lr": 0.001, "grad_clip": 0.5, "seed": 0,
+                "dead_code": {{"enabled": true, "threshold": 1.0, "noise": 0.01, "last_step": 100000, "from_batch": true}},
+                "augment": {augment}, "action_supervision": {{"episodes": 24, "per_batch": 8, "weight": 0.01}}}}"#
+            ),
+        )?;
+        let labels = dir.join("arm-labels");
+        std::fs::create_dir_all(&labels)?;
+        std::fs::write(
+            labels.join(crate::laq::label::LABELS_META),
+            format!(
+                r#"{{"run": "{}", "spacing_s": 0.6, "n_tokens": 4, "laq_config": {{"n_tokens": 4, "quantizer": "fsq", "codebook_size": 8, "fsq_levels": [8, 5, 5, 5]}}}}"#,
+                run.display()
+            ),
+        )?;
+        Ok(labels)
+    }
+
+    #[test]
+    fn the_hand_laq_row_trains_a_laq_on_hand_video_with_the_arm_recipe_but_no_actions() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let labels = arm_laq(dir.path(), r#"{"crop": 0.0, "brightness": 0.0, "contrast": 0.0}"#)?;
+        let mut plan = Plan::default_for("arm".into(), "hand".into(), labels.clone(), "hand-labels".into());
+        plan.rows = vec!["lapa-hand-laq".into()];
+        plan.validate()?;
+        let out = dir.path().join("table");
+        let all = cells(&plan, &out)?;
+        let by = |n: &str| {
+            all.iter().find(|c| c.name == n).cloned().ok_or_else(|| anyhow::anyhow!("no cell {n}: {:?}", all.iter().map(|c| &c.name).collect::<Vec<_>>()))
+        };
+        let laq = by("laq-hand")?;
+        let line = laq.args.join(" ");
+        for want in
+            ["train laq --data hand --spacing 0.6s", "--tokens 4 --quantizer fsq --fsq-levels 8,5,5,5", "--lr 0.001", "--reseed-from-batch", "--steps 2000"]
+        {
+            assert!(line.contains(want), "{want:?} missing from {line}");
+        }
+        assert!(!line.contains("supervise") && !line.contains("arm"), "the hand LAQ must see no arm data and no actions: {line}");
+        assert_eq!(laq.steps, Some(HAND_LAQ_STEPS));
+        let label = by("label-hand-laq")?;
+        assert_eq!(label.after, vec!["laq-hand".to_string()]);
+        assert!(label.args.join(" ").contains(&format!("laq label --run {} --data hand", out.join("runs/laq-hand").display())));
+        let pre = by("pretrain-lapa-hand-laq")?;
+        assert_eq!(pre.after, vec!["label-hand-laq".to_string()]);
+        assert!(pre.args.join(" ").contains(&format!("train latent --data hand --labels {}", out.join("runs/hand-laq-labels").display())));
+        assert_eq!(by("ft-lapa-hand-laq-n40")?.after, vec!["pretrain-lapa-hand-laq".to_string()]);
+        // A recipe this row cannot pass on is refused by name.
+        let labels = arm_laq(dir.path(), r#"{"crop": 0.1, "brightness": 0.1, "contrast": 0.2}"#)?;
+        plan.arm_labels = labels;
+        let Err(e) = cells(&plan, &out) else { anyhow::bail!("differing colour jitters were accepted") };
+        assert!(format!("{e:#}").contains("train.json"), "{e:#}");
+        Ok(())
+    }
+
+    #[test]
+    fn cells_behind_done_ones_are_skipped_back_along_the_chain_and_no_further() {
+        let cell = |name: &str, after: &[&str]| Cell {
+            name: name.into(),
+            args: vec![],
+            output: PathBuf::from("/nonexistent"),
+            steps: None,
+            after: after.iter().map(|a| a.to_string()).collect(),
+        };
+        // laq → labels → pretrain → ft → eval-a, eval-b; an unrelated cell with no dependents.
+        let all = vec![
+            cell("laq", &[]),
+            cell("labels", &["laq"]),
+            cell("pretrain", &["labels"]),
+            cell("ft", &["pretrain"]),
+            cell("eval-a", &["ft"]),
+            cell("eval-b", &["ft"]),
+            cell("lonely", &[]),
+        ];
+        let fresh = || all.iter().map(|c| (c.name.clone(), false)).collect::<BTreeMap<_, _>>();
+        let mut done = fresh();
+        done.insert("eval-a".into(), true);
+        skip_behind_done(&all, &mut done);
+        assert!(done.iter().filter(|(n, _)| *n != "eval-a").all(|(_, d)| !d), "one evaluation left: nothing skipped: {done:?}");
+        done.insert("eval-b".into(), true);
+        skip_behind_done(&all, &mut done);
+        assert!(["laq", "labels", "pretrain", "ft"].iter().all(|n| done[*n]), "{done:?}");
+        assert!(!done["lonely"], "a cell with no dependents is never skipped");
     }
 }
