@@ -7,9 +7,14 @@ chosen bins), then times one policy step as `lapa bench policy` times it: the 64
 (uint8) -> patches -> transformer -> action head -> argmax -> bin midpoints, with the
 instruction's MiniLM embedding cached (as both runtimes do after the first step).
 
-Usage: python bench/policy_torch.py --twin DIR [--steps 200] [--threads 1] [--json FILE]
+With --int8-dynamic the linear layers are first replaced by PyTorch's dynamic int8 ones
+(`torch.ao.quantization.quantize_dynamic`, weights per output channel as lapa-compress's, activations
+quantized per step), the comparison row of results/compress/. Its logits are then only reported
+against burn's f32 ones (quantization moves them), not checked.
+
+Usage: python bench/policy_torch.py --twin DIR [--steps 200] [--rounds 1] [--threads 1] [--int8-dynamic] [--json FILE]
 Prints one JSON line: {"framework": "pytorch", "p50_ms": ..., "max_abs_logit_diff": ...}.
-Exits non-zero if the logits differ from burn's by more than --tolerance.
+Exits non-zero if the f32 logits differ from burn's by more than --tolerance.
 """
 import argparse, json, math, struct, sys, time
 
@@ -43,6 +48,23 @@ class Twin(torch.nn.Module):
     def __init__(self, cfg, w):
         super().__init__()
         self.cfg = cfg
+        # The linear layers as torch.nn.Linear modules (so quantize_dynamic finds them); burn's
+        # Linear stores its weight [in, out], torch's [out, in].
+        names = ["patch_proj", "text.Frozen", "head.Action.out"]
+        for i in range(cfg["depth"]):
+            names += [f"trunk.layers.{i}.attn.{n}" for n in ("to_q", "to_k", "to_v", "to_out")]
+            names += [f"trunk.layers.{i}.ff.{n}" for n in ("proj_in", "proj_out")]
+        w = dict(w)
+        self.lins = torch.nn.ModuleDict()
+        for name in names:
+            weight = w.pop(f"{name}.weight")
+            bias = w.pop(f"{name}.bias", None)
+            lin = torch.nn.Linear(weight.shape[0], weight.shape[1], bias=bias is not None)
+            with torch.no_grad():
+                lin.weight.copy_(weight.t())
+                if bias is not None:
+                    lin.bias.copy_(bias)
+            self.lins[name.replace(".", "__")] = lin
         self.w = {k: torch.nn.Parameter(v, requires_grad=False) for k, v in w.items()}
         for i, (k, v) in enumerate(self.w.items()):
             self.register_parameter(f"p{i}", v)
@@ -54,10 +76,7 @@ class Twin(torch.nn.Module):
         return F.layer_norm(x, (x.shape[-1],), self.p(f"{name}.gamma"), self.p(f"{name}.beta"), LN_EPS)
 
     def linear(self, x, name):
-        # burn's Linear stores [in, out]
-        y = x @ self.p(f"{name}.weight")
-        b = self.w.get(f"{name}.bias")
-        return y if b is None else y + b
+        return self.lins[name.replace(".", "__")](x)
 
     def attention(self, x, name):
         c = self.cfg
@@ -105,7 +124,9 @@ def patchify(frame, side, patch):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--twin", required=True, help="the folder `lapa bench policy --twin` wrote")
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=200, help="timed steps per round")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds; p50 is the median of the rounds' medians")
+    ap.add_argument("--int8-dynamic", action="store_true", help="time PyTorch's dynamic int8 linear layers instead of f32")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tolerance", type=float, default=1e-3, help="largest |logit difference| accepted")
     ap.add_argument("--json", help="write the figures here too")
@@ -116,8 +137,13 @@ def main():
     QK_TEMPERATURE, LN_EPS = cfg["qk_temperature"], cfg["layer_norm_eps"]
     w = read_safetensors(f"{a.twin}/weights.safetensors")
     ref = read_safetensors(f"{a.twin}/reference.safetensors")
-    model = Twin(cfg, w).eval()
     n_params = sum(v.numel() for k, v in w.items() if not k.startswith("text.Hashed"))
+    model = Twin(cfg, w).eval()
+    if a.int8_dynamic:
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+        model = quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        if not any("Quantized" in type(m).__name__ or "quantized" in type(m).__module__ for m in model.modules()):
+            sys.exit("quantize_dynamic replaced no linear layer")
     side, patch = cfg["image_size"], cfg["patch_size"]
     frame = ref["frame"].to(torch.uint8)
     emb = ref["text_embedding"]
@@ -134,23 +160,31 @@ def main():
         _, logits = step()
         diff = (logits - ref["logits"]).abs().max().item()
         same_bins = (logits.argmax(2) == ref["logits"].argmax(2)).float().mean().item()
-        for _ in range(5):
-            step()
-        ms = []
-        for _ in range(max(a.steps, 1)):
-            t = time.perf_counter()
-            step()
-            ms.append((time.perf_counter() - t) * 1e3)
+        ms, p50s = [], []
+        for _ in range(max(a.rounds, 1)):
+            for _ in range(5):
+                step()
+            rnd = []
+            for _ in range(max(a.steps, 1)):
+                t = time.perf_counter()
+                step()
+                rnd.append((time.perf_counter() - t) * 1e3)
+            rnd.sort()
+            p50s.append(rnd[(len(rnd) - 1) // 2])
+            ms += rnd
     ms.sort()
+    p50s.sort()
     q = lambda p: ms[round((len(ms) - 1) * p)]
     out = {
-        "framework": "pytorch", "torch": torch.__version__, "parameters": n_params, "threads": a.threads, "steps": len(ms),
-        "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": ms[-1], "max_abs_logit_diff": diff, "same_bins": same_bins,
+        "framework": "pytorch", "torch": torch.__version__, "variant": "int8 dynamic" if a.int8_dynamic else "f32",
+        "parameters": n_params, "threads": a.threads, "steps": len(ms), "rounds": len(p50s),
+        "p50_ms": p50s[(len(p50s) - 1) // 2], "p50_ms_per_round": p50s, "p99_ms": q(0.99), "max_ms": ms[-1],
+        "max_abs_logit_diff": diff, "same_bins": same_bins,
     }
     print(json.dumps(out))
     if a.json:
         json.dump(out, open(a.json, "w"), indent=2)
-    if not diff <= a.tolerance:
+    if not a.int8_dynamic and not diff <= a.tolerance:
         sys.exit(f"the twin's logits differ from burn's by {diff:.2e} (> {a.tolerance}): it does not compute the same policy")
 
 

@@ -49,6 +49,11 @@ pub struct BenchCompressArgs {
     /// profiler); repeatable. Default: all.
     #[arg(long, value_name = "TEXT")]
     pub only: Vec<String>,
+    /// Also write these exact weights, the bench frame and burn's logits for the PyTorch twin
+    /// (`bench/policy_torch.py --twin DIR`, f32 and `quantize_dynamic` int8). The folder must not
+    /// exist; policies with the frozen MiniLM text encoder only.
+    #[arg(long, value_name = "DIR")]
+    pub twin: Option<PathBuf>,
     /// Write the figures as JSON here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -82,10 +87,12 @@ pub fn run(a: &BenchCompressArgs) -> Result<()> {
     if a.steps == 0 || a.rounds == 0 || a.calib_frames == 0 || a.eval_frames == 0 {
         bail!("--steps, --rounds, --calib-frames and --eval-frames must be positive");
     }
-    if let Some(d) = &a.onnx_dir
-        && d.exists()
-    {
-        bail!("--onnx-dir {}: already exists (pick a new folder)", d.display());
+    for (flag, dir) in [("--onnx-dir", &a.onnx_dir), ("--twin", &a.twin)] {
+        if let Some(d) = dir
+            && d.exists()
+        {
+            bail!("{flag} {}: already exists (pick a new folder)", d.display());
+        }
     }
     rayon::ThreadPoolBuilder::new().num_threads(a.threads.max(1)).build_global().context("sizing the thread pool")?;
     let device = lapa_model::device("cpu")?;
@@ -185,6 +192,9 @@ pub fn run(a: &BenchCompressArgs) -> Result<()> {
         lapa_fs::atomic_write(&dir.join("input.json"), serde_json::to_string(&inp)?.as_bytes())?;
     }
 
+    if let Some(dir) = &a.twin {
+        super::vla::write_twin(dir, &cfg, &model, &rgb, instruction, &device).with_context(|| format!("--twin {}", dir.display()))?;
+    }
     let mut burn_policy = VlaPolicy::new(cfg.clone(), model, device.clone(), label.clone())?;
     let mut policies = [
         EnginePolicy::new(f32_engine, load_encoder()?, "engine f32")?,

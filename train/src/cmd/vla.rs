@@ -769,7 +769,7 @@ fn bench_policy_rest(
 }
 
 /// The files `bench/policy_torch.py` runs the same policy from (see `--twin`).
-fn write_twin(
+pub(crate) fn write_twin(
     dir: &std::path::Path,
     cfg: &lapa_model::VlaConfig,
     model: &lapa_model::Vla,
