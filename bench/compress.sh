@@ -37,7 +37,7 @@ has_torch=0; [ -x "$TORCH_PYTHON" ] && "$TORCH_PYTHON" -c "import torch, numpy" 
 [ $has_ort = 1 ] || echo "bench/compress.sh: no onnxruntime at $PYTHON; the ONNX Runtime rows are left out (see the header)" >&2
 [ $has_torch = 1 ] || echo "bench/compress.sh: no torch at $TORCH_PYTHON; the PyTorch rows are left out (see the header)" >&2
 for t in 1 2; do
-  twin=(); [ "$t" = 1 ] && twin=(--twin "$work/twin")
+  twin=(); [ "$t" = 1 ] && [ $has_torch = 1 ] && twin=(--twin "$work/twin")
   "$lapa" bench compress --run "$RUN" --threads "$t" --steps "$STEPS" --rounds "$ROUNDS" \
     --onnx-dir "$work/onnx-$t" "${twin[@]}" --json "$raw/lapa-${t}thread.json" | tee "$raw/lapa-${t}thread.txt"
   if [ $has_ort = 1 ]; then
@@ -61,7 +61,7 @@ for who in teacher student; do
   for v in f32 int8-dynamic int4; do
     flags=(); [ "$v" = int8-dynamic ] && flags=(--int8 dynamic); [ "$v" = int4 ] && flags=(--int4)
     "$lapa" export --run "$run" --out "$work/bundle-$who-$v" --unsigned "${flags[@]}" >&2
-    policy=$(stat -c %s "$work/bundle-$who-$v/policy.bpk" 2>/dev/null || echo 0)
+    policy=$(stat -c %s "$work/bundle-$who-$v/policy.bpk")
     echo "$who $v $(du -sb "$work/bundle-$who-$v" | cut -f1) $policy" >> "$sizes"
   done
 done

@@ -77,22 +77,17 @@ pub const HAND_LAQ_STEPS: u64 = 2000;
 fn laq_recipe(labels: &Path, run: &Path) -> Result<Vec<String>> {
     #[derive(Deserialize)]
     struct Meta {
-        laq_config: LaqCfg,
-    }
-    #[derive(Deserialize)]
-    struct LaqCfg {
-        n_tokens: usize,
-        quantizer: String,
-        codebook_size: usize,
-        #[serde(default)]
-        fsq_levels: Vec<usize>,
+        laq_config: lapa_model::LaqConfig,
     }
     #[derive(Deserialize)]
     struct Train {
         batch_size: usize,
         lr: f64,
-        grad_clip: f32,
+        beta_1: f64,
+        beta_2: f64,
+        grad_clip: Option<f32>,
         seed: u64,
+        camera: Option<String>,
         dead_code: DeadCode,
         augment: Augment,
     }
@@ -111,21 +106,47 @@ fn laq_recipe(labels: &Path, run: &Path) -> Result<Vec<String>> {
     }
     let mp = labels.join(crate::laq::label::LABELS_META);
     let m: Meta = serde_json::from_slice(&std::fs::read(&mp).with_context(|| format!("{}: cannot read", mp.display()))?)
-        .with_context(|| format!("{}: no laq_config", mp.display()))?;
+        .with_context(|| format!("{}: no LAQ model config (laq_config)", mp.display()))?;
+    let arm = m.laq_config;
+    // The preset whose sizes the arm LAQ has (only the quantizer is set by flags).
+    let preset = ["tiny", "small", "base"]
+        .into_iter()
+        .find(|name| {
+            lapa_model::LaqConfig::preset(name).is_ok_and(|p| {
+                lapa_model::LaqConfig {
+                    codebook_size: arm.codebook_size,
+                    n_tokens: arm.n_tokens,
+                    quantizer: arm.quantizer,
+                    fsq_levels: arm.fsq_levels.clone(),
+                    ..p
+                } == arm
+            })
+        })
+        .ok_or_else(|| anyhow::anyhow!("{}: laq_config matches no LAQ preset (tiny, small, base) apart from its quantizer", mp.display()))?;
     let tp = run.join("train.json");
     let t: Train = serde_json::from_slice(&std::fs::read(&tp).with_context(|| format!("{}: cannot read the arm LAQ's recipe", tp.display()))?)
         .with_context(|| format!("{}: not a LAQ training record", tp.display()))?;
     if t.augment.brightness != t.augment.contrast {
         bail!("{}: brightness and contrast jitter differ; `lapa train laq` sets both with --aug-color", tp.display());
     }
-    let mut a: Vec<String> = vec!["--config".into(), "small".into(), "--tokens".into(), m.laq_config.n_tokens.to_string(), "--quantizer".into()];
-    a.push(m.laq_config.quantizer.clone());
-    match m.laq_config.quantizer.as_str() {
-        "fsq" => a.extend(["--fsq-levels".into(), m.laq_config.fsq_levels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",")]),
-        "nsvq" => a.extend(["--codebook-size".into(), m.laq_config.codebook_size.to_string()]),
-        q => bail!("{}: quantizer {q:?}", mp.display()),
+    if (t.beta_1, t.beta_2) != (0.9, 0.99) {
+        bail!("{}: Adam betas ({}, {}) are not `lapa train laq`'s (0.9, 0.99), which it cannot change", tp.display(), t.beta_1, t.beta_2);
     }
-    a.extend(["--batch".into(), t.batch_size.to_string(), "--lr".into(), t.lr.to_string(), "--grad-clip".into(), t.grad_clip.to_string()]);
+    let mut a: Vec<String> = vec!["--config".into(), preset.into(), "--tokens".into(), arm.n_tokens.to_string()];
+    match arm.quantizer {
+        lapa_model::QuantizerKind::Fsq => {
+            if arm.fsq_levels.is_empty() {
+                bail!("{}: an FSQ LAQ without fsq_levels", mp.display());
+            }
+            let levels = arm.fsq_levels.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",");
+            a.extend(["--quantizer".into(), "fsq".into(), "--fsq-levels".into(), levels]);
+        }
+        lapa_model::QuantizerKind::Nsvq => a.extend(["--quantizer".into(), "nsvq".into(), "--codebook-size".into(), arm.codebook_size.to_string()]),
+    }
+    if let Some(cam) = &t.camera {
+        a.extend(["--camera".into(), cam.clone()]);
+    }
+    a.extend(["--batch".into(), t.batch_size.to_string(), "--lr".into(), t.lr.to_string(), "--grad-clip".into(), t.grad_clip.unwrap_or(0.0).to_string()]);
     a.extend(["--seed".into(), t.seed.to_string(), "--aug-crop".into(), t.augment.crop.to_string(), "--aug-color".into(), t.augment.brightness.to_string()]);
     if t.dead_code.enabled {
         a.extend(["--dead-code-threshold".into(), t.dead_code.threshold.to_string(), "--dead-code-until".into(), t.dead_code.last_step.to_string()]);
@@ -200,6 +221,9 @@ struct Cell {
     output: PathBuf,
     steps: Option<u64>,
     after: Vec<String>,
+    /// The command that continues it from its checkpoint, where appending `--resume` to `args`
+    /// would not do (`lapa train laq` refuses model flags on a resume).
+    resume: Option<Vec<String>>,
 }
 
 impl Cell {
@@ -278,7 +302,14 @@ fn cells(plan: &Plan, out: &Path) -> Result<Vec<Cell>> {
                 let a = ["laq", "label", "--run", &s(&laq), "--data", &s(&plan.arm), "--spacing", &spacing, "--continuous", "--out", &s(&labels), "--quiet"]
                     .map(String::from)
                     .to_vec();
-                cells.push(Cell { name: "label-continuous".into(), args: a, output: labels.join(crate::laq::label::LABELS_META), steps: None, after: vec![] });
+                cells.push(Cell {
+                    name: "label-continuous".into(),
+                    args: a,
+                    output: labels.join(crate::laq::label::LABELS_META),
+                    steps: None,
+                    after: vec![],
+                    resume: None,
+                });
                 pre_after.push("label-continuous".to_string());
                 let mut a = vec!["train".to_string(), "latent".into(), "--continuous".into(), "--data".into(), s(&plan.arm), "--labels".into(), s(&labels)];
                 a.extend(common(plan.pretrain_steps, &pre));
@@ -292,7 +323,8 @@ fn cells(plan: &Plan, out: &Path) -> Result<Vec<Cell>> {
                 let mut a = vec!["train".to_string(), "laq".into(), "--data".into(), s(&plan.hand), "--spacing".into(), spacing.clone()];
                 a.extend(laq_recipe(&plan.arm_labels, &arm_laq)?);
                 a.extend(["--steps".into(), HAND_LAQ_STEPS.to_string(), "--out".into(), s(&laq), "--quiet".into()]);
-                cells.push(Cell { name: "laq-hand".into(), args: a, output: laq.clone(), steps: Some(HAND_LAQ_STEPS), after: vec![] });
+                let resume = ["train", "laq", "--out", &s(&laq), "--resume", "--steps", &HAND_LAQ_STEPS.to_string(), "--quiet"].map(String::from).to_vec();
+                cells.push(Cell { name: "laq-hand".into(), args: a, output: laq.clone(), steps: Some(HAND_LAQ_STEPS), after: vec![], resume: Some(resume) });
                 let labels = runs.join("hand-laq-labels");
                 let a = ["laq", "label", "--run", &s(&laq), "--data", &s(&plan.hand), "--spacing", &spacing, "--out", &s(&labels), "--quiet"]
                     .map(String::from)
@@ -303,6 +335,7 @@ fn cells(plan: &Plan, out: &Path) -> Result<Vec<Cell>> {
                     output: labels.join(crate::laq::label::LABELS_META),
                     steps: None,
                     after: vec!["laq-hand".into()],
+                    resume: None,
                 });
                 pre_after.push("label-hand-laq".to_string());
                 let mut a = vec!["train".to_string(), "latent".into(), "--data".into(), s(&plan.hand), "--labels".into(), s(&labels)];
@@ -322,7 +355,14 @@ fn cells(plan: &Plan, out: &Path) -> Result<Vec<Cell>> {
                 let mut a = vec!["train".to_string(), "idm".into(), "--data".into(), s(&plan.arm), "--episodes".into(), plan.n.to_string()];
                 a.extend(["--bins".into(), plan.bins.to_string()]);
                 a.extend(common(plan.finetune_steps, &idm));
-                cells.push(Cell { name: format!("idm-n{}", plan.n), args: a, output: idm.clone(), steps: Some(plan.finetune_steps), after: vec![] });
+                cells.push(Cell {
+                    name: format!("idm-n{}", plan.n),
+                    args: a,
+                    output: idm.clone(),
+                    steps: Some(plan.finetune_steps),
+                    after: vec![],
+                    resume: None,
+                });
                 let labels = runs.join("vpt-labels");
                 let a = ["vpt", "label", "--idm", &s(&idm), "--data", &s(&plan.arm), "--out", &s(&labels), "--quiet"].map(String::from).to_vec();
                 cells.push(Cell {
@@ -331,6 +371,7 @@ fn cells(plan: &Plan, out: &Path) -> Result<Vec<Cell>> {
                     output: labels.join(super::vpt::PSEUDO_META),
                     steps: None,
                     after: vec![format!("idm-n{}", plan.n)],
+                    resume: None,
                 });
                 pre_after.push("label-vpt".to_string());
                 let mut a = vec!["train".to_string(), "action".into(), "--data".into(), s(&plan.arm), "--action-labels".into(), s(&labels)];
@@ -341,7 +382,7 @@ fn cells(plan: &Plan, out: &Path) -> Result<Vec<Cell>> {
             _ => None,
         };
         if let Some(args) = pre_cell {
-            cells.push(Cell { name: format!("pretrain-{row}"), args, output: pre.clone(), steps: Some(plan.pretrain_steps), after: pre_after });
+            cells.push(Cell { name: format!("pretrain-{row}"), args, output: pre.clone(), steps: Some(plan.pretrain_steps), after: pre_after, resume: None });
         }
         for n in plan.ns(row) {
             let ft = runs.join(format!("ft-{row}-n{n}"));
@@ -350,7 +391,7 @@ fn cells(plan: &Plan, out: &Path) -> Result<Vec<Cell>> {
             a.extend(head());
             a.extend(common(plan.finetune_steps, &ft));
             let after = if row == "scratch" { vec![] } else { vec![format!("pretrain-{row}")] };
-            cells.push(Cell { name: format!("ft-{row}-n{n}"), args: a, output: ft.clone(), steps: Some(plan.finetune_steps), after });
+            cells.push(Cell { name: format!("ft-{row}-n{n}"), args: a, output: ft.clone(), steps: Some(plan.finetune_steps), after, resume: None });
             let splits: Vec<&String> = if n == plan.n { plan.splits.iter().collect() } else { plan.splits.iter().take(1).collect() };
             for split in splits {
                 let report = ft.join("eval").join(format!("{split}.json"));
@@ -358,7 +399,14 @@ fn cells(plan: &Plan, out: &Path) -> Result<Vec<Cell>> {
                     ["eval", "--run", &s(&ft), "--split", split, "--episodes", &plan.rollouts.to_string(), "--out", &s(&report), "--videos", "2", "--quiet"]
                         .map(String::from)
                         .to_vec();
-                cells.push(Cell { name: format!("eval-{row}-n{n}-{split}"), args: a, output: report, steps: None, after: vec![format!("ft-{row}-n{n}")] });
+                cells.push(Cell {
+                    name: format!("eval-{row}-n{n}-{split}"),
+                    args: a,
+                    output: report,
+                    steps: None,
+                    after: vec![format!("ft-{row}-n{n}")],
+                    resume: None,
+                });
             }
         }
     }
@@ -467,10 +515,11 @@ pub fn run(plan: &Plan, out: &Path, jobs: usize, threads: usize, quiet: bool) ->
             break;
         }
         for cell in ready.into_iter().take(jobs.saturating_sub(running.len())) {
-            let mut args = cell.args.clone();
-            if cell.steps.is_some() && checkpoint_step(&cell.output).is_some() {
-                args.push("--resume".into());
-            }
+            let args = if cell.steps.is_some() && checkpoint_step(&cell.output).is_some() {
+                cell.resume.clone().unwrap_or_else(|| cell.args.iter().cloned().chain(["--resume".to_string()]).collect())
+            } else {
+                cell.args.clone()
+            };
             let line = format!("lapa {}\n", args.join(" "));
             let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
             std::io::Write::write_all(&mut f, line.as_bytes())?;
@@ -646,8 +695,8 @@ mod tests {
         std::fs::write(
             run.join("train.json"),
             format!(
-                r#"{{"data": ["data/sim-arm"], "spacing_s": 0.6, "batch_size": 32, "steps": 6000, "lr": 0.001, "grad_clip": 0.5, "seed": 0,
-                "dead_code": {{"enabled": true, "threshold": 1.0, "noise": 0.01, "last_step": 100000, "from_batch": true}},
+                r#"{{"data": ["data/sim-arm"], "camera": null, "spacing_s": 0.6, "batch_size": 24, "steps": 6000, "lr": 0.002, "beta_1": 0.9, "beta_2": 0.99,
+                "grad_clip": 0.7, "seed": 5, "dead_code": {{"enabled": true, "threshold": 1.5, "noise": 0.01, "last_step": 90000, "from_batch": true}},
                 "augment": {augment}, "action_supervision": {{"episodes": 24, "per_batch": 8, "weight": 0.01}}}}"#
             ),
         )?;
@@ -656,8 +705,14 @@ mod tests {
         std::fs::write(
             labels.join(crate::laq::label::LABELS_META),
             format!(
-                r#"{{"run": "{}", "spacing_s": 0.6, "n_tokens": 4, "laq_config": {{"n_tokens": 4, "quantizer": "fsq", "codebook_size": 8, "fsq_levels": [8, 5, 5, 5]}}}}"#,
-                run.display()
+                r#"{{"run": "{}", "spacing_s": 0.6, "n_tokens": 4, "laq_config": {}}}"#,
+                run.display(),
+                serde_json::to_string(&lapa_model::LaqConfig {
+                    n_tokens: 4,
+                    quantizer: lapa_model::QuantizerKind::Fsq,
+                    fsq_levels: vec![8, 5, 5, 5],
+                    ..lapa_model::LaqConfig::small()
+                })?
             ),
         )?;
         Ok(labels)
@@ -677,12 +732,16 @@ mod tests {
         };
         let laq = by("laq-hand")?;
         let line = laq.args.join(" ");
-        for want in
-            ["train laq --data hand --spacing 0.6s", "--tokens 4 --quantizer fsq --fsq-levels 8,5,5,5", "--lr 0.001", "--reseed-from-batch", "--steps 2000"]
-        {
-            assert!(line.contains(want), "{want:?} missing from {line}");
-        }
-        assert!(!line.contains("supervise") && !line.contains("arm"), "the hand LAQ must see no arm data and no actions: {line}");
+        let run = out.join("runs/laq-hand");
+        let want = format!(
+            "train laq --data hand --spacing 0.6s --config small --tokens 4 --quantizer fsq --fsq-levels 8,5,5,5 --batch 24 --lr 0.002 --grad-clip 0.7 \
+             --seed 5 --aug-crop 0 --aug-color 0 --dead-code-threshold 1.5 --dead-code-until 90000 --reseed-from-batch --steps 2000 --out {} --quiet",
+            run.display()
+        );
+        assert_eq!(line, want, "the arm LAQ's recipe, on hand video, without its action supervision");
+        // Resumed from its checkpoint without the model flags `lapa train laq --resume` refuses.
+        let resume = laq.resume.clone().ok_or_else(|| anyhow::anyhow!("no resume command"))?.join(" ");
+        assert_eq!(resume, format!("train laq --out {} --resume --steps 2000 --quiet", run.display()));
         assert_eq!(laq.steps, Some(HAND_LAQ_STEPS));
         let label = by("label-hand-laq")?;
         assert_eq!(label.after, vec!["laq-hand".to_string()]);
@@ -707,6 +766,7 @@ mod tests {
             output: PathBuf::from("/nonexistent"),
             steps: None,
             after: after.iter().map(|a| a.to_string()).collect(),
+            resume: None,
         };
         // laq → labels → pretrain → ft → eval-a, eval-b; an unrelated cell with no dependents.
         let all = vec![
