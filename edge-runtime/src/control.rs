@@ -36,13 +36,15 @@ pub const MAX_CLIENTS: usize = 16;
 /// for commands such as `stop`).
 pub const MAX_WATCHERS: usize = 8;
 
-/// One taken client slot, given back when dropped.
+/// One taken slot of a capped count (clients, watchers), given back when dropped.
 struct Slot(Arc<AtomicUsize>);
 
 impl Slot {
-    fn take(n: &Arc<AtomicUsize>) -> Self {
-        n.fetch_add(1, Ordering::SeqCst);
-        Self(n.clone())
+    /// A slot of `n` if fewer than `max` are taken.
+    fn try_take(n: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        let slot = Self(n.clone());
+        // (Dropping `slot` gives it back when the count was full already.)
+        (n.fetch_add(1, Ordering::SeqCst) < max).then_some(slot)
     }
 }
 
@@ -81,7 +83,8 @@ struct Client<S> {
     stream: UnixStream,
     /// Set once the `ok watching` reply is out: the watcher sends nothing before it.
     armed: Arc<AtomicBool>,
-    watcher: Option<std::thread::JoinHandle<()>>,
+    /// The watcher thread and its watcher slot (given back once the thread is joined).
+    watcher: Option<(std::thread::JoinHandle<()>, Slot)>,
     done: Arc<AtomicBool>,
     /// Watching clients of this socket (at most [`MAX_WATCHERS`], so slots stay for commands).
     watchers: Arc<AtomicUsize>,
@@ -90,10 +93,7 @@ struct Client<S> {
 impl<S> Client<S> {
     /// Starts the watcher: every decision numbered above the latest now, once armed.
     fn watch(&mut self) -> Result<(), String> {
-        if self.watchers.fetch_add(1, Ordering::SeqCst) >= MAX_WATCHERS {
-            self.watchers.fetch_sub(1, Ordering::SeqCst);
-            return Err(format!("{MAX_WATCHERS} clients are watching already"));
-        }
+        let slot = Slot::try_take(&self.watchers, MAX_WATCHERS).ok_or_else(|| format!("{MAX_WATCHERS} clients are watching already"))?;
         let mut after = self.controls.heard_seq();
         let (mut out, controls, done, armed) = (self.out.clone(), self.controls.clone(), self.done.clone(), self.armed.clone());
         let spawned = std::thread::Builder::new().name("control-watch".into()).spawn(move || {
@@ -115,18 +115,11 @@ impl<S> Client<S> {
                 }
             }
         });
-        match spawned {
-            Ok(t) => {
-                self.watcher = Some(t);
-                // A watcher may stay quiet for as long as it likes.
-                let _ = self.stream.set_read_timeout(None);
-                Ok(())
-            }
-            Err(e) => {
-                self.watchers.fetch_sub(1, Ordering::SeqCst);
-                Err(format!("cannot start a watcher thread: {e}"))
-            }
-        }
+        let t = spawned.map_err(|e| format!("cannot start a watcher thread: {e}"))?;
+        self.watcher = Some((t, slot));
+        // A watcher may stay quiet for as long as it likes.
+        let _ = self.stream.set_read_timeout(None);
+        Ok(())
     }
 }
 
@@ -168,9 +161,8 @@ fn serve_client(stream: UnixStream, controls: &Arc<Controls>, watchers: &Arc<Ato
     let mut client = Client { lines, controls: controls.clone(), out, stream, armed, watcher: None, done: done.clone(), watchers: watchers.clone() };
     crate::instruction::drive(&mut client, controls);
     done.store(true, Ordering::SeqCst);
-    if let Some(w) = client.watcher.take() {
+    if let Some((w, _slot)) = client.watcher.take() {
         let _ = w.join();
-        watchers.fetch_sub(1, Ordering::SeqCst);
     }
     Ok(())
 }
@@ -216,12 +208,11 @@ impl ControlSocket {
                     match listener.accept() {
                         Ok((mut stream, _)) => {
                             let _ = stream.set_nonblocking(false);
-                            if clients.load(Ordering::SeqCst) >= MAX_CLIENTS {
+                            let Some(slot) = Slot::try_take(&clients, MAX_CLIENTS) else {
                                 let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
                                 let _ = stream.write_all(format!("error: {MAX_CLIENTS} control clients are connected already; closing\n").as_bytes());
                                 continue;
-                            }
-                            let slot = Slot::take(&clients);
+                            };
                             let (c, w) = (controls.clone(), watchers.clone());
                             // One thread per client: a client that never sends does not block others.
                             // (The slot is given back when the thread ends, a panic included,
