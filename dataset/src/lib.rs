@@ -30,3 +30,6 @@ pub const CODEBASE_VERSION: &str = "v3.0";
 /// v3.0 path templates (as in `info.json`).
 pub const DATA_PATH: &str = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet";
 pub const VIDEO_PATH: &str = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4";
+/// The camera key lapa writes its one camera under (the simulator's recordings, the DAgger
+/// rollouts, the board's teleoperated recordings), LeRobot's name for an SO-101's front camera.
+pub const FRONT_CAMERA: &str = "observation.images.front";

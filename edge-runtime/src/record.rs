@@ -42,7 +42,7 @@ impl Recorder {
         let spec = DatasetSpec {
             fps,
             robot_type: desc.name.to_string(),
-            cameras: vec![CameraSpec { key: "observation.images.front".into(), width, height }],
+            cameras: vec![CameraSpec { key: lapa_dataset::FRONT_CAMERA.into(), width, height }],
             state_names: Some(names.clone()),
             action_names: Some(names),
             codec: VideoCodec::H264 { crf: 18 },

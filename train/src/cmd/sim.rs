@@ -170,7 +170,7 @@ pub fn record(a: &RecordArgs, progress: bool) -> Result<String> {
             Embodiment::Arm => "so101_follower".into(),
             Embodiment::Hand => "human_hand".into(),
         },
-        cameras: vec![CameraSpec { key: "observation.images.front".into(), width: a.size, height: a.size }],
+        cameras: vec![CameraSpec { key: lapa_dataset::FRONT_CAMERA.into(), width: a.size, height: a.size }],
         state_names: (emb == Embodiment::Arm).then(|| names.clone()),
         action_names: (emb == Embodiment::Arm).then(|| names.clone()),
         codec,

@@ -215,7 +215,7 @@ pub struct EvalOptions {
     /// targets as actions, the instruction), in the order the episodes end: the student's own
     /// states for DAgger, or failures to look at.
     pub record: Option<PathBuf>,
-    /// The camera feature key of the recording (default `observation.images.front`).
+    /// The camera feature key of the recording (default [`lapa_dataset::FRONT_CAMERA`]).
     pub record_camera: Option<String>,
     pub quiet: bool,
 }
@@ -361,7 +361,7 @@ pub fn evaluate(agent: &mut dyn Agent, opts: &EvalOptions) -> Result<EvalReport>
                 fps: opts.fps,
                 robot_type: "so101_follower".into(),
                 cameras: vec![lapa_dataset::CameraSpec {
-                    key: opts.record_camera.clone().unwrap_or_else(|| "observation.images.front".into()),
+                    key: opts.record_camera.clone().unwrap_or_else(|| lapa_dataset::FRONT_CAMERA.into()),
                     width: opts.size,
                     height: opts.size,
                 }],
