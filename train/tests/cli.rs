@@ -50,6 +50,19 @@ fn bad_folder_and_bad_arguments_give_clear_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("h264"), "AV1 below 64×64 suggests h264");
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
     assert!(leftovers.is_empty(), "a failed record leaves nothing behind: {leftovers:?}");
+
+    // The bench's output folders must be new: an existing one is named, not written into.
+    let d = dir.path().to_str().expect("utf-8");
+    for flag in ["--twin", "--onnx-dir"] {
+        let out = lapa(&["bench", "compress", "--config", "tiny", "--steps", "1", "--rounds", "1", flag, d]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag) && err.contains("already exists"), "{flag}: {err}");
+    }
+    for bad in [["--steps", "0"], ["--rounds", "0"]] {
+        let out = lapa(&["bench", "compress", "--config", "tiny", bad[0], bad[1]]);
+        assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("must be positive"), "{bad:?}");
+    }
 }
 
 #[test]

@@ -755,6 +755,19 @@ mod tests {
         plan.arm_labels = labels;
         let Err(e) = cells(&plan, &out) else { anyhow::bail!("differing colour jitters were accepted") };
         assert!(format!("{e:#}").contains("train.json"), "{e:#}");
+        // An arm LAQ of no preset's size, and a truncated record, are named too.
+        let labels = arm_laq(dir.path(), r#"{"crop": 0.0, "brightness": 0.0, "contrast": 0.0}"#)?;
+        let meta = labels.join(crate::laq::label::LABELS_META);
+        let text = std::fs::read_to_string(&meta)?.replace("\"dim\":128", "\"dim\":96");
+        assert!(text.contains("\"dim\":96"), "{text}");
+        std::fs::write(&meta, text)?;
+        plan.arm_labels = labels.clone();
+        let Err(e) = cells(&plan, &out) else { anyhow::bail!("an LAQ of no preset's size was accepted") };
+        assert!(format!("{e:#}").contains("matches no LAQ preset") && format!("{e:#}").contains(crate::laq::label::LABELS_META), "{e:#}");
+        arm_laq(dir.path(), r#"{"crop": 0.0, "brightness": 0.0, "contrast": 0.0}"#)?;
+        std::fs::write(dir.path().join("laq-arm/train.json"), r#"{"batch_size": 32}"#)?;
+        let Err(e) = cells(&plan, &out) else { anyhow::bail!("a truncated train.json was accepted") };
+        assert!(format!("{e:#}").contains("not a LAQ training record"), "{e:#}");
         Ok(())
     }
 
