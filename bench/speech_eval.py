@@ -88,7 +88,15 @@ def main():
     ap.add_argument("--per-template", type=int, default=2, help="random fills of each template")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep-wav", action="store_true", help="keep the condition streams (large)")
+    ap.add_argument("--voices", help="espeak-ng voices as VOICE:WPM:PITCH,... (default: the four the thresholds were "
+                    "calibrated on; give others for a held-out check)")
     a = ap.parse_args()
+    voices = VOICES
+    if a.voices:
+        try:
+            voices = [(v, int(s), int(p)) for v, s, p in (x.split(":") for x in a.voices.split(","))]
+        except ValueError:
+            sys.exit(f"--voices {a.voices!r}: expected VOICE:WPM:PITCH,... (e.g. en-gb:160:45)")
     os.makedirs(a.out, exist_ok=True)
     vocab = json.loads(subprocess.run([a.edge, "listen", "--vocabulary-json"], capture_output=True, check=True, text=True).stdout)
     rng = random.Random(a.seed)
@@ -104,7 +112,7 @@ def main():
     # Render every reference in every voice, once (the same audio under each noise condition).
     items = []
     for kind, text, meaning in refs:
-        for v in VOICES:
+        for v in voices:
             audio = pink(int(1.5 * RATE), np.random.default_rng(len(items))) * 3000 if text == "<noise burst>" else say(text, *v)
             items.append({"kind": kind, "text": text, "meaning": meaning, "voice": "%s/s%d/p%d" % v, "audio": audio})
     rng.shuffle(items)
@@ -142,7 +150,7 @@ def main():
     for batch in ([0, 1], [2]):
         with ThreadPoolExecutor(len(batch)) as ex:
             results.update(ex.map(run, batch))
-    summary = {"voices": ["%s/s%d/p%d" % v for v in VOICES], "utterances_per_condition": len(items), "noise": "pink (1/f above 50 Hz), whole stream, SNR on the speech",
+    summary = {"voices": ["%s/s%d/p%d" % v for v in voices], "utterances_per_condition": len(items), "noise": "pink (1/f above 50 Hz), whole stream, SNR on the speech",
                "machine": os.uname().nodename, "decoder": "lapa-edge listen (PocketSphinx 5prealpha, Debian), one core (taskset)", "conditions": {}}
     all_lat = []
     details = open(os.path.join(a.out, "details.jsonl"), "w")

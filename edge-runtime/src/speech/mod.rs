@@ -252,7 +252,7 @@ impl Speech {
                 self.decode_s_total += took;
                 if let Ok(Some(h)) = h
                     && grammar::is_stop(&h.text)
-                    && h.fit >= self.interp.thresholds.stop_fit
+                    && h.fit >= self.interp.thresholds.early_stop_fit
                 {
                     self.early_stopped = open;
                     self.act(pos - cur.len() as u64, pos, Understood::Stop, took);
@@ -337,6 +337,46 @@ mod tests {
         let after = sp.events[0].decided_s - stop_end as f64 / 16_000.0;
         assert!((0.2..0.25).contains(&after), "decided {after:.3} s after the word");
         assert!(sp.decode_s_total >= sp.events.iter().map(|e| e.decode_s).sum::<f64>());
+    }
+
+    /// Hears "stop" in anything, at a fixed fit.
+    struct StopAt(f32);
+
+    impl Recognizer for StopAt {
+        fn describe(&self) -> String {
+            "stop at a fixed fit".into()
+        }
+        fn grammar(&mut self, _: &[i16]) -> Result<Option<Hypothesis>, SpeechError> {
+            Ok(Some(Hypothesis { text: "stop".into(), fit: self.0, free: None }))
+        }
+        fn free(&mut self, _: &[i16]) -> Result<Option<String>, SpeechError> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn the_early_check_takes_a_stop_at_its_own_bar_below_the_final_one() {
+        // A stop word fitting at −8: under the final decision's bar (−4), over the early
+        // check's (−12). Taken early; with the early bar raised over it, the early check passes
+        // it by and the close refuses it (the free loop heard nothing).
+        let mut a = quiet(500);
+        a.extend(buzz(500));
+        let stop_end = a.len();
+        a.extend(quiet(1000));
+        let run = |t: Thresholds| {
+            let interp = Interpreter::new(grammar::Vocabulary::sim(), t, None);
+            let mut sp = Speech::new(Box::new(audio::Recording::new("t", a.clone())), Box::new(StopAt(-8.0)), interp, vad::VadConfig::default());
+            let h: Vec<Heard> = std::iter::from_fn(|| sp.next()).collect();
+            (h, sp)
+        };
+        let d = Thresholds::default();
+        assert!(d.early_stop_fit < -8.0 && -8.0 < d.stop_fit, "{d:?}");
+        let (h, sp) = run(d);
+        assert_eq!(h, vec![Heard::Command(Command::Stop)], "{:#?}", sp.events);
+        let after = sp.events[0].decided_s - stop_end as f64 / 16_000.0;
+        assert!((0.2..0.25).contains(&after), "decided {after:.3} s after the word");
+        let (h, sp) = run(Thresholds { early_stop_fit: -6.0, ..Thresholds::default() });
+        assert!(h.is_empty(), "{h:?} {:#?}", sp.events);
     }
 
     #[test]

@@ -48,15 +48,22 @@ pub struct Thresholds {
     pub fit: f32,
     /// "Stop" is taken at a lower fit: stopping by mistake is cheap, moving by mistake is not.
     pub stop_fit: f32,
+    /// "Stop" heard by the early check (the word followed by 200 ms of quiet, before the
+    /// detector's hangover closes the utterance) is taken at this fit. The short tail gives the
+    /// word less quiet to fit against, so its fit runs lower than at the close; at 10 dB SNR the
+    /// early checks that put a stop word on speech that was not a stop fit at −15.7 and lower
+    /// (`results/speech/early-check-trace.txt`), while stop words fit at −9.2 and higher.
+    pub early_stop_fit: f32,
     /// The nearest known instruction to free-form text is taken at this cosine similarity or more.
     pub cosine: f32,
 }
 
 impl Default for Thresholds {
     /// Calibrated on espeak-ng voices (`results/speech/`): in-grammar sentences decoded right
-    /// fit at +4 to +20, out-of-grammar sentences forced onto an instruction at −10 to −20.
+    /// fit at +4 to +20, out-of-grammar sentences forced onto an instruction at −10 to −20; the
+    /// early stop check's bar sits mid-gap between its stop words and its false stops.
     fn default() -> Self {
-        Self { fit: 0.0, stop_fit: -4.0, cosine: 0.75 }
+        Self { fit: 0.0, stop_fit: -4.0, early_stop_fit: -12.0, cosine: 0.75 }
     }
 }
 
