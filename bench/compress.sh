@@ -15,7 +15,9 @@
 #     python3 -m venv ~/.cache/torchvenv && ~/.cache/torchvenv/bin/pip install torch numpy
 #     bash bench/compress.sh
 # Writes results/compress/{table.md,table.json,raw/} (bench/compress_table.py). STEPS and ROUNDS
-# set the work (default 100 × 3).
+# set the work (default 100 × 3). ONLY=sizes re-measures the bundles alone (after a change to the
+# bundle format) and re-renders the table from the timings already in raw/; LAPA=path/to/lapa
+# uses that binary instead of a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS="${STEPS:-100}"
@@ -24,14 +26,27 @@ RUN="${RUN:-results/compress/success/teacher}"
 STUDENT="${STUDENT:-results/compress/distill/runs/labels-only}"
 PYTHON="${PYTHON:-$HOME/.cache/ortvenv/bin/python}"
 TORCH_PYTHON="${TORCH_PYTHON:-$HOME/.cache/torchvenv/bin/python}"
+ONLY="${ONLY:-}"
+case "$ONLY" in ""|sizes) ;; *) echo "bench/compress.sh: ONLY=$ONLY: expected ONLY=sizes or nothing" >&2; exit 2 ;; esac
 out=results/compress
 raw="$out/raw"
-rm -rf "$raw"
-mkdir -p "$raw"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-cargo build --release --locked -p lapa-train --bin lapa >&2
-lapa="${CARGO_TARGET_DIR:-target}/release/lapa"
+if [ -n "${LAPA:-}" ]; then
+  lapa="$LAPA"  # a lapa binary already built (ONLY=sizes needs no release build: sizes are sizes)
+else
+  cargo build --release --locked -p lapa-train --bin lapa >&2
+  lapa="${CARGO_TARGET_DIR:-target}/release/lapa"
+fi
+if [ "$ONLY" = sizes ]; then
+  [ -f "$raw/args.txt" ] || { echo "bench/compress.sh: ONLY=sizes needs an earlier full run's $raw" >&2; exit 2; }
+  # The bundles of the runs the timings were taken on.
+  RUN=$(sed -n 's/^RUN=\([^ ]*\) .*/\1/p' "$raw/args.txt")
+  STUDENT=$(sed -n 's/.* STUDENT=\([^ ]*\) .*/\1/p' "$raw/args.txt")
+  [ -n "$RUN" ] && [ -n "$STUDENT" ] || { echo "bench/compress.sh: $raw/args.txt names no RUN= and STUDENT=" >&2; exit 2; }
+else
+rm -rf "$raw"
+mkdir -p "$raw"
 has_ort=0; [ -x "$PYTHON" ] && "$PYTHON" -c "import onnxruntime, numpy" 2>/dev/null && has_ort=1
 has_torch=0; [ -x "$TORCH_PYTHON" ] && "$TORCH_PYTHON" -c "import torch, numpy" 2>/dev/null && has_torch=1
 [ $has_ort = 1 ] || echo "bench/compress.sh: no onnxruntime at $PYTHON; the ONNX Runtime rows are left out (see the header)" >&2
@@ -53,6 +68,8 @@ for t in 1 2; do
   "$lapa" bench compress --run "$STUDENT" --threads "$t" --steps "$STEPS" --rounds "$ROUNDS" \
     --json "$raw/student-${t}thread.json" | tee "$raw/student-${t}thread.txt"
 done
+echo "RUN=$RUN STUDENT=$STUDENT STEPS=$STEPS ROUNDS=$ROUNDS" > "$raw/args.txt"
+fi
 # Bundles on disk (unsigned; a signature adds a few hundred bytes).
 sizes="$raw/bundle-bytes.txt"
 : > "$sizes"
@@ -61,9 +78,9 @@ for who in teacher student; do
   for v in f32 int8-dynamic int4; do
     flags=(); [ "$v" = int8-dynamic ] && flags=(--int8 dynamic); [ "$v" = int4 ] && flags=(--int4)
     "$lapa" export --run "$run" --out "$work/bundle-$who-$v" --unsigned "${flags[@]}" >&2
-    policy=$(stat -c %s "$work/bundle-$who-$v/policy.bpk")
+    # The policy's weights part(s), as the manifest names them.
+    policy=$(python3 -c 'import json, os, sys; d = sys.argv[1]; print(sum(os.path.getsize(os.path.join(d, w)) for w in json.load(open(os.path.join(d, "manifest.json")))["weights"]))' "$work/bundle-$who-$v")
     echo "$who $v $(du -sb "$work/bundle-$who-$v" | cut -f1) $policy" >> "$sizes"
   done
 done
-echo "RUN=$RUN STUDENT=$STUDENT STEPS=$STEPS ROUNDS=$ROUNDS" > "$raw/args.txt"
 python3 bench/compress_table.py "$out"

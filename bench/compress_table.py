@@ -87,9 +87,10 @@ md.append("export of these same weights (`lapa export --onnx`), PyTorch the twin
 md.append("logits before it is timed); their steps start from the uint8 image too, so they are comparable. The ONNX Runtime and PyTorch rows")
 md.append("come from separate processes run right after `lapa bench compress` (not interleaved with it); their speed-up is against that")
 md.append("run's burn figure. *PyTorch int8's agreement is on the one bench frame, against burn f32. Bundles: `lapa export` of the run")
-md.append("(unsigned), the frozen MiniLM's files included; the policy part is `policy.bpk`, which holds the f32 weights in every bundle")
-md.append("(compressed bundles add a plan, `quant.json`, and are quantized at load). The int8 static bundle is not exported here (it needs a")
-md.append("calibration dataset); `success/` measured it at the dynamic one's size plus 1.2 kB.")
+md.append("(unsigned), the frozen MiniLM's files included (about 91 MB, f32, in every bundle); the policy part is the manifest's weights: `policy.bpk`")
+md.append("(burn's f32 record) in an f32 bundle, `policy.safetensors` in a compressed one (its quantized layers stored as they compute, int8")
+md.append("with per-channel scales or packed int4 with block scales; norms, embeddings and layers kept f32 in f32). The int8 static bundle")
+md.append("is not exported here (it needs a calibration dataset); it stores the same weights part as the dynamic one, its plan adding the ranges.")
 json.dump({"machine": {"cores": os.cpu_count(), "arch": platform.machine()}, "teacher": args.get("RUN", l1["policy"]),
            "student": args.get("STUDENT", s1["policy"] if s1 else None), "parameters": l1["parameters"],
            "student_parameters": s1["parameters"] if s1 else None, "onnx_bytes": l1["onnx_bytes"], "int8_kernel": l1["int8_kernel"],

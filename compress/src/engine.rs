@@ -14,7 +14,7 @@ use lapa_model::text::TextConfig;
 use lapa_model::vla::{HeadConfig, VlaConfig};
 
 use crate::CompressError;
-use crate::kernel::{Kernel, Scheme};
+use crate::kernel::{Kernel, Scheme, StoredWeights};
 
 /// burn's LayerNorm epsilon (the default of `LayerNormConfig`).
 pub const LN_EPS: f32 = 1e-5;
@@ -122,11 +122,14 @@ pub struct Engine {
 /// Parameters by name, each taken once (the ONNX export walks them as the engine does).
 pub(crate) struct Params {
     pub(crate) map: BTreeMap<String, NamedTensor>,
+    /// Quantized layers' weights by layer name, as a compressed bundle stores them; `Some` when
+    /// the engine is built from a bundle (every quantized layer must then be among them).
+    stored: Option<BTreeMap<String, StoredWeights>>,
 }
 
 impl Params {
     pub(crate) fn new(params: Vec<NamedTensor>) -> Self {
-        Self { map: params.into_iter().map(|t| (t.name.clone(), t)).collect() }
+        Self { map: params.into_iter().map(|t| (t.name.clone(), t)).collect(), stored: None }
     }
 
     pub(crate) fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, CompressError> {
@@ -143,9 +146,16 @@ impl Params {
 
     /// A linear layer `[in, out]` (burn's layout) with an optional bias.
     fn lin(&mut self, name: &str, i: usize, o: usize, bias: bool, plan: &dyn Fn(&str) -> Scheme) -> Result<Lin, CompressError> {
-        let w = self.take(&format!("{name}.weight"), &[i, o])?;
         let b = if bias { Some(self.take(&format!("{name}.bias"), &[o])?) } else { None };
-        Ok(Lin { name: name.to_string(), kernel: Kernel::new(plan(name), &w, i, o, b)? })
+        let scheme = plan(name);
+        let kernel = match self.stored.as_mut().map(|s| s.remove(name)) {
+            Some(Some(w)) => Kernel::from_stored(scheme, w, i, o, b).map_err(|e| CompressError::Model(format!("{name}: {e}")))?,
+            Some(None) if scheme.is_quantized() => {
+                return Err(CompressError::Model(format!("{name}: the plan says {scheme:?} but the layer's weights are stored f32")));
+            }
+            _ => Kernel::new(scheme, &self.take(&format!("{name}.weight"), &[i, o])?, i, o, b)?,
+        };
+        Ok(Lin { name: name.to_string(), kernel })
     }
 }
 
@@ -172,6 +182,23 @@ impl Engine {
     /// The engine of a finetuned policy: `params` are the burn module's parameters by name
     /// ([`lapa_model::artifact::named_params`]); `plan` gives each linear layer's scheme by name.
     pub fn new(cfg: &VlaConfig, params: Vec<NamedTensor>, plan: &dyn Fn(&str) -> Scheme) -> Result<Self, CompressError> {
+        Self::build(cfg, Params::new(params), plan)
+    }
+
+    /// The engine of a compressed bundle: the f32 `params` plus the quantized layers' `stored`
+    /// weights by layer name (each quantized layer of `plan` must be there, and only those).
+    pub fn from_stored(
+        cfg: &VlaConfig,
+        params: Vec<NamedTensor>,
+        stored: BTreeMap<String, StoredWeights>,
+        plan: &dyn Fn(&str) -> Scheme,
+    ) -> Result<Self, CompressError> {
+        let mut p = Params::new(params);
+        p.stored = Some(stored);
+        Self::build(cfg, p, plan)
+    }
+
+    fn build(cfg: &VlaConfig, mut p: Params, plan: &dyn Fn(&str) -> Scheme) -> Result<Self, CompressError> {
         cfg.validate().map_err(|e| CompressError::Model(e.to_string()))?;
         let HeadConfig::Action(head) = &cfg.head else {
             return Err(CompressError::Model("a latent-action policy cannot drive an arm; compress a finetuned run".into()));
@@ -179,7 +206,6 @@ impl Engine {
         if cfg.frames != 1 {
             return Err(CompressError::Model(format!("{} frames per observation: an inverse-dynamics model, not a policy", cfg.frames)));
         }
-        let mut p = Params::new(params);
         let (d, inner, pd) = (cfg.dim, cfg.heads * cfg.dim_head, cfg.patch_dim());
         let ff = (cfg.ff_mult * d * 2).div_ceil(3);
         let patch_norm = p.norm("patch_norm", pd)?;
@@ -219,6 +245,9 @@ impl Engine {
         let head_lin = p.lin("head.Action.out", d, dims * bins, true, plan)?;
         if let Some(extra) = p.map.keys().next() {
             return Err(CompressError::Model(format!("the model has a parameter this engine does not use: {extra:?} (a newer model layout?)")));
+        }
+        if let Some(extra) = p.stored.as_ref().and_then(|s| s.keys().next()) {
+            return Err(CompressError::Model(format!("quantized weights stored for {extra:?}, which is no linear layer of this model")));
         }
         Ok(Self { cfg: cfg.clone(), patch_norm, patch_proj, embed_norm, pos, kinds, text, state_proj, layers, norm_out, queries, head: head_lin, dims, bins })
     }

@@ -169,7 +169,7 @@ pub fn quantize_int4(w: &[f32], i: usize, o: usize) -> (Vec<u8>, Vec<f32>) {
         for b in 0..blocks {
             let ks = b * INT4_BLOCK..((b + 1) * INT4_BLOCK).min(i);
             let m = ks.clone().map(|k| w[k * o + j].abs()).fold(0f32, f32::max);
-            let s = if m > 0.0 { m / 7.0 } else { 1.0 };
+            let s = if m / 7.0 > 0.0 { m / 7.0 } else { 1.0 };
             scales[j * blocks + b] = s;
             for k in ks {
                 let q = (w[k * o + j] / s).round().clamp(-7.0, 7.0) as i8;
@@ -201,6 +201,46 @@ pub struct ActRangeParams {
     pub hi: f32,
 }
 
+/// The largest int8 weight magnitude a bundle stores (the full ±127; a kernel that can saturate
+/// requantizes to ±63 at load).
+pub const STORED_QMAX: i8 = 127;
+
+/// A quantized linear layer's weights as a compressed bundle stores them: computed once on the
+/// workstation, so a board whose int8 kernel takes ±127 weights (Arm dot product, VNNI)
+/// multiplies the very integers that were written (an AVX2 one requantizes them to ±63).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredWeights {
+    /// Per-output-channel symmetric int8 at ±[`STORED_QMAX`]: `q` [i, o] row-major (`dims`),
+    /// `scales` [o].
+    Int8 { q: Vec<i8>, scales: Vec<f32>, dims: [usize; 2] },
+    /// [`quantize_int4`]'s packed nibbles and block scales [o, ⌈i / INT4_BLOCK⌉] (`dims`).
+    Int4 { nibbles: Vec<u8>, scales: Vec<f32>, dims: [usize; 2] },
+}
+
+impl StoredWeights {
+    /// `w` [i, o] as `scheme` stores it; `None` for f32.
+    pub fn quantize(scheme: Scheme, w: &[f32], i: usize, o: usize) -> Option<Self> {
+        match scheme {
+            Scheme::F32 => None,
+            Scheme::Int8Dynamic | Scheme::Int8Static { .. } => {
+                let (q, scales) = quantize_weights(w, i, o, STORED_QMAX);
+                Some(Self::Int8 { q, scales, dims: [i, o] })
+            }
+            Scheme::Int4Weights => {
+                let (nibbles, scales) = quantize_int4(w, i, o);
+                Some(Self::Int4 { nibbles, scales, dims: [o, i.div_ceil(INT4_BLOCK)] })
+            }
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Int8 { .. } => "int8",
+            Self::Int4 { .. } => "int4",
+        }
+    }
+}
+
 impl std::fmt::Debug for Kernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -222,7 +262,8 @@ pub fn quantize_weights(w: &[f32], i: usize, o: usize, qmax: i8) -> (Vec<i8>, Ve
     }
     let q = f32::from(qmax);
     for s in &mut scales {
-        *s = if *s > 0.0 && s.is_finite() { *s / q } else { 1.0 };
+        // A column of subnormal weights would round its scale to 0 (and the reader refuses 0).
+        *s = if *s > 0.0 && s.is_finite() && *s / q > 0.0 { *s / q } else { 1.0 };
     }
     let mut out = Vec::with_capacity(i * o);
     for row in w.chunks_exact(o) {
@@ -232,6 +273,76 @@ pub fn quantize_weights(w: &[f32], i: usize, o: usize, qmax: i8) -> (Vec<i8>, Ve
 }
 
 impl Kernel {
+    /// The int8 kernel of quantized weights `q` [i, o] at ±`qmax` with per-column `scales`.
+    fn int8(scheme: Scheme, q: Vec<i8>, scales: Vec<f32>, qmax: i8, bias: Vec<f32>, i: usize, o: usize) -> Result<Self, CompressError> {
+        let gemm = int8_gemm();
+        let packed = gemm.prepack_b(NdTensorView::from_data([i, o], q.as_slice()));
+        let mut col_sums = vec![0i32; o];
+        for row in q.chunks_exact(o) {
+            col_sums.iter_mut().zip(row).for_each(|(s, &v)| *s += i32::from(v));
+        }
+        let act = match scheme {
+            Scheme::Int8Static { lo, hi } => {
+                if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+                    return Err(CompressError::Model(format!("activation range [{lo}, {hi}] is not a finite interval")));
+                }
+                Some(ActRangeParams { lo, hi })
+            }
+            _ => None,
+        };
+        Ok(Self::Int8 { gemm, packed, col_sums, scales, bias, act, i, o, qmax })
+    }
+
+    /// The kernel of `scheme` for weights a bundle stored quantized ([`StoredWeights`]), [i, o],
+    /// and a bias. Every field is checked (sizes, scales finite and positive, int8 values within
+    /// ±[`STORED_QMAX`]); the stored integers are used as they are, except where this CPU's int8
+    /// kernel can saturate (AVX2), which requantizes them to ±63 — one more rounding, as
+    /// quantizing the f32 weights to ±63 directly would not have had.
+    pub fn from_stored(scheme: Scheme, stored: StoredWeights, i: usize, o: usize, bias: Option<Vec<f32>>) -> Result<Self, CompressError> {
+        let bad = |m: String| Err(CompressError::Model(m));
+        let bias = bias.unwrap_or_else(|| vec![0.0; o]);
+        if bias.len() != o || i == 0 || o == 0 {
+            return bad(format!("a {i} × {o} linear layer with {} biases", bias.len()));
+        }
+        // Positive, and finite times the largest stored value (the ±63 requantization and the
+        // epilogue multiply by it).
+        let scales_ok = |s: &[f32]| s.iter().all(|v| *v > 0.0 && (v * f32::from(STORED_QMAX)).is_finite());
+        match (scheme, stored) {
+            (Scheme::Int8Dynamic | Scheme::Int8Static { .. }, StoredWeights::Int8 { q, scales, dims }) => {
+                if dims != [i, o] || q.len() != i * o || scales.len() != o {
+                    return bad(format!("int8 weights {dims:?} with {} scales for a layer of [{i}, {o}] (in, out)", scales.len()));
+                }
+                if !scales_ok(&scales) {
+                    return bad("an int8 weight scale is not a finite positive number".into());
+                }
+                if q.iter().any(|&v| v < -STORED_QMAX) {
+                    return bad(format!("an int8 weight is outside ±{STORED_QMAX}"));
+                }
+                if int8_gemm().may_saturate() {
+                    let mut w = Vec::with_capacity(q.len());
+                    for row in q.chunks_exact(o) {
+                        w.extend(row.iter().zip(&scales).map(|(&v, s)| f32::from(v) * s));
+                    }
+                    let (q, scales) = quantize_weights(&w, i, o, 63);
+                    Self::int8(scheme, q, scales, 63, bias, i, o)
+                } else {
+                    Self::int8(scheme, q, scales, STORED_QMAX, bias, i, o)
+                }
+            }
+            (Scheme::Int4Weights, StoredWeights::Int4 { nibbles, scales, dims }) => {
+                let blocks = i.div_ceil(INT4_BLOCK);
+                if dims != [o, blocks] || nibbles.len() != (i * o).div_ceil(2) || scales.len() != o * blocks {
+                    return bad(format!("int4 weights of {} bytes with scales {dims:?} for a layer of [{i}, {o}] (in, out)", nibbles.len()));
+                }
+                if !scales_ok(&scales) {
+                    return bad("an int4 block scale is not a finite positive number".into());
+                }
+                Ok(Self::Int4 { gemm: f32_gemm(), nibbles, scales, bias, i, o })
+            }
+            (scheme, stored) => bad(format!("the plan ({}) says {scheme:?} but the weights are stored as {}", crate::bundle::QUANT_PART, stored.kind())),
+        }
+    }
+
     /// The kernel of `scheme` for weights `w` [i, o] (burn's layout, row-major) and a bias.
     pub fn new(scheme: Scheme, w: &[f32], i: usize, o: usize, bias: Option<Vec<f32>>) -> Result<Self, CompressError> {
         if w.len() != i * o || i == 0 || o == 0 {
@@ -248,24 +359,9 @@ impl Kernel {
                 Ok(Self::F32 { gemm, packed, bias, i, o })
             }
             Scheme::Int8Dynamic | Scheme::Int8Static { .. } => {
-                let gemm = int8_gemm();
-                let qmax = if gemm.may_saturate() { 63 } else { 127 };
+                let qmax = if int8_gemm().may_saturate() { 63 } else { 127 };
                 let (q, scales) = quantize_weights(w, i, o, qmax);
-                let packed = gemm.prepack_b(NdTensorView::from_data([i, o], q.as_slice()));
-                let mut col_sums = vec![0i32; o];
-                for row in q.chunks_exact(o) {
-                    col_sums.iter_mut().zip(row).for_each(|(s, &v)| *s += i32::from(v));
-                }
-                let act = match scheme {
-                    Scheme::Int8Static { lo, hi } => {
-                        if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
-                            return Err(CompressError::Model(format!("activation range [{lo}, {hi}] is not a finite interval")));
-                        }
-                        Some(ActRangeParams { lo, hi })
-                    }
-                    _ => None,
-                };
-                Ok(Self::Int8 { gemm, packed, col_sums, scales, bias, act, i, o, qmax })
+                Self::int8(scheme, q, scales, qmax, bias, i, o)
             }
             Scheme::Int4Weights => {
                 let (nibbles, scales) = quantize_int4(w, i, o);

@@ -37,8 +37,9 @@ pub const MIN_FORMAT: u32 = 1;
 pub const SIGNATURE: &str = "manifest.json.sig";
 /// Features a reader must have to run a bundle: `int8`, a compressed policy (its `quant.json`
 /// says each linear layer's scheme; `lapa_compress::bundle` loads it); `int4`, one with int4
-/// weight-only layers among them.
-pub const KNOWN_REQUIREMENTS: [&str; 2] = ["int8", "int4"];
+/// weight-only layers among them; `quantized-weights`, one whose weights part stores its quantized
+/// layers as they compute (`lapa_compress::bundle::STORED`).
+pub const KNOWN_REQUIREMENTS: [&str; 3] = ["int8", "int4", "quantized-weights"];
 /// The manifest's file name.
 pub const MANIFEST: &str = "manifest.json";
 /// Largest manifest read (the model config is small; a huge file is not a manifest).

@@ -782,17 +782,20 @@ pub mod export {
     /// signed by `signer` when given; `text_dir` holds the frozen text encoder's files when the
     /// config names one.
     pub fn write_bundle(model_dir: &Path, text_dir: &Path, out: &Path, name: &str, signer: Option<&SecretKey>) -> Result<Bundle, ModelError> {
-        write_bundle_with(model_dir, text_dir, out, name, signer, Vec::new(), Vec::new())
+        write_bundle_with(model_dir, text_dir, out, name, signer, None, Vec::new(), Vec::new())
     }
 
-    /// [`write_bundle`] with more parts (a compressed policy's `quant.json`) and the features a
-    /// reader must have to run it (`requires`).
+    /// [`write_bundle`] with the weights in another form than burn's record (`weights`: a
+    /// compressed policy's quantized part, which then replaces [`WEIGHTS_PART`]), more parts (its
+    /// `quant.json`) and the features a reader must have to run it (`requires`).
+    #[allow(clippy::too_many_arguments)]
     pub fn write_bundle_with(
         model_dir: &Path,
         text_dir: &Path,
         out: &Path,
         name: &str,
         signer: Option<&SecretKey>,
+        weights: Option<(&str, Vec<u8>)>,
         extra: Vec<(&str, Vec<u8>)>,
         requires: Vec<String>,
     ) -> Result<Bundle, ModelError> {
@@ -801,10 +804,14 @@ pub mod export {
             return Err(ModelError::Config(format!("{}: a latent-action policy cannot drive an arm; export a finetuned run", model_dir.display())));
         };
         let wpath = model_dir.join(crate::artifact::WEIGHTS_FILE);
-        let weights = std::fs::read(&wpath).map_err(io(&wpath))?;
-        // The weights must load into the config before they are shipped.
+        // The weights must load into the config before they are shipped (in whatever form).
         crate::artifact::load_weights(&wpath, cfg.init(&crate::device("cpu").or_else(|_| crate::device("ndarray"))?)?)?;
-        let mut parts: Vec<(&str, Vec<u8>)> = vec![(WEIGHTS_PART, weights)];
+        let weights = match weights {
+            Some(w) => w,
+            None => (WEIGHTS_PART, std::fs::read(&wpath).map_err(io(&wpath))?),
+        };
+        let weights_part = weights.0.to_string();
+        let mut parts: Vec<(&str, Vec<u8>)> = vec![weights];
         parts.extend(extra);
         let text_encoder = match cfg.text {
             TextConfig::Hashed { .. } => None,
@@ -824,7 +831,7 @@ pub mod export {
             action: head.spec.clone(),
             camera: crate::policy::CameraSpec { width: cfg.image_size, height: cfg.image_size, crop: None },
             text_encoder,
-            weights: vec![WEIGHTS_PART.into()],
+            weights: vec![weights_part],
             parts: Default::default(),
             requires,
         };
@@ -836,6 +843,16 @@ pub mod export {
     /// manifest's action and camera specs), the weights on `device`, and the frozen text encoder
     /// when the config names one.
     pub fn load_parts(bundle: &Bundle, device: &Device) -> Result<(VlaConfig, super::Vla, Option<crate::text::SentenceEncoder>), ModelError> {
+        let cfg = load_config(bundle)?;
+        let at = |message: String| ModelError::Artifact { path: bundle.root.join(crate::bundle::MANIFEST), message };
+        let wpath = bundle.part(WEIGHTS_PART).ok_or_else(|| at(format!("no part {WEIGHTS_PART}")))?;
+        let model = crate::artifact::load_weights(&wpath, cfg.init(device)?)?;
+        let encoder = load_text_encoder(bundle, &cfg, device)?;
+        Ok((cfg, model, encoder))
+    }
+
+    /// A checked bundle's policy config, checked against the manifest's action and camera specs.
+    pub fn load_config(bundle: &Bundle) -> Result<VlaConfig, ModelError> {
         let m = &bundle.manifest;
         let at = |message: String| ModelError::Artifact { path: bundle.root.join(crate::bundle::MANIFEST), message };
         let cfg: VlaConfig = crate::artifact::json_value(m.model.clone()).map_err(|e| at(format!("model: not a policy config: {e}")))?;
@@ -847,9 +864,13 @@ pub mod export {
         if (m.camera.width, m.camera.height) != (cfg.image_size, cfg.image_size) {
             return Err(at(format!("camera: {}×{} but the model takes {}×{}", m.camera.width, m.camera.height, cfg.image_size, cfg.image_size)));
         }
-        let wpath = bundle.part(WEIGHTS_PART).ok_or_else(|| at(format!("no part {WEIGHTS_PART}")))?;
-        let model = crate::artifact::load_weights(&wpath, cfg.init(device)?)?;
-        let encoder = match cfg.text {
+        Ok(cfg)
+    }
+
+    /// The frozen text encoder of a checked bundle, on `device`, when `cfg` names one.
+    pub fn load_text_encoder(bundle: &Bundle, cfg: &VlaConfig, device: &Device) -> Result<Option<crate::text::SentenceEncoder>, ModelError> {
+        let at = |message: String| ModelError::Artifact { path: bundle.root.join(crate::bundle::MANIFEST), message };
+        Ok(match cfg.text {
             TextConfig::Hashed { .. } => None,
             TextConfig::MiniLm { .. } => {
                 let files = TEXT_PARTS.map(|p| bundle.part(p)).map(|p| p.ok_or_else(|| at("text_encoder: the MiniLM parts are missing".into())));
@@ -857,8 +878,7 @@ pub mod export {
                 let files = [a?, b?, c?];
                 Some(crate::text::SentenceEncoder::load_files(&files, &cfg.text, device)?)
             }
-        };
-        Ok((cfg, model, encoder))
+        })
     }
 
     /// The burn policy of a checked bundle, on `device`. A bundle that requires a compressed

@@ -854,8 +854,8 @@ pub struct ExportArgs {
     pub int8: Option<Int8Arg>,
     /// Compress the policy to weight-only int4 instead: each output channel's weights in blocks
     /// of 32 inputs with one scale each, activations f32 (the smallest weights in memory; each
-    /// layer unpacks its weights for the duration of its matmul). The bundle still carries the f32
-    /// weights, quantized at load as int8 bundles are. In ONNX (--onnx) the int4 values are
+    /// layer unpacks its weights for the duration of its matmul). The bundle stores the packed int4
+    /// values and their scales, as an int8 bundle stores its int8 values. In ONNX (--onnx) the int4 values are
     /// written as f32 (opset 17 has no 4-bit type).
     #[arg(long, conflicts_with_all = ["int8", "calib"])]
     pub int4: bool,
