@@ -93,6 +93,9 @@ fn an_int8_bundle_round_trips_and_refuses_a_bad_plan() {
     assert!(e.contains("unknown field `bits`") && e.contains(QUANT_PART), "{e}");
 }
 
+/// One tensor of a weights part, owned: name, dtype, shape, bytes.
+type Stored = (String, safetensors::tensor::Dtype, Vec<usize>, Vec<u8>);
+
 /// Rewrites part `name` of an unsigned bundle and its manifest entry (a development edit, so the
 /// checks below are the loader's own, not the hash's).
 fn replace_part(root: &std::path::Path, name: &str, bytes: &[u8]) {
@@ -158,12 +161,11 @@ fn a_compressed_bundle_ships_its_weights_quantized_and_they_compute_what_quantiz
     // A weights part that does not hold what the plan says is refused, naming the part and the
     // layer or tensor: each edit below on a fresh copy of the bundle.
     let st = safetensors::tensor::SafeTensors::deserialize(&part).expect("st");
-    let rebuild =
-        |edit: &dyn Fn(&str, safetensors::tensor::Dtype, Vec<usize>, Vec<u8>) -> Option<(String, safetensors::tensor::Dtype, Vec<usize>, Vec<u8>)>| {
-            let owned: Vec<_> = st.iter().filter_map(|(n, v)| edit(n, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
-            let views: Vec<_> = owned.iter().map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).expect("view"))).collect();
-            safetensors::tensor::serialize(views, None).expect("serialize")
-        };
+    let rebuild = |edit: &dyn Fn(&str, safetensors::tensor::Dtype, Vec<usize>, Vec<u8>) -> Option<Stored>| {
+        let owned: Vec<_> = st.iter().filter_map(|(n, v)| edit(n, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
+        let views: Vec<_> = owned.iter().map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).expect("view"))).collect();
+        safetensors::tensor::serialize(views, None).expect("serialize")
+    };
     use safetensors::tensor::Dtype;
     let q8 = "trunk.layers.0.attn.to_q.weight.q8";
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![

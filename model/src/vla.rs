@@ -240,6 +240,19 @@ impl VlaConfig {
         if self.dim == 0 || self.depth == 0 || self.heads == 0 || self.dim_head == 0 || self.ff_mult == 0 {
             return bad("dim, depth, heads, dim_head and ff_mult must be positive".into());
         }
+        // Far above any policy a board runs; they keep every size product (heads × dim_head,
+        // ff_mult × dim, …) of a config read from a file inside usize and memory.
+        for (name, v, max) in [
+            ("dim", self.dim, 16384),
+            ("depth", self.depth, 1024),
+            ("heads", self.heads, 1024),
+            ("dim_head", self.dim_head, 4096),
+            ("ff_mult", self.ff_mult, 64),
+        ] {
+            if v > max {
+                return bad(format!("{name} {v} is larger than {max}"));
+            }
+        }
         self.text.validate()?;
         if let Some(s) = &self.state {
             if s.mean.is_empty() || s.mean.len() != s.std.len() || s.mean.len() > 1024 {
@@ -516,6 +529,8 @@ mod tests {
         assert!(cfg.flops() > 0);
         let bad = VlaConfig { patch_size: 7, ..cfg.clone() };
         assert!(bad.validate().is_err_and(|e| e.to_string().contains("multiple")));
+        let bad = VlaConfig { depth: usize::MAX, ..cfg.clone() };
+        assert!(bad.validate().is_err_and(|e| e.to_string().contains("depth 18446744073709551615 is larger than 1024")));
         let bad = VlaConfig { state: Some(StateInput { mean: vec![0.0; 2], std: vec![0.0; 2] }), ..cfg.clone() };
         assert!(bad.validate().is_err_and(|e| e.to_string().contains("positive")));
         let HeadConfig::Action(mut h) = action_head(2) else { unreachable!() };
