@@ -95,6 +95,8 @@ fn an_int8_bundle_round_trips_and_refuses_a_bad_plan() {
 
 /// One tensor of a weights part, owned: name, dtype, shape, bytes.
 type Stored = (String, safetensors::tensor::Dtype, Vec<usize>, Vec<u8>);
+/// An edit of one tensor (by name, dtype, shape, bytes): what replaces it, or nothing.
+type Edit<'a> = &'a dyn Fn(&str, safetensors::tensor::Dtype, Vec<usize>, Vec<u8>) -> Option<Stored>;
 
 /// Rewrites part `name` of an unsigned bundle and its manifest entry (a development edit, so the
 /// checks below are the loader's own, not the hash's).
@@ -161,7 +163,7 @@ fn a_compressed_bundle_ships_its_weights_quantized_and_they_compute_what_quantiz
     // A weights part that does not hold what the plan says is refused, naming the part and the
     // layer or tensor: each edit below on a fresh copy of the bundle.
     let st = safetensors::tensor::SafeTensors::deserialize(&part).expect("st");
-    let rebuild = |edit: &dyn Fn(&str, safetensors::tensor::Dtype, Vec<usize>, Vec<u8>) -> Option<Stored>| {
+    let rebuild = |edit: Edit<'_>| {
         let owned: Vec<_> = st.iter().filter_map(|(n, v)| edit(n, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
         let views: Vec<_> = owned.iter().map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).expect("view"))).collect();
         safetensors::tensor::serialize(views, None).expect("serialize")
