@@ -22,13 +22,13 @@ use crate::policy::EnginePolicy;
 /// The plan's part name.
 pub const QUANT_PART: &str = "quant.json";
 /// The requirement every compressed bundle names (the compressed engine).
-pub const INT8: &str = "int8";
+pub const INT8: &str = lapa_model::bundle::REQUIRES_INT8;
 /// Named as well when a layer is int4 weight-only, so a runtime from before that scheme refuses
 /// the bundle by name instead of failing on its plan.
-pub const INT4: &str = "int4";
+pub const INT4: &str = lapa_model::bundle::REQUIRES_INT4;
 /// Named by every bundle whose weights part stores quantized layers (plan format 2 on), so a
 /// runtime from before refuses it by name instead of looking for the f32 `policy.bpk`.
-pub const STORED: &str = "quantized-weights";
+pub const STORED: &str = lapa_model::bundle::REQUIRES_QUANTIZED_WEIGHTS;
 /// The plan format this build writes and reads. Format 1 (up to 2026-12-07) shipped f32 weights
 /// in `policy.bpk` and quantized them at load; format 2 ships them quantized in [`WEIGHTS_PART`].
 pub const PLAN_FORMAT: u32 = 2;

@@ -39,7 +39,13 @@ pub const SIGNATURE: &str = "manifest.json.sig";
 /// says each linear layer's scheme; `lapa_compress::bundle` loads it); `int4`, one with int4
 /// weight-only layers among them; `quantized-weights`, one whose weights part stores its quantized
 /// layers as they compute (`lapa_compress::bundle::STORED`).
-pub const KNOWN_REQUIREMENTS: [&str; 3] = ["int8", "int4", "quantized-weights"];
+pub const KNOWN_REQUIREMENTS: [&str; 3] = [REQUIRES_INT8, REQUIRES_INT4, REQUIRES_QUANTIZED_WEIGHTS];
+/// The requirement of a compressed policy (see [`KNOWN_REQUIREMENTS`]).
+pub const REQUIRES_INT8: &str = "int8";
+/// The requirement of a policy with int4 weight-only layers.
+pub const REQUIRES_INT4: &str = "int4";
+/// The requirement of a weights part that stores quantized layers as they compute.
+pub const REQUIRES_QUANTIZED_WEIGHTS: &str = "quantized-weights";
 /// The manifest's file name.
 pub const MANIFEST: &str = "manifest.json";
 /// Largest manifest read (the model config is small; a huge file is not a manifest).
