@@ -100,30 +100,47 @@ fn act_range(lo: f32, hi: f32) -> ActRange {
     ActRange { scale, zero: (-lo / scale).round().clamp(0.0, 255.0) as u8 }
 }
 
+/// `2²³`: adding it to a float in `[0, 2²³)` leaves the value rounded to an integer (ties to even,
+/// the FPU's rounding) in the low mantissa bits.
+const ROUND_MAGIC: f32 = 8_388_608.0;
+
 /// Quantizes one row with `r` (values outside the range clip; NaN becomes the zero point, i.e.
 /// 0.0). Written so that it vectorizes: no libm `round` call per value (which cost more than the
-/// int8 GEMM itself); after clamping to [0, 255] the value is non-negative, so adding ½ and
-/// truncating rounds it (ties upward, where `round` goes away from zero: a value exactly halfway
-/// between two levels below the zero point lands one level higher).
+/// int8 GEMM itself) and no saturating float → int cast (scalar `cvttss2si` per value): after
+/// clamping to [0, 255] the value is non-negative and small, so `q + 2²³` holds `q` rounded to
+/// the nearest level (ties to even) in its low byte.
 fn quantize_row(row: &[f32], r: ActRange, out: &mut [u8]) {
     let inv = 1.0 / r.scale;
     let z = f32::from(r.zero);
     for (o, &v) in out.iter_mut().zip(row) {
         let v = if v.is_nan() { 0.0 } else { v };
         let q = (v * inv + z).clamp(0.0, 255.0);
-        *o = (q + 0.5) as u8;
+        *o = (q + ROUND_MAGIC).to_bits() as u8;
     }
 }
 
-/// The range `[min(lo, 0), max(hi, 0)]` of a row's finite values (a vectorizable loop).
+/// The range `[min(lo, 0), max(hi, 0)]` of a row's finite values. Sixteen running minima and
+/// maxima, compare-and-select rather than `f32::min` (whose NaN rule keeps LLVM from vectorizing
+/// the reduction): the scalar loop this replaces took half of an int8 layer's time outside the GEMM.
 fn row_range(row: &[f32]) -> (f32, f32) {
-    let (mut lo, mut hi) = (0f32, 0f32);
-    for &v in row {
-        let f = if v.is_finite() { v } else { 0.0 };
-        lo = lo.min(f);
-        hi = hi.max(f);
+    const LANES: usize = 16;
+    let finite = |v: f32| if v.abs() < f32::INFINITY { v } else { 0.0 };
+    let (mut lo, mut hi) = ([0f32; LANES], [0f32; LANES]);
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(c) {
+            let f = finite(v);
+            *l = if f < *l { f } else { *l };
+            *h = if f > *h { f } else { *h };
+        }
     }
-    (lo, hi)
+    let (mut l, mut h) = (0f32, 0f32);
+    for f in lo.into_iter().chain(hi).chain(tail.iter().map(|&v| finite(v))) {
+        l = if f < l { f } else { l };
+        h = if f > h { f } else { h };
+    }
+    (l, h)
 }
 
 /// A linear layer's weights in the form its scheme computes with.
@@ -485,6 +502,38 @@ mod tests {
         let mut q = [0u8; 4];
         quantize_row(&[f32::NAN, 10.0, -10.0, f32::INFINITY], r, &mut q);
         assert_eq!(q, [r.zero, 255, 0, 255]);
+    }
+
+    #[test]
+    fn vectorized_range_and_rounding_match_the_plain_definitions() {
+        // Lengths around the 16-lane chunking; non-finite values anywhere, including the tail.
+        for len in [0, 1, 15, 16, 17, 33, 100] {
+            let row: Vec<f32> = (0..len)
+                .map(|n| match n % 13 {
+                    5 => f32::NAN,
+                    7 => f32::INFINITY,
+                    9 => f32::NEG_INFINITY,
+                    _ => ((n * 29 % 47) as f32 - 20.0) * 0.37,
+                })
+                .collect();
+            let finite = row.iter().copied().filter(|v| v.is_finite());
+            let want = (finite.clone().fold(0f32, f32::min), finite.fold(0f32, f32::max));
+            assert_eq!(row_range(&row), want, "length {len}");
+            let r = act_range(want.0, want.1);
+            let mut q = vec![0u8; len];
+            quantize_row(&row, r, &mut q);
+            for (v, got) in row.iter().zip(&q) {
+                let v = if v.is_nan() { 0.0 } else { *v };
+                let plain = (v / r.scale + f32::from(r.zero)).clamp(0.0, 255.0).round_ties_even();
+                // `v · (1/scale)` against `v / scale`: at most one level apart on a tie.
+                assert!((f32::from(*got) - plain).abs() <= 1.0, "{v} → {got}, plainly {plain}");
+            }
+        }
+        // Exact halves round to even, as the FPU does.
+        let r = ActRange { scale: 1.0, zero: 0 };
+        let mut q = [0u8; 4];
+        quantize_row(&[0.5, 1.5, 2.5, 254.5], r, &mut q);
+        assert_eq!(q, [0, 2, 2, 254]);
     }
 
     #[test]
