@@ -31,8 +31,8 @@ impl Norm {
     pub fn apply(&self, x: &mut [f32]) {
         let d = self.gamma.len();
         for row in x.chunks_exact_mut(d) {
-            let mean = row.iter().sum::<f32>() / d as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+            let mean = lane_sum(row, |v| v) / d as f32;
+            let var = lane_sum(row, |v| (v - mean) * (v - mean)) / d as f32;
             let inv = 1.0 / (var + LN_EPS).sqrt();
             for ((v, g), b) in row.iter_mut().zip(&self.gamma).zip(&self.beta) {
                 *v = (*v - mean) * inv * g + b;
@@ -159,16 +159,42 @@ impl Params {
     }
 }
 
+/// Lanes of the row reductions below: sixteen partial results, so that LLVM vectorizes them (one
+/// running f32 sum is a serial chain it may not reorder; those chains were the engine's largest
+/// cost outside the GEMMs).
+const LANES: usize = 16;
+
+/// `Σ f(x)` over `xs` in [`LANES`] partial sums.
+#[inline]
+fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for c in chunks {
+        acc.iter_mut().zip(c).for_each(|(a, &v)| *a += f(v));
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The largest of `xs` ignoring NaN (as `f32::max` does), −∞ when empty, in [`LANES`] lanes.
+#[inline]
+fn lane_max(xs: &[f32]) -> f32 {
+    let pick = |m: f32, v: f32| if v > m { v } else { m };
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| pick(m, v));
+    for c in chunks {
+        acc.iter_mut().zip(c).for_each(|(a, &v)| *a = pick(*a, v));
+    }
+    acc.into_iter().fold(tail, pick)
+}
+
 /// `softmax` of each row of `x` in place.
 fn softmax_rows(x: &mut [f32], width: usize) {
     for row in x.chunks_exact_mut(width) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
-        for v in row.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v;
-        }
-        let inv = 1.0 / sum;
+        let max = lane_max(row);
+        row.iter_mut().for_each(|v| *v = (*v - max).exp());
+        let inv = 1.0 / lane_sum(row, |v| v);
         row.iter_mut().for_each(|v| *v *= inv);
     }
 }
@@ -385,7 +411,7 @@ impl Engine {
             let vm = run(&a.to_v, &xn, n);
             for (m, scale) in [(&mut qm, &a.q_scale), (&mut km, &a.k_scale)] {
                 for head_row in m.chunks_exact_mut(dh) {
-                    let norm = head_row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-6);
+                    let norm = lane_sum(head_row, |v| v * v).sqrt().max(1e-6);
                     head_row.iter_mut().zip(scale.iter()).for_each(|(v, s)| *v = *v / norm * s);
                 }
             }
@@ -436,6 +462,21 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lane_reductions_match_the_plain_ones() {
+        for len in [0, 1, 15, 16, 17, 40, 129] {
+            let xs: Vec<f32> = (0..len).map(|n| ((n * 31 % 53) as f32 - 26.0) * 0.13).collect();
+            let plain = xs.iter().map(|v| v * v).sum::<f32>();
+            assert!((lane_sum(&xs, |v| v * v) - plain).abs() <= 1e-5 * plain.max(1.0), "length {len}");
+            assert_eq!(lane_max(&xs), xs.iter().copied().fold(f32::NEG_INFINITY, f32::max), "length {len}");
+            let mut with_nan = xs.clone();
+            if len > 3 {
+                with_nan[3] = f32::NAN;
+                assert_eq!(lane_max(&with_nan), with_nan.iter().copied().fold(f32::NEG_INFINITY, f32::max), "NaN, length {len}");
+            }
+        }
+    }
 
     #[test]
     fn rational_erf_stays_within_5e7_of_libm() {
