@@ -19,8 +19,8 @@
 //! activations (quantized per row at run time, or with the calibrated static range) and int8
 //! weights (symmetric per output channel), the activation zero point subtracted through the
 //! weights' column sums and both scales applied after — the same arithmetic as our kernels, so
-//! a runtime with int8 kernels computes it in int8. (ONNX's `Round` rounds halves to even, our
-//! kernels away from zero: a value exactly between two levels can land one level apart.)
+//! a runtime with int8 kernels computes it in int8. (Halves round to even in both, as ONNX's
+//! `Round` does.)
 //!
 //! The message types are declared here with `prost` derives (the few ONNX needs; field numbers
 //! from onnx.proto), so no protoc is needed.
