@@ -54,6 +54,13 @@ pub struct Thresholds {
     /// early checks that put a stop word on speech that was not a stop fit at −15.7 and lower
     /// (`results/speech/early-check-trace.txt`), while stop words fit at −9.2 and higher.
     pub early_stop_fit: f32,
+    /// The early check's bar when the open utterance holds less than
+    /// [`super::EARLY_STOP_MIN_SPEECH_MS`] of speech. At 10 dB, five of the six quick stops (150–190
+    /// ms over the floor) fit at −4.2 and higher (the sixth at −9.4: it waits for the close), while
+    /// the first words of sentences and short pieces of other speech checked at such pauses fit
+    /// at −5.7 and lower (`results/speech/early-check-trace.txt`, run 5's trace); the bar sits
+    /// mid-gap.
+    pub early_short_stop_fit: f32,
     /// The nearest known instruction to free-form text is taken at this cosine similarity or more.
     pub cosine: f32,
 }
@@ -63,7 +70,7 @@ impl Default for Thresholds {
     /// fit at +4 to +20, out-of-grammar sentences forced onto an instruction at −10 to −20; the
     /// early stop check's bar sits mid-gap between its stop words and its false stops.
     fn default() -> Self {
-        Self { fit: 0.0, stop_fit: -4.0, early_stop_fit: -12.0, cosine: 0.75 }
+        Self { fit: 0.0, stop_fit: -4.0, early_stop_fit: -12.0, early_short_stop_fit: -5.0, cosine: 0.75 }
     }
 }
 
