@@ -47,9 +47,10 @@ pub const DEBIAN_MODEL: &str = "/usr/share/pocketsphinx/model/en-us";
 pub const EARLY_STOP_QUIET_MS: u32 = 200;
 /// Speech (frames above the detector's stay level) in an open utterance from which its early check
 /// takes a stop at [`recognize::Thresholds::early_stop_fit`], ms; with less it takes one only at
-/// the stricter [`recognize::Thresholds::early_short_stop_fit`]. Early checks fire at any 200 ms
-/// pause of a short utterance, and at the lenient bar the first word of a sentence ("lift …")
-/// became a stop in 10 dB of noise (`results/speech/` run 5a: 6 of 192 instructions).
+/// the stricter [`recognize::Thresholds::early_short_stop_fit`]. An utterance is checked at its
+/// first 200 ms pause (and once more at a later one if the first check had less speech than this),
+/// and at the lenient bar the first word of a sentence ("lift …") became a stop in 10 dB of noise
+/// (`results/speech/` run 5a: 6 of 192 instructions).
 pub const EARLY_STOP_MIN_SPEECH_MS: u32 = 200;
 /// Longest open utterance checked early for a "stop", ms: the same speech as
 /// [`recognize::STOP_MAX_MS`] allows, with [`EARLY_STOP_QUIET_MS`] of quiet instead of the
@@ -84,8 +85,11 @@ pub struct Speech {
     /// An instruction was handed out and, if it is taken, the run resumes.
     resume_if_taken: bool,
     vad_cfg: vad::VadConfig,
-    /// The open utterance (by its start) was already checked early for a stop.
-    early_checked: Option<u64>,
+    /// The open utterance (by its start) was already checked early for a stop, and whether that
+    /// check had [`EARLY_STOP_MIN_SPEECH_MS`] of speech. A check on less (a cough, an "uh", a first
+    /// quick word that missed the stricter bar) does not use up the one at the full bar: the
+    /// utterance is checked again at its next pause once it holds that much.
+    early_checked: Option<(u64, bool)>,
     /// The utterance (by its start) already acted on as a stop: when it ends, it is decided
     /// again for what else it says, but not stopped for twice.
     early_stopped: Option<u64>,
@@ -247,14 +251,18 @@ impl Speech {
             let cur = self.vad.current();
             let open = self.vad.open_start();
             if open.is_some()
-                && self.early_checked != open
+                && match (self.early_checked, open) {
+                    (Some((checked, full)), Some(o)) if checked == o => !full && self.vad.speech_ms() >= EARLY_STOP_MIN_SPEECH_MS,
+                    _ => true,
+                }
                 && self.vad.quiet_ms() >= EARLY_STOP_QUIET_MS
                 && self.vad.speech_ms() >= self.vad_cfg.min_ms
                 && (cur.len() as u64) * 1000 <= early_stop_max_ms(&self.vad_cfg) * u64::from(audio::RATE)
             {
-                self.early_checked = open;
+                let full = self.vad.speech_ms() >= EARLY_STOP_MIN_SPEECH_MS;
+                self.early_checked = open.map(|o| (o, full));
                 let t = &self.interp.thresholds;
-                let bar = if self.vad.speech_ms() >= EARLY_STOP_MIN_SPEECH_MS { t.early_stop_fit } else { t.early_short_stop_fit };
+                let bar = if full { t.early_stop_fit } else { t.early_short_stop_fit };
                 let (cur, pos) = (cur.to_vec(), self.vad.position());
                 let t = std::time::Instant::now();
                 let h = self.rec.grammar(&cur);
@@ -349,15 +357,21 @@ mod tests {
         assert!(sp.decode_s_total >= sp.events.iter().map(|e| e.decode_s).sum::<f64>());
     }
 
-    /// Hears "stop" in anything, at a fixed fit.
-    struct StopAt(f32);
+    /// Hears "stop" in anything, at the fit this gives for the audio's length in samples.
+    struct StopAt(Box<dyn Fn(usize) -> f32 + Send>);
+
+    impl StopAt {
+        fn fixed(fit: f32) -> Self {
+            Self(Box::new(move |_| fit))
+        }
+    }
 
     impl Recognizer for StopAt {
         fn describe(&self) -> String {
-            "stop at a fixed fit".into()
+            "stop at a given fit".into()
         }
-        fn grammar(&mut self, _: &[i16]) -> Result<Option<Hypothesis>, SpeechError> {
-            Ok(Some(Hypothesis { text: "stop".into(), fit: self.0, free: None }))
+        fn grammar(&mut self, audio: &[i16]) -> Result<Option<Hypothesis>, SpeechError> {
+            Ok(Some(Hypothesis { text: "stop".into(), fit: (self.0)(audio.len()), free: None }))
         }
         fn free(&mut self, _: &[i16]) -> Result<Option<String>, SpeechError> {
             Ok(None)
@@ -375,7 +389,7 @@ mod tests {
         a.extend(quiet(1000));
         let run = |t: Thresholds| {
             let interp = Interpreter::new(grammar::Vocabulary::sim(), t, None);
-            let mut sp = Speech::new(Box::new(audio::Recording::new("t", a.clone())), Box::new(StopAt(-8.0)), interp, vad::VadConfig::default());
+            let mut sp = Speech::new(Box::new(audio::Recording::new("t", a.clone())), Box::new(StopAt::fixed(-8.0)), interp, vad::VadConfig::default());
             let h: Vec<Heard> = std::iter::from_fn(|| sp.next()).collect();
             (h, sp)
         };
@@ -399,7 +413,7 @@ mod tests {
         let t = Thresholds::default();
         let run = |fit: f32| {
             let interp = Interpreter::new(grammar::Vocabulary::sim(), t, None);
-            let mut sp = Speech::new(Box::new(audio::Recording::new("t", a.clone())), Box::new(StopAt(fit)), interp, vad::VadConfig::default());
+            let mut sp = Speech::new(Box::new(audio::Recording::new("t", a.clone())), Box::new(StopAt::fixed(fit)), interp, vad::VadConfig::default());
             let h: Vec<Heard> = std::iter::from_fn(|| sp.next()).collect();
             (h, sp)
         };
@@ -412,6 +426,26 @@ mod tests {
         assert!(t.early_stop_fit < t.early_short_stop_fit - 0.5 && t.early_short_stop_fit - 0.5 < t.stop_fit, "{t:?}");
         let (h, sp) = run(t.early_short_stop_fit - 0.5);
         assert!(h.is_empty(), "{h:?} {:#?}", sp.events);
+    }
+
+    #[test]
+    fn a_short_sound_that_misses_the_early_bar_does_not_use_up_the_early_check() {
+        // A 120 ms sound (a cough; its check misses the short bar), 250 ms of quiet (under the
+        // hangover: one utterance), then a 300 ms "stop": checked again, taken 200 ms after it.
+        let mut a = quiet(500);
+        a.extend(buzz(120));
+        a.extend(quiet(250));
+        a.extend(buzz(300));
+        let end = a.len();
+        a.extend(quiet(1000));
+        let interp = Interpreter::new(grammar::Vocabulary::sim(), Thresholds::default(), None);
+        // "Stop" at −8 in audio under 0.75 s (the cough with its pre-roll and pause), +5 in longer.
+        let rec = StopAt(Box::new(|n| if n < 12_000 { -8.0 } else { 5.0 }));
+        let mut sp = Speech::new(Box::new(audio::Recording::new("t", a)), Box::new(rec), interp, vad::VadConfig::default());
+        let h: Vec<Heard> = std::iter::from_fn(|| sp.next()).collect();
+        assert_eq!(h, vec![Heard::Command(Command::Stop)], "{:#?}", sp.events);
+        let after = sp.events[0].decided_s - end as f64 / 16_000.0;
+        assert!((0.2..0.25).contains(&after), "decided {after:.3} s after the word");
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub struct Thresholds {
     pub early_stop_fit: f32,
     /// The early check's bar when the open utterance holds less than
     /// [`super::EARLY_STOP_MIN_SPEECH_MS`] of speech. At 10 dB, five of the six quick stops (150–190
-    /// ms over the floor) fit at −4.2 and higher (the sixth at −9.4: it waits for the close), while
+    /// ms over the floor) fit at −4.2 and higher (the sixth at −9.4: refused, at the close too), while
     /// the first words of sentences and short pieces of other speech checked at such pauses fit
     /// at −5.7 and lower (`results/speech/early-check-trace.txt`, run 5's trace); the bar sits
     /// mid-gap.
