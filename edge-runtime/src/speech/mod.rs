@@ -333,8 +333,13 @@ mod tests {
     }
 
     fn heard(audio: Vec<i16>) -> (Vec<Heard>, Speech) {
-        let interp = Interpreter::new(grammar::Vocabulary::sim(), Thresholds::default(), None);
-        let mut sp = Speech::new(Box::new(audio::Recording::new("t", audio)), Box::new(ByLength), interp, vad::VadConfig::default());
+        heard_with(audio, Box::new(ByLength), Thresholds::default())
+    }
+
+    /// Everything `rec` makes of `audio` under `t`, with the default detector.
+    fn heard_with(audio: Vec<i16>, rec: Box<dyn Recognizer>, t: Thresholds) -> (Vec<Heard>, Speech) {
+        let interp = Interpreter::new(grammar::Vocabulary::sim(), t, None);
+        let mut sp = Speech::new(Box::new(audio::Recording::new("t", audio)), rec, interp, vad::VadConfig::default());
         let h = std::iter::from_fn(|| sp.next()).collect();
         (h, sp)
     }
@@ -387,12 +392,7 @@ mod tests {
         a.extend(buzz(500));
         let stop_end = a.len();
         a.extend(quiet(1000));
-        let run = |t: Thresholds| {
-            let interp = Interpreter::new(grammar::Vocabulary::sim(), t, None);
-            let mut sp = Speech::new(Box::new(audio::Recording::new("t", a.clone())), Box::new(StopAt::fixed(-8.0)), interp, vad::VadConfig::default());
-            let h: Vec<Heard> = std::iter::from_fn(|| sp.next()).collect();
-            (h, sp)
-        };
+        let run = |t: Thresholds| heard_with(a.clone(), Box::new(StopAt::fixed(-8.0)), t);
         let d = Thresholds::default();
         assert!(d.early_stop_fit < -8.0 && -8.0 < d.stop_fit, "{d:?}");
         let (h, sp) = run(d);
@@ -411,12 +411,7 @@ mod tests {
         let end = a.len();
         a.extend(quiet(1000));
         let t = Thresholds::default();
-        let run = |fit: f32| {
-            let interp = Interpreter::new(grammar::Vocabulary::sim(), t, None);
-            let mut sp = Speech::new(Box::new(audio::Recording::new("t", a.clone())), Box::new(StopAt::fixed(fit)), interp, vad::VadConfig::default());
-            let h: Vec<Heard> = std::iter::from_fn(|| sp.next()).collect();
-            (h, sp)
-        };
+        let run = |fit: f32| heard_with(a.clone(), Box::new(StopAt::fixed(fit)), t);
         // Over the short bar: taken 200 ms into the pause.
         let (h, sp) = run(t.early_short_stop_fit + 0.5);
         assert_eq!(h, vec![Heard::Command(Command::Stop)], "{:#?}", sp.events);
@@ -438,11 +433,9 @@ mod tests {
         a.extend(buzz(300));
         let end = a.len();
         a.extend(quiet(1000));
-        let interp = Interpreter::new(grammar::Vocabulary::sim(), Thresholds::default(), None);
         // "Stop" at −8 in audio under 0.75 s (the cough with its pre-roll and pause), +5 in longer.
         let rec = StopAt(Box::new(|n| if n < 12_000 { -8.0 } else { 5.0 }));
-        let mut sp = Speech::new(Box::new(audio::Recording::new("t", a)), Box::new(rec), interp, vad::VadConfig::default());
-        let h: Vec<Heard> = std::iter::from_fn(|| sp.next()).collect();
+        let (h, sp) = heard_with(a, Box::new(rec), Thresholds::default());
         assert_eq!(h, vec![Heard::Command(Command::Stop)], "{:#?}", sp.events);
         let after = sp.events[0].decided_s - end as f64 / 16_000.0;
         assert!((0.2..0.25).contains(&after), "decided {after:.3} s after the word");
