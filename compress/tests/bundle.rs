@@ -3,12 +3,15 @@
 
 use lapa_compress::Scheme;
 use lapa_compress::bundle::{self, INT8, LayerPlan, QUANT_PART, QuantPlan};
+use lapa_model::artifact::NamedTensor;
 use lapa_model::bins::QuantileBins;
 use lapa_model::policy::{ActionSpec, Frame, Policy, PolicyInput};
 use lapa_model::signing::{SecretKey, Trust};
 use lapa_model::vla::{ActionHeadConfig, ActionTarget, HeadConfig, VlaConfig};
 
-fn tiny_run(dir: &std::path::Path) -> VlaConfig {
+/// A tiny finetuned run saved in `dir`: its config, its parameters as read back from `dir`, and
+/// its linear layers' names.
+fn tiny_run(dir: &std::path::Path) -> (VlaConfig, Vec<NamedTensor>, Vec<String>) {
     let names: Vec<String> = (0..6).map(|i| format!("j{i}")).collect();
     let line: Vec<f32> = (0..200).map(|i| i as f32 - 100.0).collect();
     let head = HeadConfig::Action(ActionHeadConfig {
@@ -20,17 +23,18 @@ fn tiny_run(dir: &std::path::Path) -> VlaConfig {
     let cfg = VlaConfig::tiny(head);
     let device = lapa_model::device("cpu").expect("cpu");
     lapa_model::save_vla(dir, &cfg, &cfg.init(&device).expect("init")).expect("save");
-    cfg
+    let (_, model) = lapa_model::load_vla(dir, &device).expect("load");
+    let params = lapa_model::artifact::named_params(&model).expect("params");
+    let layers = bundle::layer_names(&cfg, &params).expect("layers");
+    (cfg, params, layers)
 }
 
 #[test]
 fn an_int8_bundle_round_trips_and_refuses_a_bad_plan() {
     let tmp = tempfile::tempdir().expect("tmp");
     let model_dir = tmp.path().join("run/model");
-    let cfg = tiny_run(&model_dir);
+    let (_, _, layers) = tiny_run(&model_dir);
     let device = lapa_model::device("cpu").expect("cpu");
-    let (_, model) = lapa_model::load_vla(&model_dir, &device).expect("load");
-    let layers = bundle::layer_names(&cfg, &lapa_model::artifact::named_params(&model).expect("params")).expect("layers");
     assert_eq!(layers.len(), 1 + 2 * 6 + 1, "patch projection, 6 per layer, head: {layers:?}");
     let key = SecretKey::from_seed([1; 32], "test");
     let keep = vec!["head.Action.out".to_string()];
@@ -112,11 +116,7 @@ fn a_compressed_bundle_ships_its_weights_quantized_and_they_compute_what_quantiz
     use lapa_compress::{Engine, Text};
     let tmp = tempfile::tempdir().expect("tmp");
     let model_dir = tmp.path().join("run/model");
-    let cfg = tiny_run(&model_dir);
-    let device = lapa_model::device("cpu").expect("cpu");
-    let (_, model) = lapa_model::load_vla(&model_dir, &device).expect("load");
-    let params = lapa_model::artifact::named_params(&model).expect("params");
-    let layers = bundle::layer_names(&cfg, &params).expect("layers");
+    let (cfg, params, layers) = tiny_run(&model_dir);
     // Every scheme in one plan: the patch projection f32, the head int4, the static ones with a
     // range, the rest dynamic.
     let mut plan = bundle::uniform_plan(&layers, |_| Scheme::Int8Dynamic, &["patch_proj".to_string()], "mixed".into());
