@@ -14,7 +14,7 @@ use lapa_model::text::TextConfig;
 use lapa_model::vla::{HeadConfig, VlaConfig};
 
 use crate::CompressError;
-use crate::kernel::{Kernel, Scheme, StoredWeights};
+use crate::kernel::{Kernel, LANES, Scheme, StoredWeights};
 
 /// burn's LayerNorm epsilon (the default of `LayerNormConfig`).
 pub const LN_EPS: f32 = 1e-5;
@@ -159,12 +159,8 @@ impl Params {
     }
 }
 
-/// Lanes of the row reductions below: sixteen partial results, so that LLVM vectorizes them (one
-/// running f32 sum is a serial chain it may not reorder; those chains were the engine's largest
-/// cost outside the GEMMs).
-const LANES: usize = 16;
-
-/// `Σ f(x)` over `xs` in [`LANES`] partial sums.
+/// `Σ f(x)` over `xs` in [`LANES`] partial sums (serial f32 sums in the norms and softmax were the
+/// engine's largest cost outside the GEMMs).
 #[inline]
 fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0f32; LANES];
@@ -204,7 +200,7 @@ fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-/// `erf` for f32 as a rational function of `x` on [−4, 4], the approximation XLA and Eigen use for
+/// `erf` for f32 as a rational function of `x` (fitted on [−4, 4]), the approximation XLA and Eigen use for
 /// f32 (odd degree-13 numerator over even degree-8 denominator); exactly ±1 beyond ±3.92, where
 /// erf rounds to ±1 in f32 (the rational form would give ±0.99999988, and `gelu` of a large
 /// negative input −6e-8·x instead of 0).
@@ -214,7 +210,7 @@ fn gelu(x: f32) -> f32 {
 fn erf(x: f32) -> f32 {
     const ALPHA: [f32; 7] = [-2.726_142_3e-10, 2.770_681_4e-8, -2.101_024e-6, -5.692_506_4e-5, -7.349_906_3e-4, -2.954_6e-3, -1.609_603_3e-2];
     const BETA: [f32; 5] = [-1.456_607_2e-5, -2.133_740_6e-4, -1.682_827e-3, -7.373_329e-3, -1.426_474e-2];
-    let x = x.clamp(-4.0, 4.0);
+    // No clamp needed before the polynomials: beyond ±3.92 the select below discards them.
     let x2 = x * x;
     let p = ALPHA.iter().fold(0.0, |acc, &a| acc * x2 + a);
     let q = BETA.iter().fold(0.0, |acc, &b| acc * x2 + b);

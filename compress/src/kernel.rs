@@ -119,11 +119,15 @@ fn quantize_row(row: &[f32], r: ActRange, out: &mut [u8]) {
     }
 }
 
-/// The range `[min(lo, 0), max(hi, 0)]` of a row's finite values. Sixteen running minima and
+/// Lanes of the row reductions (this range scan, the engine's sums and maxima): sixteen partial
+/// results, so that LLVM vectorizes them (one running f32 minimum, maximum or sum is a serial chain
+/// it may not reorder).
+pub(crate) const LANES: usize = 16;
+
+/// The range `[min(lo, 0), max(hi, 0)]` of a row's finite values. [`LANES`] running minima and
 /// maxima, compare-and-select rather than `f32::min` (whose NaN rule keeps LLVM from vectorizing
 /// the reduction): the scalar loop this replaces took half of an int8 layer's time outside the GEMM.
 fn row_range(row: &[f32]) -> (f32, f32) {
-    const LANES: usize = 16;
     let finite = |v: f32| if v.abs() < f32::INFINITY { v } else { 0.0 };
     let (mut lo, mut hi) = ([0f32; LANES], [0f32; LANES]);
     let chunks = row.chunks_exact(LANES);
