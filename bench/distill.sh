@@ -12,6 +12,9 @@
 # Two levers were tried after the first table, by hand (commands.txt has them): the distilled run
 # continued to 6,000 steps (a copy of runs/distilled resumed with `lapa compress distill --resume
 # --steps 6000`) and a run at temperature 1 (`--temperature 1`, otherwise as runs/distilled).
+# A third (2026-12-08): distillation on the labeled frames alone (`--label-weight 0.5`, no
+# --unlabeled: every batch carries both the labels and the teacher's distributions), from the
+# teacher remade with committed weights in results/compress/success/teacher (the same command).
 #
 # Resumable: a finished run or evaluation is skipped, an interrupted training resumes from its
 # last checkpoint. Writes results/compress/distill/{table.md,table.json} and commands.txt.
