@@ -265,7 +265,7 @@ impl Speech {
                 let bar = if full { t.early_stop_fit } else { t.early_short_stop_fit };
                 let (cur, pos) = (cur.to_vec(), self.vad.position());
                 let t = std::time::Instant::now();
-                let h = self.rec.grammar(&cur);
+                let h = self.rec.stop_check(&cur);
                 let took = t.elapsed().as_secs_f64();
                 self.decode_s_total += took;
                 if let Ok(Some(h)) = h
@@ -401,6 +401,49 @@ mod tests {
         assert!((0.2..0.25).contains(&after), "decided {after:.3} s after the word");
         let (h, sp) = run(Thresholds { early_stop_fit: -6.0, ..Thresholds::default() });
         assert!(h.is_empty(), "{h:?} {:#?}", sp.events);
+    }
+
+    /// "Stop" at one fit from the early check's decode and at another from the whole
+    /// utterance's: which decode each path uses.
+    struct TwoDecoders {
+        early: f32,
+        close: f32,
+    }
+
+    impl Recognizer for TwoDecoders {
+        fn describe(&self) -> String {
+            "two decoders".into()
+        }
+        fn grammar(&mut self, _: &[i16]) -> Result<Option<Hypothesis>, SpeechError> {
+            Ok(Some(Hypothesis { text: "stop".into(), fit: self.close, free: None }))
+        }
+        fn stop_check(&mut self, _: &[i16]) -> Result<Option<Hypothesis>, SpeechError> {
+            Ok(Some(Hypothesis { text: "stop".into(), fit: self.early, free: None }))
+        }
+        fn free(&mut self, _: &[i16]) -> Result<Option<String>, SpeechError> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn the_early_check_decodes_with_stop_check_and_the_close_with_grammar() {
+        let mut a = quiet(500);
+        a.extend(buzz(500));
+        let end = a.len() as f64 / 16_000.0;
+        a.extend(quiet(1000));
+        let t = Thresholds::default();
+        assert!(-20.0 < t.early_stop_fit.min(t.stop_fit) && t.early_stop_fit.max(t.stop_fit) < 5.0, "{t:?}");
+        // Only the early check's decode hears a stop: taken 200 ms into the pause.
+        let (h, sp) = heard_with(a.clone(), Box::new(TwoDecoders { early: 5.0, close: -20.0 }), t);
+        assert_eq!(h, vec![Heard::Command(Command::Stop)], "{:#?}", sp.events);
+        let after = sp.events[0].decided_s - end;
+        assert!((0.2..0.25).contains(&after), "decided {after:.3} s after the word");
+        // Only the whole utterance's decode hears it: nothing early; the close takes it after the
+        // hangover.
+        let (h, sp) = heard_with(a, Box::new(TwoDecoders { early: -20.0, close: 5.0 }), t);
+        assert_eq!(h, vec![Heard::Command(Command::Stop)], "{:#?}", sp.events);
+        let after = sp.events[0].decided_s - end;
+        assert!(after >= 0.4, "decided {after:.3} s after the word");
     }
 
     #[test]

@@ -26,6 +26,12 @@ pub trait Recognizer: Send {
     /// The best sentence of the vocabulary's grammar; `None` if no sentence fits at all or the
     /// recogniser has no grammar search.
     fn grammar(&mut self, audio: &[i16]) -> Result<Option<Hypothesis>, SpeechError>;
+    /// The early stop check's decode of an utterance still open (is it a stop word?): as
+    /// [`Recognizer::grammar`] unless the recogniser has a cheaper search for it, since its
+    /// decoding time is the stop's latency.
+    fn stop_check(&mut self, audio: &[i16]) -> Result<Option<Hypothesis>, SpeechError> {
+        self.grammar(audio)
+    }
     /// Free-form text; `None` when nothing was recognised.
     fn free(&mut self, audio: &[i16]) -> Result<Option<String>, SpeechError>;
 }

@@ -17,6 +17,10 @@
 //! fallback reads. (Measured here first and dropped: 5prealpha's phone-loop search ran at about
 //! 7× real time with the beams the grammar needs, and its n-gram search took 1.8 s for a 3.4 s
 //! sentence and turned espeak-ng's voices into mostly wrong words.)
+//!
+//! Both searches live in two decoders over the same model: one with the costlier settings that
+//! decide whole utterances ([`ACCURATE_FLAGS`]), and one for the early stop check, whose decoding
+//! time is a stop's latency ([`BASE_FLAGS`] alone).
 
 // The FFI boundary: the only unsafe code of the speech module, each block with its reason.
 #![allow(unsafe_code)]
@@ -94,29 +98,60 @@ type PsUtt = unsafe extern "C" fn(*mut c_void) -> c_int;
 type PsProcessRaw = unsafe extern "C" fn(*mut c_void, *const i16, usize, c_int, c_int) -> c_int;
 type PsGetHyp = unsafe extern "C" fn(*mut c_void, *mut i32) -> *const c_char;
 
-/// A PocketSphinx decoder with the vocabulary's grammar and the free word loop.
-pub struct PocketSphinx {
-    // Field order: the decoder and config are freed (in Drop) before the libraries unload.
-    ps: *mut c_void,
-    config: *mut c_void,
-    ps_free: PsFree,
-    cmd_ln_free: PsFree,
+/// The search settings both decoders share. Wider beams than the defaults (1e-48, 7e-29): with
+/// those, the grammar search lost sentences of a dozen words before their end. Cepstral mean
+/// normalisation over each utterance alone ("batch": utterances are decoded whole): with "live",
+/// the previous utterance's voice and room set the start of the next.
+const BASE_FLAGS: [&str; 10] = ["-beam", "1e-80", "-wbeam", "1e-60", "-bestpath", "no", "-logbase", "1.0001", "-cmn", "batch"];
+
+/// What the decoder of whole utterances adds: the phone-transition beam widened too (`-pbeam`,
+/// default 1e-48; the grammar and the loop are finite-state searches, which read `-beam`,
+/// `-wbeam` and `-pbeam` only), the 8 best Gaussians of each mixture scored instead of 4, and the
+/// spectrum's frequency axis warped by 1.1 (a vocal-tract length warp; the best of 0.9–1.2
+/// tried). On the speech evaluation's clean instructions decoded by the grammar alone
+/// (`bench/sphinx_flags.py`, results/speech/sphinx-flags.md) they take sentences decoded right
+/// from 85% to 92%, most of it on voices the thresholds were not calibrated on, for about 30% more
+/// decoding time (that table's CPU column), which the early stop check does not pay: it keeps
+/// [`BASE_FLAGS`], the settings its bars were calibrated with. The price is the model loaded
+/// twice (results/speech/README.md, run 8, gives the memory).
+const ACCURATE_FLAGS: [&str; 6] = ["-pbeam", "1e-80", "-topn", "8", "-warp_params", "1.1"];
+
+/// The library's entry points a decoder is driven with.
+#[derive(Clone, Copy)]
+struct Api {
     start_utt: PsUtt,
     end_utt: PsUtt,
     process_raw: PsProcessRaw,
     get_hyp: PsGetHyp,
     set_search: PsSetSearch,
     get_n_frames: PsUtt,
-    describe: String,
+}
+
+/// One decoder and its configuration, with the grammar and free-loop searches.
+struct Decoder {
+    ps: *mut c_void,
+    config: *mut c_void,
+    /// `ps_free` and `cmd_ln_free_r`.
+    free: (PsFree, PsFree),
     /// The configuration's argument strings: sphinxbase keeps pointers into them, so they live
-    /// until the config is freed (fields drop after `Drop::drop`).
+    /// until the config is freed.
     _args: Vec<CString>,
+}
+
+/// PocketSphinx with the vocabulary's grammar and the free word loop, twice: a decoder of whole
+/// utterances ([`ACCURATE_FLAGS`]) and a cheaper one for the early stop check.
+pub struct PocketSphinx {
+    // Field order: the decoders are freed (in Drop) before the libraries unload.
+    main: Decoder,
+    quick: Decoder,
+    api: Api,
+    describe: String,
     _base: Library,
     _lib: Library,
 }
 
-// SAFETY: the decoder is used from one thread at a time (`&mut self`); PocketSphinx keeps no
-// thread-local state, so moving it between threads is sound.
+// SAFETY: both decoders are used from one thread at a time (`&mut self`) and share no C state;
+// PocketSphinx keeps no thread-local state, so moving them between threads is sound.
 unsafe impl Send for PocketSphinx {}
 
 impl std::fmt::Debug for PocketSphinx {
@@ -154,7 +189,8 @@ fn cstr(s: &str) -> Result<CString, SpeechError> {
 }
 
 impl PocketSphinx {
-    /// Loads the library and the model and sets up the three searches over `vocabulary`.
+    /// Loads the library and the model, twice (the two decoders), each with the grammar and
+    /// free-loop searches over `vocabulary`.
     /// Every word of the vocabulary must be in the model's dictionary (the error lists any that
     /// are not).
     pub fn new(model: &ModelFiles, vocabulary: &Vocabulary) -> Result<Self, SpeechError> {
@@ -175,66 +211,52 @@ impl PocketSphinx {
         // Every symbol before anything is allocated: a missing one leaks nothing.
         let (start_utt, end_utt, process_raw, get_hyp, get_n_frames) =
             (sym(&lib, "ps_start_utt")?, sym(&lib, "ps_end_utt")?, sym(&lib, "ps_process_raw")?, sym(&lib, "ps_get_hyp")?, sym(&lib, "ps_get_n_frames")?);
+        let api = Api { start_utt, end_utt, process_raw, get_hyp, set_search, get_n_frames };
         let path = |p: &Path| p.to_str().map(str::to_string).ok_or_else(|| SpeechError::Model(format!("{} is not UTF-8", p.display())));
-        // Wider beams than the defaults (1e-48, 7e-29): with those, the grammar search lost
-        // sentences of a dozen words before their end.
-        // Cepstral mean normalisation over each utterance alone ("batch": utterances are decoded
-        // whole): with "live", the previous utterance's voice and room set the start of the next.
-        let args: Vec<String> = ["-logfn", "/dev/null", "-beam", "1e-80", "-wbeam", "1e-60", "-bestpath", "no", "-logbase", "1.0001", "-cmn", "batch"]
-            .into_iter()
-            .map(String::from)
-            .chain(["-hmm".to_string(), path(&model.hmm)?, "-dict".to_string(), path(&model.dict)?])
-            .collect();
-        let cargs: Vec<CString> = args.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
-        let argv: Vec<*const c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
-        // SAFETY: argv's strings live as long as the config (kept in `_args`: sphinxbase keeps
-        // pointers to the option names); ps_args returns a static table.
-        let config = unsafe { cmd_ln_parse(std::ptr::null_mut(), ps_args(), argv.len() as i32, argv.as_ptr(), 1) };
-        if config.is_null() {
-            return Err(SpeechError::Model("PocketSphinx refused its configuration".into()));
-        }
-        // SAFETY: config is a valid cmd_ln_t.
-        let ps = unsafe { ps_init(config) };
-        if ps.is_null() {
-            // SAFETY: config came from cmd_ln_parse_r and is freed once.
-            unsafe { cmd_ln_free(config) };
-            return Err(SpeechError::Model(format!("PocketSphinx could not load the model in {}", model.hmm.display())));
-        }
-        let mut me = Self {
-            ps,
-            config,
-            ps_free,
-            cmd_ln_free,
-            start_utt,
-            end_utt,
-            process_raw,
-            get_hyp,
-            set_search,
-            get_n_frames,
-            describe: String::new(),
-            _args: cargs,
-            _base: base,
-            _lib: lib,
-        };
+        let (hmm, dict) = (path(&model.hmm)?, path(&model.dict)?);
         let jsgf = cstr(&vocabulary.jsgf())?;
         let free = cstr(&loop_jsgf(vocabulary, &known))?;
         let (g, f) = (cstr("grammar")?, cstr("free")?);
-        // SAFETY: ps is valid; the strings outlive each call (PocketSphinx copies them).
-        unsafe {
-            if set_jsgf(me.ps, g.as_ptr(), jsgf.as_ptr()) != 0 {
-                return Err(SpeechError::Model("PocketSphinx refused the generated JSGF grammar".into()));
+        let decoder = |extra: &[&str]| -> Result<Decoder, SpeechError> {
+            let args: Vec<&str> =
+                ["-logfn", "/dev/null"].into_iter().chain(BASE_FLAGS).chain(extra.iter().copied()).chain(["-hmm", &hmm, "-dict", &dict]).collect();
+            let cargs: Vec<CString> = args.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
+            let argv: Vec<*const c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+            // SAFETY: argv's strings live as long as the config (kept in `_args`: sphinxbase keeps
+            // pointers to the option names); ps_args returns a static table.
+            let config = unsafe { cmd_ln_parse(std::ptr::null_mut(), ps_args(), argv.len() as i32, argv.as_ptr(), 1) };
+            if config.is_null() {
+                return Err(SpeechError::Model("PocketSphinx refused its configuration".into()));
             }
-            if set_jsgf(me.ps, f.as_ptr(), free.as_ptr()) != 0 {
-                return Err(SpeechError::Model("PocketSphinx refused the free word loop".into()));
+            // SAFETY: config is a valid cmd_ln_t.
+            let ps = unsafe { ps_init(config) };
+            if ps.is_null() {
+                // SAFETY: config came from cmd_ln_parse_r and is freed once.
+                unsafe { cmd_ln_free(config) };
+                return Err(SpeechError::Model(format!("PocketSphinx could not load the model in {}", model.hmm.display())));
             }
-        }
-        me.describe = format!("PocketSphinx 5prealpha (grammar of {} templates; model {})", vocabulary.templates.len(), model.hmm.display());
-        Ok(me)
+            // From here the decoder frees itself, on error too.
+            let d = Decoder { ps, config, free: (ps_free, cmd_ln_free), _args: cargs };
+            // SAFETY: ps is valid; the strings outlive each call (PocketSphinx copies them).
+            unsafe {
+                if set_jsgf(d.ps, g.as_ptr(), jsgf.as_ptr()) != 0 {
+                    return Err(SpeechError::Model("PocketSphinx refused the generated JSGF grammar".into()));
+                }
+                if set_jsgf(d.ps, f.as_ptr(), free.as_ptr()) != 0 {
+                    return Err(SpeechError::Model("PocketSphinx refused the free word loop".into()));
+                }
+            }
+            Ok(d)
+        };
+        let (main, quick) = (decoder(&ACCURATE_FLAGS)?, decoder(&[])?);
+        let describe = format!("PocketSphinx 5prealpha (grammar of {} templates; model {})", vocabulary.templates.len(), model.hmm.display());
+        Ok(Self { main, quick, api, describe, _base: base, _lib: lib })
     }
 
     /// Decodes `audio` with the search `name`: the hypothesis, its path score (PocketSphinx's
     /// scaled log-base-1.0001 units) and the number of frames.
-    fn decode(&mut self, name: &str, audio: &[i16]) -> Result<(String, f64, i32), SpeechError> {
+    /// `quick`: the early stop check's decoder.
+    fn decode(&mut self, quick: bool, name: &str, audio: &[i16]) -> Result<(String, f64, i32), SpeechError> {
         let n = cstr(name)?;
         // Digital silence (a WAV padded with zeros) has no spectrum: PocketSphinx's features go
         // to -inf there and the grammar search ends nowhere. A ±1 LSB dither, the same every
@@ -250,35 +272,50 @@ impl PocketSphinx {
             })
             .collect();
         let fail = |what: &str| SpeechError::Recognizer(format!("PocketSphinx: {what} failed"));
+        let (api, ps) = (self.api, if quick { self.quick.ps } else { self.main.ps });
         // SAFETY: ps is valid; audio is a live slice of `audio.len()` samples.
         unsafe {
-            if (self.set_search)(self.ps, n.as_ptr()) != 0 {
+            if (api.set_search)(ps, n.as_ptr()) != 0 {
                 return Err(fail("selecting the search"));
             }
-            if (self.start_utt)(self.ps) != 0 {
+            if (api.start_utt)(ps) != 0 {
                 return Err(fail("starting the utterance"));
             }
-            if (self.process_raw)(self.ps, audio.as_ptr(), audio.len(), 0, 1) < 0 {
-                let _ = (self.end_utt)(self.ps);
+            if (api.process_raw)(ps, audio.as_ptr(), audio.len(), 0, 1) < 0 {
+                let _ = (api.end_utt)(ps);
                 return Err(fail("processing the audio"));
             }
-            if (self.end_utt)(self.ps) != 0 {
+            if (api.end_utt)(ps) != 0 {
                 return Err(fail("ending the utterance"));
             }
             let mut score = 0i32;
-            let hyp = (self.get_hyp)(self.ps, &mut score);
+            let hyp = (api.get_hyp)(ps, &mut score);
             let text = if hyp.is_null() { String::new() } else { CStr::from_ptr(hyp).to_string_lossy().into_owned() };
-            Ok((text, f64::from(score), (self.get_n_frames)(self.ps)))
+            Ok((text, f64::from(score), (api.get_n_frames)(ps)))
         }
+    }
+
+    /// The grammar's best sentence and its fit against the free loop, by one decoder.
+    fn hypothesis(&mut self, quick: bool, audio: &[i16]) -> Result<Option<Hypothesis>, SpeechError> {
+        if audio.len() < MIN_SAMPLES {
+            return Ok(None);
+        }
+        let (text, g, frames) = self.decode(quick, "grammar", audio)?;
+        if text.trim().is_empty() || frames <= 0 {
+            return Ok(None);
+        }
+        let (free, f, _) = self.decode(quick, "free", audio)?;
+        Ok(Some(Hypothesis { text: text.trim().to_string(), fit: ((g - f) / f64::from(frames)) as f32, free: Some(free.trim().to_string()) }))
     }
 }
 
-impl Drop for PocketSphinx {
+impl Drop for Decoder {
     fn drop(&mut self) {
-        // SAFETY: both were made in `new` and are freed once, before the libraries unload.
+        // SAFETY: both were made together in `PocketSphinx::new` and are freed once, here; the
+        // libraries are unloaded after (PocketSphinx's field order).
         unsafe {
-            (self.ps_free)(self.ps);
-            (self.cmd_ln_free)(self.config);
+            (self.free.0)(self.ps);
+            (self.free.1)(self.config);
         }
     }
 }
@@ -289,22 +326,18 @@ impl Recognizer for PocketSphinx {
     }
 
     fn grammar(&mut self, audio: &[i16]) -> Result<Option<Hypothesis>, SpeechError> {
-        if audio.len() < MIN_SAMPLES {
-            return Ok(None);
-        }
-        let (text, g, frames) = self.decode("grammar", audio)?;
-        if text.trim().is_empty() || frames <= 0 {
-            return Ok(None);
-        }
-        let (free, f, _) = self.decode("free", audio)?;
-        Ok(Some(Hypothesis { text: text.trim().to_string(), fit: ((g - f) / f64::from(frames)) as f32, free: Some(free.trim().to_string()) }))
+        self.hypothesis(false, audio)
+    }
+
+    fn stop_check(&mut self, audio: &[i16]) -> Result<Option<Hypothesis>, SpeechError> {
+        self.hypothesis(true, audio)
     }
 
     fn free(&mut self, audio: &[i16]) -> Result<Option<String>, SpeechError> {
         if audio.len() < MIN_SAMPLES {
             return Ok(None);
         }
-        let text = self.decode("free", audio)?.0.trim().to_string();
+        let text = self.decode(false, "free", audio)?.0.trim().to_string();
         Ok((!text.is_empty()).then_some(text))
     }
 }
