@@ -252,11 +252,12 @@ impl PocketSphinx {
         let describe = format!("PocketSphinx 5prealpha (grammar of {} templates; model {})", vocabulary.templates.len(), model.hmm.display());
         Ok(Self { main, quick, api, describe, _base: base, _lib: lib })
     }
+}
 
+impl Decoder {
     /// Decodes `audio` with the search `name`: the hypothesis, its path score (PocketSphinx's
     /// scaled log-base-1.0001 units) and the number of frames.
-    /// `quick`: the early stop check's decoder.
-    fn decode(&mut self, quick: bool, name: &str, audio: &[i16]) -> Result<(String, f64, i32), SpeechError> {
+    fn decode(&mut self, api: Api, name: &str, audio: &[i16]) -> Result<(String, f64, i32), SpeechError> {
         let n = cstr(name)?;
         // Digital silence (a WAV padded with zeros) has no spectrum: PocketSphinx's features go
         // to -inf there and the grammar search ends nowhere. A ±1 LSB dither, the same every
@@ -272,7 +273,7 @@ impl PocketSphinx {
             })
             .collect();
         let fail = |what: &str| SpeechError::Recognizer(format!("PocketSphinx: {what} failed"));
-        let (api, ps) = (self.api, if quick { self.quick.ps } else { self.main.ps });
+        let ps = self.ps;
         // SAFETY: ps is valid; audio is a live slice of `audio.len()` samples.
         unsafe {
             if (api.set_search)(ps, n.as_ptr()) != 0 {
@@ -295,16 +296,16 @@ impl PocketSphinx {
         }
     }
 
-    /// The grammar's best sentence and its fit against the free loop, by one decoder.
-    fn hypothesis(&mut self, quick: bool, audio: &[i16]) -> Result<Option<Hypothesis>, SpeechError> {
+    /// The grammar's best sentence and its fit against the free loop.
+    fn hypothesis(&mut self, api: Api, audio: &[i16]) -> Result<Option<Hypothesis>, SpeechError> {
         if audio.len() < MIN_SAMPLES {
             return Ok(None);
         }
-        let (text, g, frames) = self.decode(quick, "grammar", audio)?;
+        let (text, g, frames) = self.decode(api, "grammar", audio)?;
         if text.trim().is_empty() || frames <= 0 {
             return Ok(None);
         }
-        let (free, f, _) = self.decode(quick, "free", audio)?;
+        let (free, f, _) = self.decode(api, "free", audio)?;
         Ok(Some(Hypothesis { text: text.trim().to_string(), fit: ((g - f) / f64::from(frames)) as f32, free: Some(free.trim().to_string()) }))
     }
 }
@@ -326,18 +327,18 @@ impl Recognizer for PocketSphinx {
     }
 
     fn grammar(&mut self, audio: &[i16]) -> Result<Option<Hypothesis>, SpeechError> {
-        self.hypothesis(false, audio)
+        self.main.hypothesis(self.api, audio)
     }
 
     fn stop_check(&mut self, audio: &[i16]) -> Result<Option<Hypothesis>, SpeechError> {
-        self.hypothesis(true, audio)
+        self.quick.hypothesis(self.api, audio)
     }
 
     fn free(&mut self, audio: &[i16]) -> Result<Option<String>, SpeechError> {
         if audio.len() < MIN_SAMPLES {
             return Ok(None);
         }
-        let text = self.decode(false, "free", audio)?.0.trim().to_string();
+        let text = self.main.decode(self.api, "free", audio)?.0.trim().to_string();
         Ok((!text.is_empty()).then_some(text))
     }
 }
